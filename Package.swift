@@ -1,0 +1,62 @@
+// swift-tools-version:5.10
+// Donut: strain, tilt and thickness maps from scanning X-ray nanodiffraction (SXDM).
+// Read DESIGN.md (in ../shared) for the layout; the targets below follow it:
+// math (DonutPhysics, DonutNN, DonutCore) knows nothing of files or processes;
+// files and processes (DonutIO, DonutMPI) know nothing of the math beyond its types.
+import PackageDescription
+
+let package = Package(
+    name: "Donut",
+    products: [
+        .executable(name: "donut", targets: ["donut"]),
+        .library(name: "DonutPhysics", targets: ["DonutPhysics"]),
+        .library(name: "DonutCore", targets: ["DonutCore"]),
+        .library(name: "DonutIO", targets: ["DonutIO"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/jpsim/Yams", from: "5.0.1"),
+    ],
+    targets: [
+        // MARK: Public targets
+        .executableTarget(
+            name: "donut",
+            dependencies: [
+                "DonutPhysics", "DonutNN", "DonutCore", "DonutIO", "DonutMPI",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]),
+        /// Forward models (box = published reference, smooth = differentiable), geometry, gradients.
+        .target(name: "DonutPhysics", dependencies: ["CBLAS"]),
+        /// Tensors and layers with forward and backward side by side.
+        .target(name: "DonutNN", dependencies: ["CBLAS"]),
+        /// Models, correlation fit, phantoms: the math that composes Physics and NN.
+        .target(name: "DonutCore", dependencies: ["DonutPhysics", "DonutNN", "CBLAS"]),
+        /// HDF5 (serial and MPI-IO), NeXus result maps, .npy, YAML configs, PNG quick-looks.
+        .target(name: "DonutIO", dependencies: [
+            "CDonutBridge", "DonutMPI", "DonutCore", "DonutPhysics",
+            .product(name: "Yams", package: "Yams"),
+        ]),
+        /// Communicator (rank, size, allreduce, bcast, gather, abort) and shard arithmetic.
+        .target(name: "DonutMPI", dependencies: ["CDonutBridge"]),
+
+        // MARK: Implementation details: C interop
+        /// `static inline` accessors for MPI/HDF5 macros; no API of its own.
+        .target(name: "CDonutBridge", dependencies: ["CMPI", "CHDF5"]),
+        // System libraries: include and link paths come from pkg-config, as on Debian 12
+        // (`libopenmpi-dev`, `libhdf5-openmpi-dev`, `libopenblas-dev`; see scripts/setup).
+        .systemLibrary(name: "CMPI", path: "Sources/CSystem/CMPI", pkgConfig: "ompi-c",
+                       providers: [.apt(["libopenmpi-dev"])]),
+        .systemLibrary(name: "CHDF5", path: "Sources/CSystem/CHDF5", pkgConfig: "hdf5-openmpi",
+                       providers: [.apt(["libhdf5-openmpi-dev"])]),
+        .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
+                       providers: [.apt(["libopenblas-dev"])]),
+
+        // MARK: Tests
+        .testTarget(name: "DonutPhysicsTests", dependencies: ["DonutPhysics"]),
+        .testTarget(name: "DonutCoreTests", dependencies: ["DonutCore", "DonutPhysics"]),
+        .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI"]),
+        .testTarget(name: "DonutMPITests", dependencies: ["DonutMPI"]),
+        /// Runs the built `donut` binary, including under `mpirun -np 2`.
+        .testTarget(name: "DonutCLITests", dependencies: ["donut"]),
+    ]
+)

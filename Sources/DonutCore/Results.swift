@@ -1,0 +1,82 @@
+import DonutPhysics
+
+/// How a scan's frames are laid out: frame `n` is at row `n / cols`, column `n % cols`.
+public struct ScanLayout: Equatable, Sendable {
+    public var rows: Int
+    public var cols: Int
+    /// Scan axes: positions (µm) when known, else indices; `axisUnits` says which.
+    public var y: [Double]
+    public var x: [Double]
+    /// "um" for positions, "" (dimensionless index) otherwise.
+    public var axisUnits: String
+
+    public init(rows: Int, cols: Int, y: [Double]? = nil, x: [Double]? = nil, axisUnits: String? = nil) {
+        self.rows = rows; self.cols = cols
+        self.y = y ?? (0..<rows).map(Double.init)
+        self.x = x ?? (0..<cols).map(Double.init)
+        self.axisUnits = axisUnits ?? ((y == nil && x == nil) ? "" : "um")
+    }
+    public var frameCount: Int { rows * cols }
+}
+
+/// Per-frame results of one method for a contiguous block of a scan's frames
+/// (flat frame index = row·cols + col). Each rank holds the block it computed; the
+/// NeXus writer places every block into the full maps collectively.
+public struct FrameResults: Equatable, Sendable {
+    public var frameRange: Range<Int>
+    /// Strain ε (dimensionless).
+    public var strain: [Double]
+    /// In-plane tilt ω (deg).
+    public var tiltLRDeg: [Double]
+    /// Out-of-plane tilt χ (deg).
+    public var tiltUDDeg: [Double]
+    /// Thickness t (Å), when the method predicts it.
+    public var thicknessA: [Double]?
+    /// Physics MAE between the frame and the model at the answer (photons), when computed.
+    public var residual: [Double]?
+    /// 1 where the frame was usable, 0 where it was rejected (its parameters are NaN).
+    public var valid: [UInt8]
+    /// Standard deviations keyed by map name ("strain_sigma", "tilt_lr_sigma", …), same units as the map.
+    public var sigmas: [String: [Double]]
+
+    public init(frameRange: Range<Int>) {
+        self.frameRange = frameRange
+        let n = frameRange.count
+        strain = .init(repeating: .nan, count: n); tiltLRDeg = strain; tiltUDDeg = strain
+        thicknessA = nil; residual = nil; valid = .init(repeating: 0, count: n); sigmas = [:]
+    }
+}
+
+/// Where a result came from: enough to redo it.
+public struct Provenance: Equatable, Sendable {
+    public struct Input: Equatable, Sendable {
+        /// Path relative to the result file's folder when possible.
+        public var path: String
+        /// Dataset path inside the file.
+        public var dataset: String
+        /// Checksum of the frames (or patterns) actually read, e.g. "fnv1a64:…".
+        public var checksum: String
+        public init(path: String, dataset: String, checksum: String) {
+            self.path = path; self.dataset = dataset; self.checksum = checksum
+        }
+    }
+    public var program: String = "donut"
+    public var version: String
+    /// ISO 8601 date of the run.
+    public var date: String
+    /// "correlation-fit", "donut", "nanobeamnn", …
+    public var method: String
+    public var commandLine: String
+    /// Full config as JSON (snake_case keys, as in the YAML).
+    public var configJSON: String
+    public var inputs: [Input]
+    /// Identifier of the model or library used (checksum or file name + checksum).
+    public var modelID: String
+
+    public init(version: String, date: String, method: String, commandLine: String,
+                configJSON: String, inputs: [Input], modelID: String) {
+        self.version = version; self.date = date; self.method = method
+        self.commandLine = commandLine; self.configJSON = configJSON; self.inputs = inputs
+        self.modelID = modelID
+    }
+}

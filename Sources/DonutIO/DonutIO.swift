@@ -1,0 +1,2 @@
+import DonutMPI
+import CDonutBridge

@@ -26,11 +26,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         /// Forward models (box = published reference, smooth = differentiable), geometry, gradients.
-        .target(name: "DonutPhysics", dependencies: ["CBLAS"]),
+        .target(name: "DonutPhysics", dependencies: ["DonutBLAS"]),
         /// Tensors and layers with forward and backward side by side.
-        .target(name: "DonutNN", dependencies: ["CBLAS"]),
+        .target(name: "DonutNN", dependencies: ["DonutBLAS"]),
         /// Models, correlation fit, phantoms: the math that composes Physics and NN.
-        .target(name: "DonutCore", dependencies: ["DonutPhysics", "DonutNN", "CBLAS"]),
+        .target(name: "DonutCore", dependencies: ["DonutPhysics", "DonutNN", "DonutBLAS"]),
         /// HDF5 (serial and MPI-IO), NeXus result maps, .npy, YAML configs, PNG quick-looks.
         .target(name: "DonutIO", dependencies: [
             "CDonutBridge", "DonutMPI", "DonutCore", "DonutPhysics",
@@ -39,7 +39,10 @@ let package = Package(
         /// Communicator (rank, size, allreduce, bcast, gather, abort) and shard arithmetic.
         .target(name: "DonutMPI", dependencies: ["CDonutBridge"]),
 
-        // MARK: Implementation details: C interop
+        // MARK: Implementation details
+        /// Row-major GEMM over OpenBLAS for Float and Double (the one BLAS entry point).
+        .target(name: "DonutBLAS", dependencies: ["CBLAS"]),
+        // C interop
         /// `static inline` accessors for MPI/HDF5 macros; no API of its own.
         .target(name: "CDonutBridge", dependencies: ["CMPI", "CHDF5"]),
         // System libraries: include and link paths come from pkg-config, as on Debian 12

@@ -22,7 +22,7 @@ let package = Package(
         .executableTarget(
             name: "donut",
             dependencies: [
-                "DonutPhysics", "DonutNN", "DonutCore", "DonutIO", "DonutMPI",
+                "DonutPhysics", "DonutNN", "DonutCore", "DonutIO", "DonutMPI", "DonutBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         /// Forward models (box = published reference, smooth = differentiable), geometry, gradients.

@@ -181,14 +181,13 @@ public enum ConfigFile {
 
     /// What a node holds, for "expected X, got Y" messages.
     private static func describe(_ node: Node) -> String {
-        switch node {
-        case .mapping: return "a mapping"
-        case .sequence: return "a list"
-        case .scalar(let s):
-            if isNull(s) { return "nothing (null)" }
-            let quoted = s.style != .plain && s.style != .any
-            return quoted ? "the string \"\(s.string)\"" : "'\(s.string)'"
-        }
+        // if/else rather than a switch: newer Yams versions add Node cases (aliases).
+        if node.mapping != nil { return "a mapping" }
+        if node.sequence != nil { return "a list" }
+        guard let s = node.scalar else { return "an unsupported YAML node" }
+        if isNull(s) { return "nothing (null)" }
+        let quoted = s.style != .plain && s.style != .any
+        return quoted ? "the string \"\(s.string)\"" : "'\(s.string)'"
     }
 
     /// An empty or `~`/`null` plain scalar (`key:` with no value).

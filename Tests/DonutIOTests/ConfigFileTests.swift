@@ -4,7 +4,7 @@ import Foundation
 import DonutPhysics
 
 /// The repository root, found from this file's location (Tests/DonutIOTests/…).
-let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
     .deletingLastPathComponent().deletingLastPathComponent()
 
 final class ConfigFileTests: XCTestCase {

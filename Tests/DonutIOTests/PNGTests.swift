@@ -2,34 +2,38 @@ import XCTest
 import Foundation
 @testable import DonutIO
 
-/// Runs `python3 -c script args…` and returns stdout; throws XCTSkip when python3 or its
-/// zlib module is missing (the decode checks then cannot run, and say so).
-func runPython(_ script: String, _ args: [String] = []) throws -> String {
-    func run(_ arguments: [String]) throws -> (Int32, String, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        p.arguments = ["python3"] + arguments
-        let out = Pipe(), err = Pipe()
-        p.standardOutput = out; p.standardError = err
-        try p.run()
-        let o = out.fileHandleForReading.readDataToEndOfFile()
-        let e = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+/// Helpers shared by the PNG and quick-look tests (a namespace, so other test files in
+/// this target can define their own helpers without clashing).
+enum PNGTestSupport {
+    /// Runs `python3 -c script args…` and returns stdout; throws XCTSkip when python3 or its
+    /// zlib module is missing (the decode checks then cannot run, and say so).
+    static func runPython(_ script: String, _ args: [String] = []) throws -> String {
+        func run(_ arguments: [String]) throws -> (Int32, String, String) {
+            let p = Process()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+            p.arguments = ["python3"] + arguments
+            let out = Pipe(), err = Pipe()
+            p.standardOutput = out; p.standardError = err
+            try p.run()
+            let o = out.fileHandleForReading.readDataToEndOfFile()
+            let e = err.fileHandleForReading.readDataToEndOfFile()
+            p.waitUntilExit()
+            return (p.terminationStatus, String(decoding: o, as: UTF8.self), String(decoding: e, as: UTF8.self))
+        }
+        guard let (status, _, _) = try? run(["-c", "import zlib"]), status == 0 else {
+            throw XCTSkip("python3 with zlib not available; independent decode not checked")
+        }
+        let (code, out, err) = try run(["-c", script] + args)
+        guard code == 0 else {
+            XCTFail("python3 failed (\(code)): \(err)")
+            return ""
+        }
+        return out
     }
-    guard let (status, _, _) = try? run(["-c", "import zlib"]), status == 0 else {
-        throw XCTSkip("python3 with zlib not available; independent decode not checked")
-    }
-    let (code, out, err) = try run(["-c", script] + args)
-    guard code == 0 else {
-        XCTFail("python3 failed (\(code)): \(err)")
-        return ""
-    }
-    return out
-}
 
-func temporaryPath(_ name: String) -> String {
-    FileManager.default.temporaryDirectory.appendingPathComponent("donut-\(getpid())-\(name)").path
+    static func temporaryPath(_ name: String) -> String {
+        FileManager.default.temporaryDirectory.appendingPathComponent("donut-\(getpid())-\(name)").path
+    }
 }
 
 final class PNGTests: XCTestCase {
@@ -122,7 +126,7 @@ final class PNGTests: XCTestCase {
             ("far repeat", Array(random.prefix(40_000)) + Array(random.prefix(40_000))),   // beyond the window
             ("near window", Array(random.prefix(32_768)) + Array(random.prefix(1000))),   // distance exactly 32768
         ]
-        let dir = temporaryPath("deflate")
+        let dir = PNGTestSupport.temporaryPath("deflate")
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         defer { try? FileManager.default.removeItem(atPath: dir) }
         var files: [String] = []
@@ -144,7 +148,7 @@ final class PNGTests: XCTestCase {
                 ok = "error: %s" % e
             print(p, ok)
         """
-        let out = try runPython(script, files)
+        let out = try PNGTestSupport.runPython(script, files)
         let lines = out.split(separator: "\n")
         XCTAssertEqual(lines.count, files.count, out)
         for (k, l) in lines.enumerated() {

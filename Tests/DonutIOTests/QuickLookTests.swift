@@ -27,7 +27,7 @@ final class QuickLookTests: XCTestCase {
             o = y * stride + 1 + 3 * x
             print(raw[o], raw[o + 1], raw[o + 2])
         """
-        let out = try runPython(script, [path] + pixels.map { "\($0.0),\($0.1)" })
+        let out = try PNGTestSupport.runPython(script, [path] + pixels.map { "\($0.0),\($0.1)" })
         let lines = out.split(separator: "\n").map { $0.split(separator: " ").compactMap { Int($0) } }
         guard lines.count == pixels.count + 1, lines[0].count == 2 else {
             XCTFail("unexpected python output: \(out)")
@@ -44,7 +44,7 @@ final class QuickLookTests: XCTestCase {
         map[7] = .nan                         // row 1, col 2
         var valid = [UInt8](repeating: 1, count: rows * cols)
         valid[19] = 0                         // row 3, col 4
-        let path = temporaryPath("constant.png")
+        let path = PNGTestSupport.temporaryPath("constant.png")
         defer { try? FileManager.default.removeItem(atPath: path) }
         try QuickLook.write(path: path, map: map, rows: rows, cols: cols, title: "strain", units: "", valid: valid)
 
@@ -122,7 +122,7 @@ final class QuickLookTests: XCTestCase {
     }
 
     func testWriteReplacesAtomicallyAndNamesThePathOnError() throws {
-        let path = temporaryPath("atomic.png")
+        let path = PNGTestSupport.temporaryPath("atomic.png")
         defer { try? FileManager.default.removeItem(atPath: path) }
         try QuickLook.write(path: path, map: [1, 2, 3, 4], rows: 2, cols: 2, title: "a", units: "deg")
         try QuickLook.write(path: path, map: [4, 3, 2, 1], rows: 2, cols: 2, title: "b", units: "deg")

@@ -1,0 +1,146 @@
+import XCTest
+import Foundation
+@testable import DonutIO
+
+final class QuickLookTests: XCTestCase {
+    /// Decodes a PNG written by us with Python's zlib (filter 0 rows only) and returns the
+    /// RGB of each (x, y) asked for, plus the size.
+    func decodeWithPython(_ path: String, pixels: [(Int, Int)]) throws -> (width: Int, height: Int, rgb: [[Int]]) {
+        let script = """
+        import sys, zlib, struct
+        data = open(sys.argv[1], "rb").read()
+        assert data[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
+        k, idat, w, h = 8, b"", None, None
+        while k < len(data):
+            n, t = struct.unpack(">I4s", data[k:k + 8])
+            body = data[k + 8:k + 8 + n]
+            assert zlib.crc32(t + body) == struct.unpack(">I", data[k + 8 + n:k + 12 + n])[0], t
+            if t == b"IHDR": w, h = struct.unpack(">II", body[:8]); assert body[8:10] == b"\\x08\\x02"
+            if t == b"IDAT": idat += body
+            k += 12 + n
+        raw = zlib.decompress(idat)
+        stride = 1 + 3 * w
+        assert len(raw) == h * stride and all(raw[y * stride] == 0 for y in range(h))
+        print(w, h)
+        for a in sys.argv[2:]:
+            x, y = map(int, a.split(","))
+            o = y * stride + 1 + 3 * x
+            print(raw[o], raw[o + 1], raw[o + 2])
+        """
+        let out = try PNGTestSupport.runPython(script, [path] + pixels.map { "\($0.0),\($0.1)" })
+        let lines = out.split(separator: "\n").map { $0.split(separator: " ").compactMap { Int($0) } }
+        guard lines.count == pixels.count + 1, lines[0].count == 2 else {
+            XCTFail("unexpected python output: \(out)")
+            return (0, 0, [])
+        }
+        return (lines[0][0], lines[0][1], Array(lines.dropFirst()))
+    }
+
+    func rgb(_ c: (UInt8, UInt8, UInt8)) -> [Int] { [Int(c.0), Int(c.1), Int(c.2)] }
+
+    func testConstantMapDecodesToMiddleViridisAndInvalidToGrey() throws {
+        let (rows, cols) = (4, 5)
+        var map = [Double](repeating: 0.3, count: rows * cols)
+        map[7] = .nan                         // row 1, col 2
+        var valid = [UInt8](repeating: 1, count: rows * cols)
+        valid[19] = 0                         // row 3, col 4
+        let path = PNGTestSupport.temporaryPath("constant.png")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try QuickLook.write(path: path, map: map, rows: rows, cols: cols, title: "strain", units: "", valid: valid)
+
+        let L = QuickLook.layout(rows: rows, cols: cols, titleChars: 6, unitsChars: 0, labelChars: 5)
+        func centre(_ r: Int, _ c: Int) -> (Int, Int) { (L.mapX + c * L.scale + L.scale / 2, L.mapY + r * L.scale + L.scale / 2) }
+        let decoded = try decodeWithPython(path, pixels: [centre(0, 0), centre(1, 2), centre(3, 4), (0, 0)])
+        XCTAssertGreaterThanOrEqual(max(decoded.width, decoded.height), 256)
+        XCTAssertEqual(decoded.rgb[0], rgb(QuickLook.viridis(0.5)), "flat map → middle colour")
+        XCTAssertEqual(decoded.rgb[0], [33, 145, 140])
+        XCTAssertEqual(decoded.rgb[1], [128, 128, 128], "NaN → grey")
+        XCTAssertEqual(decoded.rgb[2], [128, 128, 128], "valid = 0 → grey")
+        XCTAssertEqual(decoded.rgb[3], [255, 255, 255], "background")
+    }
+
+    func testPixelsMapThroughRobustLimits() {
+        // 0…98 plus one hot pixel in a 10 × 10 map: limits are v[1] = 1 and v[98] = 98, so
+        // the hot pixel is clipped to the top colour and 0 to the bottom one.
+        let (rows, cols) = (10, 10)
+        var map = (0..<100).map(Double.init)
+        map[99] = 1e9
+        let (lo, hi) = QuickLook.limits(of: map)!
+        XCTAssertEqual(lo, 1); XCTAssertEqual(hi, 98)
+        let image = QuickLook.render(map: map, rows: rows, cols: cols, title: "t", units: "u", valid: nil)
+        // The map's position does not depend on the label widths.
+        let L = QuickLook.layout(rows: rows, cols: cols, titleChars: 1, unitsChars: 3, labelChars: 0)
+        func at(_ r: Int, _ c: Int) -> [Int] { rgb(image.pixel(x: L.mapX + c * L.scale, y: L.mapY + r * L.scale)) }
+        XCTAssertEqual(at(0, 0), rgb(QuickLook.viridis(0)))
+        XCTAssertEqual(at(9, 9), rgb(QuickLook.viridis(1)))
+        XCTAssertEqual(at(5, 0), rgb(QuickLook.viridis((50 - lo) / (hi - lo))))
+        XCTAssertEqual(QuickLook.limits(of: [3, -2, 7]).map { [$0.0, $0.1] }, [-2, 7], "small maps: min / max")
+        XCTAssertNil(QuickLook.limits(of: []))
+    }
+
+    func testImageIsAtLeast256AndScalesByAnInteger() {
+        for (rows, cols) in [(1, 1), (7, 3), (64, 64), (100, 300), (512, 20)] {
+            let L = QuickLook.layout(rows: rows, cols: cols, titleChars: 10, unitsChars: 5, labelChars: 8)
+            XCTAssertGreaterThanOrEqual(max(L.mapW, L.mapH), 256, "\(rows)×\(cols)")
+            XCTAssertEqual(L.mapW, cols * L.scale); XCTAssertEqual(L.mapH, rows * L.scale)
+            XCTAssertLessThan(max(rows, cols) * (L.scale - 1), 256, "scale \(L.scale) larger than needed for \(rows)×\(cols)")
+        }
+    }
+
+    func testTickLabels() {
+        XCTAssertEqual(QuickLook.tickLabels(lo: -5e-4, hi: 5e-4), ["5.0e-04", "0.0e+00", "-5.0e-04"])
+        XCTAssertEqual(QuickLook.tickLabels(lo: -0.05, hi: 0.05), ["0.050", "0.000", "-0.050"])
+        XCTAssertEqual(QuickLook.tickLabels(lo: -0.1, hi: 0.1), ["0.100", "0.000", "-0.100"])
+        XCTAssertEqual(QuickLook.tickLabels(lo: 80, hi: 160), ["160.0", "120.0", "80.0"])
+        XCTAssertEqual(QuickLook.tickLabels(lo: 0.0021, hi: 0.0023), ["2.30e-03", "2.20e-03", "2.10e-03"])
+        XCTAssertEqual(QuickLook.tickLabels(lo: 0, hi: 0), ["0", "0", "0"])
+    }
+
+    func testViridisEndsAndMonotoneLuminance() {
+        XCTAssertEqual(rgb(QuickLook.viridis(0)), [68, 1, 84])
+        XCTAssertEqual(rgb(QuickLook.viridis(1)), [253, 231, 37])
+        XCTAssertEqual(rgb(QuickLook.viridis(-3)), [68, 1, 84])
+        XCTAssertEqual(rgb(QuickLook.viridis(7)), [253, 231, 37])
+        var last = -1.0
+        for k in 0...100 {
+            let c = QuickLook.viridis(Double(k) / 100)
+            let y = 0.2126 * Double(c.0) + 0.7152 * Double(c.1) + 0.0722 * Double(c.2)
+            XCTAssertGreaterThan(y, last, "luminance must rise (t = \(Double(k) / 100))")
+            last = y
+        }
+    }
+
+    func testFontCoversTitlesLabelsAndUnits() {
+        let unknown = Font.glyph("?")
+        let needed = "0123456789.-+e°ÅµεωχσABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_[]()/:%=, "
+        for ch in needed { XCTAssertNotEqual(Font.glyph(ch), unknown, "no glyph for '\(ch)'") }
+        XCTAssertEqual(Font.glyph("☃"), unknown)
+        // Glyphs are distinct where confusion would mislead (digits vs letters).
+        for (a, b) in [("0", "O"), ("1", "l"), ("5", "S"), ("8", "B"), ("-", "_")] {
+            XCTAssertNotEqual(Font.glyph(Character(a)), Font.glyph(Character(b)), "\(a) vs \(b)")
+        }
+    }
+
+    func testWriteReplacesAtomicallyAndNamesThePathOnError() throws {
+        let path = PNGTestSupport.temporaryPath("atomic.png")
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        try QuickLook.write(path: path, map: [1, 2, 3, 4], rows: 2, cols: 2, title: "a", units: "deg")
+        try QuickLook.write(path: path, map: [4, 3, 2, 1], rows: 2, cols: 2, title: "b", units: "deg")
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: path))
+        XCTAssertEqual(Array(bytes), QuickLook.png(map: [4, 3, 2, 1], rows: 2, cols: 2, title: "b", units: "deg"))
+        let dir = (path as NSString).deletingLastPathComponent
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: dir).filter { $0.hasSuffix(".partial") && $0.contains("atomic.png") }
+        XCTAssertEqual(leftovers, [])
+
+        let bad = "/nonexistent-dir-\(getpid())/map.png"
+        XCTAssertThrowsError(try QuickLook.write(path: bad, map: [1], rows: 1, cols: 1, title: "x", units: "")) { e in
+            XCTAssertTrue("\(e)".contains(bad), "\(e)")
+        }
+    }
+
+    func testAllInvalidMapStillRenders() throws {
+        let png = QuickLook.png(map: [.nan, .infinity, 1, 2], rows: 2, cols: 2, title: "empty", units: "Å",
+                                valid: [1, 1, 0, 0])
+        XCTAssertEqual(Array(png.suffix(4)), [0xAE, 0x42, 0x60, 0x82])
+    }
+}

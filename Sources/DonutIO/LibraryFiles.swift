@@ -121,6 +121,7 @@ public final class LibraryReader {
             return values
         }
         let hasT = s.count == 6
+        let strain = try axis("strain", 0), tiltLR = try axis("tilt_lr", 1), tiltUD = try axis("tilt_ud", 2)
         let thickness: [Double]
         if hasT {
             thickness = try axis("thickness", 3)
@@ -129,8 +130,7 @@ public final class LibraryReader {
         } else {
             throw DonutIOError.attribute(path, libraryGroup, "sample_thickness_A", "not found (needed without a thickness axis)")
         }
-        grid = LibraryGrid(strain: try axis("strain", 0), tiltLRDeg: try axis("tilt_lr", 1),
-                           tiltUDDeg: try axis("tilt_ud", 2), thicknessA: thickness, hasThicknessAxis: hasT)
+        grid = LibraryGrid(strain: strain, tiltLRDeg: tiltLR, tiltUDDeg: tiltUD, thicknessA: thickness, hasThicknessAxis: hasT)
         frameSize = s[s.count - 1]
         provenance = try f.readProcess()
         configJSON = provenance.map(\.configJSON).flatMap { $0.isEmpty ? nil : $0 }

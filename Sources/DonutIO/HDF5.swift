@@ -1,0 +1,631 @@
+import CDonutBridge
+import DonutMPI
+import Foundation
+
+// The HDF5 handle types. Every hid_t and unsafe pointer of the HDF5 C API stays in this
+// file; the file-format modules (scans, libraries, result maps) work with `H5File` and
+// `H5Dataset` and their Swift arrays.
+//
+// Parallel files (opened with a `Communicator`) follow the HDF5 1.10 rules: every rank
+// makes every create call (file, group, dataset, attribute) with the same arguments and
+// every `write` (collective transfer); a rank with nothing to write passes an empty
+// selection. Reads are independent: each rank reads its own range when it likes.
+
+/// An I/O failure, naming the file, the object in it (dataset, attribute or group path)
+/// when there is one, and what is wrong.
+public struct DonutIOError: Error, CustomStringConvertible, Equatable, Sendable {
+    /// The file as the user named it.
+    public var file: String
+    /// "dataset '/entry/data/data'", "attribute '/entry@default'", … or nil for the file itself.
+    public var object: String?
+    public var message: String
+
+    public init(file: String, object: String? = nil, _ message: String) {
+        self.file = file; self.object = object; self.message = message
+    }
+    public static func dataset(_ file: String, _ path: String, _ message: String) -> DonutIOError {
+        DonutIOError(file: file, object: "dataset '\(path)'", message)
+    }
+    public static func attribute(_ file: String, _ objectPath: String, _ name: String, _ message: String) -> DonutIOError {
+        DonutIOError(file: file, object: "attribute '\(objectPath)@\(name)'", message)
+    }
+    public static func group(_ file: String, _ path: String, _ message: String) -> DonutIOError {
+        DonutIOError(file: file, object: "group '\(path)'", message)
+    }
+    public var description: String {
+        "file '\(file)'" + (object.map { ", \($0)" } ?? "") + ": \(message)"
+    }
+}
+
+/// Element types Donut writes. Files it reads may hold any integer or float type; reads
+/// convert to the requested Swift type.
+public enum H5ElementType: String, Sendable {
+    case float32, float64, uint8, int64, uint64
+    var native: hid_t {
+        switch self {
+        case .float32: return donut_h5t_native_float()
+        case .float64: return donut_h5t_native_double()
+        case .uint8: return donut_h5t_native_uint8()
+        case .int64: return donut_h5t_native_int64()
+        case .uint64: return donut_h5t_native_uint64()
+        }
+    }
+}
+
+/// Swift element types that map onto an HDF5 native type.
+public protocol H5Numeric { static var h5ElementType: H5ElementType { get } }
+extension Float: H5Numeric { public static var h5ElementType: H5ElementType { .float32 } }
+extension Double: H5Numeric { public static var h5ElementType: H5ElementType { .float64 } }
+extension UInt8: H5Numeric { public static var h5ElementType: H5ElementType { .uint8 } }
+extension Int64: H5Numeric { public static var h5ElementType: H5ElementType { .int64 } }
+extension UInt64: H5Numeric { public static var h5ElementType: H5ElementType { .uint64 } }
+
+/// HDF5's own error messages go to our errors, not to stderr (our errors name things).
+private let silenceHDF5: Void = {
+    H5open()
+    H5Eset_auto2(donut_h5e_default(), nil, nil)
+}()
+
+/// The innermost message of HDF5's current error stack (e.g. "truncated file: eof = …"),
+/// then clears the stack. Empty when there is none.
+func takeHDF5ErrorMessage() -> String {
+    final class Box { var messages: [String] = [] }
+    let box = Box()
+    let walker: H5E_walk2_t = { _, err, data in
+        guard let err, let data else { return 0 }
+        let box = Unmanaged<Box>.fromOpaque(data).takeUnretainedValue()
+        if let d = err.pointee.desc { box.messages.append(String(cString: d)) }
+        return 0
+    }
+    withExtendedLifetime(box) {
+        _ = H5Ewalk2(donut_h5e_default(), H5E_WALK_DOWNWARD, walker, Unmanaged.passUnretained(box).toOpaque())
+    }
+    H5Eclear2(donut_h5e_default())
+    return box.messages.last ?? ""
+}
+
+/// An open HDF5 file, serial or (with a communicator) parallel through MPI-IO.
+public final class H5File {
+    /// The path as the user gave it; used in every error.
+    public let path: String
+    /// True when opened through MPI-IO with a communicator of any size.
+    public let isParallel: Bool
+    /// The communicator of a parallel file.
+    public let comm: Communicator?
+    var id: hid_t
+    /// Transfer list for writes: collective MPI-IO for parallel files, default otherwise.
+    let writeXfer: hid_t
+
+    private init(path: String, id: hid_t, comm: Communicator?) {
+        self.path = path; self.id = id; self.comm = comm; isParallel = comm != nil
+        if comm != nil {
+            let x = H5Pcreate(donut_h5p_dataset_xfer())
+            donut_h5_set_dxpl_mpio(x, 1)
+            writeXfer = x
+        } else {
+            writeXfer = donut_h5p_default()
+        }
+    }
+
+    deinit {
+        if id >= 0 { H5Fclose(id) }
+        if writeXfer != donut_h5p_default() { H5Pclose(writeXfer) }
+    }
+
+    private static func fileAccess(_ comm: Communicator?) -> hid_t {
+        _ = silenceHDF5
+        guard let comm else { return donut_h5p_default() }
+        let fapl = H5Pcreate(donut_h5p_file_access())
+        comm.withMPIComm { _ = donut_h5_set_fapl_mpio(fapl, $0) }
+        return fapl
+    }
+
+    /// Creates (truncating) `path`. Collective when `comm` is given.
+    public static func create(_ path: String, comm: Communicator? = nil) throws -> H5File {
+        let fapl = fileAccess(comm)
+        defer { if fapl != donut_h5p_default() { H5Pclose(fapl) } }
+        let id = H5Fcreate(path, donut_h5f_acc_trunc(), donut_h5p_default(), fapl)
+        guard id >= 0 else {
+            throw DonutIOError(file: path, "cannot create the HDF5 file (\(takeHDF5ErrorMessage()))")
+        }
+        return H5File(path: path, id: id, comm: comm)
+    }
+
+    /// Opens an existing file read-only (or read-write). Collective when `comm` is given.
+    public static func open(_ path: String, writable: Bool = false, comm: Communicator? = nil) throws -> H5File {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw DonutIOError(file: path, "does not exist")
+        }
+        guard !isDir.boolValue else { throw DonutIOError(file: path, "is a folder, not an HDF5 file") }
+        let fapl = fileAccess(comm)
+        defer { if fapl != donut_h5p_default() { H5Pclose(fapl) } }
+        let id = H5Fopen(path, writable ? donut_h5f_acc_rdwr() : donut_h5f_acc_rdonly(), fapl)
+        guard id >= 0 else {
+            let why = takeHDF5ErrorMessage()
+            throw DonutIOError(file: path, "cannot open as HDF5: not an HDF5 file, or truncated or corrupted"
+                               + (why.isEmpty ? "" : " (\(why))"))
+        }
+        return H5File(path: path, id: id, comm: comm)
+    }
+
+    /// Closes the file (collective for parallel files). Datasets of this file must be
+    /// released first: MPI-IO files refuse to close with open objects.
+    public func close() throws {
+        guard id >= 0 else { return }
+        let rc = H5Fclose(id)
+        id = -1
+        if rc < 0 { throw DonutIOError(file: path, "closing failed (\(takeHDF5ErrorMessage()))") }
+    }
+
+    // MARK: Links and groups
+
+    /// True when every component of the absolute path `path` exists.
+    public func exists(_ path: String) -> Bool {
+        var prefix = ""
+        for part in path.split(separator: "/") {
+            prefix += "/" + part
+            if H5Lexists(id, prefix, donut_h5p_default()) <= 0 { H5Eclear2(donut_h5e_default()); return false }
+        }
+        return true
+    }
+
+    /// Creates a group (its parent must exist), with `@NX_class` when given. Collective.
+    public func createGroup(_ path: String, nxClass: String? = nil) throws {
+        let g = H5Gcreate2(id, path, donut_h5p_default(), donut_h5p_default(), donut_h5p_default())
+        guard g >= 0 else { throw DonutIOError.group(self.path, path, "cannot create (\(takeHDF5ErrorMessage()))") }
+        H5Gclose(g)
+        if let nxClass { try setAttribute("NX_class", nxClass, on: path) }
+    }
+
+    // MARK: Datasets
+
+    /// Creates a contiguous, uncompressed dataset. Collective.
+    public func createDataset(_ path: String, type: H5ElementType, shape: [Int]) throws -> H5Dataset {
+        let dims = shape.map { hsize_t($0) }
+        let space = H5Screate_simple(Int32(dims.count), dims, nil)
+        guard space >= 0 else { throw DonutIOError.dataset(self.path, path, "invalid shape \(shape)") }
+        defer { H5Sclose(space) }
+        let d = H5Dcreate2(id, path, type.native, space, donut_h5p_default(), donut_h5p_default(), donut_h5p_default())
+        guard d >= 0 else { throw DonutIOError.dataset(self.path, path, "cannot create (\(takeHDF5ErrorMessage()))") }
+        return H5Dataset(file: self, path: path, id: d)
+    }
+
+    /// Opens an existing dataset; a clear error when it (or a parent group) is missing.
+    public func openDataset(_ path: String) throws -> H5Dataset {
+        guard exists(path) else { throw DonutIOError.dataset(self.path, path, "not found") }
+        let d = H5Dopen2(id, path, donut_h5p_default())
+        guard d >= 0 else {
+            throw DonutIOError.dataset(self.path, path, "cannot open as a dataset (\(takeHDF5ErrorMessage()))")
+        }
+        return H5Dataset(file: self, path: path, id: d)
+    }
+
+    /// Convenience: create a dataset and write all of it (collective), with `@units` when given.
+    public func writeDataset<T: H5Numeric>(_ path: String, _ values: [T], shape: [Int], units: String? = nil) throws {
+        let d = try createDataset(path, type: T.h5ElementType, shape: shape)
+        try values.withUnsafeBufferPointer { try d.write($0) }
+        try d.close()
+        if let units { try setAttribute("units", units, on: path) }
+    }
+
+    /// Convenience: read all of a numeric dataset, converted to `T`.
+    public func readDataset<T: H5Numeric>(_ path: String, as: T.Type) throws -> [T] {
+        let d = try openDataset(path)
+        defer { try? d.close() }
+        return try d.read(as: T.self)
+    }
+
+    // MARK: Strings
+
+    /// Writes a scalar string dataset (UTF-8). Fixed length by default, which parallel HDF5
+    /// 1.10 can write; variable length for serial files only. Collective.
+    public func writeString(_ path: String, _ value: String, variableLength: Bool = false) throws {
+        if variableLength && isParallel {
+            throw DonutIOError.dataset(self.path, path, "variable-length strings cannot be written in parallel")
+        }
+        let type = stringType(variableLength ? nil : max(value.utf8.count, 1))
+        defer { H5Tclose(type) }
+        let space = H5Screate(H5S_SCALAR)
+        defer { H5Sclose(space) }
+        let d = H5Dcreate2(id, path, type, space, donut_h5p_default(), donut_h5p_default(), donut_h5p_default())
+        guard d >= 0 else { throw DonutIOError.dataset(self.path, path, "cannot create (\(takeHDF5ErrorMessage()))") }
+        defer { H5Dclose(d) }
+        let rc: herr_t = withStringBuffer([value], fixedSize: variableLength ? nil : max(value.utf8.count, 1)) {
+            H5Dwrite(d, type, donut_h5s_all(), donut_h5s_all(), writeXfer, $0)
+        }
+        guard rc >= 0 else { throw DonutIOError.dataset(self.path, path, "writing failed (\(takeHDF5ErrorMessage()))") }
+    }
+
+    /// Reads a string dataset (scalar, fixed or variable length).
+    public func readString(_ path: String) throws -> String {
+        let d = try openDataset(path)
+        defer { try? d.close() }
+        guard let s = try readStrings(object: d.id, isAttribute: false).first else {
+            throw DonutIOError.dataset(self.path, path, "is empty, expected one string")
+        }
+        return s
+    }
+
+    // MARK: Attributes
+
+    /// Sets a string attribute on the object at `objectPath` ("/" for the root), replacing
+    /// any attribute of that name. Collective for parallel files (same value on every rank).
+    public func setAttribute(_ name: String, _ value: String, on objectPath: String) throws {
+        try setStringAttribute(name, [value], scalar: true, on: objectPath)
+    }
+    /// A 1-D array of fixed-length strings (e.g. NeXus `@axes`).
+    public func setAttribute(_ name: String, _ values: [String], on objectPath: String) throws {
+        try setStringAttribute(name, values, scalar: false, on: objectPath)
+    }
+    public func setAttribute(_ name: String, _ value: Double, on objectPath: String) throws {
+        var v = value
+        try setNumericAttribute(name, donut_h5t_native_double(), &v, on: objectPath)
+    }
+    public func setAttribute(_ name: String, _ value: Int, on objectPath: String) throws {
+        var v = Int64(value)
+        try setNumericAttribute(name, donut_h5t_native_int64(), &v, on: objectPath)
+    }
+
+    public func attributeExists(_ name: String, on objectPath: String) -> Bool {
+        guard exists(objectPath) || objectPath == "/" else { return false }
+        let r = H5Aexists_by_name(id, objectPath, name, donut_h5p_default())
+        if r < 0 { H5Eclear2(donut_h5e_default()) }
+        return r > 0
+    }
+
+    /// A string attribute (scalar or the first of an array).
+    public func readStringAttribute(_ name: String, on objectPath: String) throws -> String {
+        guard let s = try readStringArrayAttribute(name, on: objectPath).first else {
+            throw DonutIOError.attribute(path, objectPath, name, "is empty, expected a string")
+        }
+        return s
+    }
+    public func readStringArrayAttribute(_ name: String, on objectPath: String) throws -> [String] {
+        let a = try openAttribute(name, on: objectPath)
+        defer { H5Aclose(a) }
+        return try readStrings(object: a, isAttribute: true, describe: .attribute(path, objectPath, name, ""))
+    }
+    public func readDoubleAttribute(_ name: String, on objectPath: String) throws -> Double {
+        var v = 0.0
+        try readNumericAttribute(name, donut_h5t_native_double(), &v, on: objectPath)
+        return v
+    }
+    public func readIntAttribute(_ name: String, on objectPath: String) throws -> Int {
+        var v: Int64 = 0
+        try readNumericAttribute(name, donut_h5t_native_int64(), &v, on: objectPath)
+        return Int(v)
+    }
+
+    // MARK: Internals
+
+    /// A UTF-8 string type: fixed `size` bytes (NUL-padded), or variable length when nil.
+    private func stringType(_ size: Int?) -> hid_t {
+        let t = H5Tcopy(donut_h5t_c_s1())
+        H5Tset_size(t, size.map { $0 } ?? donut_h5t_variable())
+        if size != nil { H5Tset_strpad(t, H5T_STR_NULLPAD) }
+        H5Tset_cset(t, H5T_CSET_UTF8)
+        return t
+    }
+
+    /// Calls `body` with a buffer of the strings in HDF5 memory layout: `fixedSize` bytes each
+    /// (NUL-padded), or an array of C-string pointers for variable length.
+    private func withStringBuffer<R>(_ values: [String], fixedSize: Int?, _ body: (UnsafeRawPointer) -> R) -> R {
+        if let size = fixedSize {
+            var bytes = [UInt8](repeating: 0, count: max(size * values.count, 1))
+            for (i, v) in values.enumerated() {
+                for (j, b) in v.utf8.prefix(size).enumerated() { bytes[i * size + j] = b }
+            }
+            return bytes.withUnsafeBytes { body($0.baseAddress!) }
+        }
+        let cStrings = values.map { strdup($0) }
+        defer { cStrings.forEach { free($0) } }
+        return cStrings.withUnsafeBufferPointer { body(UnsafeRawPointer($0.baseAddress!)) }
+    }
+
+    private func setStringAttribute(_ name: String, _ values: [String], scalar: Bool, on objectPath: String) throws {
+        let size = max(values.map(\.utf8.count).max() ?? 1, 1)
+        let type = stringType(size)
+        defer { H5Tclose(type) }
+        var dims = [hsize_t(values.count)]
+        let space = scalar ? H5Screate(H5S_SCALAR) : H5Screate_simple(1, &dims, nil)
+        defer { H5Sclose(space) }
+        try writeAttribute(name, type: type, space: space, on: objectPath) { a in
+            withStringBuffer(values, fixedSize: size) { H5Awrite(a, type, $0) }
+        }
+    }
+
+    private func setNumericAttribute(_ name: String, _ type: hid_t, _ value: UnsafeRawPointer, on objectPath: String) throws {
+        let space = H5Screate(H5S_SCALAR)
+        defer { H5Sclose(space) }
+        try writeAttribute(name, type: type, space: space, on: objectPath) { H5Awrite($0, type, value) }
+    }
+
+    private func writeAttribute(_ name: String, type: hid_t, space: hid_t, on objectPath: String,
+                                _ write: (hid_t) -> herr_t) throws {
+        if H5Aexists_by_name(id, objectPath, name, donut_h5p_default()) > 0 {
+            H5Adelete_by_name(id, objectPath, name, donut_h5p_default())
+        }
+        let a = H5Acreate_by_name(id, objectPath, name, type, space, donut_h5p_default(), donut_h5p_default(), donut_h5p_default())
+        guard a >= 0 else {
+            throw DonutIOError.attribute(path, objectPath, name, "cannot create (\(takeHDF5ErrorMessage()))")
+        }
+        defer { H5Aclose(a) }
+        guard write(a) >= 0 else {
+            throw DonutIOError.attribute(path, objectPath, name, "writing failed (\(takeHDF5ErrorMessage()))")
+        }
+    }
+
+    private func openAttribute(_ name: String, on objectPath: String) throws -> hid_t {
+        guard attributeExists(name, on: objectPath) else {
+            throw DonutIOError.attribute(path, objectPath, name, "not found")
+        }
+        let a = H5Aopen_by_name(id, objectPath, name, donut_h5p_default(), donut_h5p_default())
+        guard a >= 0 else { throw DonutIOError.attribute(path, objectPath, name, "cannot open (\(takeHDF5ErrorMessage()))") }
+        return a
+    }
+
+    private func readNumericAttribute(_ name: String, _ memType: hid_t, _ out: UnsafeMutableRawPointer, on objectPath: String) throws {
+        let a = try openAttribute(name, on: objectPath)
+        defer { H5Aclose(a) }
+        let space = H5Aget_space(a)
+        defer { H5Sclose(space) }
+        let type = H5Aget_type(a)
+        defer { H5Tclose(type) }
+        let cls = H5Tget_class(type)
+        guard cls == H5T_INTEGER || cls == H5T_FLOAT, H5Sget_simple_extent_npoints(space) == 1 else {
+            throw DonutIOError.attribute(path, objectPath, name, "expected one number, got \(describeType(type))")
+        }
+        guard H5Aread(a, memType, out) >= 0 else {
+            throw DonutIOError.attribute(path, objectPath, name, "reading failed (\(takeHDF5ErrorMessage()))")
+        }
+    }
+
+    /// All strings of a dataset or attribute, fixed or variable length.
+    func readStrings(object: hid_t, isAttribute: Bool, describe: DonutIOError? = nil) throws -> [String] {
+        let fail = { (msg: String) -> DonutIOError in
+            var e = describe ?? DonutIOError(file: self.path, "")
+            if describe == nil, let n = Self.name(of: object) { e.object = "dataset '\(n)'" }
+            e.message = msg
+            return e
+        }
+        let fileType = isAttribute ? H5Aget_type(object) : H5Dget_type(object)
+        defer { H5Tclose(fileType) }
+        guard H5Tget_class(fileType) == H5T_STRING else {
+            throw fail("expected a string, got \(describeType(fileType))")
+        }
+        let space = isAttribute ? H5Aget_space(object) : H5Dget_space(object)
+        defer { H5Sclose(space) }
+        let n = Int(H5Sget_simple_extent_npoints(space))
+        guard n > 0 else { return [] }
+        let read = { (mem: hid_t, buf: UnsafeMutableRawPointer) -> herr_t in
+            isAttribute ? H5Aread(object, mem, buf)
+                        : H5Dread(object, mem, donut_h5s_all(), donut_h5s_all(), donut_h5p_default(), buf)
+        }
+        if H5Tis_variable_str(fileType) > 0 {
+            let mem = H5Tcopy(donut_h5t_c_s1())
+            H5Tset_size(mem, donut_h5t_variable())
+            H5Tset_cset(mem, H5Tget_cset(fileType))
+            defer { H5Tclose(mem) }
+            var ptrs = [UnsafeMutablePointer<CChar>?](repeating: nil, count: n)
+            let rc = ptrs.withUnsafeMutableBytes { read(mem, $0.baseAddress!) }
+            guard rc >= 0 else { throw fail("reading failed (\(takeHDF5ErrorMessage()))") }
+            let out = ptrs.map { $0.map { String(cString: $0) } ?? "" }
+            ptrs.withUnsafeMutableBytes { _ = H5Dvlen_reclaim(mem, space, donut_h5p_default(), $0.baseAddress!) }
+            return out
+        }
+        let size = H5Tget_size(fileType)
+        var bytes = [UInt8](repeating: 0, count: size * n)
+        let rc = bytes.withUnsafeMutableBytes { read(fileType, $0.baseAddress!) }
+        guard rc >= 0 else { throw fail("reading failed (\(takeHDF5ErrorMessage()))") }
+        return (0..<n).map { i in
+            let chunk = bytes[i * size ..< (i + 1) * size]
+            let end = chunk.firstIndex(of: 0) ?? chunk.endIndex
+            var s = String(decoding: chunk[chunk.startIndex..<end], as: UTF8.self)
+            if H5Tget_strpad(fileType) == H5T_STR_SPACEPAD { while s.hasSuffix(" ") { s.removeLast() } }
+            return s
+        }
+    }
+
+    static func name(of object: hid_t) -> String? {
+        let n = H5Iget_name(object, nil, 0)
+        guard n > 0 else { return nil }
+        var buf = [CChar](repeating: 0, count: n + 1)
+        H5Iget_name(object, &buf, n + 1)
+        return String(cString: buf)
+    }
+}
+
+/// "float32", "int16", "uint8", "string", … for error messages.
+func describeType(_ type: hid_t) -> String {
+    let size = H5Tget_size(type)
+    switch H5Tget_class(type) {
+    case H5T_FLOAT: return "float\(size * 8)"
+    case H5T_INTEGER: return (H5Tget_sign(type) == H5T_SGN_NONE ? "uint" : "int") + "\(size * 8)"
+    case H5T_STRING: return "string"
+    case H5T_COMPOUND: return "compound"
+    case H5T_ENUM: return "enum"
+    case H5T_ARRAY: return "array"
+    case H5T_VLEN: return "variable-length sequence"
+    default: return "unsupported type"
+    }
+}
+
+/// One rectangular block of a hyperslab selection.
+public struct HyperslabBox: Equatable, Sendable, CustomStringConvertible {
+    public var start: [Int]
+    public var count: [Int]
+    public init(start: [Int], count: [Int]) { self.start = start; self.count = count }
+    public var description: String { "start \(start) count \(count)" }
+}
+
+/// The flat indices `range` over the leading dimensions `leading` (C order) as a union of
+/// rectangular boxes: at most 2·(leading.count − 1) + 1 of them (a partial head row, full
+/// middle rows, a partial tail row, recursively). Empty range → no boxes.
+///
+/// This is the one selection used by scans (frames over (rows, cols)), libraries (entries
+/// over (nε, nω, nχ[, nt])) and result maps (frames over (rows, cols)).
+public func flatRangeBoxes(leading: [Int], range: Range<Int>) -> [HyperslabBox] {
+    precondition(!leading.isEmpty && range.lowerBound >= 0 && range.upperBound <= leading.reduce(1, *),
+                 "flat range \(range) outside leading shape \(leading)")
+    guard !range.isEmpty else { return [] }
+    if leading.count == 1 { return [HyperslabBox(start: [range.lowerBound], count: [range.count])] }
+    let sub = Array(leading.dropFirst())
+    let inner = sub.reduce(1, *)
+    func prefixed(_ i: Int, _ boxes: [HyperslabBox]) -> [HyperslabBox] {
+        boxes.map { HyperslabBox(start: [i] + $0.start, count: [1] + $0.count) }
+    }
+    var first = range.lowerBound / inner
+    let last = range.upperBound / inner  // row holding the (exclusive) end
+    if first == last {
+        return prefixed(first, flatRangeBoxes(leading: sub, range: range.lowerBound % inner ..< range.upperBound % inner))
+    }
+    var boxes: [HyperslabBox] = []
+    if range.lowerBound % inner != 0 {
+        boxes += prefixed(first, flatRangeBoxes(leading: sub, range: range.lowerBound % inner ..< inner))
+        first += 1
+    }
+    if last > first {
+        boxes.append(HyperslabBox(start: [first] + sub.map { _ in 0 }, count: [last - first] + sub))
+    }
+    if range.upperBound % inner != 0 {
+        boxes += prefixed(last, flatRangeBoxes(leading: sub, range: 0 ..< range.upperBound % inner))
+    }
+    return boxes
+}
+
+/// A selection of a dataset shaped `leading + trailing`: the flat index range `range`
+/// over the first `leadingRank` dimensions, and in the trailing dimensions either all of
+/// them or the sub-box `trailingStart`, `trailingCount` (e.g. a detector ROI).
+public struct FlatSelection: Equatable, Sendable {
+    public var leadingRank: Int
+    public var range: Range<Int>
+    public var trailingStart: [Int]?
+    public var trailingCount: [Int]?
+    public init(leadingRank: Int, range: Range<Int>, trailingStart: [Int]? = nil, trailingCount: [Int]? = nil) {
+        self.leadingRank = leadingRank; self.range = range
+        self.trailingStart = trailingStart; self.trailingCount = trailingCount
+    }
+}
+
+/// An open dataset of an `H5File`.
+public final class H5Dataset {
+    public let file: H5File
+    public let path: String
+    var id: hid_t
+    /// Dimensions as stored.
+    public let shape: [Int]
+    /// "float32", "uint16", "string", …
+    public let typeDescription: String
+    let isNumeric: Bool
+
+    init(file: H5File, path: String, id: hid_t) {
+        self.file = file; self.path = path; self.id = id
+        let space = H5Dget_space(id)
+        let rank = Int(H5Sget_simple_extent_ndims(space))
+        var dims = [hsize_t](repeating: 0, count: max(rank, 1))
+        H5Sget_simple_extent_dims(space, &dims, nil)
+        H5Sclose(space)
+        shape = rank > 0 ? dims.prefix(rank).map { Int($0) } : []
+        let type = H5Dget_type(id)
+        typeDescription = describeType(type)
+        let cls = H5Tget_class(type)
+        isNumeric = cls == H5T_INTEGER || cls == H5T_FLOAT
+        H5Tclose(type)
+    }
+
+    deinit { if id >= 0 { H5Dclose(id) } }
+
+    /// Releases the dataset now (parallel files need this before the file closes).
+    public func close() throws {
+        guard id >= 0 else { return }
+        let rc = H5Dclose(id)
+        id = -1
+        if rc < 0 { throw error("closing failed (\(takeHDF5ErrorMessage()))") }
+    }
+
+    func error(_ message: String) -> DonutIOError { .dataset(file.path, path, message) }
+
+    /// File and memory dataspaces for `selection` (nil: everything), and the element count.
+    private func spaces(_ selection: FlatSelection?) throws -> (file: hid_t, memory: hid_t, count: Int) {
+        let fileSpace = H5Dget_space(id)
+        guard let sel = selection else {
+            let n = shape.reduce(1, *)
+            var dims = [hsize_t(max(n, 1))]
+            let mem = H5Screate_simple(1, &dims, nil)
+            if n == 0 { H5Sselect_none(mem); H5Sselect_none(fileSpace) }
+            return (fileSpace, mem, n)
+        }
+        guard sel.leadingRank >= 1, sel.leadingRank <= shape.count else {
+            H5Sclose(fileSpace)
+            throw error("selection over \(sel.leadingRank) leading dimensions of a \(shape.count)-D dataset \(shape)")
+        }
+        let leading = Array(shape.prefix(sel.leadingRank)), trailing = Array(shape.dropFirst(sel.leadingRank))
+        let tStart = sel.trailingStart ?? trailing.map { _ in 0 }
+        let tCount = sel.trailingCount ?? trailing
+        guard sel.range.lowerBound >= 0, sel.range.upperBound <= leading.reduce(1, *),
+              tStart.count == trailing.count, tCount.count == trailing.count,
+              zip(zip(tStart, tCount), trailing).allSatisfy({ $0.0 >= 0 && $0.1 >= 0 && $0.0 + $0.1 <= $1 }) else {
+            H5Sclose(fileSpace)
+            throw error("selection \(sel.range) × trailing start \(tStart) count \(tCount) outside shape \(shape)")
+        }
+        let boxes = flatRangeBoxes(leading: leading, range: sel.range)
+        let n = sel.range.count * tCount.reduce(1, *)
+        if boxes.isEmpty || n == 0 {
+            H5Sselect_none(fileSpace)
+        } else {
+            for (i, box) in boxes.enumerated() {
+                let start = (box.start + tStart).map { hsize_t($0) }
+                let count = (box.count + tCount).map { hsize_t($0) }
+                H5Sselect_hyperslab(fileSpace, i == 0 ? H5S_SELECT_SET : H5S_SELECT_OR, start, nil, count, nil)
+            }
+        }
+        var dims = [hsize_t(max(n, 1))]
+        let mem = H5Screate_simple(1, &dims, nil)
+        if n == 0 { H5Sselect_none(mem) }
+        return (fileSpace, mem, n)
+    }
+
+    /// Number of elements `selection` covers (all elements when nil).
+    public func elementCount(_ selection: FlatSelection?) throws -> Int {
+        let s = try spaces(selection)
+        H5Sclose(s.file); H5Sclose(s.memory)
+        return s.count
+    }
+
+    /// Writes `values` (C order) into `selection`, or the whole dataset when nil. Must be in
+    /// the dataset's own type. **Collective** for parallel files: every rank calls it, a rank
+    /// with nothing to write passes an empty range.
+    public func write<T: H5Numeric>(_ values: UnsafeBufferPointer<T>, selection: FlatSelection? = nil) throws {
+        let type = H5Dget_type(id)
+        let same = H5Tequal(type, T.h5ElementType.native) > 0
+        H5Tclose(type)
+        guard same else { throw error("writing \(T.h5ElementType.rawValue) into a \(typeDescription) dataset (write in the dataset's own type)") }
+        let s = try spaces(selection)
+        defer { H5Sclose(s.file); H5Sclose(s.memory) }
+        guard values.count == s.count else {
+            throw error("writing \(values.count) values into a selection of \(s.count)")
+        }
+        var dummy: UInt64 = 0  // a valid pointer when there is nothing to write
+        let rc = withUnsafeMutablePointer(to: &dummy) { d in
+            H5Dwrite(id, T.h5ElementType.native, s.memory, s.file, file.writeXfer,
+                     values.baseAddress.map { UnsafeRawPointer($0) } ?? UnsafeRawPointer(d))
+        }
+        guard rc >= 0 else { throw error("writing failed (\(takeHDF5ErrorMessage()))") }
+    }
+
+    /// Reads `selection` (or everything) converted to `T` (any integer or float type on disk).
+    /// Independent: each rank reads when it likes.
+    public func read<T: H5Numeric>(as: T.Type, selection: FlatSelection? = nil) throws -> [T] {
+        guard isNumeric else { throw error("expected numbers, got \(typeDescription)") }
+        let s = try spaces(selection)
+        defer { H5Sclose(s.file); H5Sclose(s.memory) }
+        var out = [T](unsafeUninitializedCapacity: max(s.count, 1)) { _, n in n = max(s.count, 1) }
+        let rc = out.withUnsafeMutableBytes {
+            H5Dread(id, T.h5ElementType.native, s.memory, s.file, donut_h5p_default(), $0.baseAddress)
+        }
+        guard rc >= 0 else { throw error("reading failed (\(takeHDF5ErrorMessage()))") }
+        if s.count == 0 { out.removeAll() }
+        return out
+    }
+}

@@ -1,9 +1,17 @@
 import ArgumentParser
-import DonutPhysics
+import DonutBLAS
 
-@main
 struct Donut: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "donut",
-        abstract: "Strain, tilt and thickness maps from scanning X-ray nanodiffraction.")
+        abstract: "Strain, tilt and thickness maps from scanning X-ray nanodiffraction (SXDM).",
+        subcommands: [Bench.self])
+}
+
+@main
+enum Main {
+    static func main() {
+        OpenBLASCore.reexecWithBetterCoreIfNeeded()
+        Donut.main()
+    }
 }

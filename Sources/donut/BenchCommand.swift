@@ -1,0 +1,182 @@
+import ArgumentParser
+import Foundation
+import DonutBLAS
+import DonutPhysics
+import DonutCore
+
+/// `donut bench …`: speed figures as ratios to floors measured in the same run.
+/// Release builds only (`swift run -c release donut bench …`); nothing here is a test.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure speed: forward model, library generation, correlation fit, smooth-vs-box agreement.",
+        subcommands: [BenchForward.self, BenchLibrary.self, BenchFit.self, BenchSmoothVsBox.self])
+}
+
+/// Seconds of wall time taken by `body`, best of `repeats`.
+func bestTime(repeats: Int = 3, _ body: () -> Void) -> Double {
+    var best = Double.infinity
+    for _ in 0..<repeats {
+        let t0 = DispatchTime.now().uptimeNanoseconds
+        body()
+        best = min(best, Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9)
+    }
+    return best
+}
+
+func machineSummary() -> String {
+    let cpu = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8))?
+        .split(separator: "\n").first { $0.hasPrefix("model name") }
+        .map { $0.split(separator: ":", maxSplits: 1)[1].trimmingCharacters(in: .whitespaces) } ?? "unknown CPU"
+    return "\(cpu), \(ProcessInfo.processInfo.activeProcessorCount) cores, OpenBLAS \(OpenBLASCore.current) kernels, \(blasThreadCount) threads"
+}
+
+/// sgemm rate (GFLOP/s) of this machine on a square-ish product of the given size.
+func sgemmRate(m: Int, n: Int, k: Int) -> Double {
+    let a = [Float](repeating: 0.5, count: m * k), b = [Float](repeating: 0.25, count: k * n)
+    var c = [Float](repeating: 0, count: m * n)
+    let t = bestTime {
+        Float.gemm(transA: false, transB: true, m: m, n: n, k: k, alpha: 1, a: a, lda: k, b: b, ldb: k, beta: 0, c: &c, ldc: n)
+    }
+    return 2 * Double(m) * Double(n) * Double(k) / t / 1e9
+}
+
+struct BenchForward: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "forward", abstract: "Forward-model patterns/s (batched GEMM form).")
+    @Option(help: "Patterns per batch.") var batch = 256
+    func run() {
+        let geometry = DiffractionGeometry(config: .srio3LSAT002)
+        let n = geometry.frameSize, m = geometry.gridSize
+        var rng = SplitMix64(seed: 1)
+        let params = (0..<batch).map { _ in
+            FrameParameters(strain: 0.01 * rng.uniform() - 0.005, tiltLRDeg: 0.1 * rng.uniform() - 0.05,
+                            tiltUDDeg: 0.2 * rng.uniform() - 0.1, thicknessA: 117)
+        }
+        print("machine: \(machineSummary())")
+        let flopsPerPattern = 2.0 * Double(n * m * m + n * m * n)
+        let floor = sgemmRate(m: batch * n, n: m, k: m)
+        print("sgemm rate on (\(batch * n)×\(m))·(\(m)×\(m)): \(String(format: "%.1f", floor)) GFLOP/s")
+        for profile in Profile.allCases {
+            let model = ForwardModel<Float>(geometry: geometry, profile: profile)
+            var out = [Float](repeating: 0, count: batch * n * n)
+            let t = bestTime { out.withUnsafeMutableBufferPointer { model.patterns(params, into: $0) } }
+            let rate = Double(batch) / t
+            print(String(format: "%@ model, Float, batch %d: %.0f patterns/s (%.2f ms/pattern), GEMM share of time at the sgemm rate: %.0f%%",
+                         profile.rawValue, batch, rate, 1e3 / rate, 100 * flopsPerPattern * rate / (floor * 1e9)))
+        }
+        let smooth = ForwardModel<Float>(geometry: geometry, profile: .smooth)
+        var pattern = [Float](repeating: 0, count: n * n), jac = [Float](repeating: 0, count: 4 * n * n)
+        let tj = bestTime { for p in params.prefix(64) { smooth.jacobian(p, pattern: &pattern, jacobian: &jac) } }
+        print(String(format: "smooth model pattern + 4-parameter Jacobian: %.0f frames/s", 64 / tj))
+    }
+}
+
+struct BenchLibrary: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "library", abstract: "Time the published 41³ box-model library in memory (no file).")
+    @Option(help: "Steps per axis.") var steps = 41
+    func run() {
+        var config = DonutConfig.srio3LSAT002
+        config.library = LibrarySteps(strain: steps, tiltLR: steps, tiltUD: steps, thickness: 1)
+        let grid = LibraryGrid(config: config)
+        let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+        let n = model.frameSize, m = model.gridSize
+        var out = [Float](repeating: 0, count: grid.count * n * n)
+        print("machine: \(machineSummary())")
+        let t = bestTime(repeats: 2) { out.withUnsafeMutableBufferPointer { model.library(grid, entries: 0..<grid.count, into: $0) } }
+        let flops = Double(grid.count) * 2 * Double(n * m * n) + Double(steps * steps) * 2 * Double(m * m * n)
+        let floor = sgemmRate(m: steps * n, n: n, k: m)
+        print(String(format: "library %d entries (%d³): %.2f s, %.0f patterns/s, %.1f GFLOP/s of GEMM work; sgemm rate on its GEMM shape (%d×%d)·(%d×%d): %.1f GFLOP/s → GEMM floor %.2f s (ratio %.2f)",
+                     grid.count, steps, t, Double(grid.count) / t, flops / t / 1e9, steps * n, m, m, n, floor, flops / (floor * 1e9),
+                     t / (flops / (floor * 1e9))))
+        print(String(format: "checksum (sum of all patterns): %.6e", out.reduce(0.0) { $0 + Double($1) }))
+    }
+}
+
+struct BenchFit: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "fit", abstract: "Correlation fit ms/frame vs this machine's sgemm floor (2·4096·N_library FLOP per frame).")
+    @Option(help: "Steps per library axis.") var steps = 41
+    @Option(help: "Frames to fit.") var frames = 512
+    @Option(help: "Frames per batch.") var batch = 256
+    func run() {
+        var config = DonutConfig.srio3LSAT002
+        config.library = LibrarySteps(strain: steps, tiltLR: steps, tiltUD: steps, thickness: 1)
+        let grid = LibraryGrid(config: config)
+        let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+        let np = model.pixelCount
+        var library = [Float](repeating: 0, count: grid.count * np)
+        library.withUnsafeMutableBufferPointer { model.library(grid, entries: 0..<grid.count, into: $0) }
+        let fit = CorrelationFit(grid: grid, entries: 0..<grid.count, patterns: library, pixelCount: np)
+        let maps = Phantom.paper.maps(rows: 64, cols: 64, config: config, seed: 0)
+        var scan = [Float](repeating: 0, count: frames * np)
+        scan.withUnsafeMutableBufferPointer {
+            ScanSimulation.frames(of: maps, range: 0..<frames, model: model, peakPhotons: 7, seed: 1, into: $0)
+        }
+        print("machine: \(machineSummary())")
+        // Floor: the fit's GEMM alone, F (batch × 4096) · Lᵀ (4096 × N), same library, same frames.
+        var c = [Float](repeating: 0, count: batch * grid.count)
+        let tFloor = bestTime(repeats: 2) {
+            var s = 0
+            while s < frames {
+                let b = min(batch, frames - s)
+                scan.withUnsafeBufferPointer { f in
+                    Float.gemm(transA: false, transB: true, m: b, n: grid.count, k: np, alpha: 1, a: f.baseAddress! + s * np, lda: np,
+                               b: library, ldb: np, beta: 0, c: &c, ldc: grid.count)
+                }
+                s += b
+            }
+        }
+        let run = CorrelationFitRun(frameCount: frames, batch: batch)
+        var result = FrameResults(frameRange: 0..<0)
+        let tFit = bestTime(repeats: 2) {
+            result = run.run(fit: fit, keep: 0..<frames,
+                             readFrames: { r in Array(scan[(r.lowerBound * np)..<(r.upperBound * np)]) }, allreduceSum: { _ in })
+        }
+        let flopsPerFrame = 2.0 * Double(np) * Double(grid.count)
+        // A second, stricter floor: the same FLOPs at this machine's best sgemm rate (large square product).
+        let peak = sgemmRate(m: 2048, n: 2048, k: 2048)
+        let tPeak = flopsPerFrame * Double(frames) / (peak * 1e9)
+        print(String(format: "fit: %.3f ms/frame (%.1f GFLOP/s effective), %d of %d frames valid",
+                     1e3 * tFit / Double(frames), flopsPerFrame * Double(frames) / tFit / 1e9,
+                     result.valid.reduce(0) { $0 + Int($1) }, frames))
+        print(String(format: "  vs the fit's own GEMM as one call, F(%d×%d)·Lᵀ(%d×%d) at %.1f GFLOP/s: %.3f ms/frame → ratio %.2f (target ≤ 1.2)",
+                     batch, np, np, grid.count, flopsPerFrame * Double(frames) / tFloor / 1e9, 1e3 * tFloor / Double(frames), tFit / tFloor))
+        print(String(format: "  vs peak sgemm (2048³ at %.1f GFLOP/s): %.3f ms/frame → ratio %.2f",
+                     peak, 1e3 * tPeak / Double(frames), tFit / tPeak))
+    }
+}
+
+struct BenchSmoothVsBox: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "smooth-vs-box",
+        abstract: "Normalised correlation of the smooth model with the box model over a library, for several σ.")
+    @Option(help: "Steps per library axis.") var steps = 21
+    @Option(parsing: .upToNextOption, help: "σ values (Å⁻¹); default: the config's and neighbours.") var sigma: [Double] = []
+    func run() {
+        var config = DonutConfig.srio3LSAT002
+        config.library = LibrarySteps(strain: steps, tiltLR: steps, tiltUD: steps, thickness: 1)
+        let grid = LibraryGrid(config: config)
+        let box = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+        let np = box.pixelCount
+        var reference = [Float](repeating: 0, count: grid.count * np)
+        reference.withUnsafeMutableBufferPointer { box.library(grid, entries: 0..<grid.count, into: $0) }
+        let sigmas = sigma.isEmpty ? [2e-4, 3e-4, config.model.smoothSigmaInvA, 4.5e-4, 5e-4, 6e-4] : sigma
+        print("library \(steps)³ over the preset ranges; box half-width \(config.model.boxHalfWidthInvA) Å⁻¹")
+        for s in sigmas {
+            var c = config
+            c.model.smoothSigmaInvA = s
+            let smooth = ForwardModel<Float>(geometry: DiffractionGeometry(config: c), profile: .smooth)
+            var out = [Float](repeating: 0, count: grid.count * np)
+            out.withUnsafeMutableBufferPointer { smooth.library(grid, entries: 0..<grid.count, into: $0) }
+            var corr = [Double](), totals = [Double]()
+            for e in 0..<grid.count {
+                var ab = 0.0, aa = 0.0, bb = 0.0, total = 0.0
+                for i in (e * np)..<((e + 1) * np) {
+                    let a = Double(reference[i]), b = Double(out[i])
+                    ab += a * b; aa += a * a; bb += b * b; total += b
+                }
+                corr.append(ab / (aa * bb).squareRoot()); totals.append(total)
+            }
+            print(String(format: "σ = %.4e Å⁻¹: correlation mean %.5f, min %.5f; total intensity max/min %.2f",
+                         s, corr.reduce(0, +) / Double(corr.count), corr.min()!, totals.max()! / totals.min()!))
+        }
+    }
+}

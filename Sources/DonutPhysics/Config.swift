@@ -272,3 +272,28 @@ extension DonutConfig {
         try positive(noise.peakPhotons, "noise.peak_photons")
     }
 }
+
+extension DonutConfig {
+    /// Dotted keys of the values that shape a diffraction pattern (instrument, zone plate,
+    /// lattice, reflection, frame size, model widths) and differ between `self` and `other`.
+    /// Ranges, steps, noise, ROI and the nominal thickness do not change a pattern at given
+    /// parameters, so a library and a scan may differ in those.
+    public func patternKeysDiffering(from other: DonutConfig) -> [String] {
+        var keys: [String] = []
+        func check<V: Equatable>(_ a: V, _ b: V, _ key: String) { if a != b { keys.append(key) } }
+        let i = instrument, j = other.instrument
+        check(i.energyKeV, j.energyKeV, "instrument.energy_keV")
+        check(i.detectorDistanceM, j.detectorDistanceM, "instrument.detector_distance_m")
+        check(i.pixelSizeM, j.pixelSizeM, "instrument.pixel_size_m")
+        check(i.binning, j.binning, "instrument.binning")
+        check(i.x0, j.x0, "instrument.X0")
+        check(i.xcen, j.xcen, "instrument.Xcen")
+        check(i.deltaThetaDeg, j.deltaThetaDeg, "instrument.delta_theta_deg")
+        check(zonePlate, other.zonePlate, "zone_plate")
+        check(sample.latticeCA, other.sample.latticeCA, "sample.lattice_c_A")
+        check(sample.reflectionL, other.sample.reflectionL, "sample.reflection_l")
+        check(model.frameSize, other.model.frameSize, "model.frame_size")
+        check(model.boxHalfWidthInvA, other.model.boxHalfWidthInvA, "model.box_half_width_invA")
+        return keys
+    }
+}

@@ -1,0 +1,42 @@
+import ArgumentParser
+import Foundation
+import DonutPhysics
+import DonutIO
+
+/// Which configuration to use: a YAML file, or the published preset built in.
+struct ConfigOptions: ParsableArguments {
+    @Option(name: .customLong("config"), help: ArgumentHelp("Instrument/sample/library YAML (see configs/).", valueName: "file.yaml"))
+    var path: String?
+
+    /// The config in force: the file's, or the built-in SrIrO3 (002) on LSAT preset.
+    func load() throws -> DonutConfig {
+        guard let path else { return .srio3LSAT002 }
+        return try ConfigFile.load(path: path)
+    }
+    var sourceDescription: String { path ?? "built-in preset srio3-lsat-002" }
+}
+
+/// Where results go and whether existing files may be replaced.
+struct OutputOptions: ParsableArguments {
+    @Option(name: .customLong("out"), help: ArgumentHelp("Output HDF5 file.", valueName: "file.h5"))
+    var path: String
+
+    @Flag(help: "Overwrite existing outputs.")
+    var force = false
+
+    func validate() throws {
+        guard !path.isEmpty else { throw ValidationError("--out needs a file name, e.g. --out maps.h5") }
+    }
+}
+
+/// Exclusive choice of forward model for simulations.
+enum ProfileChoice: String, EnumerableFlag {
+    case box, smooth
+    static func help(for value: ProfileChoice) -> ArgumentHelp? {
+        switch value {
+        case .box: return "Box rocking-curve model (the published library model; default)."
+        case .smooth: return "Smooth Gaussian model (DONUT's differentiable model)."
+        }
+    }
+    var profile: Profile { self == .box ? .box : .smooth }
+}

@@ -60,6 +60,6 @@ let package = Package(
         .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI"]),
         .testTarget(name: "DonutMPITests", dependencies: ["DonutMPI"]),
         /// Runs the built `donut` binary, including under `mpirun -np 2`.
-        .testTarget(name: "DonutCLITests", dependencies: ["donut"]),
+        .testTarget(name: "DonutCLITests", dependencies: ["donut", "DonutIO", "DonutCore", "DonutPhysics"]),
     ]
 )

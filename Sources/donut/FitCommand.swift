@@ -39,10 +39,11 @@ struct MapOutputs {
 
     /// Fails before any work when an output exists and --force was not given.
     func checkNothingIsOverwritten(maps: [String], comm: Communicator) throws {
-        guard !force, quickLooks else { return }
+        guard !force else { return }
         var clash = ""
         if comm.isRoot {
-            clash = maps.map(quickLookPath).first { FileManager.default.fileExists(atPath: $0) } ?? ""
+            let files = [path] + (quickLooks ? maps.map(quickLookPath) : [])
+            clash = files.first { FileManager.default.fileExists(atPath: $0) } ?? ""
         }
         clash = comm.broadcast(clash)
         if !clash.isEmpty { throw DonutIOError(file: clash, "exists; pass --force to overwrite") }

@@ -1,0 +1,81 @@
+import Foundation
+import XCTest
+import DonutPhysics
+import DonutIO
+
+/// The `donut` binary built beside this test bundle (SwiftPM builds it: the test target
+/// depends on the executable).
+let donutBinary: URL = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+    .appendingPathComponent("donut")
+
+struct CommandResult {
+    var status: Int32
+    var stdout: String
+    var stderr: String
+    var all: String { stdout + stderr }
+}
+
+/// Runs `donut args…`, under `mpirun -np ranks` when `ranks` is given (as root, one BLAS
+/// thread per rank so two ranks fit the two cores).
+@discardableResult
+func donut(_ args: [String], ranks: Int? = nil, in folder: URL, environment extra: [String: String] = [:],
+           timeout: Double = 180) throws -> CommandResult {
+    let process = Process()
+    var env = ProcessInfo.processInfo.environment
+    env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
+    env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
+    env.removeValue(forKey: "SLURM_NTASKS")
+    for (k, v) in extra { env[k] = v }
+    if let ranks {
+        env["OPENBLAS_NUM_THREADS"] = "1"
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["mpirun", "--oversubscribe", "-np", "\(ranks)", donutBinary.path] + args
+    } else {
+        process.executableURL = donutBinary
+        process.arguments = args
+    }
+    process.environment = env
+    process.currentDirectoryURL = folder
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out; process.standardError = err
+    try process.run()
+    // A hang (e.g. a collective one rank never reaches) must fail the test, not stall CI.
+    let deadline = DispatchWorkItem { if process.isRunning { process.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
+    // Read before waiting: a full pipe would block the child.
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    deadline.cancel()
+    return CommandResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                         stderr: String(decoding: e, as: UTF8.self))
+}
+
+/// A fresh folder removed after the test.
+func scratchFolder(_ test: XCTestCase) throws -> URL {
+    let url = FileManager.default.temporaryDirectory.appendingPathComponent("donut-cli-\(UUID().uuidString)")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    test.addTeardownBlock { try? FileManager.default.removeItem(at: url) }
+    return url
+}
+
+/// The published preset with a small library (fast in debug builds), written as YAML.
+func writeSmallConfig(in folder: URL, name: String = "small.yaml", edit: (inout DonutConfig) -> Void = { _ in }) throws -> String {
+    var c = DonutConfig.srio3LSAT002
+    c.library = LibrarySteps(strain: 5, tiltLR: 4, tiltUD: 6, thickness: 1)
+    edit(&c)
+    let path = folder.appendingPathComponent(name).path
+    try ConfigFile.yaml(c).write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+func assertSucceeded(_ r: CommandResult, _ what: String, file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertEqual(r.status, 0, "\(what) failed:\n\(r.all)", file: file, line: line)
+}
+
+/// The command failed with a message naming every fragment (file, dataset, key…).
+func assertFailed(_ r: CommandResult, naming fragments: [String], file: StaticString = #filePath, line: UInt = #line) {
+    XCTAssertNotEqual(r.status, 0, "expected failure, got success:\n\(r.all)", file: file, line: line)
+    for f in fragments where !r.stderr.contains(f) {
+        XCTFail("stderr does not name '\(f)':\n\(r.stderr)", file: file, line: line)
+    }
+}

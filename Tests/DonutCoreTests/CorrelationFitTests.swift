@@ -105,3 +105,53 @@ final class CorrelationFitTests: XCTestCase {
         XCTAssertEqual(clean.tiltLRDeg[5], a.tiltLRDeg[5], accuracy: 1e-5 * (grid.tiltLRDeg[1] - grid.tiltLRDeg[0]))
     }
 }
+
+/// The published method written as plainly as possible, in Double: normalise, correlate,
+/// project, subtract the minimum, centre of mass. The GEMM-and-chunks path must agree.
+final class CorrelationFitReferenceTests: XCTestCase {
+    func naiveFit(frame: [Float], patterns: [Float], grid: LibraryGrid) -> [Double] {
+        let np = frame.count, axes = [grid.strain, grid.tiltLRDeg, grid.tiltUDDeg, grid.thicknessA]
+        var projections = axes.map { [Double](repeating: 0, count: $0.count) }
+        for e in 0..<grid.count {
+            var sum = 0.0, dot = 0.0
+            for i in 0..<np { sum += Double(patterns[e * np + i]) }
+            for i in 0..<np { dot += Double(frame[i]) * Double(patterns[e * np + i]) / sum }
+            let ix = grid.indices(of: e)
+            projections[0][ix.strain] += dot; projections[1][ix.tiltLR] += dot
+            projections[2][ix.tiltUD] += dot; projections[3][ix.thickness] += dot
+        }
+        return zip(projections, axes).map { p, axis in
+            guard axis.count > 1 else { return axis[0] }
+            let lo = p.min()!
+            let w = p.map { $0 - lo }
+            return zip(w, axis).map { $0 * $1 }.reduce(0, +) / w.reduce(0, +)
+        }
+    }
+
+    func testFastFitEqualsNaiveDoubleReference() {
+        var config = DonutConfig.srio3LSAT002
+        config.library = LibrarySteps(strain: 5, tiltLR: 3, tiltUD: 4, thickness: 3)
+        let grid = LibraryGrid(config: config)
+        let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+        var patterns = [Float](repeating: 0, count: grid.count * 4096)
+        patterns.withUnsafeMutableBufferPointer { model.library(grid, entries: 0..<grid.count, into: $0) }
+        let maps = Phantom.thickness.maps(rows: 2, cols: 3, config: config, seed: 0)
+        var frames = [Float](repeating: 0, count: 6 * 4096)
+        frames.withUnsafeMutableBufferPointer {
+            ScanSimulation.frames(of: maps, range: 0..<6, model: model, peakPhotons: 20, seed: 4, into: $0)
+        }
+        let fit = CorrelationFit(grid: grid, entries: 0..<grid.count, patterns: patterns, pixelCount: 4096, chunkEntries: 17)
+        let fast = CorrelationFitRun(frameCount: 6, batch: 4).run(
+            fit: fit, keep: 0..<6, readFrames: { r in Array(frames[(r.lowerBound * 4096)..<(r.upperBound * 4096)]) }, allreduceSum: { _ in })
+        let steps = [grid.strain[1] - grid.strain[0], grid.tiltLRDeg[1] - grid.tiltLRDeg[0],
+                     grid.tiltUDDeg[1] - grid.tiltUDDeg[0], grid.thicknessA[1] - grid.thicknessA[0]]
+        for f in 0..<6 {
+            let want = naiveFit(frame: Array(frames[(f * 4096)..<((f + 1) * 4096)]), patterns: patterns, grid: grid)
+            let got = [fast.strain[f], fast.tiltLRDeg[f], fast.tiltUDDeg[f], fast.thicknessA![f]]
+            for k in 0..<4 {
+                // Float GEMM vs Double loops: 1e-5 of a library step (min-subtraction amplifies rounding).
+                XCTAssertEqual(got[k], want[k], accuracy: 1e-5 * steps[k], "frame \(f) axis \(k)")
+            }
+        }
+    }
+}

@@ -40,6 +40,17 @@ func sgemmRate(m: Int, n: Int, k: Int) -> Double {
     return 2 * Double(m) * Double(n) * Double(k) / t / 1e9
 }
 
+/// The published preset with `steps` points per axis, its model, and the whole library in memory.
+func presetLibrary(steps: Int, profile: Profile) -> (DonutConfig, LibraryGrid, ForwardModel<Float>, [Float]) {
+    var config = DonutConfig.srio3LSAT002
+    config.library = LibrarySteps(strain: steps, tiltLR: steps, tiltUD: steps, thickness: 1)
+    let grid = LibraryGrid(config: config)
+    let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: profile)
+    var library = [Float](repeating: 0, count: grid.count * model.pixelCount)
+    library.withUnsafeMutableBufferPointer { model.library(grid, entries: 0..<grid.count, into: $0) }
+    return (config, grid, model, library)
+}
+
 struct BenchForward: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "forward", abstract: "Forward-model patterns/s (batched GEMM form).")
     @Option(help: "Patterns per batch.") var batch = 256
@@ -97,13 +108,8 @@ struct BenchFit: ParsableCommand {
     @Option(help: "Frames to fit.") var frames = 512
     @Option(help: "Frames per batch.") var batch = 256
     func run() {
-        var config = DonutConfig.srio3LSAT002
-        config.library = LibrarySteps(strain: steps, tiltLR: steps, tiltUD: steps, thickness: 1)
-        let grid = LibraryGrid(config: config)
-        let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+        let (config, grid, model, library) = presetLibrary(steps: steps, profile: .box)
         let np = model.pixelCount
-        var library = [Float](repeating: 0, count: grid.count * np)
-        library.withUnsafeMutableBufferPointer { model.library(grid, entries: 0..<grid.count, into: $0) }
         let fit = CorrelationFit(grid: grid, entries: 0..<grid.count, patterns: library, pixelCount: np)
         let maps = Phantom.paper.maps(rows: 64, cols: 64, config: config, seed: 0)
         var scan = [Float](repeating: 0, count: frames * np)
@@ -151,13 +157,8 @@ struct BenchSmoothVsBox: ParsableCommand {
     @Option(help: "Steps per library axis.") var steps = 21
     @Option(parsing: .upToNextOption, help: "σ values (Å⁻¹); default: the config's and neighbours.") var sigma: [Double] = []
     func run() {
-        var config = DonutConfig.srio3LSAT002
-        config.library = LibrarySteps(strain: steps, tiltLR: steps, tiltUD: steps, thickness: 1)
-        let grid = LibraryGrid(config: config)
-        let box = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+        let (config, grid, box, reference) = presetLibrary(steps: steps, profile: .box)
         let np = box.pixelCount
-        var reference = [Float](repeating: 0, count: grid.count * np)
-        reference.withUnsafeMutableBufferPointer { box.library(grid, entries: 0..<grid.count, into: $0) }
         let sigmas = sigma.isEmpty ? [2e-4, 3e-4, config.model.smoothSigmaInvA, 4.5e-4, 5e-4, 6e-4] : sigma
         print("library \(steps)³ over the preset ranges; box half-width \(config.model.boxHalfWidthInvA) Å⁻¹")
         for s in sigmas {

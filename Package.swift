@@ -5,6 +5,13 @@
 // files and processes (DonutIO, DonutMPI) know nothing of the math beyond its types.
 import PackageDescription
 
+/// The numerical targets are generic over Float/Double (Float runs, Double checks against
+/// finite differences). Their hot loops are called from other modules, where they stay
+/// unspecialised (witness-table arithmetic per element) unless the module exports its
+/// bodies: cross-module optimisation makes the box forward model 2.8× faster
+/// (`donut bench forward`). Release only; debug builds keep fast compiles.
+let specialiseAcrossModules: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
+
 let package = Package(
     name: "Donut",
     products: [
@@ -26,11 +33,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
         /// Forward models (box = published reference, smooth = differentiable), geometry, gradients.
-        .target(name: "DonutPhysics", dependencies: ["DonutBLAS"]),
+        .target(name: "DonutPhysics", dependencies: ["DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// Tensors and layers with forward and backward side by side.
-        .target(name: "DonutNN", dependencies: ["DonutBLAS"]),
+        .target(name: "DonutNN", dependencies: ["DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// Models, correlation fit, phantoms: the math that composes Physics and NN.
-        .target(name: "DonutCore", dependencies: ["DonutPhysics", "DonutNN", "DonutBLAS"]),
+        .target(name: "DonutCore", dependencies: ["DonutPhysics", "DonutNN", "DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// HDF5 (serial and MPI-IO), NeXus result maps, .npy, YAML configs, PNG quick-looks.
         .target(name: "DonutIO", dependencies: [
             "CDonutBridge", "DonutMPI", "DonutCore", "DonutPhysics",
@@ -41,7 +48,7 @@ let package = Package(
 
         // MARK: Implementation details
         /// Row-major GEMM over OpenBLAS for Float and Double (the one BLAS entry point).
-        .target(name: "DonutBLAS", dependencies: ["CBLAS"]),
+        .target(name: "DonutBLAS", dependencies: ["CBLAS"], swiftSettings: specialiseAcrossModules),
         // C interop
         /// `static inline` accessors for MPI/HDF5 macros; no API of its own.
         .target(name: "CDonutBridge", dependencies: ["CMPI", "CHDF5"]),

@@ -107,10 +107,11 @@ struct BenchFit: ParsableCommand {
     @Option(help: "Steps per library axis.") var steps = 41
     @Option(help: "Frames to fit.") var frames = 512
     @Option(help: "Frames per batch.") var batch = 256
+    @Option(help: "Library entries per GEMM chunk.") var chunk = 2048
     func run() {
         let (config, grid, model, library) = presetLibrary(steps: steps, profile: .box)
         let np = model.pixelCount
-        let fit = CorrelationFit(grid: grid, entries: 0..<grid.count, patterns: library, pixelCount: np)
+        let fit = CorrelationFit(grid: grid, entries: 0..<grid.count, patterns: library, pixelCount: np, chunkEntries: chunk)
         let maps = Phantom.paper.maps(rows: 64, cols: 64, config: config, seed: 0)
         var scan = [Float](repeating: 0, count: frames * np)
         scan.withUnsafeMutableBufferPointer {

@@ -30,8 +30,14 @@ extension ForwardModel {
             let qx0 = g.detectorQx[x] + gs * omega, qz0 = g.detectorQz[x] - gs
             for u in 0..<m {
                 let i = x * m + u
-                let qx = qx0 - g.opticsQx[u], qz = qz0 - g.opticsQz[u]
-                let px = exp(-qx * qx * invSigma2)
+                let qx = qx0 - g.opticsQx[u]
+                let r2 = qx * qx * invSigma2
+                if r2 > smoothCutoffSquared {
+                    a[i] = 0; dEps[i] = 0; dOmega[i] = 0; dThick[i] = 0
+                    continue
+                }
+                let qz = qz0 - g.opticsQz[u]
+                let px = exp(-r2)
                 let (s, ds) = sincAndDerivative(t * qz / 2)
                 let value = t * s * s * px
                 let dQx = -2 * qx * invSigma2 * value
@@ -55,7 +61,12 @@ extension ForwardModel {
             for v in 0..<m {
                 let i = y * m + v
                 let qy = qy0 - g.opticsQy[v]
-                let b = exp(-qy * qy * invSigma2)
+                let r2 = qy * qy * invSigma2
+                if r2 > smoothCutoffSquared {
+                    bs[i] = 0; bs[n * m + i] = 0; bs[2 * n * m + i] = 0
+                    continue
+                }
+                let b = exp(-r2)
                 let dQy = -2 * qy * invSigma2 * b
                 bs[i] = T(b)
                 bs[n * m + i] = T(dQy * chi * dG)
@@ -91,40 +102,6 @@ extension ForwardModel {
             }
         }
     }
-
-    /// Vector–Jacobian product: given ∂L/∂I (n × n), returns ∂L/∂(ε, ω, χ, t) without
-    /// forming the Jacobian: ∂L/∂A = (∂L/∂I)ᵀ·(B·M), ∂L/∂B = (∂L/∂I)·(A·Mᵀ), then
-    /// ∂L/∂θ = ⟨∂L/∂A, ∂A/∂θ⟩ + ⟨∂L/∂B, ∂B/∂θ⟩. Also writes the pattern when `pattern` is given.
-    public func pullback(_ p: FrameParameters, upstream: UnsafePointer<T>,
-                         pattern: UnsafeMutablePointer<T>? = nil) -> [Double] {
-        precondition(profile == .smooth, "analytic gradients exist for the smooth model only")
-        let n = frameSize, m = gridSize, w = gradientScratch, nm = n * m
-        fillSmoothA(p, a: w.a, dA: w.dA)
-        fillSmoothB(p, bs: w.bs)
-        T.gemm(transA: false, transB: false, m: n, n: m, k: m, alpha: 1,
-               a: w.bs, lda: m, b: maskPointer, ldb: m, beta: 0, c: w.bms, ldc: m)
-        if let pattern {
-            T.gemm(transA: false, transB: true, m: n, n: n, k: m, alpha: 1,
-                   a: w.bms, lda: m, b: w.a, ldb: m, beta: 0, c: pattern, ldc: n)
-        }
-        // ∂L/∂A (x,u) = Σ_y ∂L/∂I(y,x)·BM(y,u)
-        T.gemm(transA: true, transB: false, m: n, n: m, k: n, alpha: 1,
-               a: upstream, lda: n, b: w.bms, ldb: m, beta: 0, c: w.gradA, ldc: m)
-        // A·Mᵀ (x,v) = Σ_u A(x,u)·M(v,u);  ∂L/∂B (y,v) = Σ_x ∂L/∂I(y,x)·(A·Mᵀ)(x,v)
-        T.gemm(transA: false, transB: true, m: n, n: m, k: m, alpha: 1,
-               a: w.a, lda: m, b: maskPointer, ldb: m, beta: 0, c: w.am, ldc: m)
-        T.gemm(transA: false, transB: false, m: n, n: m, k: n, alpha: 1,
-               a: upstream, lda: n, b: w.am, ldb: m, beta: 0, c: w.gradB, ldc: m)
-        var grad = [Double](repeating: 0, count: 4)
-        for i in 0..<nm {
-            let gA = Double(w.gradA[i]), gB = Double(w.gradB[i])
-            grad[0] += gA * Double(w.dA[i]) + gB * Double(w.bs[nm + i])
-            grad[1] += gA * Double(w.dA[nm + i])
-            grad[2] += gB * Double(w.bs[2 * nm + i])
-            grad[3] += gA * Double(w.dA[2 * nm + i])
-        }
-        return grad
-    }
 }
 
 /// sinc(z)=sin(a)/a at a = πz and its derivative d/da, with the series near 0 where the
@@ -139,14 +116,13 @@ func sincAndDerivative(_ a: Double) -> (Double, Double) {
     return (s, (cos(a) - s) / a)
 }
 
-/// Fixed scratch of the gradient paths (one frame), allocated with the model.
+/// Fixed scratch of the Jacobian (one frame), allocated with the model on first use.
 final class GradientScratch<T: GEMMScalar> {
-    let a, dA, bs, bms, r1, r2, gradA, gradB, am: UnsafeMutablePointer<T>
+    let a, dA, bs, bms, r1, r2: UnsafeMutablePointer<T>
     init(frameSize n: Int, gridSize m: Int) {
         a = .allocate(capacity: n * m); dA = .allocate(capacity: 3 * n * m)
         bs = .allocate(capacity: 3 * n * m); bms = .allocate(capacity: 3 * n * m)
         r1 = .allocate(capacity: 3 * n * n); r2 = .allocate(capacity: 3 * n * n)
-        gradA = .allocate(capacity: n * m); gradB = .allocate(capacity: n * m); am = .allocate(capacity: n * m)
     }
-    deinit { for p in [a, dA, bs, bms, r1, r2, gradA, gradB, am] { p.deallocate() } }
+    deinit { for p in [a, dA, bs, bms, r1, r2] { p.deallocate() } }
 }

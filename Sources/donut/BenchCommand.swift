@@ -78,6 +78,16 @@ struct BenchForward: ParsableCommand {
         var pattern = [Float](repeating: 0, count: n * n), jac = [Float](repeating: 0, count: 4 * n * n)
         let tj = bestTime { for p in params.prefix(64) { smooth.jacobian(p, pattern: &pattern, jacobian: &jac) } }
         print(String(format: "smooth model pattern + 4-parameter Jacobian: %.0f frames/s", 64 / tj))
+        // The physics head of training: normalised forward + backward to (ε, ω, χ, t), batched.
+        let layer = PhysicsLayer<Float>(model: smooth, capacity: batch)
+        var out = [Float](repeating: 0, count: batch * n * n), upstream = [Float](repeating: 1e-3, count: batch * n * n)
+        var grads = [Double](repeating: 0, count: 4 * batch)
+        let targets = [Double](repeating: 1000, count: batch)
+        for i in stride(from: 0, to: upstream.count, by: 7) { upstream[i] = -2e-3 }
+        let tf = bestTime { layer.forward(params, count: batch, targetSums: targets, out: &out) }
+        let tb = bestTime { layer.backward(upstream: upstream, gradients: &grads) }
+        print(String(format: "physics layer (training head), batch %d: forward %.0f frames/s, backward %.0f frames/s, both %.3f ms/frame",
+                     batch, Double(batch) / tf, Double(batch) / tb, 1e3 * (tf + tb) / Double(batch)))
     }
 }
 

@@ -1,0 +1,113 @@
+import Foundation
+import DonutBLAS
+
+/// The smooth forward model as a differentiable layer over a batch, for training and
+/// refinement: `forward` evaluates Î_k = s_k·I(θ_k) and keeps what `backward` needs;
+/// `backward` returns ∂L/∂θ_k from ∂L/∂Î_k.
+///
+/// **Intensity normalisation.** The model's absolute scale is arbitrary (unknown flux,
+/// exposure, detector efficiency), so each pattern is scaled to the total counts of the
+/// frame it is compared with: s_k = T_k / ΣI(θ_k), T_k = Σ frame_k. Then
+///
+///     ∂L/∂I_j = (T/S)·(g_j − Σ_i g_i·I_i / S)        S = Σ_i I_i,  g = ∂L/∂Î
+///
+/// Sum normalisation discards the film's total scattering power, so thickness is learned
+/// only from the shape of the Laue fringes along qz (their width ∝ 1/t), not from the
+/// brightness. That is what keeps it meaningful when simulated and measured frames are
+/// mixed: their absolute scales differ and a thickness that rode on brightness would
+/// absorb the difference (the failure the DONUT paper reports).
+///
+/// Caches and scratch are allocated once for `capacity` frames; a larger batch is an
+/// explicit `reserve`, never an allocation inside a step.
+public final class PhysicsLayer<T: GEMMScalar> {
+    public let model: ForwardModel<T>
+    public private(set) var capacity = 0
+    let n: Int, m: Int
+    /// Per frame: A (n×m), [∂εA; ∂ωA; ∂tA] (3n×m), [B; ∂εB; ∂χB] (3n×m), B·M (n×m), raw I (n×n).
+    var a, dA, bs, bm, raw: UnsafeMutablePointer<T>
+    /// Scratch of backward: ∂L/∂A and ∂L/∂B (n×m each), A·Mᵀ (n×m), ∂L/∂I (n×n).
+    var gradA, gradB, am, gradRaw: UnsafeMutablePointer<T>
+    var sums: [Double] = [], scales: [Double] = []
+    var batch = 0
+
+    public init(model: ForwardModel<T>, capacity: Int) {
+        precondition(model.profile == .smooth, "the physics layer needs the differentiable (smooth) model")
+        self.model = model
+        n = model.frameSize; m = model.gridSize
+        a = .allocate(capacity: 1); dA = .allocate(capacity: 1); bs = .allocate(capacity: 1)
+        bm = .allocate(capacity: 1); raw = .allocate(capacity: 1)
+        gradA = .allocate(capacity: n * m); gradB = .allocate(capacity: n * m)
+        am = .allocate(capacity: n * m); gradRaw = .allocate(capacity: n * n)
+        reserve(capacity)
+    }
+    deinit { for p in [a, dA, bs, bm, raw, gradA, gradB, am, gradRaw] { p.deallocate() } }
+
+    /// Re-plans the caches for batches of up to `count` frames (allocates; call outside steps).
+    public func reserve(_ count: Int) {
+        guard count > capacity else { return }
+        for p in [a, dA, bs, bm, raw] { p.deallocate() }
+        a = .allocate(capacity: count * n * m); dA = .allocate(capacity: 3 * count * n * m)
+        bs = .allocate(capacity: 3 * count * n * m); bm = .allocate(capacity: count * n * m)
+        raw = .allocate(capacity: count * n * n)
+        sums = .init(repeating: 0, count: count); scales = sums
+        capacity = count
+    }
+
+    /// Î_k (count, n, n) = T_k·I(θ_k)/ΣI(θ_k) for k < count; `targetSums[k]` = T_k (counts).
+    public func forward(_ params: UnsafePointer<FrameParameters>, count: Int, targetSums: UnsafePointer<Double>,
+                        out: UnsafeMutablePointer<T>) {
+        precondition(count <= capacity, "batch \(count) exceeds the planned capacity \(capacity): call reserve first")
+        batch = count
+        let nm = n * m, np = n * n
+        for k in 0..<count {
+            model.fillSmoothA(params[k], a: a + k * nm, dA: dA + 3 * k * nm)
+            model.fillSmoothB(params[k], bs: bs + 3 * k * nm)
+        }
+        // B·M for every frame: B_k is the first n rows of each 3n-row block, so one GEMM per frame
+        // (the ∂B rows are not needed forward).
+        for k in 0..<count {
+            T.gemm(transA: false, transB: false, m: n, n: m, k: m, alpha: 1, a: bs + 3 * k * nm, lda: m,
+                   b: model.maskPointer, ldb: m, beta: 0, c: bm + k * nm, ldc: m)
+            T.gemm(transA: false, transB: true, m: n, n: n, k: m, alpha: 1, a: bm + k * nm, lda: m,
+                   b: a + k * nm, ldb: m, beta: 0, c: raw + k * np, ldc: n)
+            var s = 0.0
+            for i in 0..<np { s += Double(raw[k * np + i]) }
+            sums[k] = s
+            scales[k] = s > 0 ? targetSums[k] / s : 0
+            let scale = T(scales[k]), r = raw + k * np, o = out + k * np
+            for i in 0..<np { o[i] = r[i] * scale }
+        }
+    }
+
+    /// ∂L/∂θ_k (count × 4: ε, ω [deg], χ [deg], t [Å]; written, not added) from
+    /// ∂L/∂Î_k (count, n, n), for the batch of the last `forward`.
+    public func backward(upstream: UnsafePointer<T>, gradients: UnsafeMutablePointer<Double>) {
+        let nm = n * m, np = n * n
+        for k in 0..<batch {
+            // Through the normalisation: ∂L/∂I_j = (T/S)(g_j − Σ_i g_i I_i / S).
+            let g = upstream + k * np, r = raw + k * np
+            var gi = 0.0
+            for i in 0..<np { gi += Double(g[i]) * Double(r[i]) }
+            let s = sums[k], scale = scales[k]
+            let shift = s > 0 ? gi / s : 0
+            for i in 0..<np { gradRaw[i] = T(scale * (Double(g[i]) - shift)) }
+            // ∂L/∂A (x,u) = Σ_y ∂L/∂I(y,x)·BM(y,u);  ∂L/∂B (y,v) = Σ_x ∂L/∂I(y,x)·(A·Mᵀ)(x,v)
+            T.gemm(transA: true, transB: false, m: n, n: m, k: n, alpha: 1, a: gradRaw, lda: n,
+                   b: bm + k * nm, ldb: m, beta: 0, c: gradA, ldc: m)
+            T.gemm(transA: false, transB: true, m: n, n: m, k: m, alpha: 1, a: a + k * nm, lda: m,
+                   b: model.maskPointer, ldb: m, beta: 0, c: am, ldc: m)
+            T.gemm(transA: false, transB: false, m: n, n: m, k: n, alpha: 1, a: gradRaw, lda: n,
+                   b: am, ldb: m, beta: 0, c: gradB, ldc: m)
+            let dAk = dA + 3 * k * nm, bk = bs + 3 * k * nm
+            var ge = 0.0, gw = 0.0, gc = 0.0, gt = 0.0
+            for i in 0..<nm {
+                let ga = Double(gradA[i]), gb = Double(gradB[i])
+                ge += ga * Double(dAk[i]) + gb * Double(bk[nm + i])
+                gw += ga * Double(dAk[nm + i])
+                gc += gb * Double(bk[2 * nm + i])
+                gt += ga * Double(dAk[2 * nm + i])
+            }
+            gradients[4 * k] = ge; gradients[4 * k + 1] = gw; gradients[4 * k + 2] = gc; gradients[4 * k + 3] = gt
+        }
+    }
+}

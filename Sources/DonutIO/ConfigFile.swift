@@ -32,7 +32,31 @@ public struct ConfigFileError: Error, Equatable, CustomStringConvertible, Sendab
 /// JSON input goes through the same path (JSON is valid YAML flow syntax).
 public enum ConfigFile {
     /// Reads `path`, parses, checks keys and types, then runs `validate()`.
-    public static func load(path: String) throws -> DonutConfig {
+    public static func load(path: String) throws -> DonutConfig { try load(DonutConfig.self, path: path) }
+
+    /// Parses YAML text; `source` names it in error messages (a path, or e.g. "<stdin>").
+    public static func parse(yaml: String, source: String) throws -> DonutConfig {
+        try parse(DonutConfig.self, yaml: yaml, source: source)
+    }
+
+    /// Pretty-printed JSON with sorted keys: the copy stored in result files.
+    public static func json(_ c: DonutConfig) -> String { json(of: c) }
+
+    /// Reads the JSON written by `json(_:)`, with the same checks as `parse(yaml:source:)`.
+    public static func fromJSON(_ json: String, source: String) throws -> DonutConfig {
+        try parse(DonutConfig.self, yaml: json, source: source)
+    }
+
+    /// Block-style YAML in the key order of `Config.swift`; reads back equal through `parse`.
+    public static func yaml(_ c: DonutConfig) -> String { yaml(of: c) }
+
+    /// The shape of `DonutConfig`, recorded from the preset (see `SchemaRecorder`).
+    static var schema: SchemaRecorder.Node { SchemaRecorder.record(DonutConfig.schemaExample) }
+
+    // MARK: - Any strict config (DonutConfig, TrainingConfig, …)
+
+    /// Reads `path` as a `C`: parses, checks keys and types against `C.schemaExample`, then `validate()`.
+    public static func load<C: StrictConfig>(_ type: C.Type, path: String) throws -> C {
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw ConfigFileError(file: path, key: "", "no such file")
@@ -45,11 +69,12 @@ public enum ConfigFile {
         guard let text = String(data: data, encoding: .utf8) else {
             throw ConfigFileError(file: path, key: "", "is not UTF-8 text")
         }
-        return try parse(yaml: text, source: path)
+        return try parse(C.self, yaml: text, source: path)
     }
 
-    /// Parses YAML text; `source` names it in error messages (a path, or e.g. "<stdin>").
-    public static func parse(yaml: String, source: String) throws -> DonutConfig {
+    /// Parses YAML (or JSON) text as a `C`; `source` names it in error messages.
+    public static func parse<C: StrictConfig>(_ type: C.Type, yaml: String, source: String) throws -> C {
+        let schema = SchemaRecorder.record(C.schemaExample)
         let root: Node?
         do { root = try Yams.compose(yaml: yaml) } catch {
             throw ConfigFileError(file: source, key: "", "is not valid YAML: \(error)")
@@ -59,8 +84,8 @@ public enum ConfigFile {
         }
         var json = ""
         try check(root, against: schema, path: "", source: source, into: &json)
-        let config: DonutConfig
-        do { config = try JSONDecoder().decode(DonutConfig.self, from: Data(json.utf8)) } catch {
+        let config: C
+        do { config = try JSONDecoder().decode(C.self, from: Data(json.utf8)) } catch {
             // Unreachable when the schema walk above passed; reported rather than trapped.
             throw ConfigFileError(file: source, key: "", "internal error decoding the checked config: \(error)")
         }
@@ -72,7 +97,7 @@ public enum ConfigFile {
 
     /// Pretty-printed JSON with sorted keys: the copy stored in result files.
     /// Numbers are written with the shortest digits that read back to the same Double.
-    public static func json(_ c: DonutConfig) -> String {
+    public static func json<C: StrictConfig>(of c: C) -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         // A validated config is finite; a non-finite value is spelled as YAML would, so the
@@ -80,17 +105,12 @@ public enum ConfigFile {
         encoder.nonConformingFloatEncodingStrategy = .convertToString(
             positiveInfinity: ".inf", negativeInfinity: "-.inf", nan: ".nan")
         do { return String(decoding: try encoder.encode(c), as: UTF8.self) } catch {
-            preconditionFailure("DonutConfig is plain numbers and cannot fail to encode: \(error)")
+            preconditionFailure("a config is plain numbers and text and cannot fail to encode: \(error)")
         }
     }
 
-    /// Reads the JSON written by `json(_:)`, with the same checks as `parse(yaml:source:)`.
-    public static func fromJSON(_ json: String, source: String) throws -> DonutConfig {
-        try parse(yaml: json, source: source)
-    }
-
-    /// Block-style YAML in the key order of `Config.swift`; reads back equal through `parse`.
-    public static func yaml(_ c: DonutConfig) -> String {
+    /// Block-style YAML in the key order of the type's declaration; reads back equal through `parse`.
+    public static func yaml<C: StrictConfig>(of c: C) -> String {
         var out = "# Donut config (written by Donut; keys and units: configs/README.md)\n"
         emitYAML(SchemaRecorder.record(c), indent: 0, into: &out)
         return out
@@ -98,8 +118,6 @@ public enum ConfigFile {
 
     // MARK: - Schema
 
-    /// The shape of `DonutConfig`, recorded from the preset (see `SchemaRecorder`).
-    static let schema: SchemaRecorder.Node = SchemaRecorder.record(DonutConfig.srio3LSAT002)
 
     /// Walks `node` against `schema`, appending canonical JSON for the decoder to `json`.
     private static func check(_ node: Node, against schema: SchemaRecorder.Node, path: String,
@@ -143,7 +161,7 @@ public enum ConfigFile {
             json += "}"
         case .array(let element, _):
             guard let items = node.sequence else {
-                throw fail("expected a list of \(element.typeName)s like [min, max], got \(describe(node))")
+                throw fail("expected a list of \(element.typeName)s, got \(describe(node))")
             }
             json += "["
             for (i, item) in items.enumerated() {

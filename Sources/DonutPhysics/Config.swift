@@ -191,6 +191,19 @@ public struct Noise: Codable, Equatable, Sendable {
     public init(peakPhotons: Double) { self.peakPhotons = peakPhotons }
 }
 
+/// A configuration read from YAML with strict checks (DonutIO's `ConfigFile`): every key
+/// required, unknown keys rejected, types checked against `schemaExample`, then `validate()`.
+public protocol StrictConfig: Codable, Equatable, Sendable {
+    /// A complete value whose encoding defines the allowed keys and their types.
+    static var schemaExample: Self { get }
+    /// Physical or logical checks; throws `ConfigError` naming the dotted key.
+    func validate() throws
+}
+
+extension DonutConfig: StrictConfig {
+    public static var schemaExample: DonutConfig { .srio3LSAT002 }
+}
+
 /// A config value that cannot describe a real experiment; `key` is the dotted YAML path.
 public struct ConfigError: Error, Equatable, CustomStringConvertible, Sendable {
     public var key: String

@@ -2,6 +2,7 @@ import XCTest
 import Foundation
 @testable import DonutIO
 import DonutPhysics
+import DonutCore
 
 /// The repository root, found from this file's location (Tests/DonutIOTests/…).
 private let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
@@ -231,5 +232,30 @@ final class ConfigFileTests: XCTestCase {
         let types = Dictionary(uniqueKeysWithValues: inst.map { ($0.0, $0.1.typeName) })
         XCTAssertEqual(types["X0"], "a number")
         XCTAssertEqual(types["binning"], "an integer")
+    }
+}
+
+/// The training preset goes through the same strict loader.
+final class TrainingConfigFileTests: XCTestCase {
+    static let preset = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("configs/train-donut.yaml").path
+
+    func testPresetEqualsThePaperSettingsAndRoundTrips() throws {
+        let c = try ConfigFile.load(TrainingConfig.self, path: Self.preset)
+        XCTAssertEqual(c, TrainingConfig.donutPaper)
+        XCTAssertEqual(try ConfigFile.parse(TrainingConfig.self, yaml: ConfigFile.yaml(of: c), source: "yaml"), c)
+        XCTAssertEqual(try ConfigFile.parse(TrainingConfig.self, yaml: ConfigFile.json(of: c), source: "json"), c)
+    }
+
+    func testErrorsNameTheKey() throws {
+        let text = try String(contentsOfFile: Self.preset, encoding: .utf8)
+        func error(_ edited: String) -> String {
+            do { _ = try ConfigFile.parse(TrainingConfig.self, yaml: edited, source: "t.yaml"); return "no error" } catch { return "\(error)" }
+        }
+        XCTAssert(error(text.replacingOccurrences(of: "lr_decoder", with: "lr_decodr")).contains("optimiser.lr_decodr"))
+        XCTAssert(error(text.replacingOccurrences(of: "dropout: 0.1", with: "dropout: 1.5")).contains("network.dropout"))
+        XCTAssert(error(text.replacingOccurrences(of: "batch_size: 16", with: "batch_size: 0")).contains("schedule.batch_size"))
+        XCTAssert(error(text.replacingOccurrences(of: "[16, 32, 64, 64]", with: "[16, -2]")).contains("network.encoder_channels"))
+        XCTAssert(error(text.replacingOccurrences(of: "  decoder: true", with: "  decoder: false")).contains("loss.decoder"))
     }
 }

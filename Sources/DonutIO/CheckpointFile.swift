@@ -1,0 +1,82 @@
+import Foundation
+import DonutCore
+
+/// Checkpoints and model files (the same format): HDF5, written by one rank, atomically
+/// (temporary name + rename), so a kill during the write leaves the previous file intact.
+///
+///     /entry/model            NXcollection, @method, @step, @epoch, @step_in_epoch
+///         parameters          float32 (P)     every learnable tensor, flat
+///         adam_m, adam_v      float32 (P)     AdamW first and second moments
+///         buffers             float32 (B)     BatchNorm running mean/var, flat
+///         layout              JSON: [{name, shape, group, offset}] for parameters and buffers
+///         rng_state           uint64
+///         loss_log            float64 (N, 6): step, epoch, train, validation, decoder MAE, physics MAE
+///         training_config     JSON (TrainingConfig)
+///     /entry/process          NXprocess with the instrument config (NXnote) — as every Donut file
+public enum CheckpointFile {
+    static let root = "/entry/model"
+
+    public static func write(_ c: ModelCheckpoint, path: String, provenance: Provenance, force: Bool) throws {
+        guard c.parameters.count == c.firstMoments.count, c.parameters.count == c.secondMoments.count else {
+            throw DonutIOError(file: path, object: root, "parameters (\(c.parameters.count)) and AdamW moments (\(c.firstMoments.count), \(c.secondMoments.count)) differ in length")
+        }
+        let output = try AtomicOutput(path: path, force: force)
+        try writeAtomically(output) { f in
+            try f.writeRootAndEntry(kind: "model", entryDefault: "model")
+            try f.createGroup(root, nxClass: "NXcollection")
+            try f.setAttribute("method", c.method, on: root)
+            try f.setAttribute("step", c.step, on: root)
+            try f.setAttribute("epoch", c.epoch, on: root)
+            try f.setAttribute("step_in_epoch", c.stepInEpoch, on: root)
+            try f.writeDataset("\(root)/parameters", c.parameters, shape: [c.parameters.count], units: "")
+            try f.writeDataset("\(root)/adam_m", c.firstMoments, shape: [c.firstMoments.count], units: "")
+            try f.writeDataset("\(root)/adam_v", c.secondMoments, shape: [c.secondMoments.count], units: "")
+            try f.writeDataset("\(root)/buffers", c.bufferValues, shape: [c.bufferValues.count], units: "")
+            let layout = try JSONEncoder().encode(["parameters": c.tensors, "buffers": c.buffers])
+            try f.writeString("\(root)/layout", String(decoding: layout, as: UTF8.self))
+            try f.writeDataset("\(root)/rng_state", c.rngState, shape: [c.rngState.count], units: "")
+            let log = c.lossLog.flatMap { [Double($0.step), Double($0.epoch), $0.train, $0.validation, $0.decoderMAE, $0.physicsMAE] }
+            try f.writeDataset("\(root)/loss_log", log, shape: [c.lossLog.count, 6], units: "")
+            try f.writeString("\(root)/training_config", c.trainingJSON)
+            var p = provenance
+            p.configJSON = c.configJSON
+            try f.writeProcess(p)
+        }
+    }
+
+    public static func read(path: String) throws -> ModelCheckpoint {
+        let f = try H5File.open(path)
+        defer { try? f.close() }
+        guard f.exists(root) else { throw DonutIOError.group(path, root, "not found: this is not a Donut model or checkpoint file") }
+        func floats(_ name: String) throws -> [Float] { try f.readDataset("\(root)/\(name)", as: Float.self) }
+        let layoutText = try f.readString("\(root)/layout")
+        let layout: [String: [TensorRecord]]
+        do { layout = try JSONDecoder().decode([String: [TensorRecord]].self, from: Data(layoutText.utf8)) } catch {
+            throw DonutIOError.dataset(path, "\(root)/layout", "unreadable tensor layout: \(error)")
+        }
+        let log = try f.readDataset("\(root)/loss_log", as: Double.self)
+        guard log.count % 6 == 0 else { throw DonutIOError.dataset(path, "\(root)/loss_log", "expected (N, 6), got \(log.count) values") }
+        let records = stride(from: 0, to: log.count, by: 6).map {
+            LossRecord(step: Int(log[$0]), epoch: Int(log[$0 + 1]), train: log[$0 + 2], validation: log[$0 + 3],
+                       decoderMAE: log[$0 + 4], physicsMAE: log[$0 + 5])
+        }
+        let c = ModelCheckpoint(
+            method: try f.readStringAttribute("method", on: root),
+            tensors: layout["parameters"] ?? [], parameters: try floats("parameters"),
+            firstMoments: try floats("adam_m"), secondMoments: try floats("adam_v"),
+            buffers: layout["buffers"] ?? [], bufferValues: try floats("buffers"),
+            step: try f.readIntAttribute("step", on: root), epoch: try f.readIntAttribute("epoch", on: root),
+            stepInEpoch: try f.readIntAttribute("step_in_epoch", on: root),
+            rngState: try f.readDataset("\(root)/rng_state", as: UInt64.self),
+            configJSON: try f.readProcess()?.configJSON ?? "",
+            trainingJSON: try f.readString("\(root)/training_config"), lossLog: records)
+        let expected = c.tensors.map(\.count).reduce(0, +)
+        guard expected == c.parameters.count else {
+            throw DonutIOError.dataset(path, "\(root)/parameters", "holds \(c.parameters.count) values but the layout describes \(expected)")
+        }
+        guard c.buffers.map(\.count).reduce(0, +) == c.bufferValues.count else {
+            throw DonutIOError.dataset(path, "\(root)/buffers", "holds \(c.bufferValues.count) values but the layout describes \(c.buffers.map(\.count).reduce(0, +))")
+        }
+        return c
+    }
+}

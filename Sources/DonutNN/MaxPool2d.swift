@@ -1,0 +1,51 @@
+import DonutBLAS
+
+/// Max pooling without padding, as PyTorch's `MaxPool2d(kernel, stride)` (floor mode):
+/// y[n, c, oy, ox] = max_{0 ≤ a, b < kernel} x[n, c, oy·stride + a, ox·stride + b],
+/// outHeight = (height − kernel) / stride + 1. input (batch, channels, height, width).
+public enum MaxPool2d {
+    public static func outputSize(_ size: Int, kernel: Int, stride: Int) -> Int { (size - kernel) / stride + 1 }
+
+    /// - output (batch, channels, outH, outW): written.
+    /// - argmax (batch, channels, outH, outW): written; **cached for backward**: the flat index into
+    ///   `input` of each maximum (the first one in row-major window order on ties; NaN wins, as PyTorch).
+    /// - input (batch, channels, height, width).
+    public static func forward<T: GEMMScalar>(
+        output: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>, input: UnsafePointer<T>,
+        batch: Int, channels: Int, height: Int, width: Int, kernel: Int = 2, stride: Int = 2
+    ) {
+        precondition(kernel >= 1 && stride >= 1 && height >= kernel && width >= kernel)
+        precondition(batch * channels * height * width <= Int(Int32.max), "argmax indices are Int32")
+        let oh = outputSize(height, kernel: kernel, stride: stride), ow = outputSize(width, kernel: kernel, stride: stride)
+        for p in 0..<(batch * channels) {
+            let base = p * height * width
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var best = base + oy * stride * width + ox * stride
+                    var bestValue = input[best]
+                    for a in 0..<kernel {
+                        let row = base + (oy * stride + a) * width + ox * stride
+                        for b in 0..<kernel {
+                            let v = input[row + b]
+                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = row + b }
+                        }
+                    }
+                    let o = (p * oh + oy) * ow + ox
+                    output[o] = bestValue
+                    argmax[o] = Int32(best)
+                }
+            }
+        }
+    }
+
+    /// dInput[argmax[o]] += dOutput[o] after zeroing: dInput (batch, channels, height, width) is
+    /// **written** (=). dOutput and argmax (batch, channels, outH, outW); argmax from `forward`.
+    public static func backward<T: GEMMScalar>(
+        dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, argmax: UnsafePointer<Int32>,
+        batch: Int, channels: Int, height: Int, width: Int, kernel: Int = 2, stride: Int = 2
+    ) {
+        let oh = outputSize(height, kernel: kernel, stride: stride), ow = outputSize(width, kernel: kernel, stride: stride)
+        dInput.update(repeating: 0, count: batch * channels * height * width)
+        for o in 0..<(batch * channels * oh * ow) { dInput[Int(argmax[o])] += dOutput[o] }
+    }
+}

@@ -1,5 +1,6 @@
 import Foundation
 import DonutPhysics
+import DonutBLAS
 
 /// Maps the network's latent z ∈ (−a, a), a = 1.7159 (the scaled tanh's range), to physical
 /// parameters inside the configured ranges, and back:
@@ -36,7 +37,7 @@ public struct LatentMapping: Sendable, Equatable {
 
     /// Physical parameters of latent `z` (latentCount values).
     @inline(__always)
-    public func parameters(_ z: UnsafePointer<Float>) -> FrameParameters {
+    public func parameters<T: GEMMScalar>(_ z: UnsafePointer<T>) -> FrameParameters {
         let inv = 1 / Self.amplitude
         let t = predictsThickness ? exp(logThickness.low + (Double(z[3]) * inv + 1) / 2 * logThickness.span) : nominalThickness
         return FrameParameters(strain: strain.mid + strain.half * Double(z[0]) * inv,
@@ -46,12 +47,12 @@ public struct LatentMapping: Sendable, Equatable {
 
     /// ∂L/∂z from ∂L/∂θ (ε, ω, χ, t), added into `dz` (latentCount values).
     @inline(__always)
-    public func addLatentGradient(_ dTheta: UnsafePointer<Double>, parameters p: FrameParameters, into dz: UnsafeMutablePointer<Float>) {
+    public func addLatentGradient<T: GEMMScalar>(_ dTheta: UnsafePointer<Double>, parameters p: FrameParameters, into dz: UnsafeMutablePointer<T>) {
         let a = Self.amplitude
-        dz[0] += Float(dTheta[0] * strain.half / a)
-        dz[1] += Float(dTheta[1] * tiltLR.half / a)
-        dz[2] += Float(dTheta[2] * tiltUD.half / a)
-        if predictsThickness { dz[3] += Float(dTheta[3] * p.thicknessA * logThickness.span / (2 * a)) }
+        dz[0] += T(dTheta[0] * strain.half / a)
+        dz[1] += T(dTheta[1] * tiltLR.half / a)
+        dz[2] += T(dTheta[2] * tiltUD.half / a)
+        if predictsThickness { dz[3] += T(dTheta[3] * p.thicknessA * logThickness.span / (2 * a)) }
     }
 
     /// The latent that maps to `p` (clamped just inside the open range), e.g. for labels.

@@ -273,6 +273,13 @@ extension DonutConfig {
         guard halfDetector < 1 else {
             throw ConfigError(key: "instrument.detector_distance_m", "too small for the detector: half the frame spans sin γ = \(halfDetector) ≥ 1")
         }
+        // The pattern is the image of the zone plate's annulus: it must reach into the frame,
+        // or every pattern is zero (the central stop's angle beyond the frame's half-angle).
+        let halfFrameAngle = Double(model.frameSize) / 2 * i.pixelSizeM * Double(i.binning) / i.detectorDistanceM
+        let stopAngle = z.centralStopDiameterM / (2 * z.focalLengthM)
+        guard stopAngle < halfFrameAngle else {
+            throw ConfigError(key: "zone_plate.central_stop_diameter_m", "the central stop's angle d_CS/2f = \(stopAngle) rad exceeds the frame's half-angle \(halfFrameAngle) rad (model.frame_size × pixel / 2D): the annulus lies outside the frame and every pattern is zero")
+        }
         try range(ranges.strain, "ranges.strain")
         guard ranges.strain[0] > -1 else { throw ConfigError(key: "ranges.strain", "must stay above −1 (got \(ranges.strain))") }
         try range(ranges.tiltLRDeg, "ranges.tilt_lr_deg")

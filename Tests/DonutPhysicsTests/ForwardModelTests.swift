@@ -140,3 +140,18 @@ final class ForwardModelTests: XCTestCase {
         XCTAssertEqual(geometry.zonePlateMask[(m / 2) * m + m / 2], 0, "central stop blocks the centre")
     }
 }
+
+final class ConfigValidationTests: XCTestCase {
+    /// A frame too small for the zone plate's annulus would make every pattern zero.
+    func testAnnulusOutsideTheFrameIsRejected() {
+        var c = DonutConfig.srio3LSAT002
+        c.model.frameSize = 16
+        c.instrument.roi = DetectorROI(x: 0, y: 0, width: 32, height: 32)
+        XCTAssertThrowsError(try c.validate()) { XCTAssertEqual(($0 as? ConfigError)?.key, "zone_plate.central_stop_diameter_m") }
+        c.zonePlate.focalLengthM = 0.1
+        XCTAssertNoThrow(try c.validate())
+        let pattern = ForwardModel<Double>(geometry: DiffractionGeometry(config: c), profile: .box)
+            .patterns([FrameParameters(strain: 0, tiltLRDeg: 0, tiltUDDeg: 0, thicknessA: 117)])
+        XCTAssertGreaterThan(pattern.max()!, 0, "a valid config gives light on the detector")
+    }
+}

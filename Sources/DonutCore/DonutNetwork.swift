@@ -1,0 +1,503 @@
+import Foundation
+import DonutBLAS
+import DonutNN
+import DonutPhysics
+
+/// Which loss trains the network.
+public enum TrainingMode: String, Sendable, CaseIterable {
+    /// DONUT (Luo et al., arXiv 2507.14038): no labels; w_d·MAE(decoder, frame) + w_f·MAE(physics, frame).
+    case donut
+    /// NanobeamNN (Luo et al., Sci. Rep. 2025): labels from the library; MSE on scaled parameters.
+    case nanobeamnn
+}
+
+/// How a forward pass treats BatchNorm and Dropout.
+public struct ForwardMode: Sendable {
+    /// Batch statistics (and running-statistics updates) instead of the running statistics.
+    public var batchStatistics: Bool
+    /// Sample dropout masks (training, or MC-dropout inference).
+    public var dropout: Bool
+    public static let training = ForwardMode(batchStatistics: true, dropout: true)
+    public static let inference = ForwardMode(batchStatistics: false, dropout: false)
+    public static let monteCarlo = ForwardMode(batchStatistics: false, dropout: true)
+}
+
+/// The losses of the last forward (means over the batch). Backward accumulates the gradient
+/// of `total` into the store's gradients (zeroed by the caller).
+public struct NetworkLosses: Sendable {
+    public var total: Double
+    public var decoderMAE: Double
+    public var physicsMAE: Double
+    public var supervisedMSE: Double
+}
+
+/// A 3×3 convolution followed (optionally) by BatchNorm; the block's parameters and the
+/// offsets of its BatchNorm running statistics in `DonutNetwork.buffers`.
+struct ConvBN {
+    let weight: TensorView, bias: TensorView
+    let gamma: TensorView?, beta: TensorView?
+    let runningMean: Int, runningVar: Int
+    let inChannels: Int, outChannels: Int
+}
+
+struct LinearLayer {
+    let weight: TensorView, bias: TensorView
+    let inFeatures: Int, outFeatures: Int
+}
+
+/// The DONUT network:
+///
+///     frame x (1×64×64, scaled to mean 1)
+///       → K encoder blocks [conv3×3 → BatchNorm → ReLU → Dropout → MaxPool2]
+///       → Linear → ReLU → Linear → ScaledTanh → z ∈ (−1.7159, 1.7159)^L
+///       → θ = (ε, ω, χ[, t]) in the configured ranges (`LatentMapping`)
+///       → physics: smooth forward model at θ, sum-normalised to x (`PhysicsLayer`)
+///     z → Linear → ReLU → K decoder blocks [Upsample2 → conv3×3 → BatchNorm → ReLU] (the last
+///       without BatchNorm/ReLU) → reconstruction of x
+///
+/// Parameters live in one `ParameterStore` in three AdamW groups: "encoder" (convolutions,
+/// BatchNorm), "physics" (the head that maps features to the physical latent) and
+/// "decoder". BatchNorm running statistics are buffers, not parameters. Activations and
+/// their gradients are allocated by `plan(batch:training:)` and reused by every step.
+public final class DonutNetwork<T: GEMMScalar> {
+    public let settings: NetworkSettings
+    public let mapping: LatentMapping
+    public let frameSize: Int
+    public let store: ParameterStore<T>
+    public let encoderGroup: ParameterGroupID, physicsGroup: ParameterGroupID, decoderGroup: ParameterGroupID
+    /// BatchNorm running means and variances, flat; `bufferRecords` names them.
+    public var buffers: [T] = []
+    public private(set) var bufferRecords: [TensorRecord] = []
+    public let physics: PhysicsLayer<T>
+
+    let encoder: [ConvBN]
+    let head: [LinearLayer]
+    let decoderInput: LinearLayer?
+    let decoder: [ConvBN]
+    /// Spatial size after the encoder and the feature count it hands to the head.
+    let bottleneckSize: Int, featureCount: Int
+    public var latentCount: Int { mapping.latentCount }
+
+    public init(settings: NetworkSettings, optimiser: OptimiserSettings, config: DonutConfig, seed: UInt64) throws {
+        let n = config.model.frameSize
+        let blocks = settings.encoderChannels.count
+        guard n % (1 << blocks) == 0 else {
+            throw ConfigError(key: "network.encoder_channels", "\(blocks) max-pool blocks need the frame size (\(n)) divisible by \(1 << blocks)")
+        }
+        let store = ParameterStore<T>()
+        let mapping = LatentMapping(config: config, predictThickness: settings.predictThickness)
+        let encoderGroup = store.addGroup(name: "encoder", learningRate: optimiser.learningRateEncoder, weightDecay: optimiser.weightDecay)
+        let physicsGroup = store.addGroup(name: "physics", learningRate: optimiser.learningRatePhysics, weightDecay: optimiser.weightDecay)
+        let decoderGroup = store.addGroup(name: "decoder", learningRate: optimiser.learningRateDecoder, weightDecay: optimiser.weightDecay)
+
+        var records: [TensorRecord] = []
+        func buffer(_ name: String, _ count: Int) -> Int {
+            let offset = records.last.map { $0.offset + $0.count } ?? 0
+            records.append(TensorRecord(name: name, shape: [count], group: "buffer", offset: offset))
+            return offset
+        }
+        func convBN(_ name: String, _ inC: Int, _ outC: Int, group: ParameterGroupID, batchNorm: Bool) -> ConvBN {
+            let w = store.add(name: "\(name).conv.weight", shape: [outC, inC, 3, 3], group: group)
+            let b = store.add(name: "\(name).conv.bias", shape: [outC], group: group)
+            guard batchNorm else { return ConvBN(weight: w, bias: b, gamma: nil, beta: nil, runningMean: 0, runningVar: 0, inChannels: inC, outChannels: outC) }
+            let g = store.add(name: "\(name).bn.weight", shape: [outC], group: group)
+            let be = store.add(name: "\(name).bn.bias", shape: [outC], group: group)
+            return ConvBN(weight: w, bias: b, gamma: g, beta: be, runningMean: buffer("\(name).bn.running_mean", outC),
+                          runningVar: buffer("\(name).bn.running_var", outC), inChannels: inC, outChannels: outC)
+        }
+        func linear(_ name: String, _ inF: Int, _ outF: Int, group: ParameterGroupID) -> LinearLayer {
+            LinearLayer(weight: store.add(name: "\(name).weight", shape: [outF, inF], group: group),
+                        bias: store.add(name: "\(name).bias", shape: [outF], group: group), inFeatures: inF, outFeatures: outF)
+        }
+        let channels = settings.encoderChannels
+        var inC = 1
+        var enc: [ConvBN] = []
+        for (k, c) in channels.enumerated() { enc.append(convBN("encoder.\(k)", inC, c, group: encoderGroup, batchNorm: true)); inC = c }
+        let bottleneck = n >> blocks
+        let features = channels.last! * bottleneck * bottleneck
+        let latent = mapping.latentCount
+        let headLayers: [LinearLayer]
+        if settings.hiddenUnits > 0 {
+            headLayers = [linear("head.0", features, settings.hiddenUnits, group: physicsGroup),
+                          linear("head.1", settings.hiddenUnits, latent, group: physicsGroup)]
+        } else {
+            headLayers = [linear("head.0", features, latent, group: physicsGroup)]
+        }
+        var decIn: LinearLayer?
+        var dec: [ConvBN] = []
+        if settings.decoder {
+            decIn = linear("decoder.input", latent, features, group: decoderGroup)
+            let outs = Array(channels.reversed().dropFirst()) + [1]
+            var c = channels.last!
+            for (k, out) in outs.enumerated() {
+                dec.append(convBN("decoder.\(k)", c, out, group: decoderGroup, batchNorm: k < outs.count - 1)); c = out
+            }
+        }
+        store.finalize()
+        self.store = store; self.settings = settings; self.mapping = mapping; frameSize = n
+        self.encoderGroup = encoderGroup; self.physicsGroup = physicsGroup; self.decoderGroup = decoderGroup
+        encoder = enc; head = headLayers; decoderInput = decIn; decoder = dec
+        bottleneckSize = bottleneck; featureCount = features
+        physics = PhysicsLayer(model: ForwardModel<T>(geometry: DiffractionGeometry(config: config), profile: .smooth), capacity: 1)
+        bufferRecords = records
+        buffers = [T](repeating: 0, count: records.last.map { $0.offset + $0.count } ?? 0)
+        for block in encoder + decoder where block.gamma != nil {
+            for i in 0..<block.outChannels { buffers[block.runningVar + i] = 1 }   // PyTorch: mean 0, var 1
+        }
+        var rng = SplitMixRNG(seed: seed)
+        for block in encoder + decoder {
+            store.initializePyTorchDefault(weight: block.weight, bias: block.bias, rng: &rng)
+            if let g = block.gamma, let b = block.beta { store.initializeBatchNorm(gamma: g, beta: b) }
+        }
+        for l in head + (decoderInput.map { [$0] } ?? []) { store.initializePyTorchDefault(weight: l.weight, bias: l.bias, rng: &rng) }
+    }
+
+    // MARK: Activations
+
+    /// Activations of one planned batch size. `training` adds the gradient buffers.
+    final class Activations {
+        let batch: Int
+        var encoderInput: [UnsafeMutablePointer<T>] = []      // per block: its input (block 0: x)
+        var convOut: [UnsafeMutablePointer<T>] = [], bnOut: [UnsafeMutablePointer<T>] = []
+        var reluOut: [UnsafeMutablePointer<T>] = [], dropOut: [UnsafeMutablePointer<T>] = []
+        var dropMask: [UnsafeMutablePointer<T>] = [], mean: [UnsafeMutablePointer<T>] = [], invStd: [UnsafeMutablePointer<T>] = []
+        var poolArgmax: [UnsafeMutablePointer<Int32>] = []
+        var features: UnsafeMutablePointer<T>               // last pool output (batch × featureCount)
+        var headOut: [UnsafeMutablePointer<T>] = [], headRelu: UnsafeMutablePointer<T>?
+        var latent: UnsafeMutablePointer<T>                  // z (batch × L)
+        var parameters: [FrameParameters]
+        var targetSums: [Double]
+        var physicsOut: UnsafeMutablePointer<T>              // Î (batch × P)
+        var decoderIn: UnsafeMutablePointer<T>?, decoderInRelu: UnsafeMutablePointer<T>?
+        var upOut: [UnsafeMutablePointer<T>] = [], decConv: [UnsafeMutablePointer<T>] = []
+        var decBN: [UnsafeMutablePointer<T>] = [], decRelu: [UnsafeMutablePointer<T>] = []
+        var decMean: [UnsafeMutablePointer<T>] = [], decInvStd: [UnsafeMutablePointer<T>] = []
+        // Backward scratch: two ping-pong buffers of the largest activation, latent and θ gradients.
+        var gradA: UnsafeMutablePointer<T>?, gradB: UnsafeMutablePointer<T>?
+        var gradLatent: UnsafeMutablePointer<T>?, gradTheta: UnsafeMutablePointer<Double>?
+        var gradPhysics: UnsafeMutablePointer<T>?, gradOutput: UnsafeMutablePointer<T>?
+        var columns: UnsafeMutablePointer<T>
+        private var owned: [UnsafeMutableRawPointer] = []
+
+        init(batch: Int) {
+            self.batch = batch
+            features = .allocate(capacity: 1); latent = .allocate(capacity: 1); physicsOut = .allocate(capacity: 1)
+            columns = .allocate(capacity: 1)
+            parameters = []; targetSums = []
+            owned = [features, latent, physicsOut, columns].map { UnsafeMutableRawPointer($0) }
+        }
+        func floats(_ count: Int) -> UnsafeMutablePointer<T> {
+            let p = UnsafeMutablePointer<T>.allocate(capacity: max(count, 1))
+            p.initialize(repeating: 0, count: max(count, 1))
+            owned.append(UnsafeMutableRawPointer(p)); return p
+        }
+        func ints(_ count: Int) -> UnsafeMutablePointer<Int32> {
+            let p = UnsafeMutablePointer<Int32>.allocate(capacity: max(count, 1))
+            owned.append(UnsafeMutableRawPointer(p)); return p
+        }
+        func doubles(_ count: Int) -> UnsafeMutablePointer<Double> {
+            let p = UnsafeMutablePointer<Double>.allocate(capacity: max(count, 1))
+            owned.append(UnsafeMutableRawPointer(p)); return p
+        }
+        deinit { for p in owned { p.deallocate() } }
+    }
+
+    public private(set) var plannedBatch = 0
+    public private(set) var plannedForTraining = false
+    var acts: Activations?
+
+    /// Allocates every activation (and, for training, gradient) buffer for `batch` frames.
+    /// The only allocation of a run; steps reuse the buffers.
+    public func plan(batch: Int, training: Bool) {
+        if batch == plannedBatch && (plannedForTraining || !training) { return }
+        let a = Activations(batch: batch)
+        let n = frameSize, np = n * n, latent = mapping.latentCount
+        var size = n, largest = batch * np, columns = 0
+        a.encoderInput = [a.floats(batch * np)]   // block k's input; the last pool output becomes `features`
+        for block in encoder {
+            let count = batch * block.outChannels * size * size
+            a.convOut.append(a.floats(count)); a.bnOut.append(a.floats(count)); a.reluOut.append(a.floats(count))
+            a.dropOut.append(a.floats(count)); a.dropMask.append(a.floats(count))
+            a.mean.append(a.floats(block.outChannels)); a.invStd.append(a.floats(block.outChannels))
+            a.poolArgmax.append(a.ints(count / 4))
+            largest = max(largest, count)
+            columns = max(columns, Conv2d.scratchCount(convShape(block, batch: 1, size: size)))
+            size /= 2
+            a.encoderInput.append(a.floats(count / 4))
+        }
+        a.features = a.encoderInput.removeLast()
+        for l in head { a.headOut.append(a.floats(batch * l.outFeatures)) }
+        if head.count > 1 { a.headRelu = a.floats(batch * head[0].outFeatures) }
+        a.latent = a.floats(batch * latent)
+        a.parameters = .init(repeating: FrameParameters(strain: 0, tiltLRDeg: 0, tiltUDDeg: 0, thicknessA: 0), count: batch)
+        a.targetSums = .init(repeating: Double(np), count: batch)
+        a.physicsOut = a.floats(batch * np)
+        physics.reserve(batch)
+        if let d = decoderInput {
+            a.decoderIn = a.floats(batch * d.outFeatures); a.decoderInRelu = a.floats(batch * d.outFeatures)
+            var s = bottleneckSize
+            for block in decoder {
+                let upCount = batch * block.inChannels * (2 * s) * (2 * s), outCount = batch * block.outChannels * (2 * s) * (2 * s)
+                a.upOut.append(a.floats(upCount)); a.decConv.append(a.floats(outCount))
+                if block.gamma != nil {
+                    a.decBN.append(a.floats(outCount)); a.decRelu.append(a.floats(outCount))
+                    a.decMean.append(a.floats(block.outChannels)); a.decInvStd.append(a.floats(block.outChannels))
+                }
+                largest = max(largest, max(upCount, outCount))
+                columns = max(columns, Conv2d.scratchCount(convShape(block, batch: 1, size: 2 * s)))
+                s *= 2
+            }
+        }
+        a.columns = a.floats(columns)
+        if training {
+            a.gradA = a.floats(largest); a.gradB = a.floats(largest)
+            a.gradLatent = a.floats(batch * latent); a.gradTheta = a.doubles(batch * 4)
+            a.gradPhysics = a.floats(batch * np); a.gradOutput = a.floats(batch * np)
+        }
+        acts = a; plannedBatch = batch; plannedForTraining = training
+    }
+
+    func convShape(_ b: ConvBN, batch: Int, size: Int) -> Conv2dShape {
+        Conv2dShape(batch: batch, inChannels: b.inChannels, height: size, width: size, outChannels: b.outChannels,
+                    kernelH: 3, kernelW: 3, stride: 1, padding: 1)
+    }
+
+    /// The network's input: frame k scaled to mean 1 (sum = pixel count). Frames must be
+    /// checked (`FrameProblem`) before; an empty frame would divide by zero.
+    public func loadInput(_ frames: UnsafePointer<T>, count: Int) {
+        precondition(count == plannedBatch, "batch \(count) differs from the planned \(plannedBatch): call plan(batch:training:) first")
+        let np = frameSize * frameSize, x = acts!.encoderInput[0]
+        for k in 0..<count {
+            var s = 0.0
+            for i in 0..<np { s += Double(frames[k * np + i]) }
+            let scale = T(Double(np) / s)
+            for i in 0..<np { x[k * np + i] = frames[k * np + i] * scale }
+        }
+    }
+
+    /// Forward through encoder and head to the latent and parameters; `physics` and
+    /// `decoder` choose which branches run (training DONUT: both; inference: physics for the residual).
+    public func forward(mode: ForwardMode, rng: inout SplitMixRNG, physics runPhysics: Bool, decoder runDecoder: Bool) {
+        let a = acts!, b = a.batch, p = store.parameters
+        var size = frameSize
+        for (k, block) in encoder.enumerated() {
+            let shape = convShape(block, batch: b, size: size), count = shape.outputCount
+            Conv2d.forward(output: a.convOut[k], input: a.encoderInput[k], weight: p + block.weight.offset,
+                           bias: p + block.bias.offset, columns: a.columns, shape: shape)
+            batchNorm(block, mode: mode, input: a.convOut[k], output: a.bnOut[k], mean: a.mean[k], invStd: a.invStd[k], batch: b, size: size)
+            ReLU.forward(output: a.reluOut[k], input: a.bnOut[k], count: count)
+            if mode.dropout && settings.dropout > 0 {
+                Dropout.forwardTraining(output: a.dropOut[k], mask: a.dropMask[k], input: a.reluOut[k],
+                                        probability: settings.dropout, rng: &rng, count: count)
+            } else {
+                Dropout.forwardEval(output: a.dropOut[k], input: a.reluOut[k], count: count)
+            }
+            let next = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
+            MaxPool2d.forward(output: next, argmax: a.poolArgmax[k], input: a.dropOut[k], batch: b,
+                              channels: block.outChannels, height: size, width: size)
+            size /= 2
+        }
+        var input = UnsafePointer(a.features)
+        for (i, l) in head.enumerated() {
+            Linear.forward(output: a.headOut[i], input: input, weight: p + l.weight.offset, bias: p + l.bias.offset,
+                           batch: b, inFeatures: l.inFeatures, outFeatures: l.outFeatures)
+            if i + 1 < head.count {
+                ReLU.forward(output: a.headRelu!, input: a.headOut[i], count: b * l.outFeatures)
+                input = UnsafePointer(a.headRelu!)
+            }
+        }
+        let latent = mapping.latentCount
+        ScaledTanh.forward(output: a.latent, input: a.headOut.last!, count: b * latent)
+        for k in 0..<b { a.parameters[k] = mapping.parameters(a.latent + k * latent) }
+        if runPhysics {
+            a.parameters.withUnsafeBufferPointer { params in
+                a.targetSums.withUnsafeBufferPointer { sums in
+                    physics.forward(params.baseAddress!, count: b, targetSums: sums.baseAddress!, out: a.physicsOut)
+                }
+            }
+        }
+        if runDecoder, let d = decoderInput {
+            Linear.forward(output: a.decoderIn!, input: a.latent, weight: p + d.weight.offset, bias: p + d.bias.offset,
+                           batch: b, inFeatures: d.inFeatures, outFeatures: d.outFeatures)
+            ReLU.forward(output: a.decoderInRelu!, input: a.decoderIn!, count: b * d.outFeatures)
+            var s = bottleneckSize, x = UnsafePointer(a.decoderInRelu!)
+            var bnIndex = 0
+            for (k, block) in decoder.enumerated() {
+                Upsample2d.forward(output: a.upOut[k], input: x, batch: b, channels: block.inChannels, height: s, width: s)
+                s *= 2
+                let shape = convShape(block, batch: b, size: s)
+                Conv2d.forward(output: a.decConv[k], input: a.upOut[k], weight: p + block.weight.offset,
+                               bias: p + block.bias.offset, columns: a.columns, shape: shape)
+                if block.gamma != nil {
+                    batchNorm(block, mode: mode, input: a.decConv[k], output: a.decBN[bnIndex], mean: a.decMean[bnIndex],
+                              invStd: a.decInvStd[bnIndex], batch: b, size: s)
+                    ReLU.forward(output: a.decRelu[bnIndex], input: a.decBN[bnIndex], count: shape.outputCount)
+                    x = UnsafePointer(a.decRelu[bnIndex]); bnIndex += 1
+                } else {
+                    x = UnsafePointer(a.decConv[k])
+                }
+            }
+        }
+    }
+
+    private func batchNorm(_ block: ConvBN, mode: ForwardMode, input: UnsafeMutablePointer<T>, output: UnsafeMutablePointer<T>,
+                           mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>, batch: Int, size: Int) {
+        let p = store.parameters
+        buffers.withUnsafeMutableBufferPointer { buf in
+            let rm = buf.baseAddress! + block.runningMean, rv = buf.baseAddress! + block.runningVar
+            if mode.batchStatistics {
+                BatchNorm2d.forwardTraining(output: output, mean: mean, invStd: invStd, runningMean: rm, runningVar: rv,
+                                            input: input, gamma: p + block.gamma!.offset, beta: p + block.beta!.offset,
+                                            batch: batch, channels: block.outChannels, height: size, width: size)
+            } else {
+                BatchNorm2d.forwardEval(output: output, input: input, gamma: p + block.gamma!.offset, beta: p + block.beta!.offset,
+                                        runningMean: rm, runningVar: rv, batch: batch, channels: block.outChannels,
+                                        height: size, width: size)
+            }
+        }
+    }
+
+    // MARK: Results of the last forward
+
+    /// Parameters of frame k of the last forward.
+    public func parameters(_ k: Int) -> FrameParameters { acts!.parameters[k] }
+    /// The physics pattern (sum-normalised to the input) and the input of frame k.
+    public var physicsOutput: UnsafePointer<T> { UnsafePointer(acts!.physicsOut) }
+    public var input: UnsafePointer<T> { UnsafePointer(acts!.encoderInput[0]) }
+    /// The decoder's reconstruction (batch × 1 × n × n), valid after a forward with the decoder.
+    public var reconstruction: UnsafePointer<T> { UnsafePointer(acts!.decConv.last!) }
+    public var latents: UnsafePointer<T> { UnsafePointer(acts!.latent) }
+
+    // MARK: Losses and backward
+
+
+    /// DONUT: L = w_d·MAE(reconstruction, x) + w_f·MAE(Î, x); backward through both branches.
+    public func backwardUnsupervised(weights: LossWeights) -> NetworkLosses {
+        let a = acts!, b = a.batch, np = frameSize * frameSize, latent = mapping.latentCount
+        let x = a.encoderInput[0]
+        a.gradLatent!.update(repeating: 0, count: b * latent)
+        var losses = NetworkLosses(total: 0, decoderMAE: .nan, physicsMAE: .nan, supervisedMSE: .nan)
+        if weights.physics > 0 {
+            let mae = MAELoss.forward(prediction: a.physicsOut, target: x, count: b * np)
+            losses.physicsMAE = mae; losses.total += weights.physics * mae
+            MAELoss.backward(dPrediction: a.gradPhysics!, prediction: a.physicsOut, target: x, count: b * np, weight: weights.physics)
+            physics.backward(upstream: a.gradPhysics!, gradients: a.gradTheta!)
+            for k in 0..<b { mapping.addLatentGradient(a.gradTheta! + 4 * k, parameters: a.parameters[k], into: a.gradLatent! + k * latent) }
+        }
+        if weights.decoder > 0, decoderInput != nil {
+            let y = a.decConv.last!
+            let mae = MAELoss.forward(prediction: y, target: x, count: b * np)
+            losses.decoderMAE = mae; losses.total += weights.decoder * mae
+            MAELoss.backward(dPrediction: a.gradOutput!, prediction: y, target: x, count: b * np, weight: weights.decoder)
+            backwardDecoder(from: a.gradOutput!)
+        }
+        backwardEncoder()
+        return losses
+    }
+
+    /// NanobeamNN: L = mean over frames and parameters of (s·(θ − θ*))², s the label scale;
+    /// `labels` holds θ* (batch × 4: ε, ω°, χ°, t).
+    public func backwardSupervised(labels: UnsafePointer<Double>, labelScale: [Double]) -> NetworkLosses {
+        let a = acts!, b = a.batch, latent = mapping.latentCount
+        a.gradLatent!.update(repeating: 0, count: b * latent)
+        var sum = 0.0
+        let count = Double(b * latent)
+        for k in 0..<b {
+            let p = a.parameters[k]
+            let values = [p.strain, p.tiltLRDeg, p.tiltUDDeg, p.thicknessA]
+            for j in 0..<4 {
+                guard j < latent else { a.gradTheta![4 * k + j] = 0; continue }
+                let d = labelScale[j] * (values[j] - labels[4 * k + j])
+                sum += d * d
+                a.gradTheta![4 * k + j] = 2 * labelScale[j] * d / count
+            }
+            mapping.addLatentGradient(a.gradTheta! + 4 * k, parameters: p, into: a.gradLatent! + k * latent)
+        }
+        backwardEncoder()
+        let mse = sum / count
+        return NetworkLosses(total: mse, decoderMAE: .nan, physicsMAE: .nan, supervisedMSE: mse)
+    }
+
+    /// The gradient buffer to write next: whichever of the two ping-pong buffers `x` is not.
+    @inline(__always)
+    private func other(_ x: UnsafeMutablePointer<T>, _ a: Activations) -> UnsafeMutablePointer<T> {
+        x == a.gradA! ? a.gradB! : a.gradA!
+    }
+
+    /// Decoder backward from ∂L/∂reconstruction; adds ∂L/∂z into gradLatent.
+    private func backwardDecoder(from dOut: UnsafeMutablePointer<T>) {
+        let a = acts!, b = a.batch, p = store.parameters, g = store.gradients
+        var cur = dOut
+        var s = frameSize
+        var bnIndex = decoder.filter { $0.gamma != nil }.count - 1
+        for k in stride(from: decoder.count - 1, through: 0, by: -1) {
+            let block = decoder[k], shape = convShape(block, batch: b, size: s)
+            if block.gamma != nil {
+                let t = other(cur, a)
+                ReLU.backward(dInput: t, dOutput: cur, output: a.decRelu[bnIndex], count: shape.outputCount)
+                let u = other(t, a)
+                BatchNorm2d.backwardTraining(dInput: u, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
+                                             dOutput: t, input: a.decConv[k], gamma: p + block.gamma!.offset,
+                                             mean: a.decMean[bnIndex], invStd: a.decInvStd[bnIndex],
+                                             batch: b, channels: block.outChannels, height: s, width: s)
+                cur = u; bnIndex -= 1
+            }
+            let t = other(cur, a)
+            Conv2d.backward(dInput: t, dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dOutput: cur,
+                            input: a.upOut[k], weight: p + block.weight.offset, columns: a.columns, shape: shape)
+            s /= 2
+            let u = other(t, a)
+            Upsample2d.backward(dInput: u, dOutput: t, batch: b, channels: block.inChannels, height: s, width: s)
+            cur = u
+        }
+        let d = decoderInput!, t = other(cur, a)
+        ReLU.backward(dInput: t, dOutput: cur, output: a.decoderInRelu!, count: b * d.outFeatures)
+        Linear.backward(dInput: nil, dWeight: g + d.weight.offset, dBias: g + d.bias.offset, dOutput: t,
+                        input: a.latent, weight: p + d.weight.offset, batch: b, inFeatures: d.inFeatures, outFeatures: d.outFeatures)
+        // ∂L/∂z += ∂L/∂(decoder input) · W: added, the physics branch contributes too.
+        T.gemm(transA: false, transB: false, m: b, n: d.inFeatures, k: d.outFeatures, alpha: 1, a: t, lda: d.outFeatures,
+                   b: p + d.weight.offset, ldb: d.inFeatures, beta: 1, c: a.gradLatent!, ldc: d.inFeatures)
+    }
+
+    /// Head and encoder backward from gradLatent.
+    private func backwardEncoder() {
+        let a = acts!, b = a.batch, p = store.parameters, g = store.gradients, latent = mapping.latentCount
+        let dA = a.gradA!, dB = a.gradB!
+        ScaledTanh.backward(dInput: dA, dOutput: a.gradLatent!, output: a.latent, count: b * latent)
+        var dCurrent = dA, dOther = dB
+        for i in stride(from: head.count - 1, through: 0, by: -1) {
+            let l = head[i]
+            let input = i > 0 ? UnsafePointer(a.headRelu!) : UnsafePointer(a.features)
+            Linear.backward(dInput: dOther, dWeight: g + l.weight.offset, dBias: g + l.bias.offset, dOutput: dCurrent,
+                            input: input, weight: p + l.weight.offset, batch: b, inFeatures: l.inFeatures, outFeatures: l.outFeatures)
+            swap(&dCurrent, &dOther)
+            if i > 0 {
+                ReLU.backward(dInput: dOther, dOutput: dCurrent, output: a.headRelu!, count: b * l.inFeatures)
+                swap(&dCurrent, &dOther)
+            }
+        }
+        // dCurrent = ∂L/∂features (the last pool output).
+        var size = frameSize >> encoder.count
+        for k in stride(from: encoder.count - 1, through: 0, by: -1) {
+            let block = encoder[k]
+            size *= 2
+            let shape = convShape(block, batch: b, size: size), count = shape.outputCount
+            MaxPool2d.backward(dInput: dOther, dOutput: dCurrent, argmax: a.poolArgmax[k], batch: b,
+                               channels: block.outChannels, height: size, width: size)
+            swap(&dCurrent, &dOther)
+            if settings.dropout > 0 {
+                Dropout.backward(dInput: dOther, dOutput: dCurrent, mask: a.dropMask[k], count: count)
+                swap(&dCurrent, &dOther)
+            }
+            ReLU.backward(dInput: dOther, dOutput: dCurrent, output: a.reluOut[k], count: count)
+            BatchNorm2d.backwardTraining(dInput: dCurrent, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
+                                         dOutput: dOther, input: a.convOut[k], gamma: p + block.gamma!.offset,
+                                         mean: a.mean[k], invStd: a.invStd[k], batch: b, channels: block.outChannels,
+                                         height: size, width: size)
+            Conv2d.backward(dInput: k > 0 ? dOther : nil, dWeight: g + block.weight.offset, dBias: g + block.bias.offset,
+                            dOutput: dCurrent, input: a.encoderInput[k], weight: p + block.weight.offset,
+                            columns: a.columns, shape: shape)
+            swap(&dCurrent, &dOther)
+        }
+    }
+}

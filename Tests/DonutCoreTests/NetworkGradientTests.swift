@@ -1,0 +1,88 @@
+import XCTest
+import DonutNN
+import DonutPhysics
+import DonutCore
+
+/// The whole network's backward against central differences of its loss in Double:
+/// every layer, the latent mapping, the physics layer and both loss branches together.
+final class NetworkGradientTests: XCTestCase {
+    /// A 16×16 frame version of the preset (zone-plate grid 32) and a small network. The
+    /// focal length is 0.1 m so the zone plate's annulus (0.39–0.75 mrad) fits the 16-pixel
+    /// frame (±1.0 mrad); with the preset's 21.9 mm it would lie outside and every pattern be 0.
+    static func smallSetup(thickness: Bool, dropout: Double) -> (DonutConfig, NetworkSettings) {
+        var c = DonutConfig.srio3LSAT002
+        c.model.frameSize = 16
+        c.instrument.roi = DetectorROI(x: 0, y: 0, width: 32, height: 32)
+        c.zonePlate.focalLengthM = 0.1
+        return (c, NetworkSettings(encoderChannels: [3, 4], dropout: dropout, hiddenUnits: 5,
+                                   predictThickness: thickness, decoder: true))
+    }
+
+    static func frames(_ config: DonutConfig, count: Int) -> [Double] {
+        let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+        let maps = Phantom.domains.maps(rows: 1, cols: count, config: config, seed: 5)
+        var f = [Float](repeating: 0, count: count * 256)
+        f.withUnsafeMutableBufferPointer { ScanSimulation.frames(of: maps, range: 0..<count, model: model, peakPhotons: 30, seed: 2, into: $0) }
+        return f.map { Double($0) + 0.01 }   // no exact zeros: keeps MAE away from its kink at the input
+    }
+
+    func check(mode: TrainingMode, thickness: Bool, dropout: Double) throws {
+        let (config, settings) = Self.smallSetup(thickness: thickness, dropout: dropout)
+        let net = try DonutNetwork<Double>(settings: settings, optimiser: TrainingConfig.donutPaper.optimiser, config: config, seed: 3)
+        let batch = 3
+        net.plan(batch: batch, training: true)
+        let frames = Self.frames(config, count: batch)
+        frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
+        let labels: [Double] = (0..<batch).flatMap { k in [0.001 * Double(k), 0.01, -0.02, 120.0 + Double(k)] }
+        let weights = LossWeights(decoder: 1, physics: 5)
+        let saved = net.buffers
+        func loss() -> Double {
+            var rng = SplitMixRNG(seed: 99)   // the same dropout masks on every evaluation
+            net.buffers = saved
+            net.forward(mode: .training, rng: &rng, physics: mode == .donut, decoder: mode == .donut)
+            net.store.zeroGradients()
+            switch mode {
+            case .donut: return net.backwardUnsupervised(weights: weights).total
+            case .nanobeamnn: return labels.withUnsafeBufferPointer { net.backwardSupervised(labels: $0.baseAddress!, labelScale: [100, 10, 5, 0.01]).total }
+            }
+        }
+        _ = loss()
+        if mode == .donut {
+            // Guard against a vacuous check: the physics branch must see light.
+            let total = (0..<(batch * 256)).reduce(0.0) { $0 + abs(net.physicsOutput[$1]) }
+            XCTAssertGreaterThan(total, 0, "physics patterns are empty: the check would not exercise the physics branch")
+        }
+        let analytic = Array(UnsafeBufferPointer(start: net.store.gradients, count: net.store.count))
+        // Every tensor's first and last element and a random sample of the rest.
+        var rng = SplitMixRNG(seed: 7)
+        var indices = Set<Int>()
+        for t in net.store.tensors { indices.insert(t.offset); indices.insert(t.offset + t.count - 1) }
+        for _ in 0..<60 { indices.insert(Int(rng.next() % UInt64(net.store.count))) }
+        let scale = analytic.map(abs).max()!
+        var checked = 0
+        for i in indices.sorted() {
+            let p = net.store.parameters, original = p[i]
+            let h = 1e-6 * max(1, abs(original))
+            p[i] = original + h; let plus = loss()
+            p[i] = original - h; let minus = loss()
+            p[i] = original
+            let fd = (plus - minus) / (2 * h)
+            let name = net.store.tensors.last { $0.offset <= i }!.name
+            // Relative 1e-4 (kinks of MAE/ReLU/max-pool are rarely within h; a crossed one
+            // shows as a large mismatch) plus 1e-7 of the largest gradient.
+            XCTAssertEqual(analytic[i], fd, accuracy: 1e-4 * abs(fd) + 1e-7 * scale,
+                           "\(mode) thickness \(thickness): ∂L/∂\(name)[\(i - net.store.tensors.last { $0.offset <= i }!.offset)]")
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 60)
+    }
+
+    func testDonutLossGradientMatchesCentralDifferences() throws {
+        try check(mode: .donut, thickness: false, dropout: 0.2)
+        try check(mode: .donut, thickness: true, dropout: 0)
+    }
+
+    func testSupervisedLossGradientMatchesCentralDifferences() throws {
+        try check(mode: .nanobeamnn, thickness: true, dropout: 0.2)
+    }
+}

@@ -58,9 +58,10 @@ final class ActivationTests: XCTestCase {
     }
 
     func testReLUForwardValuesAndInPlace() {
-        let x = Buffer<Float>([-2, -0.5, 0, 0.25, 3])
-        ReLU.forward(output: x.pointer, input: x.const, count: 5)
-        XCTAssertEqual(x.array, [0, 0, 0, 0.25, 3])
+        let x = Buffer<Float>([-2, -0.5, 0, 0.25, 3, .nan])
+        ReLU.forward(output: x.pointer, input: x.const, count: 6)
+        XCTAssertEqual(Array(x.array.prefix(5)), [0, 0, 0, 0.25, 3])
+        XCTAssertTrue(x[5].isNaN, "NaN propagates (PyTorch), so a diverging run shows")
     }
 
     /// f(x) = 1.7159·tanh(2x/3): values against Foundation's tanh (f(1) ≈ 1, f(−1) ≈ −1).

@@ -66,6 +66,8 @@ let package = Package(
         .testTarget(name: "DonutCoreTests", dependencies: ["DonutCore", "DonutPhysics"]),
         .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI"]),
         .testTarget(name: "DonutMPITests", dependencies: ["DonutMPI"]),
+        /// Every layer's backward against central finite differences in Double; AdamW by hand.
+        .testTarget(name: "DonutNNTests", dependencies: ["DonutNN"]),
         /// Runs the built `donut` binary, including under `mpirun -np 2`.
         .testTarget(name: "DonutCLITests", dependencies: ["donut", "DonutIO", "DonutCore", "DonutPhysics"]),
     ]

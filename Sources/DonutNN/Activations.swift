@@ -1,12 +1,12 @@
 import DonutBLAS
 import Foundation
 
-/// y = max(x, 0), element-wise over `count` elements (any shape).
+/// y = max(x, 0), element-wise over `count` elements (any shape); NaN propagates (as PyTorch).
 /// Backward reads the forward *output* (y > 0 ⇔ x > 0), so forward may run in place.
 public enum ReLU {
     /// output (count): written; may alias input.
     public static func forward<T: GEMMScalar>(output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, count: Int) {
-        for i in 0..<count { let v = input[i]; output[i] = v > 0 ? v : 0 }
+        for i in 0..<count { let v = input[i]; output[i] = v < 0 ? 0 : v }
     }
 
     /// dInput = dOutput · [y > 0] (subgradient 0 at x = 0): **written** (=); may alias dOutput.

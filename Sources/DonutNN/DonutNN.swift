@@ -1,0 +1,17 @@
+// DonutNN: the CNN core, llm.c style. Each layer is a stateless enum with forward and backward
+// side by side; arguments in the order outputs, inputs, parameters, cached values, sizes.
+// Backward adds (+=) into parameter gradients and writes (=) input gradients; no allocation
+// inside forward/backward (scratch sizes from `scratchCount`). Layout NCHW, row-major; generic
+// over GEMMScalar (Float runs, Double checks against finite differences in DonutNNTests).
+//   Conv2d.swift          Conv2dShape, Conv2d (im2col + one GEMM per image, col2im backward)
+//   Upsample2d.swift      nearest ×s upsampling (the decoder: upsample then conv)
+//   BatchNorm2d.swift     training (batch statistics, PyTorch running-stat update) and eval
+//   Activations.swift     ReLU, ScaledTanh (LeCun 1.7159·tanh(2x/3))
+//   MaxPool2d.swift       k×k stride-s max pooling with an Int32 argmax cache
+//   Linear.swift          y = x·Wᵀ + b by GEMM
+//   Dropout.swift         inverted dropout, mask cached, seeded by SplitMixRNG
+//   Losses.swift          MAELoss, MSELoss (value and gradient w.r.t. the prediction)
+//   Random.swift          SplitMixRNG (seeded initialisation and dropout masks)
+//   ParameterStore.swift  flat parameter/gradient/moment buffers, named views, groups, init helpers
+//   AdamW.swift           torch.optim.AdamW over the flat buffers, per-group lr and weight decay
+import DonutBLAS

@@ -1,0 +1,236 @@
+import XCTest
+import Foundation
+import DonutNN
+
+/// Shapes (batch, channels, height, width) swept by the element-wise layers: odd, non-square,
+/// batch 1 and 3, channels 1 and 3.
+let imageShapes = [(1, 1, 5, 7), (3, 3, 5, 7), (1, 3, 4, 6), (3, 1, 7, 5)]
+
+final class UpsampleTests: XCTestCase {
+    /// y[n, c, oy, ox] = x[n, c, oy / s, ox / s], exactly (a copy).
+    func testForwardIsNearestNeighbour() {
+        var rng = SplitMixRNG(seed: 10)
+        for (b, c, h, w) in imageShapes {
+            for scale in [1, 2, 3] {
+                let x = Buffer(randomValues(b * c * h * w, &rng))
+                let oh = h * scale, ow = w * scale
+                let y = Buffer<Double>(repeating: .nan, count: b * c * oh * ow)
+                Upsample2d.forward(output: y.pointer, input: x.const, batch: b, channels: c, height: h, width: w, scale: scale)
+                var expected = [Double](repeating: 0, count: y.count)
+                for p in 0..<(b * c) {
+                    for oy in 0..<oh { for ox in 0..<ow { expected[(p * oh + oy) * ow + ox] = x[(p * h + oy / scale) * w + ox / scale] } }
+                }
+                XCTAssertEqual(y.array, expected, "upsample ×\(scale) (\(b), \(c), \(h), \(w)): a copy must be exact")
+            }
+        }
+    }
+
+    func testBackwardMatchesCentralDifferences() {
+        var rng = SplitMixRNG(seed: 11)
+        for (b, c, h, w) in imageShapes {
+            for scale in [2, 3] {
+                let n = b * c * h * w, m = n * scale * scale
+                let x = Buffer(randomValues(n, &rng)), g = Buffer(randomValues(m, &rng)), y = Buffer<Double>(repeating: 0, count: m)
+                let loss = {
+                    Upsample2d.forward(output: y.pointer, input: x.const, batch: b, channels: c, height: h, width: w, scale: scale)
+                    return dot(g.const, y.const, m)
+                }
+                let dx = Buffer<Double>(repeating: 7, count: n)
+                Upsample2d.backward(dInput: dx.pointer, dOutput: g.const, batch: b, channels: c, height: h, width: w, scale: scale)
+                checkAgainstCentralDifferences("upsample ×\(scale) (\(b), \(c), \(h), \(w))", [FDVariable("input", x, dx.array)], loss: loss)
+            }
+        }
+    }
+}
+
+final class ActivationTests: XCTestCase {
+    func testReLUBackwardMatchesCentralDifferences() {
+        var rng = SplitMixRNG(seed: 12)
+        for count in [1, 35, 105] {
+            let x = Buffer(randomAwayFromZero(count, &rng)), g = Buffer(randomValues(count, &rng)), y = Buffer<Double>(repeating: 0, count: count)
+            if count == 1 { x[0] = 0.3 }   // a lone negative input would have an all-zero gradient
+            let loss = { ReLU.forward(output: y.pointer, input: x.const, count: count); return dot(g.const, y.const, count) }
+            _ = loss()
+            let dx = Buffer<Double>(repeating: 7, count: count)
+            ReLU.backward(dInput: dx.pointer, dOutput: g.const, output: y.const, count: count)
+            checkAgainstCentralDifferences("relu count \(count)", [FDVariable("input", x, dx.array)], loss: loss)
+        }
+    }
+
+    func testReLUForwardValuesAndInPlace() {
+        let x = Buffer<Float>([-2, -0.5, 0, 0.25, 3, .nan])
+        ReLU.forward(output: x.pointer, input: x.const, count: 6)
+        XCTAssertEqual(Array(x.array.prefix(5)), [0, 0, 0, 0.25, 3])
+        XCTAssertTrue(x[5].isNaN, "NaN propagates (PyTorch), so a diverging run shows")
+    }
+
+    /// f(x) = 1.7159·tanh(2x/3): values against Foundation's tanh (f(1) ≈ 1, f(−1) ≈ −1).
+    func testScaledTanhForwardValues() {
+        let xs: [Double] = [-3, -1, -0.2, 0, 0.7, 1, 4]
+        let y = Buffer<Double>(repeating: .nan, count: xs.count)
+        let x = Buffer(xs)
+        ScaledTanh.forward(output: y.pointer, input: x.const, count: xs.count)
+        keepAlive(x)
+        assertClose(y.array, xs.map { 1.7159 * tanh(2 * $0 / 3) }, atol: 1e-15, rtol: 1e-15, "scaled tanh")
+        XCTAssertEqual(y[5], 1, accuracy: 1e-3)
+        XCTAssertEqual(y[1], -1, accuracy: 1e-3)
+        let yf = Buffer<Float>(repeating: .nan, count: xs.count)
+        let xf = Buffer(xs.map(Float.init))
+        ScaledTanh.forward(output: yf.pointer, input: xf.const, count: xs.count)
+        assertClose(yf.array, xs.map { 1.7159 * tanh(2 * $0 / 3) }, atol: 1e-6, rtol: 1e-6, "scaled tanh Float")
+    }
+
+    func testScaledTanhBackwardMatchesCentralDifferences() {
+        var rng = SplitMixRNG(seed: 13)
+        for count in [1, 35, 105] {
+            let x = Buffer(randomValues(count, &rng, -3, 3)), g = Buffer(randomValues(count, &rng)), y = Buffer<Double>(repeating: 0, count: count)
+            let loss = { ScaledTanh.forward(output: y.pointer, input: x.const, count: count); return dot(g.const, y.const, count) }
+            _ = loss()
+            let dx = Buffer<Double>(repeating: 7, count: count)
+            ScaledTanh.backward(dInput: dx.pointer, dOutput: g.const, output: y.const, count: count)
+            checkAgainstCentralDifferences("scaled tanh count \(count)", [FDVariable("input", x, dx.array)], loss: loss)
+        }
+    }
+}
+
+final class MaxPoolTests: XCTestCase {
+    static let cases = [(2, 2), (3, 2), (3, 1)]   // (kernel, stride): the decoder's 2/2, overlapping windows
+
+    /// Forward equals the window maximum and argmax points at it.
+    func testForwardMatchesNaiveMaximum() {
+        var rng = SplitMixRNG(seed: 14)
+        for (b, c, h, w) in imageShapes {
+            for (k, st) in Self.cases {
+                let x = Buffer(randomValues(b * c * h * w, &rng))
+                let oh = (h - k) / st + 1, ow = (w - k) / st + 1
+                let y = Buffer<Double>(repeating: .nan, count: b * c * oh * ow)
+                let arg = UnsafeMutablePointer<Int32>.allocate(capacity: y.count); defer { arg.deallocate() }
+                MaxPool2d.forward(output: y.pointer, argmax: arg, input: x.const, batch: b, channels: c, height: h, width: w, kernel: k, stride: st)
+                for p in 0..<(b * c) {
+                    for oy in 0..<oh {
+                        for ox in 0..<ow {
+                            var best = -Double.infinity
+                            for a in 0..<k { for d in 0..<k { best = max(best, x[(p * h + oy * st + a) * w + ox * st + d]) } }
+                            let o = (p * oh + oy) * ow + ox
+                            XCTAssertEqual(y[o], best, "maxpool k\(k) s\(st) (\(b), \(c), \(h), \(w)) output \(o)")
+                            XCTAssertEqual(x[Int(arg[o])], best, "maxpool argmax \(o)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Away from ties (distinct inputs ≥ 0.009 apart), the gradient goes to the argmax.
+    func testBackwardMatchesCentralDifferences() {
+        var rng = SplitMixRNG(seed: 15)
+        for (b, c, h, w) in imageShapes {
+            for (k, st) in Self.cases {
+                let n = b * c * h * w, oh = (h - k) / st + 1, ow = (w - k) / st + 1, m = b * c * oh * ow
+                let x = Buffer(randomDistinct(n, &rng)), g = Buffer(randomValues(m, &rng)), y = Buffer<Double>(repeating: 0, count: m)
+                let arg = UnsafeMutablePointer<Int32>.allocate(capacity: m); defer { arg.deallocate() }
+                let loss = {
+                    MaxPool2d.forward(output: y.pointer, argmax: arg, input: x.const, batch: b, channels: c, height: h, width: w, kernel: k, stride: st)
+                    return dot(g.const, y.const, m)
+                }
+                _ = loss()
+                let dx = Buffer<Double>(repeating: 7, count: n)
+                MaxPool2d.backward(dInput: dx.pointer, dOutput: g.const, argmax: arg, batch: b, channels: c, height: h, width: w, kernel: k, stride: st)
+                checkAgainstCentralDifferences("maxpool k\(k) s\(st) (\(b), \(c), \(h), \(w))", [FDVariable("input", x, dx.array)], loss: loss)
+            }
+        }
+    }
+}
+
+final class DropoutTests: XCTestCase {
+    /// With the mask fixed (the same seed on every evaluation), dropout is linear and its backward
+    /// is the mask: checked against central differences.
+    func testBackwardWithFixedMaskMatchesCentralDifferences() {
+        var rng = SplitMixRNG(seed: 16)
+        for (count, p) in [(1, 0.0), (35, 0.3), (105, 0.5)] {
+            let x = Buffer(randomValues(count, &rng)), g = Buffer(randomValues(count, &rng))
+            let y = Buffer<Double>(repeating: 0, count: count), mask = Buffer<Double>(repeating: 0, count: count)
+            let loss = { () -> Double in
+                var maskRNG = SplitMixRNG(seed: 99)
+                Dropout.forwardTraining(output: y.pointer, mask: mask.pointer, input: x.const, probability: p, rng: &maskRNG, count: count)
+                return dot(g.const, y.const, count)
+            }
+            _ = loss()
+            let dx = Buffer<Double>(repeating: 7, count: count)
+            Dropout.backward(dInput: dx.pointer, dOutput: g.const, mask: mask.const, count: count)
+            checkAgainstCentralDifferences("dropout p \(p) count \(count)", [FDVariable("input", x, dx.array)], loss: loss)
+        }
+    }
+
+    /// Same seed → same mask; another seed → another mask; kept values are x/(1 − p) and the kept
+    /// fraction is within 5 standard deviations of 1 − p; eval mode is the identity.
+    func testMaskIsSeededInvertedAndEvalIsIdentity() {
+        let count = 20_000, p = 0.3
+        var rng = SplitMixRNG(seed: 17)
+        let x = Buffer(randomAwayFromZero(count, &rng).map(Float.init))
+        func run(seed: UInt64) -> (y: [Float], mask: [Float]) {
+            let y = Buffer<Float>(repeating: .nan, count: count), mask = Buffer<Float>(repeating: .nan, count: count)
+            var r = SplitMixRNG(seed: seed)
+            Dropout.forwardTraining(output: y.pointer, mask: mask.pointer, input: x.const, probability: p, rng: &r, count: count)
+            return (y.array, mask.array)
+        }
+        let a = run(seed: 5), b = run(seed: 5), c = run(seed: 6)
+        XCTAssertEqual(a.mask, b.mask, "same seed must give the same mask")
+        XCTAssertEqual(a.y, b.y)
+        XCTAssertNotEqual(a.mask, c.mask, "another seed should give another mask")
+        let scale = Float(1 / (1 - p))
+        var kept = 0
+        for i in 0..<count {
+            if a.mask[i] == 0 {
+                XCTAssertEqual(a.y[i], 0)
+            } else {
+                kept += 1
+                XCTAssertEqual(a.mask[i], scale)
+                XCTAssertEqual(a.y[i], x[i] * scale, "kept value \(i) is x/(1 − p)")
+            }
+        }
+        let expected = Double(count) * (1 - p), sigma = (Double(count) * p * (1 - p)).squareRoot()
+        XCTAssertLessThan(abs(Double(kept) - expected), 5 * sigma, "kept \(kept) of \(count), expected \(expected) ± \(5 * sigma)")
+        let e = Buffer<Float>(repeating: .nan, count: count)
+        Dropout.forwardEval(output: e.pointer, input: x.const, count: count)
+        XCTAssertEqual(e.array, x.array, "eval mode is the identity")
+        // p = 1 drops everything.
+        let z = Buffer<Float>(repeating: .nan, count: 10), zm = Buffer<Float>(repeating: .nan, count: 10)
+        var r = SplitMixRNG(seed: 1)
+        Dropout.forwardTraining(output: z.pointer, mask: zm.pointer, input: x.const, probability: 1, rng: &r, count: 10)
+        XCTAssertEqual(z.array, [Float](repeating: 0, count: 10))
+    }
+}
+
+final class LossTests: XCTestCase {
+    /// Hand values: ŷ = (1, 2, 4), y = (0, 2, 1): MAE = (1 + 0 + 3)/3, MSE = (1 + 0 + 9)/3; the MAE
+    /// gradient is sign/3 with 0 at equality, the MSE gradient 2(ŷ − y)/3.
+    func testValuesAndGradientsByHand() {
+        let yhat = Buffer<Double>([1, 2, 4]), y = Buffer<Double>([0, 2, 1]), d = Buffer<Double>(repeating: .nan, count: 3)
+        XCTAssertEqual(MAELoss.forward(prediction: yhat.const, target: y.const, count: 3), 4.0 / 3, accuracy: 1e-15)
+        XCTAssertEqual(MSELoss.forward(prediction: yhat.const, target: y.const, count: 3), 10.0 / 3, accuracy: 1e-15)
+        MAELoss.backward(dPrediction: d.pointer, prediction: yhat.const, target: y.const, count: 3)
+        assertClose(d.array, [1.0 / 3, 0, 1.0 / 3], atol: 1e-16, rtol: 1e-15, "MAE gradient")
+        MSELoss.backward(dPrediction: d.pointer, prediction: yhat.const, target: y.const, count: 3, weight: 0.5)
+        assertClose(d.array, [0.5 * 2.0 / 3, 0, 0.5 * 6.0 / 3], atol: 1e-16, rtol: 1e-15, "MSE gradient, weight 0.5")
+    }
+
+    func testGradientsMatchCentralDifferences() {
+        var rng = SplitMixRNG(seed: 18)
+        for count in [1, 35, 105] {
+            let target = Buffer(randomValues(count, &rng))
+            // Predictions ≥ 0.05 away from the target: |·| is smooth there.
+            let offsets = randomAwayFromZero(count, &rng)
+            let yhat = Buffer((0..<count).map { target[$0] + offsets[$0] })
+            let d = Buffer<Double>(repeating: 7, count: count)
+            MAELoss.backward(dPrediction: d.pointer, prediction: yhat.const, target: target.const, count: count, weight: 1.5)
+            checkAgainstCentralDifferences("MAE count \(count)", [FDVariable("prediction", yhat, d.array)]) {
+                1.5 * MAELoss.forward(prediction: yhat.const, target: target.const, count: count)
+            }
+            MSELoss.backward(dPrediction: d.pointer, prediction: yhat.const, target: target.const, count: count)
+            checkAgainstCentralDifferences("MSE count \(count)", [FDVariable("prediction", yhat, d.array)]) {
+                MSELoss.forward(prediction: yhat.const, target: target.const, count: count)
+            }
+        }
+    }
+}

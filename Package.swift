@@ -63,8 +63,8 @@ let package = Package(
 
         // MARK: Tests
         .testTarget(name: "DonutPhysicsTests", dependencies: ["DonutPhysics"]),
-        .testTarget(name: "DonutCoreTests", dependencies: ["DonutCore", "DonutPhysics"]),
-        .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI"]),
+        .testTarget(name: "DonutCoreTests", dependencies: ["DonutCore", "DonutPhysics", "DonutNN"]),
+        .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI", "DonutNN"]),
         .testTarget(name: "DonutMPITests", dependencies: ["DonutMPI"]),
         /// Every layer's backward against central finite differences in Double; AdamW by hand.
         .testTarget(name: "DonutNNTests", dependencies: ["DonutNN"]),

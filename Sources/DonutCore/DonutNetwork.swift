@@ -144,7 +144,7 @@ public final class DonutNetwork<T: GEMMScalar> {
         for block in encoder + decoder where block.gamma != nil {
             for i in 0..<block.outChannels { buffers[block.runningVar + i] = 1 }   // PyTorch: mean 0, var 1
         }
-        var rng = SplitMixRNG(seed: seed)
+        var rng = SplitMix64(seed: seed)
         for block in encoder + decoder {
             store.initializePyTorchDefault(weight: block.weight, bias: block.bias, rng: &rng)
             if let g = block.gamma, let b = block.beta { store.initializeBatchNorm(gamma: g, beta: b) }
@@ -277,7 +277,7 @@ public final class DonutNetwork<T: GEMMScalar> {
 
     /// Forward through encoder and head to the latent and parameters; `physics` and
     /// `decoder` choose which branches run (training DONUT: both; inference: physics for the residual).
-    public func forward(mode: ForwardMode, rng: inout SplitMixRNG, physics runPhysics: Bool, decoder runDecoder: Bool) {
+    public func forward(mode: ForwardMode, rng: inout SplitMix64, physics runPhysics: Bool, decoder runDecoder: Bool) {
         let a = acts!, b = a.batch, p = store.parameters
         var size = frameSize
         for (k, block) in encoder.enumerated() {

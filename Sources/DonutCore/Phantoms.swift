@@ -1,5 +1,6 @@
 import Foundation
 import DonutPhysics
+import DonutNN
 
 /// Ground-truth parameter maps of a simulated scan, row-major (rows × cols).
 public struct PhantomMaps: Equatable, Sendable {

@@ -1,5 +1,6 @@
 import Foundation
 import DonutPhysics
+import DonutNN
 import DonutBLAS
 
 /// Measured-like frames from ground-truth maps: each frame is the forward model at its

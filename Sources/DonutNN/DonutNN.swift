@@ -9,9 +9,9 @@
 //   Activations.swift     ReLU, ScaledTanh (LeCun 1.7159·tanh(2x/3))
 //   MaxPool2d.swift       k×k stride-s max pooling with an Int32 argmax cache
 //   Linear.swift          y = x·Wᵀ + b by GEMM
-//   Dropout.swift         inverted dropout, mask cached, seeded by SplitMixRNG
+//   Dropout.swift         inverted dropout, mask cached, seeded by SplitMix64
 //   Losses.swift          MAELoss, MSELoss (value and gradient w.r.t. the prediction)
-//   Random.swift          SplitMixRNG (seeded initialisation and dropout masks)
+//   Random.swift          SplitMix64 (seeded initialisation and dropout masks)
 //   ParameterStore.swift  flat parameter/gradient/moment buffers, named views, groups, init helpers
 //   AdamW.swift           torch.optim.AdamW over the flat buffers, per-group lr and weight decay
 import DonutBLAS

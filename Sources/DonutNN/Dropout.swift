@@ -2,7 +2,7 @@ import DonutBLAS
 
 /// Inverted dropout, as PyTorch's `Dropout(p)`: in training each element is kept with probability
 /// 1 − p and scaled by 1/(1 − p), so eval mode is the identity. The keep/drop decision for element i
-/// is the i-th draw of the caller's `SplitMixRNG` (kept ⇔ uniform() ≥ p): **the same seed gives the
+/// is the i-th draw of the caller's `SplitMix64` (kept ⇔ uniform() ≥ p): **the same seed gives the
 /// same mask**. p = 1 drops everything (output 0).
 public enum Dropout {
     /// - output (count): written; may alias input.
@@ -10,7 +10,7 @@ public enum Dropout {
     /// - rng: advanced by `count` draws.
     public static func forwardTraining<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, mask: UnsafeMutablePointer<T>, input: UnsafePointer<T>,
-        probability p: Double, rng: inout SplitMixRNG, count: Int
+        probability p: Double, rng: inout SplitMix64, count: Int
     ) {
         precondition(p >= 0 && p <= 1, "dropout probability must be in [0, 1]")
         let keep = p < 1 ? T(1 / (1 - p)) : T(0)

@@ -125,7 +125,7 @@ public final class ParameterStore<T: GEMMScalar> {
     public static func fanIn(_ shape: [Int]) -> Int { shape.dropFirst().reduce(1, *) }
 
     /// Every element uniform in [−bound, bound), drawn in element order.
-    public func initializeUniform(_ view: TensorView, bound: Double, rng: inout SplitMixRNG) {
+    public func initializeUniform(_ view: TensorView, bound: Double, rng: inout SplitMix64) {
         let p = parameter(view)
         for i in 0..<view.count { p[i] = T(rng.uniform(-bound, bound)) }
     }
@@ -135,14 +135,14 @@ public final class ParameterStore<T: GEMMScalar> {
     }
 
     /// Kaiming (He) uniform: U(−gain·√(3/fanIn), gain·√(3/fanIn)); gain √2 for ReLU.
-    public func initializeKaimingUniform(_ view: TensorView, gain: Double, rng: inout SplitMixRNG) {
+    public func initializeKaimingUniform(_ view: TensorView, gain: Double, rng: inout SplitMix64) {
         initializeUniform(view, bound: gain * (3 / Double(Self.fanIn(view.shape))).squareRoot(), rng: &rng)
     }
 
     /// PyTorch's default `reset_parameters()` for Conv2d and Linear: weight kaiming_uniform(a = √5),
     /// i.e. gain √(1/3), bound 1/√fanIn; bias U(−1/√fanIn, 1/√fanIn) with the weight's fanIn.
     /// Weight drawn first, then bias.
-    public func initializePyTorchDefault(weight: TensorView, bias: TensorView?, rng: inout SplitMixRNG) {
+    public func initializePyTorchDefault(weight: TensorView, bias: TensorView?, rng: inout SplitMix64) {
         let bound = 1 / Double(Self.fanIn(weight.shape)).squareRoot()
         initializeUniform(weight, bound: bound, rng: &rng)
         if let bias { initializeUniform(bias, bound: bound, rng: &rng) }

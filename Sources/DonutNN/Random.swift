@@ -1,11 +1,20 @@
-/// SplitMix64 (Steele, Lea & Flood 2014): the tiny seeded generator behind DonutNN's
-/// initialisation and dropout masks. Deterministic: the same seed gives the same sequence, so
-/// the same initial parameters and the same dropout masks on every machine and rank.
-/// (Named apart from DonutCore's simulation generator so modules importing both stay unambiguous.)
-public struct SplitMixRNG: RandomNumberGenerator, Sendable {
+import Foundation
+
+/// SplitMix64 (Steele, Lea & Flood 2014): the one seeded generator of Donut — initial
+/// weights, dropout masks, shuffles, Poisson noise of simulated frames. Deterministic: the same
+/// seed gives the same sequence on every machine and rank; `seeded(_:stream:)` gives
+/// independent streams (one per frame, one per step) so results never depend on how work is
+/// split across ranks or where a run was resumed.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
     public private(set) var state: UInt64
     public init(seed: UInt64) { state = seed }
-
+    /// Independent stream `stream` of generator `seed`.
+    public static func seeded(_ seed: UInt64, stream: UInt64) -> SplitMix64 {
+        var g = SplitMix64(seed: seed ^ 0x6A09_E667_F3BC_C909)
+        g.state ^= stream &* 0x9E37_79B9_7F4A_7C15
+        _ = g.next()
+        return g
+    }
     public mutating func next() -> UInt64 {
         state &+= 0x9E37_79B9_7F4A_7C15
         var z = state
@@ -13,10 +22,37 @@ public struct SplitMixRNG: RandomNumberGenerator, Sendable {
         z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
         return z ^ (z >> 31)
     }
-
     /// Uniform in [0, 1) with 53 random bits.
     public mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
-
     /// Uniform in [low, high).
     public mutating func uniform(_ low: Double, _ high: Double) -> Double { low + (high - low) * uniform() }
+    /// Standard normal (Box–Muller).
+    public mutating func normal() -> Double {
+        let u1 = max(uniform(), 0x1p-60), u2 = uniform()
+        return (-2 * log(u1)).squareRoot() * cos(2 * .pi * u2)
+    }
+
+    /// A Poisson(λ) count. Knuth's product of uniforms for λ < 30 (the photon-starved
+    /// regime of nanobeam frames: peaks of a few photons), Hörmann's transformed rejection
+    /// (PTRS, 1993) above, both exact samplers.
+    public mutating func poisson(_ lambda: Double) -> Double {
+        guard lambda > 0 else { return 0 }
+        if lambda < 30 {
+            let limit = exp(-lambda)
+            var k = 0.0, p = uniform()
+            while p > limit { k += 1; p *= uniform() }
+            return k
+        }
+        let slam = lambda.squareRoot(), logLam = log(lambda)
+        let b = 0.931 + 2.53 * slam, a = -0.059 + 0.02483 * b
+        let invAlpha = 1.1239 + 1.1328 / (b - 3.4), vr = 0.9277 - 3.6224 / (b - 2)
+        while true {
+            let u = uniform() - 0.5, v = uniform()
+            let us = 0.5 - abs(u)
+            let k = floor((2 * a / us + b) * u + lambda + 0.43)
+            if us >= 0.07 && v <= vr { return k }
+            if k < 0 || (us < 0.013 && v > us) { continue }
+            if log(v * invAlpha / (a / (us * us) + b)) <= -lambda + k * logLam - lgamma(k + 1) { return k }
+        }
+    }
 }

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import DonutBLAS
 import DonutPhysics
+import DonutNN
 import DonutCore
 
 /// `donut bench …`: speed figures as ratios to floors measured in the same run.

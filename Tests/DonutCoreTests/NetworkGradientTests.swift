@@ -37,7 +37,7 @@ final class NetworkGradientTests: XCTestCase {
         let weights = LossWeights(decoder: 1, physics: 5)
         let saved = net.buffers
         func loss() -> Double {
-            var rng = SplitMixRNG(seed: 99)   // the same dropout masks on every evaluation
+            var rng = SplitMix64(seed: 99)   // the same dropout masks on every evaluation
             net.buffers = saved
             net.forward(mode: .training, rng: &rng, physics: mode == .donut, decoder: mode == .donut)
             net.store.zeroGradients()
@@ -54,7 +54,7 @@ final class NetworkGradientTests: XCTestCase {
         }
         let analytic = Array(UnsafeBufferPointer(start: net.store.gradients, count: net.store.count))
         // Every tensor's first and last element and a random sample of the rest.
-        var rng = SplitMixRNG(seed: 7)
+        var rng = SplitMix64(seed: 7)
         var indices = Set<Int>()
         for t in net.store.tensors { indices.insert(t.offset); indices.insert(t.offset + t.count - 1) }
         for _ in 0..<60 { indices.insert(Int(rng.next() % UInt64(net.store.count))) }

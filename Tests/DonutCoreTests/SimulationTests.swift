@@ -1,4 +1,5 @@
 import XCTest
+import DonutNN
 import DonutPhysics
 import DonutCore
 

@@ -1,4 +1,5 @@
 import XCTest
+import DonutNN
 import DonutCore
 import DonutIO
 

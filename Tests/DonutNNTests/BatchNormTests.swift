@@ -9,7 +9,7 @@ final class BatchNormTests: XCTestCase {
     /// Training mode: the finite differences go through the batch mean and variance (every x
     /// moves μ and σ²), so this checks the full formula, for x, γ and β.
     func testTrainingBackwardMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 20)
+        var rng = SplitMix64(seed: 20)
         for (b, c, h, w) in Self.shapes {
             let n = b * c * h * w
             let x = Buffer(randomValues(n, &rng, -1, 2)), g = Buffer(randomValues(n, &rng))
@@ -40,7 +40,7 @@ final class BatchNormTests: XCTestCase {
 
     /// Eval mode: running statistics are constants.
     func testEvalBackwardMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 21)
+        var rng = SplitMix64(seed: 21)
         for (b, c, h, w) in Self.shapes {
             let n = b * c * h * w
             let x = Buffer(randomValues(n, &rng, -1, 2)), g = Buffer(randomValues(n, &rng))

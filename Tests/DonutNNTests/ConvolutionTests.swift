@@ -6,7 +6,7 @@ final class ConvolutionTests: XCTestCase {
     /// (tolerance 1e-12 + 1e-12·|y|: same sums, different order, ≤ 27 terms of O(1)) and in Float
     /// (1e-5 + 1e-5·|y|: Float rounding of ≤ 27 products, ~27·6e-8 ≈ 2e-6 worst case).
     func testForwardMatchesNaiveConvolution() {
-        var rng = SplitMixRNG(seed: 1)
+        var rng = SplitMix64(seed: 1)
         for (s, hasBias) in convolutionSweep() {
             let x = randomValues(s.inputCount, &rng), w = randomValues(s.weightCount, &rng)
             let b = hasBias ? randomValues(s.outChannels, &rng) : nil
@@ -33,7 +33,7 @@ final class ConvolutionTests: XCTestCase {
 
     /// The 64×64 production shape (stride 2, 3×3, padding 1) against the naive loop, once.
     func testProductionShapeMatchesNaive() {
-        var rng = SplitMixRNG(seed: 2)
+        var rng = SplitMix64(seed: 2)
         let s = Conv2dShape(batch: 2, inChannels: 4, height: 64, width: 64, outChannels: 8, kernelH: 3, kernelW: 3, stride: 2, padding: 1)
         let x = randomValues(s.inputCount, &rng), w = randomValues(s.weightCount, &rng), b = randomValues(8, &rng)
         let xd = Buffer(x), wd = Buffer(w), bd = Buffer(b)
@@ -47,7 +47,7 @@ final class ConvolutionTests: XCTestCase {
     /// gradient of `backward` (dInput for dOutput = y). Both sides are sums of the same products
     /// in different order: tolerance 1e-12 of Σ|terms|.
     func testBackwardInputIsAdjointOfForward() {
-        var rng = SplitMixRNG(seed: 3)
+        var rng = SplitMix64(seed: 3)
         for (s, _) in convolutionSweep() {
             let x = Buffer(randomValues(s.inputCount, &rng)), w = Buffer(randomValues(s.weightCount, &rng))
             let y = Buffer(randomValues(s.outputCount, &rng))
@@ -68,7 +68,7 @@ final class ConvolutionTests: XCTestCase {
     /// dInput, dWeight and dBias against central differences over the whole sweep. The parameter
     /// gradients start at 0.5 and the input gradient at 7 to check "adds" and "writes".
     func testBackwardMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 4)
+        var rng = SplitMix64(seed: 4)
         for (s, hasBias) in convolutionSweep() {
             let x = Buffer(randomValues(s.inputCount, &rng)), w = Buffer(randomValues(s.weightCount, &rng))
             let b = hasBias ? Buffer(randomValues(s.outChannels, &rng)) : nil
@@ -92,7 +92,7 @@ final class ConvolutionTests: XCTestCase {
 
     /// dInput = nil skips the input gradient and still gives the same dWeight.
     func testBackwardWithoutInputGradient() {
-        var rng = SplitMixRNG(seed: 5)
+        var rng = SplitMix64(seed: 5)
         let s = Conv2dShape(batch: 2, inChannels: 3, height: 5, width: 7, outChannels: 2, kernelH: 3, kernelW: 3, stride: 2, padding: 1)
         let x = Buffer(randomValues(s.inputCount, &rng)), w = Buffer(randomValues(s.weightCount, &rng))
         let g = Buffer(randomValues(s.outputCount, &rng)), cols = Buffer<Double>(repeating: 0, count: Conv2d.scratchCount(s))
@@ -107,7 +107,7 @@ final class ConvolutionTests: XCTestCase {
 final class LinearTests: XCTestCase {
     /// GEMM forward equals the naive double loop (Double 1e-12, Float 1e-5: ≤ 13-term sums).
     func testForwardMatchesNaiveLoop() {
-        var rng = SplitMixRNG(seed: 6)
+        var rng = SplitMix64(seed: 6)
         for (batch, inF, outF) in [(1, 1, 1), (1, 5, 3), (3, 7, 2), (4, 13, 9)] {
             for hasBias in [false, true] {
                 let x = randomValues(batch * inF, &rng), w = randomValues(outF * inF, &rng)
@@ -131,7 +131,7 @@ final class LinearTests: XCTestCase {
     }
 
     func testBackwardMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 7)
+        var rng = SplitMix64(seed: 7)
         for (batch, inF, outF) in [(1, 1, 1), (1, 5, 3), (3, 7, 2)] {
             for hasBias in [false, true] {
                 let x = Buffer(randomValues(batch * inF, &rng)), w = Buffer(randomValues(outF * inF, &rng))

@@ -9,7 +9,7 @@ let imageShapes = [(1, 1, 5, 7), (3, 3, 5, 7), (1, 3, 4, 6), (3, 1, 7, 5)]
 final class UpsampleTests: XCTestCase {
     /// y[n, c, oy, ox] = x[n, c, oy / s, ox / s], exactly (a copy).
     func testForwardIsNearestNeighbour() {
-        var rng = SplitMixRNG(seed: 10)
+        var rng = SplitMix64(seed: 10)
         for (b, c, h, w) in imageShapes {
             for scale in [1, 2, 3] {
                 let x = Buffer(randomValues(b * c * h * w, &rng))
@@ -26,7 +26,7 @@ final class UpsampleTests: XCTestCase {
     }
 
     func testBackwardMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 11)
+        var rng = SplitMix64(seed: 11)
         for (b, c, h, w) in imageShapes {
             for scale in [2, 3] {
                 let n = b * c * h * w, m = n * scale * scale
@@ -45,7 +45,7 @@ final class UpsampleTests: XCTestCase {
 
 final class ActivationTests: XCTestCase {
     func testReLUBackwardMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 12)
+        var rng = SplitMix64(seed: 12)
         for count in [1, 35, 105] {
             let x = Buffer(randomAwayFromZero(count, &rng)), g = Buffer(randomValues(count, &rng)), y = Buffer<Double>(repeating: 0, count: count)
             if count == 1 { x[0] = 0.3 }   // a lone negative input would have an all-zero gradient
@@ -81,7 +81,7 @@ final class ActivationTests: XCTestCase {
     }
 
     func testScaledTanhBackwardMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 13)
+        var rng = SplitMix64(seed: 13)
         for count in [1, 35, 105] {
             let x = Buffer(randomValues(count, &rng, -3, 3)), g = Buffer(randomValues(count, &rng)), y = Buffer<Double>(repeating: 0, count: count)
             let loss = { ScaledTanh.forward(output: y.pointer, input: x.const, count: count); return dot(g.const, y.const, count) }
@@ -98,7 +98,7 @@ final class MaxPoolTests: XCTestCase {
 
     /// Forward equals the window maximum and argmax points at it.
     func testForwardMatchesNaiveMaximum() {
-        var rng = SplitMixRNG(seed: 14)
+        var rng = SplitMix64(seed: 14)
         for (b, c, h, w) in imageShapes {
             for (k, st) in Self.cases {
                 let x = Buffer(randomValues(b * c * h * w, &rng))
@@ -123,7 +123,7 @@ final class MaxPoolTests: XCTestCase {
 
     /// Away from ties (distinct inputs ≥ 0.009 apart), the gradient goes to the argmax.
     func testBackwardMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 15)
+        var rng = SplitMix64(seed: 15)
         for (b, c, h, w) in imageShapes {
             for (k, st) in Self.cases {
                 let n = b * c * h * w, oh = (h - k) / st + 1, ow = (w - k) / st + 1, m = b * c * oh * ow
@@ -146,12 +146,12 @@ final class DropoutTests: XCTestCase {
     /// With the mask fixed (the same seed on every evaluation), dropout is linear and its backward
     /// is the mask: checked against central differences.
     func testBackwardWithFixedMaskMatchesCentralDifferences() {
-        var rng = SplitMixRNG(seed: 16)
+        var rng = SplitMix64(seed: 16)
         for (count, p) in [(1, 0.0), (35, 0.3), (105, 0.5)] {
             let x = Buffer(randomValues(count, &rng)), g = Buffer(randomValues(count, &rng))
             let y = Buffer<Double>(repeating: 0, count: count), mask = Buffer<Double>(repeating: 0, count: count)
             let loss = { () -> Double in
-                var maskRNG = SplitMixRNG(seed: 99)
+                var maskRNG = SplitMix64(seed: 99)
                 Dropout.forwardTraining(output: y.pointer, mask: mask.pointer, input: x.const, probability: p, rng: &maskRNG, count: count)
                 return dot(g.const, y.const, count)
             }
@@ -166,11 +166,11 @@ final class DropoutTests: XCTestCase {
     /// fraction is within 5 standard deviations of 1 − p; eval mode is the identity.
     func testMaskIsSeededInvertedAndEvalIsIdentity() {
         let count = 20_000, p = 0.3
-        var rng = SplitMixRNG(seed: 17)
+        var rng = SplitMix64(seed: 17)
         let x = Buffer(randomAwayFromZero(count, &rng).map(Float.init))
         func run(seed: UInt64) -> (y: [Float], mask: [Float]) {
             let y = Buffer<Float>(repeating: .nan, count: count), mask = Buffer<Float>(repeating: .nan, count: count)
-            var r = SplitMixRNG(seed: seed)
+            var r = SplitMix64(seed: seed)
             Dropout.forwardTraining(output: y.pointer, mask: mask.pointer, input: x.const, probability: p, rng: &r, count: count)
             return (y.array, mask.array)
         }
@@ -196,7 +196,7 @@ final class DropoutTests: XCTestCase {
         XCTAssertEqual(e.array, x.array, "eval mode is the identity")
         // p = 1 drops everything.
         let z = Buffer<Float>(repeating: .nan, count: 10), zm = Buffer<Float>(repeating: .nan, count: 10)
-        var r = SplitMixRNG(seed: 1)
+        var r = SplitMix64(seed: 1)
         Dropout.forwardTraining(output: z.pointer, mask: zm.pointer, input: x.const, probability: 1, rng: &r, count: 10)
         XCTAssertEqual(z.array, [Float](repeating: 0, count: 10))
     }
@@ -216,7 +216,7 @@ final class LossTests: XCTestCase {
     }
 
     func testGradientsMatchCentralDifferences() {
-        var rng = SplitMixRNG(seed: 18)
+        var rng = SplitMix64(seed: 18)
         for count in [1, 35, 105] {
             let target = Buffer(randomValues(count, &rng))
             // Predictions ≥ 0.05 away from the target: |·| is smooth there.

@@ -87,7 +87,7 @@ final class ParameterStoreTests: XCTestCase {
         let fcw = store.add(name: "fc.weight", shape: [4, 16 * 5 * 7], group: head)
         let fcb = store.add(name: "fc.bias", shape: [4], group: head)
         store.finalize()
-        var rng = SplitMixRNG(seed: seed)
+        var rng = SplitMix64(seed: seed)
         store.initializePyTorchDefault(weight: c1w, bias: c1b, rng: &rng)
         store.initializeBatchNorm(gamma: bng, beta: bnb)
         store.initializePyTorchDefault(weight: c2w, bias: nil, rng: &rng)

@@ -34,13 +34,13 @@ final class Buffer<T: GEMMScalar> {
 func keepAlive(_ objects: AnyObject?...) { withExtendedLifetime(objects) {} }
 
 /// Test inputs: uniform in [low, high), deterministic per seed.
-func randomValues(_ count: Int, _ rng: inout SplitMixRNG, _ low: Double = -1, _ high: Double = 1) -> [Double] {
+func randomValues(_ count: Int, _ rng: inout SplitMix64, _ low: Double = -1, _ high: Double = 1) -> [Double] {
     (0..<count).map { _ in rng.uniform(low, high) }
 }
 
 /// Uniform values kept at least `gap` away from 0 (inputs of ReLU, arguments of |·|): a finite
 /// difference straddling the kink would measure a chord, not the derivative.
-func randomAwayFromZero(_ count: Int, _ rng: inout SplitMixRNG, gap: Double = 0.05) -> [Double] {
+func randomAwayFromZero(_ count: Int, _ rng: inout SplitMix64, gap: Double = 0.05) -> [Double] {
     (0..<count).map { _ in
         let v = rng.uniform(gap, 1)
         return rng.uniform() < 0.5 ? -v : v
@@ -49,7 +49,7 @@ func randomAwayFromZero(_ count: Int, _ rng: inout SplitMixRNG, gap: Double = 0.
 
 /// Distinct values spaced ≥ 0.009 apart in random order (MaxPool inputs): no ties, and no
 /// finite-difference step can change which element is the maximum.
-func randomDistinct(_ count: Int, _ rng: inout SplitMixRNG) -> [Double] {
+func randomDistinct(_ count: Int, _ rng: inout SplitMix64) -> [Double] {
     var v = (0..<count).map { Double($0) * 0.01 + rng.uniform(0, 0.001) - Double(count) * 0.005 }
     for i in stride(from: count - 1, to: 0, by: -1) { v.swapAt(i, Int(rng.next() % UInt64(i + 1))) }
     return v

@@ -13,15 +13,16 @@ struct ScanOptions: ParsableArguments {
     @Option(help: ArgumentHelp("Scan shape for 3-D (N, H, W) frames, as ROWSxCOLS.", valueName: "rowsxcols"))
     var scanShape: String?
 
-    var shape: (rows: Int, cols: Int)? {
-        get throws {
-            guard let s = scanShape else { return nil }
-            let parts = s.lowercased().split(separator: "x").compactMap { Int($0) }
-            guard parts.count == 2, parts[0] > 0, parts[1] > 0 else {
-                throw ValidationError("--scan-shape must look like 64x64 (got '\(s)')")
-            }
-            return (parts[0], parts[1])
+    var shape: (rows: Int, cols: Int)? { get throws { try Self.parseShape(scanShape) } }
+
+    /// "64x64" → (64, 64); nil stays nil.
+    static func parseShape(_ text: String?) throws -> (rows: Int, cols: Int)? {
+        guard let s = text else { return nil }
+        let parts = s.lowercased().split(separator: "x").compactMap { Int($0) }
+        guard parts.count == 2, parts[0] > 0, parts[1] > 0 else {
+            throw ValidationError("--scan-shape must look like 64x64 (got '\(s)')")
         }
+        return (parts[0], parts[1])
     }
 }
 

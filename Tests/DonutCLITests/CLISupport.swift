@@ -21,7 +21,11 @@ struct CommandResult {
 func donut(_ args: [String], ranks: Int? = nil, in folder: URL, environment extra: [String: String] = [:],
            timeout: Double = 180) throws -> CommandResult {
     let process = Process()
-    var env = ProcessInfo.processInfo.environment
+    // A test process that initialised MPI itself (a singleton, e.g. DonutMPITests) carries
+    // Open MPI/PMIx variables that would confuse a child mpirun: start children clean.
+    var env = ProcessInfo.processInfo.environment.filter { key, _ in
+        !["OMPI_", "PMIX_", "OPAL_", "ORTE_"].contains { key.hasPrefix($0) }
+    }
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
     env.removeValue(forKey: "SLURM_NTASKS")

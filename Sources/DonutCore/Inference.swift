@@ -1,0 +1,101 @@
+import Foundation
+import DonutNN
+import DonutBLAS
+import DonutPhysics
+
+/// Maps from a trained network, for one contiguous block of a scan's frames.
+///
+/// Frames go through the encoder in batches of the planned size (the last batch is padded
+/// with copies of a usable frame, never re-planned); bad frames (NaN, negative, empty)
+/// get NaN parameters and `valid = 0`. The residual is the physics MAE between the frame
+/// and the smooth model at the prediction, scaled to the frame's counts (photons).
+/// With `monteCarloSamples > 1`, dropout stays on for that many extra passes and the
+/// standard deviation of the predictions is written as `*_sigma` (MC dropout, Gal &
+/// Ghahramani 2016); the maps themselves are the deterministic (dropout-off) prediction.
+public struct NetworkInference {
+    public let network: DonutNetwork<Float>
+    public var batch: Int
+    public var monteCarloSamples: Int
+    public var seed: UInt64
+
+    public init(network: DonutNetwork<Float>, batch: Int, monteCarloSamples: Int = 0, seed: UInt64 = 0) {
+        self.network = network; self.batch = batch; self.monteCarloSamples = monteCarloSamples; self.seed = seed
+    }
+
+    public func run(frames keep: Range<Int>, readFrames: (Range<Int>) throws -> [Float],
+                    progress: ((Int, Int) -> Void)? = nil) rethrows -> FrameResults {
+        var out = FrameResults(frameRange: keep)
+        let predictsThickness = network.mapping.predictsThickness
+        if predictsThickness { out.thicknessA = .init(repeating: .nan, count: keep.count) }
+        out.residual = .init(repeating: .nan, count: keep.count)
+        let mc = monteCarloSamples > 1
+        let names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma"] + (predictsThickness ? ["thickness_sigma"] : [])
+        if mc { for n in names { out.sigmas[n] = .init(repeating: .nan, count: keep.count) } }
+        let np = network.frameSize * network.frameSize
+        network.plan(batch: batch, training: false)
+        var buffer = [Float](repeating: 0, count: batch * np)
+        var start = keep.lowerBound
+        while start < keep.upperBound {
+            let range = start..<min(start + batch, keep.upperBound)
+            let frames = try readFrames(range)
+            var usable = [Bool](repeating: false, count: batch)
+            var filler = -1
+            frames.withUnsafeBufferPointer { f in
+                for k in 0..<range.count where FrameProblem.inspect(UnsafeBufferPointer(rebasing: f[(k * np)..<((k + 1) * np)])) == nil {
+                    usable[k] = true
+                    if filler < 0 { filler = k }
+                }
+            }
+            if filler >= 0 {
+                buffer.withUnsafeMutableBufferPointer { b in
+                    frames.withUnsafeBufferPointer { f in
+                        for k in 0..<batch {
+                            let source = k < range.count && usable[k] ? k : filler
+                            (b.baseAddress! + k * np).update(from: f.baseAddress! + source * np, count: np)
+                        }
+                    }
+                }
+                buffer.withUnsafeBufferPointer { network.loadInput($0.baseAddress!, count: batch) }
+                var rng = SplitMix64.seeded(seed, stream: UInt64(range.lowerBound))
+                network.forward(mode: .inference, rng: &rng, physics: true, decoder: false)
+                for k in 0..<range.count where usable[k] {
+                    let i = range.lowerBound + k - keep.lowerBound, p = network.parameters(k)
+                    out.strain[i] = p.strain; out.tiltLRDeg[i] = p.tiltLRDeg; out.tiltUDDeg[i] = p.tiltUDDeg
+                    if predictsThickness { out.thicknessA?[i] = p.thicknessA }
+                    out.valid[i] = 1
+                    // MAE in the network's units (frame scaled to mean 1), back to counts.
+                    var mae = 0.0, total = 0.0
+                    for j in 0..<np {
+                        mae += abs(Double(network.physicsOutput[k * np + j] - network.input[k * np + j]))
+                        total += Double(frames[k * np + j])
+                    }
+                    out.residual?[i] = mae / Double(np) * total / Double(np)
+                }
+                if mc {
+                    var sum = [Double](repeating: 0, count: batch * 4), sumSq = sum
+                    for _ in 0..<monteCarloSamples {
+                        network.forward(mode: .monteCarlo, rng: &rng, physics: false, decoder: false)
+                        for k in 0..<range.count where usable[k] {
+                            let p = network.parameters(k)
+                            sum[4 * k] += p.strain; sumSq[4 * k] += p.strain * p.strain
+                            sum[4 * k + 1] += p.tiltLRDeg; sumSq[4 * k + 1] += p.tiltLRDeg * p.tiltLRDeg
+                            sum[4 * k + 2] += p.tiltUDDeg; sumSq[4 * k + 2] += p.tiltUDDeg * p.tiltUDDeg
+                            sum[4 * k + 3] += p.thicknessA; sumSq[4 * k + 3] += p.thicknessA * p.thicknessA
+                        }
+                    }
+                    let s = Double(monteCarloSamples)
+                    for k in 0..<range.count where usable[k] {
+                        let i = range.lowerBound + k - keep.lowerBound
+                        for (j, name) in names.enumerated() {
+                            let mean = sum[4 * k + j] / s
+                            out.sigmas[name]?[i] = max(0, (sumSq[4 * k + j] - s * mean * mean) / (s - 1)).squareRoot()
+                        }
+                    }
+                }
+            }
+            progress?(range.upperBound - keep.lowerBound, keep.count)
+            start = range.upperBound
+        }
+        return out
+    }
+}

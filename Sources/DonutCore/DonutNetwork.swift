@@ -221,7 +221,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             a.mean.append(a.floats(block.outChannels)); a.invStd.append(a.floats(block.outChannels))
             a.poolArgmax.append(a.ints(count / 4))
             largest = max(largest, count)
-            columns = max(columns, Conv2d.scratchCount(convShape(block, batch: 1, size: size)))
+            columns = max(columns, Conv2d.scratchCount(convShape(block, batch: batch, size: size)))
             size /= 2
             a.encoderInput.append(a.floats(count / 4))
         }
@@ -244,7 +244,7 @@ public final class DonutNetwork<T: GEMMScalar> {
                     a.decMean.append(a.floats(block.outChannels)); a.decInvStd.append(a.floats(block.outChannels))
                 }
                 largest = max(largest, max(upCount, outCount))
-                columns = max(columns, Conv2d.scratchCount(convShape(block, batch: 1, size: 2 * s)))
+                columns = max(columns, Conv2d.scratchCount(convShape(block, batch: batch, size: 2 * s)))
                 s *= 2
             }
         }

@@ -1,0 +1,96 @@
+import ArgumentParser
+import Foundation
+import DonutBLAS
+import DonutNN
+import DonutPhysics
+import DonutCore
+
+/// Paper-phantom frames for benchmarks (box model, 7 photons, Poisson).
+func benchFrames(_ config: DonutConfig, count: Int) -> [Float] {
+    let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+    let maps = Phantom.paper.maps(rows: 64, cols: 64, config: config, seed: 0)
+    var frames = [Float](repeating: 0, count: count * model.pixelCount)
+    frames.withUnsafeMutableBufferPointer {
+        ScanSimulation.frames(of: maps, range: 0..<count, model: model, peakPhotons: 7, seed: 1, into: $0)
+    }
+    return frames
+}
+
+/// FLOPs of one frame through the encoder and head (2 per multiply–add).
+func encoderFLOPs(_ s: NetworkSettings, frameSize n: Int) -> Double {
+    var flops = 0.0, size = n, c = 1
+    for out in s.encoderChannels { flops += 2 * Double(out * c * 9 * size * size); c = out; size /= 2 }
+    let features = c * size * size
+    flops += s.hiddenUnits > 0 ? 2 * Double(features * s.hiddenUnits + s.hiddenUnits * 3) : 2 * Double(features * 3)
+    return flops
+}
+
+struct BenchTrain: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "train", abstract: "DONUT training samples/s and the share of a step per stage.")
+    @Option(help: "Frames per step.") var batch = 16
+    @Option(help: "Steps to time.") var steps = 40
+    func run() throws {
+        let config = DonutConfig.srio3LSAT002, training = TrainingConfig.donutPaper
+        let net = try DonutNetwork<Float>(settings: training.network, optimiser: training.optimiser, config: config, seed: 0)
+        net.plan(batch: batch, training: true)
+        let frames = benchFrames(config, count: batch)
+        frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
+        var rng = SplitMix64(seed: 1)
+        var adam = AdamW()
+        print("machine: \(machineSummary())")
+        let fl = encoderFLOPs(training.network, frameSize: config.model.frameSize)
+        print(String(format: "default DONUT network: %d parameters; encoder %.1f MFLOP/frame forward", net.store.count, fl / 1e6))
+        // Stages, each timed on its own (best of 3 over `steps` repetitions).
+        func time(_ body: () -> Void) -> Double { bestTime { for _ in 0..<steps { body() } } / Double(steps) }
+        let tEncoder = time { net.forward(mode: .training, rng: &rng, physics: false, decoder: false) }
+        let tPhysicsFwd = time { net.forward(mode: .training, rng: &rng, physics: true, decoder: false) } - tEncoder
+        let tDecoderFwd = time { net.forward(mode: .training, rng: &rng, physics: false, decoder: true) } - tEncoder
+        net.forward(mode: .training, rng: &rng, physics: true, decoder: true)
+        let tBackward = time { net.store.zeroGradients(); _ = net.backwardUnsupervised(weights: training.loss) }
+        let tPhysicsOnlyBwd = time { net.store.zeroGradients(); _ = net.backwardUnsupervised(weights: LossWeights(decoder: 0, physics: 5)) }
+        let tAdam = time { adam.step(net.store) }
+        let tStep = time {
+            net.store.zeroGradients()
+            net.forward(mode: .training, rng: &rng, physics: true, decoder: true)
+            _ = net.backwardUnsupervised(weights: training.loss)
+            adam.step(net.store)
+        }
+        // Physics backward alone (the layer), to split the backward time.
+        var grads = [Double](repeating: 0, count: 4 * batch)
+        let up = [Float](repeating: 1e-4, count: batch * 4096)
+        let tPhysicsBwd = time { net.physics.backward(upstream: up, gradients: &grads) }
+        let tEncoderBwd = tPhysicsOnlyBwd - tPhysicsBwd
+        let tDecoderBwd = tBackward - tPhysicsOnlyBwd
+        print(String(format: "training, batch %d: %.0f samples/s (%.2f ms/step); PyTorch CPU reference on this machine ≈ 280 samples/s, target ≥ 600",
+                     batch, Double(batch) / tStep, 1e3 * tStep))
+        let parts: [(String, Double)] = [("encoder + head (fwd+bwd)", tEncoder + tEncoderBwd), ("physics (fwd+bwd)", tPhysicsFwd + tPhysicsBwd),
+                                         ("decoder (fwd+bwd)", tDecoderFwd + tDecoderBwd), ("optimiser", tAdam)]
+        let sum = parts.reduce(0) { $0 + $1.1 }
+        for (name, t) in parts { print(String(format: "  %-26@ %6.2f ms  %4.1f%%", name as NSString, 1e3 * t, 100 * t / sum)) }
+        let floor = sgemmRate(m: 1024, n: 1024, k: 1024)
+        print(String(format: "encoder forward at %.1f GFLOP/s effective; sgemm 1024³ %.1f GFLOP/s (%.0f%% of it)",
+                     fl * Double(batch) / tEncoder / 1e9, floor, 100 * fl * Double(batch) / tEncoder / 1e9 / floor))
+    }
+}
+
+struct BenchInfer: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "infer", abstract: "Inference frames/s of the default network (encoder + head; and with the physics residual).")
+    @Option(help: "Frames per batch.") var batch = 256
+    func run() throws {
+        let config = DonutConfig.srio3LSAT002, training = TrainingConfig.donutPaper
+        let net = try DonutNetwork<Float>(settings: training.network, optimiser: training.optimiser, config: config, seed: 0)
+        net.plan(batch: batch, training: false)
+        let frames = benchFrames(config, count: batch)
+        frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
+        var rng = SplitMix64(seed: 1)
+        print("machine: \(machineSummary())")
+        let tEncoder = bestTime { net.forward(mode: .inference, rng: &rng, physics: false, decoder: false) }
+        let tWithPhysics = bestTime { net.forward(mode: .inference, rng: &rng, physics: true, decoder: false) }
+        let fl = encoderFLOPs(training.network, frameSize: config.model.frameSize)
+        let floor = sgemmRate(m: 1024, n: 1024, k: 1024)
+        print(String(format: "inference, batch %d: %.0f frames/s (encoder + head; target ≥ 4,000), %.0f frames/s with the physics residual",
+                     batch, Double(batch) / tEncoder, Double(batch) / tWithPhysics))
+        print(String(format: "encoder %.1f MFLOP/frame at %.1f GFLOP/s = %.0f%% of sgemm 1024³ (%.1f GFLOP/s)",
+                     fl / 1e6, fl * Double(batch) / tEncoder / 1e9, 100 * fl * Double(batch) / tEncoder / 1e9 / floor, floor))
+    }
+}

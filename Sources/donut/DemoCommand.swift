@@ -10,8 +10,9 @@ struct Demo: ParsableCommand {
         discussion: """
         Simulates a box-model library over the published ranges, a scan of the published
         `paper` phantom at 7 photons peak with Poisson noise, fits it with the correlation
-        method, writes NeXus maps and PNG quick-looks into --out-dir, and prints the error
-        of each map against the ground truth. Works the same under mpirun.
+        method, trains DONUT on the scan's own frames (no labels) for --epochs, infers, writes
+        NeXus maps and PNG quick-looks into --out-dir, and prints the error of each method's
+        maps against the ground truth.
         """)
 
     @OptionGroup(title: "Input") var config: ConfigOptions
@@ -19,10 +20,13 @@ struct Demo: ParsableCommand {
     @Option(help: "Library steps per axis (the published library has 41).") var steps = 21
     @Option(help: "Phantom: \(Phantom.allCases.map(\.rawValue).joined(separator: ", ")).") var phantom = Phantom.paper.rawValue
     @Option(help: "Random seed of the noise.") var seed: UInt64 = 1
+    @Option(help: "DONUT training epochs over the scan's frames (0: skip DONUT).") var epochs = 4
+    @Option(help: ArgumentHelp("Training preset.", valueName: "train.yaml")) var training: String?
     @Flag(help: "Overwrite files in an existing --out-dir.") var force = false
 
     func validate() throws {
         guard steps >= 2 else { throw ValidationError("--steps must be ≥ 2 (got \(steps))") }
+        guard epochs >= 0 else { throw ValidationError("--epochs must be ≥ 0 (got \(epochs))") }
         guard Phantom(rawValue: phantom) != nil else {
             throw ValidationError("--phantom must be one of \(Phantom.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(phantom)')")
         }
@@ -58,14 +62,32 @@ struct Demo: ParsableCommand {
             try fitScan(ctx, scanPath: scan, dataset: "/entry/data/data", scanShape: nil, libraryPath: library,
                         outputs: MapOutputs(path: maps, force: force, quickLooks: true), batch: 256)
             let fitSeconds = Date().timeIntervalSince(t0)
+            var donutMaps: String?, trainSeconds = 0.0
+            if epochs > 0 {
+                guard ctx.comm.size == 1 else { throw ValidationError("the demo trains DONUT on one rank; run it without mpirun or with --epochs 0") }
+                var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
+                train.schedule.epochs = epochs
+                let model = "\(folder)/donut-model.h5"
+                let t1 = Date()
+                _ = try trainModel(ctx, TrainRequest(scanPath: scan, dataset: "/entry/data/data", scanShape: nil, libraryPath: nil, mix: 0,
+                                                    supervised: false, training: train, outPath: model, force: force,
+                                                    checkpointPath: "\(folder)/donut-model.checkpoint.h5", resume: nil))
+                trainSeconds = Date().timeIntervalSince(t1)
+                donutMaps = "\(folder)/donut.h5"
+                try inferScan(ctx, modelPath: model, scanPath: scan, dataset: "/entry/data/data", scanShape: nil,
+                              outputs: MapOutputs(path: donutMaps!, force: force, quickLooks: true), batch: 256, mcSamples: 0)
+            }
             guard ctx.comm.isRoot else { return }
             let result = try ResultMapsReader.read(path: maps).results
             let reader = try ScanReader(path: scan, config: cfg)
             guard let truth = try reader.groundTruth() else { throw ValidationError("\(scan) has no ground truth") }
             try reader.close()
+            var rows = [("correlation fit", result)]
+            if let donutMaps { rows.append(("DONUT (no labels)", try ResultMapsReader.read(path: donutMaps).results)) }
             print(accuracyTable(title: "Donut demo: \(kind.rawValue) phantom 64×64, \(cfg.noise.peakPhotons) photons peak, library \(steps)³ box model",
-                                rows: [("correlation fit", result)], truth: truth))
-            print(String(format: "fit: %.2f s for 4096 frames on %d rank(s); maps in %@ (+ PNG quick-looks)", fitSeconds, ctx.comm.size, maps))
+                                rows: rows, truth: truth))
+            print(String(format: "fit: %.1f s for 4096 frames on %d rank(s)%@; maps in %@/ (+ PNG quick-looks)", fitSeconds, ctx.comm.size,
+                         donutMaps == nil ? "" : String(format: "; DONUT: %d epochs trained in %.0f s", epochs, trainSeconds), folder))
         }
     }
 }
@@ -76,8 +98,11 @@ func accuracyTable(title: String, rows: [(String, FrameResults)], truth: [String
     var lines = [title,
                  "method             RMSE strain   RMSE tilt_lr   RMSE tilt_ud   |r| tilt_lr err~strain   |r| strain err~tilt_lr   valid",
                  "                                 (deg)          (deg)"]
+    let thickness = truth["thickness"].flatMap { t in rows.contains { $0.1.thicknessA != nil } && standardDeviation(t) > 0 ? t : nil }
+    if thickness != nil { lines[1] += "   RMSE thickness (Å)" }
     for (name, r) in rows {
         let valid = r.valid.reduce(0) { $0 + Int($1) }
+        defer { if let t = thickness { lines[lines.count - 1] += String(format: "   %.2f", r.thicknessA.map { MapMetrics.rmse($0, t) } ?? .nan) } }
         lines.append(name.padding(toLength: 19, withPad: " ", startingAt: 0) + String(format: "%-13.3e %-14.3e %-14.3e %-24.3f %-24.3f %d/%d",
                             MapMetrics.rmse(r.strain, ts), MapMetrics.rmse(r.tiltLRDeg, tw), MapMetrics.rmse(r.tiltUDDeg, tc),
                             MapMetrics.crosstalk(errorOf: r.tiltLRDeg, truth: tw, against: ts),

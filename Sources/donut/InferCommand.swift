@@ -29,46 +29,53 @@ struct Infer: ParsableCommand {
 
     func run() throws {
         try RunContext.run { ctx in
-            let comm = ctx.comm
-            let outputs = MapOutputs(path: output.path, force: output.force, quickLooks: quicklook)
-            try outputs.checkNothingIsOverwritten(maps: ["strain", "tilt_lr", "tilt_ud", "thickness", "residual", "valid"], comm: comm)
-            let checkpoint = try CheckpointFile.read(path: model)
-            let config = try ConfigFile.fromJSON(checkpoint.configJSON, source: "\(model):/entry/process/config/data")
-            let training = try ConfigFile.parse(TrainingConfig.self, yaml: checkpoint.trainingJSON, source: "\(model):/entry/model/training_config")
-            let network = try DonutNetwork<Float>(settings: training.network, optimiser: training.optimiser, config: config, seed: 0)
-            do { try network.load(checkpoint) } catch let e as ConfigError {
-                throw DonutIOError(file: model, object: "/entry/model/layout", "\(e.message)")
-            }
-            let reader = try ScanReader(path: scan.path, dataset: scan.dataset, config: config, comm: comm, scanShape: try scan.shape)
-            defer { try? reader.close() }
-            if let json = reader.configJSON {
-                let differing = config.patternKeysDiffering(from: try ConfigFile.fromJSON(json, source: scan.path))
-                guard differing.isEmpty else {
-                    throw DonutIOError(file: model, object: "/entry/process/config/data",
-                                       "model trained for another instrument than the scan '\(scan.path)': \(differing.joined(separator: ", ")) differ")
-                }
-            }
-            let layout = reader.layout
-            let keep = shardRange(count: layout.frameCount, parts: comm.size, index: comm.rank)
-            ctx.log("infer: model \(model) (\(checkpoint.method), step \(checkpoint.step), latent \(network.latentCount)), scan \(scan.path) \(layout.rows)×\(layout.cols), \(comm.size) rank(s), batch \(batch)\(mcSamples > 0 ? ", \(mcSamples) MC-dropout samples" : "")")
-            let inference = NetworkInference(network: network, batch: min(batch, max(keep.count, 1)), monteCarloSamples: mcSamples)
-            let t0 = Date()
-            let results = try inference.run(frames: keep, readFrames: { try reader.readFrames($0) }, progress: ctx.progress("infer frames (rank 0)"))
-            let seconds = Date().timeIntervalSince(t0)
-            var invalid = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
-            comm.allreduceSum(&invalid)
-            let checksum = try reader.globalFrameChecksum(keep, comm: comm)
-            let modelChecksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: checkpoint.parameters, firstIndex: 0, frameSize: 1))
-            let provenance = ctx.provenance(
-                method: checkpoint.method, config: checkpoint.configJSON,
-                inputs: [.init(path: relativePath(scan.path, from: output.path), dataset: reader.dataset.isEmpty ? "(npy)" : scan.dataset,
-                               checksum: ScanReader.checksumString(checksum)),
-                         .init(path: relativePath(model, from: output.path), dataset: "/entry/model/parameters", checksum: modelChecksum)],
-                modelID: "\(URL(fileURLWithPath: model).lastPathComponent) step \(checkpoint.step) \(modelChecksum)")
-            try ResultMapsWriter.write(path: output.path, results: results, layout: layout, provenance: provenance, force: output.force, comm: comm)
-            ctx.log(String(format: "wrote %@ (%.0f frames/s on rank 0)%@", output.path, Double(keep.count) / seconds,
-                           invalid[0] > 0 ? " — \(invalid[0]) bad frame(s) marked valid = 0" : ""))
-            if quicklook && comm.isRoot { try writeQuickLooks(outputs) }
+            try inferScan(ctx, modelPath: model, scanPath: scan.path, dataset: scan.dataset, scanShape: try scan.shape,
+                          outputs: MapOutputs(path: output.path, force: output.force, quickLooks: quicklook),
+                          batch: batch, mcSamples: mcSamples)
         }
     }
+}
+
+/// Maps of one scan from a trained model, written collectively (+ quick-looks). Collective.
+func inferScan(_ ctx: RunContext, modelPath model: String, scanPath: String, dataset: String, scanShape: (rows: Int, cols: Int)?,
+               outputs: MapOutputs, batch: Int, mcSamples: Int) throws {
+    let comm = ctx.comm
+    try outputs.checkNothingIsOverwritten(maps: ["strain", "tilt_lr", "tilt_ud", "thickness", "residual", "valid"], comm: comm)
+    let checkpoint = try CheckpointFile.read(path: model)
+    let config = try ConfigFile.fromJSON(checkpoint.configJSON, source: "\(model):/entry/process/config/data")
+    let training = try ConfigFile.parse(TrainingConfig.self, yaml: checkpoint.trainingJSON, source: "\(model):/entry/model/training_config")
+    let network = try DonutNetwork<Float>(settings: training.network, optimiser: training.optimiser, config: config, seed: 0)
+    do { try network.load(checkpoint) } catch let e as ConfigError {
+        throw DonutIOError(file: model, object: "/entry/model/layout", "\(e.message)")
+    }
+    let reader = try ScanReader(path: scanPath, dataset: dataset, config: config, comm: comm, scanShape: scanShape)
+    defer { try? reader.close() }
+    if let json = reader.configJSON {
+        let differing = config.patternKeysDiffering(from: try ConfigFile.fromJSON(json, source: scanPath))
+        guard differing.isEmpty else {
+            throw DonutIOError(file: model, object: "/entry/process/config/data",
+                               "model trained for another instrument than the scan '\(scanPath)': \(differing.joined(separator: ", ")) differ")
+        }
+    }
+    let layout = reader.layout
+    let keep = shardRange(count: layout.frameCount, parts: comm.size, index: comm.rank)
+    ctx.log("infer: model \(model) (\(checkpoint.method), step \(checkpoint.step), latent \(network.latentCount)), scan \(scanPath) \(layout.rows)×\(layout.cols), \(comm.size) rank(s), batch \(batch)\(mcSamples > 0 ? ", \(mcSamples) MC-dropout samples" : "")")
+    let inference = NetworkInference(network: network, batch: min(batch, max(keep.count, 1)), monteCarloSamples: mcSamples)
+    let t0 = Date()
+    let results = try inference.run(frames: keep, readFrames: { try reader.readFrames($0) }, progress: ctx.progress("infer frames (rank 0)"))
+    let seconds = Date().timeIntervalSince(t0)
+    var invalid = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
+    comm.allreduceSum(&invalid)
+    let checksum = try reader.globalFrameChecksum(keep, comm: comm)
+    let modelChecksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: checkpoint.parameters, firstIndex: 0, frameSize: 1))
+    let provenance = ctx.provenance(
+        method: checkpoint.method, config: checkpoint.configJSON,
+        inputs: [.init(path: relativePath(scanPath, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : dataset,
+                       checksum: ScanReader.checksumString(checksum)),
+                 .init(path: relativePath(model, from: outputs.path), dataset: "/entry/model/parameters", checksum: modelChecksum)],
+        modelID: "\(URL(fileURLWithPath: model).lastPathComponent) step \(checkpoint.step) \(modelChecksum)")
+    try ResultMapsWriter.write(path: outputs.path, results: results, layout: layout, provenance: provenance, force: outputs.force, comm: comm)
+    ctx.log(String(format: "wrote %@ (%.0f frames/s on rank 0)%@", outputs.path, Double(keep.count) / seconds,
+                   invalid[0] > 0 ? " — \(invalid[0]) bad frame(s) marked valid = 0" : ""))
+    if outputs.quickLooks && comm.isRoot { try writeQuickLooks(outputs) }
 }

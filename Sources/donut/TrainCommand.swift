@@ -45,106 +45,133 @@ struct Train: ParsableCommand {
     func run() throws {
         signal(SIGTERM) { _ in stopRequested = 1 }
         signal(SIGUSR1) { _ in stopRequested = 1 }
-        var preempted = false
+        var completed = true
         try RunContext.run { ctx in
-            guard ctx.comm.size == 1 else {
-                throw ValidationError("data-parallel training across MPI ranks is not available yet: run `donut train` on one rank")
-            }
             var train = try ConfigFile.load(TrainingConfig.self, path: training)
             if let e = epochs { train.schedule.epochs = e }
             if let s = seed { train.schedule.seed = s }
-            let mode: TrainingMode = supervised ? .nanobeamnn : .donut
-            let checkpointPath = checkpoint ?? output.path.replacingOccurrences(of: ".h5", with: "") + ".checkpoint.h5"
-            // Inputs and the instrument config: the library's, else the scan's; they must agree.
-            var config: DonutConfig?
-            var libraryData: (grid: LibraryGrid, patterns: [Float])?
-            var inputs: [Provenance.Input] = []
-            if let library {
-                let reader = try LibraryReader(path: library)
-                guard let json = reader.configJSON else { throw DonutIOError.dataset(library, "/entry/process/config/data", "the library records no config") }
-                config = try ConfigFile.fromJSON(json, source: "\(library):/entry/process/config/data")
-                let patterns = try reader.readSlab(0..<reader.grid.count)
-                libraryData = (reader.grid, patterns)
-                inputs.append(.init(path: relativePath(library, from: output.path), dataset: "/entry/library/patterns",
-                                    checksum: ScanReader.checksumString(ScanReader.frameChecksum(frames: patterns, firstIndex: 0, frameSize: reader.frameSize))))
-                try reader.close()
-            }
-            var measured: [Float] = [], measuredCount = 0
-            if let scanPath = scanOptions.path, !supervised, mix < 1 {
-                let probe = try config ?? scanConfig(scanPath)
-                let reader = try ScanReader(path: scanPath, dataset: scanOptions.dataset, config: probe, scanShape: try scanOptions.shape)
-                if let json = reader.configJSON, let lib = config {
-                    let differing = lib.patternKeysDiffering(from: try ConfigFile.fromJSON(json, source: scanPath))
-                    guard differing.isEmpty else {
-                        throw DonutIOError(file: library ?? scanPath, "library made with another config than the scan '\(scanPath)': \(differing.joined(separator: ", ")) differ")
-                    }
-                }
-                config = probe
-                let all = try reader.readFrames(0..<reader.layout.frameCount)
-                let np = probe.model.frameSize * probe.model.frameSize
-                var bad = 0
-                for k in 0..<reader.layout.frameCount {
-                    let frame = all[(k * np)..<((k + 1) * np)]
-                    if frame.withUnsafeBufferPointer({ FrameProblem.inspect($0) }) != nil { bad += 1; continue }
-                    measured.append(contentsOf: frame); measuredCount += 1
-                }
-                guard measuredCount > 0 else { throw DonutIOError.dataset(scanPath, scanOptions.dataset, "no usable frame (all are NaN, negative or empty)") }
-                if bad > 0 { ctx.log("skipping \(bad) bad frame(s) of \(scanPath)") }
-                inputs.append(.init(path: relativePath(scanPath, from: output.path), dataset: scanOptions.dataset,
-                                    checksum: ScanReader.checksumString(try reader.globalFrameChecksum(0..<reader.layout.frameCount, comm: nil))))
-                try reader.close()
-            }
-            guard let config else { throw ValidationError("no config: give --scan with a recorded config or --library") }
-            let data = TrainingData(measured: measured, measuredCount: measuredCount, library: libraryData,
-                                    simulatedFraction: supervised ? 1 : mix, peakPhotons: config.noise.peakPhotons)
-            let network = try DonutNetwork<Float>(settings: train.network, optimiser: train.optimiser, config: config,
-                                                  seed: UInt64(train.schedule.seed))
-            let trainer = try Trainer(network: network, training: train, mode: mode, data: data)
-            let configJSON = ConfigFile.json(config), trainingJSON = ConfigFile.json(of: train)
-            if let resume {
-                try trainer.restore(try CheckpointFile.read(path: resume))
-                ctx.log("resumed from \(resume) at step \(trainer.step) (epoch \(trainer.epoch))")
-            } else if !output.force {
-                for path in [output.path, checkpointPath] where FileManager.default.fileExists(atPath: path) {
-                    throw DonutIOError(file: path, "exists; pass --force to overwrite (or --resume \(checkpointPath))")
-                }
-            }
-            ctx.log("train \(mode.rawValue): \(measuredCount) measured frame(s)\(libraryData.map { ", library \($0.grid.count) entries" } ?? ""), mix \(data.simulatedFraction), \(network.store.count) parameters, batch \(train.schedule.batchSize), \(trainer.stepsPerEpoch) steps × \(train.schedule.epochs) epochs, seed \(train.schedule.seed)")
-            let provenance = ctx.provenance(method: "train-\(mode.rawValue)", config: configJSON, inputs: inputs, modelID: "")
-            let t0 = Date()
-            try trainer.run(
-                shouldStop: { stopRequested != 0 },
-                checkpoint: { t in
-                    try CheckpointFile.write(t.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON), path: checkpointPath,
-                                             provenance: provenance, force: true)
-                },
-                log: { r in
-                    let rate = Double(r.step * train.schedule.batchSize) / Date().timeIntervalSince(t0)
-                    ctx.log(String(format: "step %6d epoch %3d  loss %.5f  %@  %.0f samples/s", r.step, r.epoch, r.train,
-                                   r.validation.isNaN ? "" : String(format: "validation %.5f", r.validation), rate))
-                })
-            preempted = stopRequested != 0
-            if preempted {
-                ctx.log("stopped by signal after step \(trainer.step); checkpoint \(checkpointPath); continue with --resume \(checkpointPath)")
-                return
-            }
-            let model = trainer.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON)
-            try CheckpointFile.write(model, path: output.path, provenance: provenance, force: output.force || resume != nil)
-            try writeLossLog(model.lossLog, path: output.path.replacingOccurrences(of: ".h5", with: "") + ".loss.csv")
-            ctx.log(String(format: "wrote %@ after %d steps in %.1f s", output.path, trainer.step, Date().timeIntervalSince(t0)))
+            let request = TrainRequest(
+                scanPath: scanOptions.path, dataset: scanOptions.dataset, scanShape: try scanOptions.shape, libraryPath: library,
+                mix: mix, supervised: supervised, training: train, outPath: output.path, force: output.force,
+                checkpointPath: checkpoint ?? output.path.replacingOccurrences(of: ".h5", with: "") + ".checkpoint.h5", resume: resume)
+            completed = try trainModel(ctx, request)
         }
-        if preempted { throw ExitCode(Train.preemptedExitCode) }
+        if !completed { throw ExitCode(Train.preemptedExitCode) }
     }
 
-    /// The config a scan records (simulated scans do), for training without a library.
-    func scanConfig(_ path: String) throws -> DonutConfig {
+}
+
+/// The config a scan records (simulated scans do), for training without a library.
+func scanConfig(_ path: String) throws -> DonutConfig {
         let file = try H5File.open(path)
         defer { try? file.close() }
         guard file.exists("/entry/process/config/data") else {
             throw DonutIOError.dataset(path, "/entry/process/config/data", "the scan records no config: give --library (its config is used)")
         }
         return try ConfigFile.fromJSON(try file.readString("/entry/process/config/data"), source: path)
+}
+
+/// Everything `donut train` was asked to do.
+struct TrainRequest {
+    var scanPath: String?
+    var dataset: String
+    var scanShape: (rows: Int, cols: Int)?
+    var libraryPath: String?
+    var mix: Double
+    var supervised: Bool
+    var training: TrainingConfig
+    var outPath: String
+    var force: Bool
+    var checkpointPath: String
+    var resume: String?
+}
+
+/// Trains a model and writes it to `r.outPath`; false when a signal stopped it (a
+/// checkpoint was written for `--resume`).
+func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
+    guard ctx.comm.size == 1 else {
+        throw ValidationError("data-parallel training across MPI ranks is not available yet: run `donut train` on one rank")
     }
+    let train = r.training, supervised = r.supervised, mix = r.mix, library = r.libraryPath, resume = r.resume
+    let mode: TrainingMode = supervised ? .nanobeamnn : .donut
+    let checkpointPath = r.checkpointPath
+    // Inputs and the instrument config: the library's, else the scan's; they must agree.
+    var config: DonutConfig?
+    var libraryData: (grid: LibraryGrid, patterns: [Float])?
+    var inputs: [Provenance.Input] = []
+    if let library {
+        let reader = try LibraryReader(path: library)
+        guard let json = reader.configJSON else { throw DonutIOError.dataset(library, "/entry/process/config/data", "the library records no config") }
+        config = try ConfigFile.fromJSON(json, source: "\(library):/entry/process/config/data")
+        let patterns = try reader.readSlab(0..<reader.grid.count)
+        libraryData = (reader.grid, patterns)
+        inputs.append(.init(path: relativePath(library, from: r.outPath), dataset: "/entry/library/patterns",
+                            checksum: ScanReader.checksumString(ScanReader.frameChecksum(frames: patterns, firstIndex: 0, frameSize: reader.frameSize))))
+        try reader.close()
+    }
+    var measured: [Float] = [], measuredCount = 0
+    if let scanPath = r.scanPath, !supervised, mix < 1 {
+        let probe = try config ?? scanConfig(scanPath)
+        let reader = try ScanReader(path: scanPath, dataset: r.dataset, config: probe, scanShape: r.scanShape)
+        if let json = reader.configJSON, let lib = config {
+            let differing = lib.patternKeysDiffering(from: try ConfigFile.fromJSON(json, source: scanPath))
+            guard differing.isEmpty else {
+                throw DonutIOError(file: library ?? scanPath, "library made with another config than the scan '\(scanPath)': \(differing.joined(separator: ", ")) differ")
+            }
+        }
+        config = probe
+        let all = try reader.readFrames(0..<reader.layout.frameCount)
+        let np = probe.model.frameSize * probe.model.frameSize
+        var bad = 0
+        for k in 0..<reader.layout.frameCount {
+            let frame = all[(k * np)..<((k + 1) * np)]
+            if frame.withUnsafeBufferPointer({ FrameProblem.inspect($0) }) != nil { bad += 1; continue }
+            measured.append(contentsOf: frame); measuredCount += 1
+        }
+        guard measuredCount > 0 else { throw DonutIOError.dataset(scanPath, r.dataset, "no usable frame (all are NaN, negative or empty)") }
+        if bad > 0 { ctx.log("skipping \(bad) bad frame(s) of \(scanPath)") }
+        inputs.append(.init(path: relativePath(scanPath, from: r.outPath), dataset: r.dataset,
+                            checksum: ScanReader.checksumString(try reader.globalFrameChecksum(0..<reader.layout.frameCount, comm: nil))))
+        try reader.close()
+    }
+    guard let config else { throw ValidationError("no config: give --scan with a recorded config or --library") }
+    let data = TrainingData(measured: measured, measuredCount: measuredCount, library: libraryData,
+                            simulatedFraction: supervised ? 1 : mix, peakPhotons: config.noise.peakPhotons)
+    let network = try DonutNetwork<Float>(settings: train.network, optimiser: train.optimiser, config: config,
+                                          seed: UInt64(train.schedule.seed))
+    let trainer = try Trainer(network: network, training: train, mode: mode, data: data)
+    let configJSON = ConfigFile.json(config), trainingJSON = ConfigFile.json(of: train)
+    if let resume {
+        try trainer.restore(try CheckpointFile.read(path: resume))
+        ctx.log("resumed from \(resume) at step \(trainer.step) (epoch \(trainer.epoch))")
+    } else if !r.force {
+        for path in [r.outPath, checkpointPath] where FileManager.default.fileExists(atPath: path) {
+            throw DonutIOError(file: path, "exists; pass --force to overwrite (or --resume \(checkpointPath))")
+        }
+    }
+    ctx.log("train \(mode.rawValue): \(measuredCount) measured frame(s)\(libraryData.map { ", library \($0.grid.count) entries" } ?? ""), mix \(data.simulatedFraction), \(network.store.count) parameters, batch \(train.schedule.batchSize), \(trainer.stepsPerEpoch) steps × \(train.schedule.epochs) epochs, seed \(train.schedule.seed)")
+    let provenance = ctx.provenance(method: "train-\(mode.rawValue)", config: configJSON, inputs: inputs, modelID: "")
+    let t0 = Date()
+    try trainer.run(
+        shouldStop: { stopRequested != 0 },
+        checkpoint: { t in
+            try CheckpointFile.write(t.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON), path: checkpointPath,
+                                     provenance: provenance, force: true)
+        },
+        log: { r in
+            let rate = Double(r.step * train.schedule.batchSize) / Date().timeIntervalSince(t0)
+            ctx.log(String(format: "step %6d epoch %3d  loss %.5f  %@  %.0f samples/s", r.step, r.epoch, r.train,
+                           r.validation.isNaN ? "" : String(format: "validation %.5f", r.validation), rate))
+        })
+    if stopRequested != 0 {
+        ctx.log("stopped by signal after step \(trainer.step); checkpoint \(checkpointPath); continue with --resume \(checkpointPath)")
+        return false
+    }
+    let model = trainer.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON)
+    try CheckpointFile.write(model, path: r.outPath, provenance: provenance, force: r.force || resume != nil)
+    try writeLossLog(model.lossLog, path: r.outPath.replacingOccurrences(of: ".h5", with: "") + ".loss.csv")
+    ctx.log(String(format: "wrote %@ after %d steps in %.1f s", r.outPath, trainer.step, Date().timeIntervalSince(t0)))
+    return true
 }
 
 /// `--scan` when a command can also run without one.

@@ -50,6 +50,8 @@ public final class Trainer {
     public let trainIndices: [Int], validationIndices: [Int]
     let batchSize: Int, simulatedPerBatch: Int
     var batchFrames: [Float], batchLabels: [Double]
+    /// Indices of the frames being loaded (scratch, sized once).
+    var batchIDs: [Int]
     let pixelCount: Int
     var firstLosses: [Double] = []
     var pendingLosses: (sum: Double, decoder: Double, physics: Double, count: Int) = (0, 0, 0, 0)
@@ -83,6 +85,7 @@ public final class Trainer {
         }
         batchFrames = [Float](repeating: 0, count: batchSize * pixelCount)
         batchLabels = [Double](repeating: 0, count: batchSize * 4)
+        batchIDs = [Int](repeating: 0, count: batchSize)
         network.plan(batch: batchSize, training: true)
     }
 
@@ -138,8 +141,9 @@ public final class Trainer {
     public func run(reduce: ((UnsafeMutablePointer<Float>, Int) -> Void)? = nil, logEvery: Int = 50,
                     shouldStop: () -> Bool = { false }, checkpoint: (Trainer) throws -> Void,
                     log: (LossRecord) -> Void) throws {
+        var order = epochOrder(epoch), orderEpoch = epoch   // shuffled once per epoch, not per step
         while epoch < training.schedule.epochs {
-            let order = epochOrder(epoch)
+            if orderEpoch != epoch { order = epochOrder(epoch); orderEpoch = epoch }
             try trainStep(order: order, reduce: reduce)
             let endOfEpoch = stepInEpoch == 0
             if step % logEvery == 0 || endOfEpoch {
@@ -165,9 +169,9 @@ public final class Trainer {
         let savedBuffers = network.buffers
         var start = 0
         while start + perBatch <= validationIndices.count {
-            let ids = Array(validationIndices[start..<(start + perBatch)])
+            for j in 0..<perBatch { batchIDs[j] = validationIndices[start + j] }
             var rng = SplitMix64(seed: UInt64(training.schedule.seed) &+ 0x5EED &+ UInt64(start))
-            loadFrames(ids, fromLibrary: sourceIsLibraryOnly(mode, data), into: 0, rng: &rng)
+            loadFrames(count: perBatch, fromLibrary: sourceIsLibraryOnly(mode, data), into: 0, rng: &rng)
             batchFrames.withUnsafeBufferPointer { network.loadInput($0.baseAddress!, count: batchSize) }
             network.forward(mode: .inference, rng: &rng, physics: mode == .donut, decoder: mode == .donut)
             network.store.zeroGradients()
@@ -184,25 +188,26 @@ public final class Trainer {
     /// Fills the batch: measured frames of this step from `order`, then simulated frames.
     func fillBatch(order: [Int], rng: inout SplitMix64) {
         if sourceIsLibraryOnly(mode, data) {
-            let ids = (0..<batchSize).map { order[(stepInEpoch * batchSize + $0) % order.count] }
-            loadFrames(ids, fromLibrary: true, into: 0, rng: &rng)
+            for j in 0..<batchSize { batchIDs[j] = order[(stepInEpoch * batchSize + j) % order.count] }
+            loadFrames(count: batchSize, fromLibrary: true, into: 0, rng: &rng)
             return
         }
         let measuredPerBatch = batchSize - simulatedPerBatch
-        let ids = (0..<measuredPerBatch).map { order[(stepInEpoch * measuredPerBatch + $0) % order.count] }
-        loadFrames(ids, fromLibrary: false, into: 0, rng: &rng)
+        for j in 0..<measuredPerBatch { batchIDs[j] = order[(stepInEpoch * measuredPerBatch + j) % order.count] }
+        loadFrames(count: measuredPerBatch, fromLibrary: false, into: 0, rng: &rng)
         if simulatedPerBatch > 0, let lib = data.library {
-            let entries = (0..<simulatedPerBatch).map { _ in Int(rng.next() % UInt64(lib.grid.count)) }
-            loadFrames(entries, fromLibrary: true, into: measuredPerBatch, rng: &rng)
+            for j in 0..<simulatedPerBatch { batchIDs[j] = Int(rng.next() % UInt64(lib.grid.count)) }
+            loadFrames(count: simulatedPerBatch, fromLibrary: true, into: measuredPerBatch, rng: &rng)
         }
     }
 
-    /// Copies frames `ids` to batch slots from `slot`: measured as they are; library
-    /// entries scaled to the peak photons and Poisson-sampled, with their labels.
-    func loadFrames(_ ids: [Int], fromLibrary: Bool, into slot: Int, rng: inout SplitMix64) {
+    /// Copies frames `batchIDs[0..<count]` to batch slots from `slot`: measured as they are;
+    /// library entries scaled to the peak photons and Poisson-sampled, with their labels.
+    func loadFrames(count: Int, fromLibrary: Bool, into slot: Int, rng: inout SplitMix64) {
         let np = pixelCount
         batchFrames.withUnsafeMutableBufferPointer { out in
-            for (j, id) in ids.enumerated() {
+            for j in 0..<count {
+                let id = batchIDs[j]
                 let dst = out.baseAddress! + (slot + j) * np
                 if fromLibrary, let lib = data.library {
                     lib.patterns.withUnsafeBufferPointer { src in

@@ -49,12 +49,14 @@ struct BenchTrain: ParsableCommand {
         let tBackward = time { net.store.zeroGradients(); _ = net.backwardUnsupervised(weights: training.loss) }
         let tPhysicsOnlyBwd = time { net.store.zeroGradients(); _ = net.backwardUnsupervised(weights: LossWeights(decoder: 0, physics: 5)) }
         let tAdam = time { adam.step(net.store) }
-        let tStep = time {
-            net.store.zeroGradients()
-            net.forward(mode: .training, rng: &rng, physics: true, decoder: true)
-            _ = net.backwardUnsupervised(weights: training.loss)
-            adam.step(net.store)
-        }
+        // The real step: batch filling (frames copied from the scan), forward, backward, AdamW.
+        var t = training
+        t.schedule.batchSize = batch; t.schedule.validationFraction = 0
+        let scan = benchFrames(config, count: 256)
+        let trainer = try Trainer(network: net, training: t, mode: .donut,
+                                  data: TrainingData(measured: scan, measuredCount: 256, library: nil, simulatedFraction: 0, peakPhotons: 7))
+        let order = Array(0..<256)
+        let tStep = time { _ = try? trainer.trainStep(order: order) }
         // Physics backward alone (the layer), to split the backward time.
         var grads = [Double](repeating: 0, count: 4 * batch)
         let up = [Float](repeating: 1e-4, count: batch * 4096)

@@ -16,6 +16,16 @@ func benchFrames(_ config: DonutConfig, count: Int) -> [Float] {
     return frames
 }
 
+/// The default DONUT network on the published preset, planned for `batch`, with paper-phantom frames loaded.
+func benchNetwork(batch: Int, training: Bool) throws -> (DonutConfig, TrainingConfig, DonutNetwork<Float>) {
+    let config = DonutConfig.srio3LSAT002, preset = TrainingConfig.donutPaper
+    let net = try DonutNetwork<Float>(settings: preset.network, optimiser: preset.optimiser, config: config, seed: 0)
+    net.plan(batch: batch, training: training)
+    let frames = benchFrames(config, count: batch)
+    frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
+    return (config, preset, net)
+}
+
 /// FLOPs of one frame through the encoder and head (2 per multiply–add).
 func encoderFLOPs(_ s: NetworkSettings, frameSize n: Int) -> Double {
     var flops = 0.0, size = n, c = 1
@@ -30,11 +40,7 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Frames per step.") var batch = 16
     @Option(help: "Steps to time.") var steps = 40
     func run() throws {
-        let config = DonutConfig.srio3LSAT002, training = TrainingConfig.donutPaper
-        let net = try DonutNetwork<Float>(settings: training.network, optimiser: training.optimiser, config: config, seed: 0)
-        net.plan(batch: batch, training: true)
-        let frames = benchFrames(config, count: batch)
-        frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
+        let (config, training, net) = try benchNetwork(batch: batch, training: true)
         var rng = SplitMix64(seed: 1)
         var adam = AdamW()
         print("machine: \(machineSummary())")
@@ -79,11 +85,7 @@ struct BenchInfer: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "infer", abstract: "Inference frames/s of the default network (encoder + head; and with the physics residual).")
     @Option(help: "Frames per batch.") var batch = 256
     func run() throws {
-        let config = DonutConfig.srio3LSAT002, training = TrainingConfig.donutPaper
-        let net = try DonutNetwork<Float>(settings: training.network, optimiser: training.optimiser, config: config, seed: 0)
-        net.plan(batch: batch, training: false)
-        let frames = benchFrames(config, count: batch)
-        frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
+        let (config, training, net) = try benchNetwork(batch: batch, training: false)
         var rng = SplitMix64(seed: 1)
         print("machine: \(machineSummary())")
         let tEncoder = bestTime { net.forward(mode: .inference, rng: &rng, physics: false, decoder: false) }

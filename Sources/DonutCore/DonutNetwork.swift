@@ -158,7 +158,12 @@ public final class DonutNetwork<T: GEMMScalar> {
     final class Activations {
         let batch: Int
         var encoderInput: [UnsafeMutablePointer<T>] = []      // per block: its input (block 0: x)
-        var convOut: [UnsafeMutablePointer<T>] = [], bnOut: [UnsafeMutablePointer<T>] = []
+        var convOut: [UnsafeMutablePointer<T>] = []
+        /// Eval-mode BatchNorm as a per-channel affine (scale, shift), fused into the conv's output pass.
+        var bnScale: [UnsafeMutablePointer<T>] = [], bnShift: [UnsafeMutablePointer<T>] = []
+        var decScale: [UnsafeMutablePointer<T>] = [], decShift: [UnsafeMutablePointer<T>] = []
+        /// BatchNorm → ReLU output (fused: BatchNorm's own output is not kept; its backward needs
+        /// the conv output and the cached statistics, ReLU's the ReLU output).
         var reluOut: [UnsafeMutablePointer<T>] = [], dropOut: [UnsafeMutablePointer<T>] = []
         var dropMask: [UnsafeMutablePointer<T>] = [], mean: [UnsafeMutablePointer<T>] = [], invStd: [UnsafeMutablePointer<T>] = []
         var poolArgmax: [UnsafeMutablePointer<Int32>] = []
@@ -170,7 +175,7 @@ public final class DonutNetwork<T: GEMMScalar> {
         var physicsOut: UnsafeMutablePointer<T>              // Î (batch × P)
         var decoderIn: UnsafeMutablePointer<T>?, decoderInRelu: UnsafeMutablePointer<T>?
         var upOut: [UnsafeMutablePointer<T>] = [], decConv: [UnsafeMutablePointer<T>] = []
-        var decBN: [UnsafeMutablePointer<T>] = [], decRelu: [UnsafeMutablePointer<T>] = []
+        var decRelu: [UnsafeMutablePointer<T>] = []
         var decMean: [UnsafeMutablePointer<T>] = [], decInvStd: [UnsafeMutablePointer<T>] = []
         // Backward scratch: two ping-pong buffers of the largest activation, latent and θ gradients.
         var gradA: UnsafeMutablePointer<T>?, gradB: UnsafeMutablePointer<T>?
@@ -216,7 +221,8 @@ public final class DonutNetwork<T: GEMMScalar> {
         a.encoderInput = [a.floats(batch * np)]   // block k's input; the last pool output becomes `features`
         for block in encoder {
             let count = batch * block.outChannels * size * size
-            a.convOut.append(a.floats(count)); a.bnOut.append(a.floats(count)); a.reluOut.append(a.floats(count))
+            a.convOut.append(a.floats(count)); a.reluOut.append(a.floats(count))
+            a.bnScale.append(a.floats(block.outChannels)); a.bnShift.append(a.floats(block.outChannels))
             a.dropOut.append(a.floats(count)); a.dropMask.append(a.floats(count))
             a.mean.append(a.floats(block.outChannels)); a.invStd.append(a.floats(block.outChannels))
             a.poolArgmax.append(a.ints(count / 4))
@@ -240,7 +246,8 @@ public final class DonutNetwork<T: GEMMScalar> {
                 let upCount = batch * block.inChannels * (2 * s) * (2 * s), outCount = batch * block.outChannels * (2 * s) * (2 * s)
                 a.upOut.append(a.floats(upCount)); a.decConv.append(a.floats(outCount))
                 if block.gamma != nil {
-                    a.decBN.append(a.floats(outCount)); a.decRelu.append(a.floats(outCount))
+                    a.decRelu.append(a.floats(outCount))
+                    a.decScale.append(a.floats(block.outChannels)); a.decShift.append(a.floats(block.outChannels))
                     a.decMean.append(a.floats(block.outChannels)); a.decInvStd.append(a.floats(block.outChannels))
                 }
                 largest = max(largest, max(upCount, outCount))
@@ -282,18 +289,25 @@ public final class DonutNetwork<T: GEMMScalar> {
         var size = frameSize
         for (k, block) in encoder.enumerated() {
             let shape = convShape(block, batch: b, size: size), count = shape.outputCount
-            Conv2d.forward(output: a.convOut[k], input: a.encoderInput[k], weight: p + block.weight.offset,
-                           bias: p + block.bias.offset, columns: a.columns, shape: shape)
-            batchNorm(block, mode: mode, input: a.convOut[k], output: a.bnOut[k], mean: a.mean[k], invStd: a.invStd[k], batch: b, size: size)
-            ReLU.forward(output: a.reluOut[k], input: a.bnOut[k], count: count)
+            let next = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
+            if !mode.batchStatistics && !(mode.dropout && settings.dropout > 0) {
+                // Inference: conv → BatchNorm → ReLU → max pool in one pass per plane (no argmax: no backward).
+                convBNReLU(block, mode: mode, input: a.encoderInput[k], convOut: a.convOut[k], output: a.reluOut[k],
+                           mean: a.mean[k], invStd: a.invStd[k], scale: a.bnScale[k], shift: a.bnShift[k], shape: shape,
+                           pooled: next)
+                size /= 2
+                continue
+            }
+            convBNReLU(block, mode: mode, input: a.encoderInput[k], convOut: a.convOut[k], output: a.reluOut[k],
+                       mean: a.mean[k], invStd: a.invStd[k], scale: a.bnScale[k], shift: a.bnShift[k], shape: shape)
+            // Eval-mode dropout is the identity: pool straight from the ReLU output.
+            var pooled = UnsafePointer(a.reluOut[k])
             if mode.dropout && settings.dropout > 0 {
                 Dropout.forwardTraining(output: a.dropOut[k], mask: a.dropMask[k], input: a.reluOut[k],
                                         probability: settings.dropout, rng: &rng, count: count)
-            } else {
-                Dropout.forwardEval(output: a.dropOut[k], input: a.reluOut[k], count: count)
+                pooled = UnsafePointer(a.dropOut[k])
             }
-            let next = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
-            MaxPool2d.forward(output: next, argmax: a.poolArgmax[k], input: a.dropOut[k], batch: b,
+            MaxPool2d.forward(output: next, argmax: a.poolArgmax[k], input: pooled, batch: b,
                               channels: block.outChannels, height: size, width: size)
             size /= 2
         }
@@ -326,33 +340,45 @@ public final class DonutNetwork<T: GEMMScalar> {
                 Upsample2d.forward(output: a.upOut[k], input: x, batch: b, channels: block.inChannels, height: s, width: s)
                 s *= 2
                 let shape = convShape(block, batch: b, size: s)
-                Conv2d.forward(output: a.decConv[k], input: a.upOut[k], weight: p + block.weight.offset,
-                               bias: p + block.bias.offset, columns: a.columns, shape: shape)
                 if block.gamma != nil {
-                    batchNorm(block, mode: mode, input: a.decConv[k], output: a.decBN[bnIndex], mean: a.decMean[bnIndex],
-                              invStd: a.decInvStd[bnIndex], batch: b, size: s)
-                    ReLU.forward(output: a.decRelu[bnIndex], input: a.decBN[bnIndex], count: shape.outputCount)
+                    convBNReLU(block, mode: mode, input: a.upOut[k], convOut: a.decConv[k], output: a.decRelu[bnIndex],
+                               mean: a.decMean[bnIndex], invStd: a.decInvStd[bnIndex], scale: a.decScale[bnIndex],
+                               shift: a.decShift[bnIndex], shape: shape)
                     x = UnsafePointer(a.decRelu[bnIndex]); bnIndex += 1
                 } else {
+                    Conv2d.forward(output: a.decConv[k], input: a.upOut[k], weight: p + block.weight.offset,
+                                   bias: p + block.bias.offset, columns: a.columns, shape: shape)
                     x = UnsafePointer(a.decConv[k])
                 }
             }
         }
     }
 
-    private func batchNorm(_ block: ConvBN, mode: ForwardMode, input: UnsafeMutablePointer<T>, output: UnsafeMutablePointer<T>,
-                           mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>, batch: Int, size: Int) {
-        let p = store.parameters
+    /// conv3×3 → BatchNorm → ReLU into `output`. Batch statistics: the conv output is kept in
+    /// `convOut` (BatchNorm's backward reads it) and BatchNorm+ReLU run as one pass caching mean
+    /// and invStd. Running statistics: BatchNorm is a per-channel affine (`scale`, `shift`
+    /// scratch) applied with the ReLU in the conv's own output pass; `convOut` is not written.
+    /// `pooled`: running statistics only; the 2×2 max pool of the result goes there and
+    /// `output` is not written.
+    private func convBNReLU(_ block: ConvBN, mode: ForwardMode, input: UnsafePointer<T>, convOut: UnsafeMutablePointer<T>,
+                            output: UnsafeMutablePointer<T>, mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>,
+                            scale: UnsafeMutablePointer<T>, shift: UnsafeMutablePointer<T>, shape: Conv2dShape,
+                            pooled: UnsafeMutablePointer<T>? = nil) {
+        let p = store.parameters, gamma = p + block.gamma!.offset, beta = p + block.beta!.offset
+        let columns = acts!.columns
         buffers.withUnsafeMutableBufferPointer { buf in
             let rm = buf.baseAddress! + block.runningMean, rv = buf.baseAddress! + block.runningVar
             if mode.batchStatistics {
+                Conv2d.forward(output: convOut, input: input, weight: p + block.weight.offset,
+                               bias: p + block.bias.offset, columns: columns, shape: shape)
                 BatchNorm2d.forwardTraining(output: output, mean: mean, invStd: invStd, runningMean: rm, runningVar: rv,
-                                            input: input, gamma: p + block.gamma!.offset, beta: p + block.beta!.offset,
-                                            batch: batch, channels: block.outChannels, height: size, width: size)
+                                            input: convOut, gamma: gamma, beta: beta, batch: shape.batch,
+                                            channels: block.outChannels, height: shape.outHeight, width: shape.outWidth, relu: true)
             } else {
-                BatchNorm2d.forwardEval(output: output, input: input, gamma: p + block.gamma!.offset, beta: p + block.beta!.offset,
-                                        runningMean: rm, runningVar: rv, batch: batch, channels: block.outChannels,
-                                        height: size, width: size)
+                BatchNorm2d.evalAffine(scale: scale, shift: shift, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv,
+                                       channels: block.outChannels)
+                Conv2d.forward(output: output, input: input, weight: p + block.weight.offset, bias: p + block.bias.offset,
+                               columns: columns, shape: shape, scale: scale, shift: shift, relu: true, pooled: pooled)
             }
         }
     }
@@ -433,13 +459,12 @@ public final class DonutNetwork<T: GEMMScalar> {
         for k in stride(from: decoder.count - 1, through: 0, by: -1) {
             let block = decoder[k], shape = convShape(block, batch: b, size: s)
             if block.gamma != nil {
-                let t = other(cur, a)
-                ReLU.backward(dInput: t, dOutput: cur, output: a.decRelu[bnIndex], count: shape.outputCount)
-                let u = other(t, a)
+                let u = other(cur, a)
                 BatchNorm2d.backwardTraining(dInput: u, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
-                                             dOutput: t, input: a.decConv[k], gamma: p + block.gamma!.offset,
+                                             dOutput: cur, input: a.decConv[k], gamma: p + block.gamma!.offset,
                                              mean: a.decMean[bnIndex], invStd: a.decInvStd[bnIndex],
-                                             batch: b, channels: block.outChannels, height: s, width: s)
+                                             batch: b, channels: block.outChannels, height: s, width: s,
+                                             reluOutput: a.decRelu[bnIndex])
                 cur = u; bnIndex -= 1
             }
             let t = other(cur, a)
@@ -489,11 +514,12 @@ public final class DonutNetwork<T: GEMMScalar> {
                 Dropout.backward(dInput: dOther, dOutput: dCurrent, mask: a.dropMask[k], count: count)
                 swap(&dCurrent, &dOther)
             }
-            ReLU.backward(dInput: dOther, dOutput: dCurrent, output: a.reluOut[k], count: count)
-            BatchNorm2d.backwardTraining(dInput: dCurrent, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
-                                         dOutput: dOther, input: a.convOut[k], gamma: p + block.gamma!.offset,
+            // ReLU's backward is fused into BatchNorm's (gated by the ReLU output).
+            BatchNorm2d.backwardTraining(dInput: dOther, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
+                                         dOutput: dCurrent, input: a.convOut[k], gamma: p + block.gamma!.offset,
                                          mean: a.mean[k], invStd: a.invStd[k], batch: b, channels: block.outChannels,
-                                         height: size, width: size)
+                                         height: size, width: size, reluOutput: a.reluOut[k])
+            swap(&dCurrent, &dOther)
             Conv2d.backward(dInput: k > 0 ? dOther : nil, dWeight: g + block.weight.offset, dBias: g + block.bias.offset,
                             dOutput: dCurrent, input: a.encoderInput[k], weight: p + block.weight.offset,
                             columns: a.columns, shape: shape)

@@ -6,14 +6,18 @@ import Foundation
 public enum ReLU {
     /// output (count): written; may alias input.
     public static func forward<T: GEMMScalar>(output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, count: Int) {
-        for i in 0..<count { let v = input[i]; output[i] = v < 0 ? 0 : v }
+        Parallel.forRanges(count, work: count) { r in
+            for i in r { let v = input[i]; output[i] = v < 0 ? 0 : v }
+        }
     }
 
     /// dInput = dOutput · [y > 0] (subgradient 0 at x = 0): **written** (=); may alias dOutput.
     /// output: the forward output y (cached by being the activation itself).
     public static func backward<T: GEMMScalar>(dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>,
                                                output: UnsafePointer<T>, count: Int) {
-        for i in 0..<count { dInput[i] = output[i] > 0 ? dOutput[i] : 0 }
+        Parallel.forRanges(count, work: count) { r in
+            for i in r { dInput[i] = output[i] > 0 ? dOutput[i] : 0 }
+        }
     }
 }
 

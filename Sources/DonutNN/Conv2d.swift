@@ -64,29 +64,82 @@ public enum Conv2d {
     /// - weight (outC, inC, kH, kW); bias (outC) or nil.
     /// - columns: scratch of `scratchCount(shape)` elements (overwritten; nothing is cached for
     ///   backward, which re-forms the columns from the input).
+    /// - scale, shift (outC) and relu: an optional fused per-channel epilogue (eval-mode
+    ///   BatchNorm then ReLU): y ← max(scale[oc]·y + shift[oc], 0), computed as
+    ///   conv·scale + (bias·scale + shift) in the pass that scatters the GEMM block to NCHW.
+    ///   Checked against Conv2d → BatchNorm2d.forwardEval → ReLU in the tests.
+    /// - pooled (batch, outC, outH/2, outW/2) or nil: if given, a 2×2 stride-2 max pool
+    ///   (`MaxPool2d`, no argmax: inference only) of the result is written here instead and
+    ///   `output` is not touched; the full-size result only passes through the cached GEMM block.
     public static func forward<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, input: UnsafePointer<T>,
         weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
-        columns: UnsafeMutablePointer<T>, shape s: Conv2dShape
+        columns: UnsafeMutablePointer<T>, shape s: Conv2dShape,
+        scale: UnsafePointer<T>? = nil, shift: UnsafePointer<T>? = nil, relu: Bool = false,
+        pooled: UnsafeMutablePointer<T>? = nil
     ) {
+        precondition((scale == nil) == (shift == nil), "scale and shift come together")
         let plane = s.outHeight * s.outWidth, g = groupSize(s)
         let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
         var n0 = 0
         while n0 < s.batch {
             let count = min(g, s.batch - n0), width = count * plane
             let cols = columns, block = columns + g * plane * s.patchSize
-            for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
+            Parallel.forRanges(count, work: width * s.patchSize) { r in
+                for j in r { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
+            }
             T.gemm(transA: false, transB: false, m: s.outChannels, n: width, k: s.patchSize,
                    alpha: 1, a: weight, lda: s.patchSize, b: cols, ldb: width, beta: 0, c: block, ldc: width)
-            for j in 0..<count {
-                let y = output + (n0 + j) * outImage
-                for oc in 0..<s.outChannels {
-                    let src = block + oc * width + j * plane, dst = y + oc * plane
+            // Scatter (outC, G·plane) → NCHW with the epilogue, parallel over (image, channel) planes.
+            Parallel.forRanges(count * s.outChannels, work: count * outImage) { r in
+                for q in r {
+                    let j = q / s.outChannels, oc = q % s.outChannels
+                    let src = UnsafePointer(block + oc * width + j * plane)
+                    // With pooling, the epilogue runs in place in the block and the pool reads it back.
+                    let dst = pooled == nil ? output + (n0 + j) * outImage + oc * plane : block + oc * width + j * plane
                     let b = bias?[oc] ?? 0
-                    for i in 0..<plane { dst[i] = src[i] + b }
+                    defer {
+                        if let pooled {
+                            let ph = s.outHeight / 2, pw = s.outWidth / 2
+                            maxPool2(pooled + ((n0 + j) * s.outChannels + oc) * ph * pw, UnsafePointer(dst), height: s.outHeight, width: s.outWidth)
+                        }
+                    }
+                    if let scale, let shift {
+                        let a = scale[oc], c = b * a + shift[oc]
+                        affine(dst, src, plane, a, c, relu: relu)
+                    } else {
+                        affine(dst, src, plane, 1, b, relu: relu)
+                    }
                 }
             }
             n0 += count
+        }
+    }
+
+    /// dst (h/2, w/2) = 2×2 stride-2 max of src (h, w), NaN winning as in `MaxPool2d.forward`.
+    @inline(__always)
+    static func maxPool2<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, height: Int, width: Int) {
+        let oh = height / 2, ow = width / 2
+        for oy in 0..<oh {
+            let r0 = src + 2 * oy * width, r1 = r0 + width, d = dst + oy * ow
+            for ox in 0..<ow {
+                var m = r0[2 * ox]
+                var v = r0[2 * ox + 1]; if v > m || (v.isNaN && !m.isNaN) { m = v }
+                v = r1[2 * ox]; if v > m || (v.isNaN && !m.isNaN) { m = v }
+                v = r1[2 * ox + 1]; if v > m || (v.isNaN && !m.isNaN) { m = v }
+                d[ox] = m
+            }
+        }
+    }
+
+    /// dst[i] = src[i]·a + c (then max(·, 0) if relu); the multiply is skipped for a = 1.
+    @inline(__always)
+    static func affine<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ n: Int, _ a: T, _ c: T, relu: Bool) {
+        switch (a == 1, relu) {
+        case (true, false): for i in 0..<n { dst[i] = src[i] + c }
+        case (true, true): for i in 0..<n { let v = src[i] + c; dst[i] = v < 0 ? 0 : v }
+        case (false, false): for i in 0..<n { dst[i] = src[i] * a + c }
+        case (false, true): for i in 0..<n { let v = src[i] * a + c; dst[i] = v < 0 ? 0 : v }
         }
     }
 
@@ -104,35 +157,41 @@ public enum Conv2d {
     ) {
         let plane = s.outHeight * s.outWidth, g = groupSize(s)
         let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
+        if let dBias {
+            // Per channel: each plane summed in T (eight partial sums), planes totalled in Double.
+            Parallel.forRanges(s.outChannels, work: s.outputCount) { r in
+                for oc in r {
+                    var total = 0.0
+                    for n in 0..<s.batch { total += Double(Parallel.sum(dOutput + n * outImage + oc * plane, plane)) }
+                    dBias[oc] += T(total)
+                }
+            }
+        }
         var n0 = 0
         while n0 < s.batch {
             let count = min(g, s.batch - n0), width = count * plane
             let cols = columns, block = columns + g * plane * s.patchSize
-            // dY of the group as (outC, G·plane), the GEMM's layout.
-            for j in 0..<count {
-                let dy = dOutput + (n0 + j) * outImage
-                for oc in 0..<s.outChannels { (block + oc * width + j * plane).update(from: dy + oc * plane, count: plane) }
-            }
-            if let dBias {
-                for oc in 0..<s.outChannels {
-                    let row = block + oc * width
-                    var sum = T(0)
-                    for i in 0..<width { sum += row[i] }
-                    dBias[oc] += sum
+            // dY of the group as (outC, G·plane), the GEMM's layout; and the columns of x.
+            Parallel.forRanges(count, work: width * (s.patchSize + s.outChannels)) { r in
+                for j in r {
+                    let dy = dOutput + (n0 + j) * outImage
+                    for oc in 0..<s.outChannels { (block + oc * width + j * plane).update(from: dy + oc * plane, count: plane) }
+                    im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width)
                 }
             }
             // dW (outC, patch) += dY (outC, G·plane) · colsᵀ (G·plane, patch)
-            for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
             T.gemm(transA: false, transB: true, m: s.outChannels, n: s.patchSize, k: width,
                    alpha: 1, a: block, lda: width, b: cols, ldb: width, beta: 1, c: dWeight, ldc: s.patchSize)
             if let dInput {
                 // dCols (patch, G·plane) = Wᵀ (patch, outC) · dY (outC, G·plane), then col2im per image.
                 T.gemm(transA: true, transB: false, m: s.patchSize, n: width, k: s.outChannels,
                        alpha: 1, a: weight, lda: s.patchSize, b: block, ldb: width, beta: 0, c: cols, ldc: width)
-                for j in 0..<count {
-                    let dx = dInput + (n0 + j) * inImage
-                    dx.update(repeating: 0, count: inImage)
-                    col2im(dx, UnsafePointer(cols + j * plane), s, rowStride: width)
+                Parallel.forRanges(count, work: width * s.patchSize) { r in
+                    for j in r {
+                        let dx = dInput + (n0 + j) * inImage
+                        dx.update(repeating: 0, count: inImage)
+                        col2im(dx, UnsafePointer(cols + j * plane), s, rowStride: width)
+                    }
                 }
             }
             n0 += count

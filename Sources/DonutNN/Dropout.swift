@@ -1,27 +1,44 @@
 import DonutBLAS
 
 /// Inverted dropout, as PyTorch's `Dropout(p)`: in training each element is kept with probability
-/// 1 − p and scaled by 1/(1 − p), so eval mode is the identity. The keep/drop decision for element i
-/// is the i-th draw of the caller's `SplitMix64` (kept ⇔ uniform() ≥ p): **the same seed gives the
-/// same mask**. p = 1 drops everything (output 0).
+/// 1 − p and scaled by 1/(1 − p), so eval mode is the identity. The mask is drawn in fixed blocks of
+/// `blockSize` elements: one draw s of the caller's `SplitMix64` seeds the call, and block b uses
+/// the stream `SplitMix64.seeded(s, stream: b)`, element i of it kept ⇔ its draw u ≥ p (u uniform
+/// in [0, 1) with 53 bits, compared as the integer u·2⁵³ ≥ ⌈p·2⁵³⌉, the same test exactly).
+/// **The same seed gives the same mask**, whatever the number of threads drawing the blocks.
+/// p = 1 drops everything (output 0).
 public enum Dropout {
+    /// Elements per independently seeded block of the mask.
+    public static let blockSize = 4096
+
     /// - output (count): written; may alias input.
     /// - mask (count): written, **cached for backward**: 1/(1 − p) where kept, 0 where dropped.
-    /// - rng: advanced by `count` draws.
+    /// - rng: advanced by one draw (the seed of the call's blocks).
     public static func forwardTraining<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, mask: UnsafeMutablePointer<T>, input: UnsafePointer<T>,
         probability p: Double, rng: inout SplitMix64, count: Int
     ) {
         precondition(p >= 0 && p <= 1, "dropout probability must be in [0, 1]")
         let keep = p < 1 ? T(1 / (1 - p)) : T(0)
-        for i in 0..<count {
-            let m = rng.uniform() >= p ? keep : T(0)
-            mask[i] = m
-            output[i] = input[i] * m
+        // u·2⁵³ ≥ p·2⁵³ ⇔ k ≥ ⌈p·2⁵³⌉ for the integer k = u·2⁵³ (p·2⁵³ is exact in Double).
+        let threshold = UInt64((p * 0x1p53).rounded(.up))
+        let seed = rng.next()
+        let blocks = (count + blockSize - 1) / blockSize
+        Parallel.forRanges(blocks, work: 4 * count) { r in
+            for blk in r {
+                var g = SplitMix64.seeded(seed, stream: UInt64(blk))
+                let lo = blk * blockSize, hi = min(count, lo + blockSize)
+                for i in lo..<hi {
+                    let m = (g.next() >> 11) >= threshold ? keep : T(0)
+                    mask[i] = m
+                    output[i] = input[i] * m
+                }
+            }
         }
     }
 
     /// Eval mode: the identity (output written; a copy unless output and input are the same buffer).
+    /// The network does not call it: it reads the previous activation instead.
     public static func forwardEval<T: GEMMScalar>(output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, count: Int) {
         if UnsafePointer(output) != input { output.update(from: input, count: count) }
     }
@@ -29,6 +46,8 @@ public enum Dropout {
     /// dInput = dOutput ⊙ mask: **written** (=); may alias dOutput. mask from `forwardTraining`.
     public static func backward<T: GEMMScalar>(dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>,
                                                mask: UnsafePointer<T>, count: Int) {
-        for i in 0..<count { dInput[i] = dOutput[i] * mask[i] }
+        Parallel.forRanges(count, work: count) { r in
+            for i in r { dInput[i] = dOutput[i] * mask[i] }
+        }
     }
 }

@@ -17,22 +17,43 @@ public enum MaxPool2d {
         precondition(kernel >= 1 && stride >= 1 && height >= kernel && width >= kernel)
         precondition(batch * channels * height * width <= Int(Int32.max), "argmax indices are Int32")
         let oh = outputSize(height, kernel: kernel, stride: stride), ow = outputSize(width, kernel: kernel, stride: stride)
-        for p in 0..<(batch * channels) {
-            let base = p * height * width
-            for oy in 0..<oh {
-                for ox in 0..<ow {
-                    var best = base + oy * stride * width + ox * stride
-                    var bestValue = input[best]
-                    for a in 0..<kernel {
-                        let row = base + (oy * stride + a) * width + ox * stride
-                        for b in 0..<kernel {
-                            let v = input[row + b]
-                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = row + b }
+        // Parallel over (image, channel) planes; 2×2 stride 2 (the network's) has its own loop.
+        Parallel.forRanges(batch * channels, work: batch * channels * height * width) { r in
+            for p in r {
+                let base = p * height * width
+                if kernel == 2 && stride == 2 {
+                    for oy in 0..<oh {
+                        let r0 = base + 2 * oy * width, r1 = r0 + width, o = (p * oh + oy) * ow
+                        for ox in 0..<ow {
+                            let i0 = r0 + 2 * ox
+                            var best = i0, bestValue = input[i0]
+                            var i = i0 + 1, v = input[i]
+                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+                            i = r1 + 2 * ox; v = input[i]
+                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+                            i += 1; v = input[i]
+                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+                            output[o + ox] = bestValue
+                            argmax[o + ox] = Int32(truncatingIfNeeded: best)
                         }
                     }
-                    let o = (p * oh + oy) * ow + ox
-                    output[o] = bestValue
-                    argmax[o] = Int32(best)
+                    continue
+                }
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        var best = base + oy * stride * width + ox * stride
+                        var bestValue = input[best]
+                        for a in 0..<kernel {
+                            let row = base + (oy * stride + a) * width + ox * stride
+                            for b in 0..<kernel {
+                                let v = input[row + b]
+                                if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = row + b }
+                            }
+                        }
+                        let o = (p * oh + oy) * ow + ox
+                        output[o] = bestValue
+                        argmax[o] = Int32(best)
+                    }
                 }
             }
         }
@@ -45,7 +66,13 @@ public enum MaxPool2d {
         batch: Int, channels: Int, height: Int, width: Int, kernel: Int = 2, stride: Int = 2
     ) {
         let oh = outputSize(height, kernel: kernel, stride: stride), ow = outputSize(width, kernel: kernel, stride: stride)
-        dInput.update(repeating: 0, count: batch * channels * height * width)
-        for o in 0..<(batch * channels * oh * ow) { dInput[Int(argmax[o])] += dOutput[o] }
+        // Each plane's maxima lie in that plane: zero and scatter plane by plane, in parallel.
+        let inPlane = height * width, outPlane = oh * ow
+        Parallel.forRanges(batch * channels, work: batch * channels * inPlane) { r in
+            for p in r {
+                (dInput + p * inPlane).update(repeating: 0, count: inPlane)
+                for o in (p * outPlane)..<((p + 1) * outPlane) { dInput[Int(argmax[o])] += dOutput[o] }
+            }
+        }
     }
 }

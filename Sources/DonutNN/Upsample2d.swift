@@ -12,15 +12,21 @@ public enum Upsample2d {
     ) {
         precondition(scale >= 1)
         let ow = width * scale
-        for p in 0..<(batch * channels) {
-            let x = input + p * height * width, y = output + p * height * width * scale * scale
-            for iy in 0..<height {
-                let src = x + iy * width, row = y + iy * scale * ow
-                for ix in 0..<width {
-                    let v = src[ix]
-                    for j in 0..<scale { row[ix * scale + j] = v }
+        Parallel.forRanges(batch * channels, work: batch * channels * height * ow * scale) { planes in
+            for p in planes {
+                let x = input + p * height * width, y = output + p * height * width * scale * scale
+                for iy in 0..<height {
+                    let src = x + iy * width, row = y + iy * scale * ow
+                    if scale == 2 {
+                        for ix in 0..<width { let v = src[ix]; row[2 * ix] = v; row[2 * ix + 1] = v }
+                    } else {
+                        for ix in 0..<width {
+                            let v = src[ix]
+                            for j in 0..<scale { row[ix * scale + j] = v }
+                        }
+                    }
+                    for r in 1..<scale { (row + r * ow).update(from: row, count: ow) }
                 }
-                for r in 1..<scale { (row + r * ow).update(from: row, count: ow) }
             }
         }
     }
@@ -33,16 +39,23 @@ public enum Upsample2d {
     ) {
         precondition(scale >= 1)
         let ow = width * scale
-        for p in 0..<(batch * channels) {
-            let dx = dInput + p * height * width, dy = dOutput + p * height * width * scale * scale
-            for iy in 0..<height {
-                for ix in 0..<width {
-                    var sum = T(0)
-                    for a in 0..<scale {
-                        let row = dy + (iy * scale + a) * ow + ix * scale
-                        for b in 0..<scale { sum += row[b] }
+        Parallel.forRanges(batch * channels, work: batch * channels * height * ow * scale) { planes in
+            for p in planes {
+                let dx = dInput + p * height * width, dy = dOutput + p * height * width * scale * scale
+                for iy in 0..<height {
+                    if scale == 2 {
+                        let r0 = dy + 2 * iy * ow, r1 = r0 + ow, d = dx + iy * width
+                        for ix in 0..<width { d[ix] = (r0[2 * ix] + r0[2 * ix + 1]) + (r1[2 * ix] + r1[2 * ix + 1]) }
+                        continue
                     }
-                    dx[iy * width + ix] = sum
+                    for ix in 0..<width {
+                        var sum = T(0)
+                        for a in 0..<scale {
+                            let row = dy + (iy * scale + a) * ow + ix * scale
+                            for b in 0..<scale { sum += row[b] }
+                        }
+                        dx[iy * width + ix] = sum
+                    }
                 }
             }
         }

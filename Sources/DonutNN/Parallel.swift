@@ -1,0 +1,60 @@
+import Dispatch
+import DonutBLAS
+
+/// Element-wise loops on the cores BLAS may use. The work is cut into `threads` fixed,
+/// contiguous ranges of independent items (planes, channels, images, blocks); every item is
+/// computed whole by one thread in the same order whatever the partition, so results are
+/// bit-identical run to run and for any thread count (no reduction crosses items).
+/// `threads` follows OpenBLAS (`OPENBLAS_NUM_THREADS=1` for MPI ranks ⇒ serial loops too).
+public enum Parallel {
+    /// Below this many elements of work a loop runs on the calling thread (dispatch costs ~µs).
+    public static let minimumWork = 1 << 14
+
+    /// Threads element-wise loops use: OpenBLAS's thread count, at least 1.
+    public static var threads: Int { max(1, blasThreadCount) }
+
+    /// Calls `body` on contiguous sub-ranges covering 0..<items, concurrently when
+    /// `work` (elements touched in total) justifies it. `body` must only write what its items own.
+    @inline(__always)
+    public static func forRanges(_ items: Int, work: Int, _ body: (Range<Int>) -> Void) {
+        let t = min(items, threads)
+        if t <= 1 || work < minimumWork {
+            if items > 0 { body(0..<items) }
+            return
+        }
+        DispatchQueue.concurrentPerform(iterations: t) { i in
+            body((i * items / t)..<((i + 1) * items / t))
+        }
+    }
+
+    /// Σ p[0..<n] with eight partial sums (vectorisable; at most ~√(n/8)·ulp relative error,
+    /// callers total the per-row results in Double).
+    @inline(__always)
+    static func sum<T: GEMMScalar>(_ p: UnsafePointer<T>, _ n: Int) -> T {
+        var s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0), s4 = T(0), s5 = T(0), s6 = T(0), s7 = T(0)
+        var i = 0
+        while i + 8 <= n {
+            s0 += p[i]; s1 += p[i + 1]; s2 += p[i + 2]; s3 += p[i + 3]
+            s4 += p[i + 4]; s5 += p[i + 5]; s6 += p[i + 6]; s7 += p[i + 7]
+            i += 8
+        }
+        while i < n { s0 += p[i]; i += 1 }
+        return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    }
+
+    /// Σ (p[i] − c)² over 0..<n, eight partial sums.
+    @inline(__always)
+    static func sumSquares<T: GEMMScalar>(_ p: UnsafePointer<T>, _ n: Int, minus c: T) -> T {
+        var s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0), s4 = T(0), s5 = T(0), s6 = T(0), s7 = T(0)
+        var i = 0
+        while i + 8 <= n {
+            let d0 = p[i] - c, d1 = p[i + 1] - c, d2 = p[i + 2] - c, d3 = p[i + 3] - c
+            let d4 = p[i + 4] - c, d5 = p[i + 5] - c, d6 = p[i + 6] - c, d7 = p[i + 7] - c
+            s0 += d0 * d0; s1 += d1 * d1; s2 += d2 * d2; s3 += d3 * d3
+            s4 += d4 * d4; s5 += d5 * d5; s6 += d6 * d6; s7 += d7 * d7
+            i += 8
+        }
+        while i < n { let d = p[i] - c; s0 += d * d; i += 1 }
+        return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    }
+}

@@ -74,6 +74,8 @@ public final class DonutNetwork<T: GEMMScalar> {
     let head: [LinearLayer]
     let decoderInput: LinearLayer?
     let decoder: [ConvBN]
+    /// Decoder blocks with BatchNorm (all but the last).
+    var decoderBatchNormCount: Int { decoder.isEmpty ? 0 : decoder.count - 1 }
     /// Spatial size after the encoder and the feature count it hands to the head.
     let bottleneckSize: Int, featureCount: Int
     public var latentCount: Int { mapping.latentCount }
@@ -430,10 +432,10 @@ public final class DonutNetwork<T: GEMMScalar> {
         let count = Double(b * latent)
         for k in 0..<b {
             let p = a.parameters[k]
-            let values = [p.strain, p.tiltLRDeg, p.tiltUDDeg, p.thicknessA]
             for j in 0..<4 {
                 guard j < latent else { a.gradTheta![4 * k + j] = 0; continue }
-                let d = labelScale[j] * (values[j] - labels[4 * k + j])
+                let value = j == 0 ? p.strain : j == 1 ? p.tiltLRDeg : j == 2 ? p.tiltUDDeg : p.thicknessA
+                let d = labelScale[j] * (value - labels[4 * k + j])
                 sum += d * d
                 a.gradTheta![4 * k + j] = 2 * labelScale[j] * d / count
             }
@@ -455,7 +457,7 @@ public final class DonutNetwork<T: GEMMScalar> {
         let a = acts!, b = a.batch, p = store.parameters, g = store.gradients
         var cur = dOut
         var s = frameSize
-        var bnIndex = decoder.filter { $0.gamma != nil }.count - 1
+        var bnIndex = decoderBatchNormCount - 1
         for k in stride(from: decoder.count - 1, through: 0, by: -1) {
             let block = decoder[k], shape = convShape(block, batch: b, size: s)
             if block.gamma != nil {

@@ -27,8 +27,8 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Simulated library (needed with --supervised or --mix).", valueName: "lib.h5")) var library: String?
     @Option(help: "Fraction of every batch drawn from the library (0…1).") var mix: Double = 0
     @Flag(help: "NanobeamNN: supervised training on library frames and labels.") var supervised = false
-    @Option(help: ArgumentHelp("Training preset (network, loss, optimiser, schedule).", valueName: "train.yaml"))
-    var training: String = "configs/train-donut.yaml"
+    @Option(help: ArgumentHelp("Training preset (network, loss, optimiser, schedule); default: the built-in DONUT paper preset (= configs/train-donut.yaml).", valueName: "train.yaml"))
+    var training: String?
     @Option(help: "Override schedule.epochs.") var epochs: Int?
     @Option(help: "Override schedule.seed.") var seed: Int?
     @OptionGroup(title: "Output") var output: OutputOptions
@@ -47,7 +47,7 @@ struct Train: ParsableCommand {
         signal(SIGUSR1) { _ in stopRequested = 1 }
         var completed = true
         try RunContext.run { ctx in
-            var train = try ConfigFile.load(TrainingConfig.self, path: training)
+            var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
             if let e = epochs { train.schedule.epochs = e }
             if let s = seed { train.schedule.seed = s }
             let request = TrainRequest(

@@ -172,3 +172,40 @@ func cholesky(_ s: [Double], _ k: Int) -> [Double]? {
     }
     return l
 }
+
+extension PhysicsRefinement {
+    /// Refines every valid frame of `results` from its current estimate, in place: the maps
+    /// become the maximum-likelihood parameters, `*_sigma` their Cramér–Rao standard
+    /// deviations, `residual` the mean |x − λ| (photons). `readFrames` gives frames of a
+    /// range of the scan (the block of `results`), read `batch` at a time.
+    public func refine(_ results: inout FrameResults, batch: Int = 256, readFrames: (Range<Int>) throws -> [Float],
+                       progress: ((Int, Int) -> Void)? = nil) rethrows {
+        let block = results.frameRange, np = n
+        var names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma"]
+        if fitThickness { names.append("thickness_sigma") }
+        for name in names { results.sigmas[name] = .init(repeating: .nan, count: block.count) }
+        if results.residual == nil { results.residual = .init(repeating: .nan, count: block.count) }
+        if fitThickness && results.thicknessA == nil { results.thicknessA = .init(repeating: .nan, count: block.count) }
+        var start = block.lowerBound
+        while start < block.upperBound {
+            let range = start..<min(start + batch, block.upperBound)
+            let frames = try readFrames(range)
+            for f in range {
+                let i = f - block.lowerBound
+                guard results.valid[i] == 1 else { continue }
+                let from = FrameParameters(strain: results.strain[i], tiltLRDeg: results.tiltLRDeg[i], tiltUDDeg: results.tiltUDDeg[i],
+                                           thicknessA: results.thicknessA?[i].isFinite == true ? results.thicknessA![i] : model.geometry.defaultThicknessA)
+                let r = frames.withUnsafeBufferPointer {
+                    refine(UnsafeBufferPointer(rebasing: $0[((f - range.lowerBound) * np)..<((f - range.lowerBound + 1) * np)]), from: from)
+                }
+                results.strain[i] = r.parameters.strain; results.tiltLRDeg[i] = r.parameters.tiltLRDeg
+                results.tiltUDDeg[i] = r.parameters.tiltUDDeg
+                if fitThickness { results.thicknessA?[i] = r.parameters.thicknessA }
+                for (j, name) in names.enumerated() { results.sigmas[name]?[i] = r.sigma[j] }
+                results.residual?[i] = r.residual
+            }
+            progress?(range.upperBound - block.lowerBound, block.count)
+            start = range.upperBound
+        }
+    }
+}

@@ -67,6 +67,7 @@ struct Fit: ParsableCommand {
     @OptionGroup(title: "Output") var output: OutputOptions
     @Flag(inversion: .prefixedNo, help: "Write a PNG quick-look per map beside the output.") var quicklook = true
     @Option(help: "Frames per batch (one GEMM per batch and library chunk).") var batch = 256
+    @OptionGroup(title: "Refinement") var refinement: RefinementOptions
 
     func validate() throws {
         guard batch > 0 else { throw ValidationError("--batch must be positive (got \(batch))") }
@@ -77,7 +78,7 @@ struct Fit: ParsableCommand {
         try RunContext.run { ctx in
             let outputs = MapOutputs(path: output.path, force: output.force, quickLooks: quicklook)
             _ = try fitScan(ctx, scanPath: scan.path, dataset: scan.dataset, scanShape: scan.shape,
-                            libraryPath: library, outputs: outputs, batch: batch)
+                            libraryPath: library, outputs: outputs, batch: batch, refineIterations: refinement.iterations)
         }
     }
 }
@@ -86,7 +87,7 @@ struct Fit: ParsableCommand {
 /// Returns the config used.
 @discardableResult
 func fitScan(_ ctx: RunContext, scanPath: String, dataset: String, scanShape: (rows: Int, cols: Int)?,
-             libraryPath: String, outputs: MapOutputs, batch: Int) throws -> DonutConfig {
+             libraryPath: String, outputs: MapOutputs, batch: Int, refineIterations: Int? = nil) throws -> DonutConfig {
     let comm = ctx.comm
     let mapNames = ["strain", "tilt_lr", "tilt_ud", "thickness", "residual", "valid"]
     try outputs.checkNothingIsOverwritten(maps: mapNames, comm: comm)
@@ -116,13 +117,17 @@ func fitScan(_ ctx: RunContext, scanPath: String, dataset: String, scanShape: (r
     let keep = shardRange(count: layout.frameCount, parts: comm.size, index: comm.rank)
     let residualModel = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
     let run = CorrelationFitRun(frameCount: layout.frameCount, batch: batch, residualModel: residualModel)
-    let results = try run.run(fit: fit, keep: keep, readFrames: { try reader.readFrames($0) },
+    var results = try run.run(fit: fit, keep: keep, readFrames: { try reader.readFrames($0) },
                               allreduceSum: { comm.allreduceSum($0) }, progress: ctx.progress("fit frames"))
+    if let iterations = refineIterations {
+        let refinement = PhysicsRefinement(config: config, fitThickness: grid.hasThicknessAxis, maxIterations: iterations)
+        try refinement.refine(&results, readFrames: { try reader.readFrames($0) }, progress: ctx.progress("physics refinement (rank 0)"))
+    }
     var counts = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&counts)
     let frameChecksum = try reader.globalFrameChecksum(keep, comm: comm)
     let provenance = ctx.provenance(
-        method: "correlation-fit", config: libraryConfigJSON,
+        method: refineIterations == nil ? "correlation-fit" : "correlation-fit+physics-refine", config: libraryConfigJSON,
         inputs: [.init(path: relativePath(scanPath, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : dataset,
                        checksum: ScanReader.checksumString(frameChecksum)),
                  .init(path: relativePath(libraryPath, from: outputs.path), dataset: "/entry/library/patterns",

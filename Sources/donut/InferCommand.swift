@@ -20,10 +20,14 @@ struct Infer: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Write a PNG quick-look per map beside the output.") var quicklook = true
     @Option(help: "Frames per batch.") var batch = 256
     @Option(help: "MC-dropout passes for *_sigma maps (0: none; 30 is typical).") var mcSamples = 0
+    @OptionGroup(title: "Refinement") var refinement: RefinementOptions
 
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be positive (got \(batch))") }
         guard mcSamples == 0 || mcSamples >= 2 else { throw ValidationError("--mc-samples must be 0 or ≥ 2 (got \(mcSamples))") }
+        guard mcSamples == 0 || !refinement.physicsRefine else {
+            throw ValidationError("--mc-samples and --physics-refine both write *_sigma maps: choose one")
+        }
         _ = try scan.shape
     }
 
@@ -31,14 +35,14 @@ struct Infer: ParsableCommand {
         try RunContext.run { ctx in
             try inferScan(ctx, modelPath: model, scanPath: scan.path, dataset: scan.dataset, scanShape: try scan.shape,
                           outputs: MapOutputs(path: output.path, force: output.force, quickLooks: quicklook),
-                          batch: batch, mcSamples: mcSamples)
+                          batch: batch, mcSamples: mcSamples, refineIterations: refinement.iterations)
         }
     }
 }
 
 /// Maps of one scan from a trained model, written collectively (+ quick-looks). Collective.
 func inferScan(_ ctx: RunContext, modelPath model: String, scanPath: String, dataset: String, scanShape: (rows: Int, cols: Int)?,
-               outputs: MapOutputs, batch: Int, mcSamples: Int) throws {
+               outputs: MapOutputs, batch: Int, mcSamples: Int, refineIterations: Int? = nil) throws {
     let comm = ctx.comm
     try outputs.checkNothingIsOverwritten(maps: ["strain", "tilt_lr", "tilt_ud", "thickness", "residual", "valid"], comm: comm)
     let checkpoint = try CheckpointFile.read(path: model)
@@ -62,14 +66,18 @@ func inferScan(_ ctx: RunContext, modelPath model: String, scanPath: String, dat
     ctx.log("infer: model \(model) (\(checkpoint.method), step \(checkpoint.step), latent \(network.latentCount)), scan \(scanPath) \(layout.rows)×\(layout.cols), \(comm.size) rank(s), batch \(batch)\(mcSamples > 0 ? ", \(mcSamples) MC-dropout samples" : "")")
     let inference = NetworkInference(network: network, batch: min(batch, max(keep.count, 1)), monteCarloSamples: mcSamples)
     let t0 = Date()
-    let results = try inference.run(frames: keep, readFrames: { try reader.readFrames($0) }, progress: ctx.progress("infer frames (rank 0)"))
+    var results = try inference.run(frames: keep, readFrames: { try reader.readFrames($0) }, progress: ctx.progress("infer frames (rank 0)"))
     let seconds = Date().timeIntervalSince(t0)
+    if let iterations = refineIterations {
+        let refinement = PhysicsRefinement(config: config, fitThickness: network.mapping.predictsThickness, maxIterations: iterations)
+        try refinement.refine(&results, readFrames: { try reader.readFrames($0) }, progress: ctx.progress("physics refinement (rank 0)"))
+    }
     var invalid = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&invalid)
     let checksum = try reader.globalFrameChecksum(keep, comm: comm)
     let modelChecksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: checkpoint.parameters, firstIndex: 0, frameSize: 1))
     let provenance = ctx.provenance(
-        method: checkpoint.method, config: checkpoint.configJSON,
+        method: refineIterations == nil ? checkpoint.method : checkpoint.method + "+physics-refine", config: checkpoint.configJSON,
         inputs: [.init(path: relativePath(scanPath, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : dataset,
                        checksum: ScanReader.checksumString(checksum)),
                  .init(path: relativePath(model, from: outputs.path), dataset: "/entry/model/parameters", checksum: modelChecksum)],

@@ -40,3 +40,16 @@ enum ProfileChoice: String, EnumerableFlag {
     }
     var profile: Profile { self == .box ? .box : .smooth }
 }
+
+/// Per-frame Poisson maximum-likelihood refinement after the first estimate.
+struct RefinementOptions: ParsableArguments {
+    @Flag(help: "Refine every frame by Poisson maximum likelihood under the smooth model (writes *_sigma from the Fisher information).")
+    var physicsRefine = false
+    @Option(help: "Levenberg–Marquardt iterations per frame (Jacobian evaluations).") var refineIterations = 8
+
+    func validate() throws {
+        guard refineIterations >= 1 else { throw ValidationError("--refine-iterations must be ≥ 1 (got \(refineIterations))") }
+    }
+    /// Iterations when refinement is on, else nil.
+    var iterations: Int? { physicsRefine ? refineIterations : nil }
+}

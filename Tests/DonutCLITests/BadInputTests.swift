@@ -112,3 +112,30 @@ final class BadInputTests: XCTestCase {
         assertFailed(bad, naming: ["--batch"])
     }
 }
+
+/// `--physics-refine` on `fit`: maps move to the Poisson maximum likelihood and gain σ maps.
+final class PhysicsRefineCLITests: XCTestCase {
+    func testFitWithPhysicsRefinementImprovesTheMapsAndWritesSigmas() throws {
+        let dir = try scratchFolder(self)
+        let config = try writeSmallConfig(in: dir)
+        assertSucceeded(try donut(["simulate", "library", "--config", config, "--out", "lib.h5"], in: dir), "library")
+        // The smooth model made the frames: refinement's model is the true one here.
+        assertSucceeded(try donut(["simulate", "scan", "--config", config, "--phantom", "domains", "--rows", "4", "--cols", "5",
+                                   "--smooth", "--peak", "60", "--seed", "2", "--out", "scan.h5"], in: dir), "scan")
+        assertSucceeded(try donut(["fit", "--scan", "scan.h5", "--library", "lib.h5", "--out", "fit.h5", "--no-quicklook"], in: dir), "fit")
+        assertSucceeded(try donut(["fit", "--scan", "scan.h5", "--library", "lib.h5", "--out", "refined.h5", "--no-quicklook",
+                                   "--physics-refine"], ranks: 2, in: dir), "fit --physics-refine")
+        let truth = try ScanReader(path: dir.appendingPathComponent("scan.h5").path, config: .srio3LSAT002).groundTruth()!
+        let fit = try ResultMapsReader.read(path: dir.appendingPathComponent("fit.h5").path).results
+        let refined = try ResultMapsReader.read(path: dir.appendingPathComponent("refined.h5").path)
+        XCTAssertEqual(refined.provenance?.method, "correlation-fit+physics-refine")
+        let r = refined.results
+        XCTAssertLessThan(MapMetrics.rmse(r.strain, truth["strain"]!), MapMetrics.rmse(fit.strain, truth["strain"]!), "strain RMSE")
+        XCTAssertLessThan(MapMetrics.rmse(r.tiltLRDeg, truth["tilt_lr"]!), MapMetrics.rmse(fit.tiltLRDeg, truth["tilt_lr"]!), "tilt_lr RMSE")
+        for name in ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma"] {
+            XCTAssert(r.sigmas[name]?.allSatisfy { $0.isFinite && $0 > 0 } ?? false, "\(name)")
+        }
+        let both = try donut(["infer", "--model", "m.h5", "--scan", "scan.h5", "--out", "x.h5", "--mc-samples", "5", "--physics-refine"], in: dir)
+        assertFailed(both, naming: ["--mc-samples", "--physics-refine"])
+    }
+}

@@ -84,8 +84,9 @@ public final class CorrelationFit {
     }
 
     /// Centre of mass of each min-subtracted projection, on the library axes. NaN where a
-    /// projection is flat (nothing to locate). Thickness is nil without a thickness axis.
-    public static func estimate(projection p: UnsafePointer<Double>, grid: LibraryGrid) -> (FrameParameters, hasThickness: Bool) {
+    /// projection is flat (nothing to locate). Without a thickness axis, thickness is the
+    /// grid's single (nominal) value.
+    public static func estimate(projection p: UnsafePointer<Double>, grid: LibraryGrid) -> FrameParameters {
         func centreOfMass(_ offset: Int, _ axis: [Double]) -> Double {
             guard axis.count > 1 else { return axis[0] }
             var lo = Double.infinity
@@ -95,11 +96,10 @@ public final class CorrelationFit {
             return w > 0 && w.isFinite ? wx / w : .nan
         }
         let nE = grid.strain.count, nW = grid.tiltLRDeg.count, nC = grid.tiltUDDeg.count
-        return (FrameParameters(strain: centreOfMass(0, grid.strain),
-                                tiltLRDeg: centreOfMass(nE, grid.tiltLRDeg),
-                                tiltUDDeg: centreOfMass(nE + nW, grid.tiltUDDeg),
-                                thicknessA: centreOfMass(nE + nW + nC, grid.thicknessA)),
-                grid.hasThicknessAxis)
+        return FrameParameters(strain: centreOfMass(0, grid.strain),
+                               tiltLRDeg: centreOfMass(nE, grid.tiltLRDeg),
+                               tiltUDDeg: centreOfMass(nE + nW, grid.tiltUDDeg),
+                               thicknessA: centreOfMass(nE + nW + nC, grid.thicknessA))
     }
 }
 
@@ -155,7 +155,7 @@ public struct CorrelationFitRun {
             let mine = range.clamped(to: keep)
             var kept: [(index: Int, frame: Int, params: FrameParameters)] = []
             for frame in mine where usable[frame - range.lowerBound] {
-                let (p, _) = projections.withUnsafeBufferPointer {
+                let p = projections.withUnsafeBufferPointer {
                     CorrelationFit.estimate(projection: $0.baseAddress! + (frame - range.lowerBound) * length, grid: fit.grid)
                 }
                 let i = frame - keep.lowerBound

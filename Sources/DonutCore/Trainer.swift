@@ -56,9 +56,6 @@ public final class Trainer {
     var firstLosses: [Double] = []
     var pendingLosses: (sum: Double, decoder: Double, physics: Double, count: Int) = (0, 0, 0, 0)
 
-    /// Trains on the measured frames, or on library entries when there are none.
-    var sourceIsLibrary: Bool { data.measuredCount == 0 }
-
     public init(network: DonutNetwork<Float>, training: TrainingConfig, mode: TrainingMode, data: TrainingData) throws {
         self.network = network; self.training = training; self.mode = mode; self.data = data
         optimiser = AdamW(beta1: training.optimiser.beta1, beta2: training.optimiser.beta2)
@@ -68,8 +65,7 @@ public final class Trainer {
         if mode == .nanobeamnn || data.simulatedFraction > 0 || data.measuredCount == 0 {
             guard data.library != nil else { throw ConfigError(key: "library", "\(mode == .nanobeamnn ? "supervised training" : "simulated frames") need a library") }
         }
-        let fraction = mode == .nanobeamnn ? 1 : (data.measuredCount == 0 ? 1 : data.simulatedFraction)
-        simulatedPerBatch = sourceIsLibraryOnly(mode, data) ? batchSize : Int((fraction * Double(batchSize)).rounded())
+        simulatedPerBatch = sourceIsLibraryOnly(mode, data) ? batchSize : Int((data.simulatedFraction * Double(batchSize)).rounded())
         let population = sourceIsLibraryOnly(mode, data) ? data.library!.grid.count : data.measuredCount
         var rng = SplitMix64(seed: UInt64(training.schedule.seed) &* 0x9E37_79B9 &+ 17)
         var order = Array(0..<population)

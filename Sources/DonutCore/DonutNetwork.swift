@@ -399,7 +399,13 @@ public final class DonutNetwork<T: GEMMScalar> {
     // MARK: Losses and backward
 
 
-    /// DONUT: L = w_d·MAE(reconstruction, x) + w_f·MAE(Î, x); backward through both branches.
+    /// Expected counts added to the physics pattern under the Poisson loss: a photon where
+    /// the smooth model predicts none (background, the 6σ cutoff) costs log(1/0.01), not ∞.
+    public static var poissonFloorCounts: Double { 0.01 }
+
+    /// DONUT: L = w_d·MAE(reconstruction, x) + w_f·D(Î, x), D = MAE (paper) or the Poisson
+    /// deviance (`loss.physics_loss`); backward through both branches. `physicsMAE` is
+    /// reported either way so logs stay comparable.
     public func backwardUnsupervised(weights: LossWeights) -> NetworkLosses {
         let a = acts!, b = a.batch, np = frameSize * frameSize, latent = mapping.latentCount
         let x = a.encoderInput[0]
@@ -407,8 +413,16 @@ public final class DonutNetwork<T: GEMMScalar> {
         var losses = NetworkLosses(total: 0, decoderMAE: .nan, physicsMAE: .nan, supervisedMSE: .nan)
         if weights.physics > 0 {
             let mae = MAELoss.forward(prediction: a.physicsOut, target: x, count: b * np)
-            losses.physicsMAE = mae; losses.total += weights.physics * mae
-            MAELoss.backward(dPrediction: a.gradPhysics!, prediction: a.physicsOut, target: x, count: b * np, weight: weights.physics)
+            losses.physicsMAE = mae
+            if weights.physicsLoss == "poisson" {
+                let floor = Self.poissonFloorCounts
+                losses.total += weights.physics * PoissonDeviance.forward(prediction: a.physicsOut, target: x, count: b * np, floor: floor)
+                PoissonDeviance.backward(dPrediction: a.gradPhysics!, prediction: a.physicsOut, target: x, count: b * np,
+                                         floor: floor, weight: weights.physics)
+            } else {
+                losses.total += weights.physics * mae
+                MAELoss.backward(dPrediction: a.gradPhysics!, prediction: a.physicsOut, target: x, count: b * np, weight: weights.physics)
+            }
             physics.backward(upstream: a.gradPhysics!, gradients: a.gradTheta!)
             for k in 0..<b { mapping.addLatentGradient(a.gradTheta! + 4 * k, parameters: a.parameters[k], into: a.gradLatent! + k * latent) }
         }

@@ -42,6 +42,9 @@ public struct TrainingConfig: StrictConfig {
         guard loss.decoder >= 0, loss.physics >= 0, loss.decoder + loss.physics > 0 else {
             throw ConfigError(key: "loss", "weights must be ≥ 0 and not both 0 (got decoder \(loss.decoder), physics \(loss.physics))")
         }
+        guard LossWeights.physicsLosses.contains(loss.physicsLoss) else {
+            throw ConfigError(key: "loss.physics_loss", "must be one of \(LossWeights.physicsLosses.joined(separator: ", ")) (got '\(loss.physicsLoss)')")
+        }
         if !n.decoder && loss.decoder > 0 {
             throw ConfigError(key: "loss.decoder", "is \(loss.decoder) but network.decoder is false (set it to 0)")
         }
@@ -91,9 +94,17 @@ public struct NetworkSettings: Codable, Equatable, Sendable {
 public struct LossWeights: Codable, Equatable, Sendable {
     /// w_d: weight of MAE(decoder output, frame).
     public var decoder: Double
-    /// w_f: weight of MAE(physics pattern, frame).
+    /// w_f: weight of the physics term (the smooth model's pattern vs the frame).
     public var physics: Double
-    public init(decoder: Double, physics: Double) { self.decoder = decoder; self.physics = physics }
+    /// The physics term: "mae" (the DONUT paper) or "poisson" (mean Poisson deviance, i.e.
+    /// maximum likelihood for photon counts; see `PoissonDeviance`).
+    public var physicsLoss: String
+    public init(decoder: Double, physics: Double, physicsLoss: String = "mae") {
+        self.decoder = decoder; self.physics = physics; self.physicsLoss = physicsLoss
+    }
+    /// Physics-loss names `physics_loss` accepts.
+    public static let physicsLosses = ["mae", "poisson"]
+    enum CodingKeys: String, CodingKey { case decoder, physics, physicsLoss = "physics_loss" }
 }
 
 public struct OptimiserSettings: Codable, Equatable, Sendable {

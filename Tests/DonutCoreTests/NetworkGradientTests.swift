@@ -26,7 +26,7 @@ final class NetworkGradientTests: XCTestCase {
         return f.map { Double($0) + 0.01 }   // no exact zeros: keeps MAE away from its kink at the input
     }
 
-    func check(mode: TrainingMode, thickness: Bool, dropout: Double) throws {
+    func check(mode: TrainingMode, thickness: Bool, dropout: Double, physicsLoss: String = "mae") throws {
         let (config, settings) = Self.smallSetup(thickness: thickness, dropout: dropout)
         let net = try DonutNetwork<Double>(settings: settings, optimiser: TrainingConfig.donutPaper.optimiser, config: config, seed: 3)
         let batch = 3
@@ -34,7 +34,7 @@ final class NetworkGradientTests: XCTestCase {
         let frames = Self.frames(config, count: batch)
         frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
         let labels: [Double] = (0..<batch).flatMap { k in [0.001 * Double(k), 0.01, -0.02, 120.0 + Double(k)] }
-        let weights = LossWeights(decoder: 1, physics: 5)
+        let weights = LossWeights(decoder: 1, physics: 5, physicsLoss: physicsLoss)
         let saved = net.buffers
         func loss() -> Double {
             var rng = SplitMix64(seed: 99)   // the same dropout masks on every evaluation
@@ -80,6 +80,7 @@ final class NetworkGradientTests: XCTestCase {
     func testDonutLossGradientMatchesCentralDifferences() throws {
         try check(mode: .donut, thickness: false, dropout: 0.2)
         try check(mode: .donut, thickness: true, dropout: 0)
+        try check(mode: .donut, thickness: false, dropout: 0.2, physicsLoss: "poisson")
     }
 
     func testSupervisedLossGradientMatchesCentralDifferences() throws {

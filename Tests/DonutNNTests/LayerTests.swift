@@ -231,6 +231,24 @@ final class LossTests: XCTestCase {
             checkAgainstCentralDifferences("MSE count \(count)", [FDVariable("prediction", yhat, d.array)]) {
                 MSELoss.forward(prediction: yhat.const, target: target.const, count: count)
             }
+            // Poisson deviance: counts (some 0) vs positive expectations.
+            let counts = Buffer((0..<count).map { Double(rng.poisson(2 * abs(target[$0]))) })
+            let lambda = Buffer((0..<count).map { 0.1 + abs(yhat[$0]) })
+            PoissonDeviance.backward(dPrediction: d.pointer, prediction: lambda.const, target: counts.const, count: count, floor: 0.01, weight: 0.7)
+            checkAgainstCentralDifferences("Poisson deviance count \(count)", [FDVariable("prediction", lambda, d.array)]) {
+                0.7 * PoissonDeviance.forward(prediction: lambda.const, target: counts.const, count: count, floor: 0.01)
+            }
         }
+    }
+
+    /// The deviance by hand: λ = ŷ + β with β = 0.5, ŷ = (1.5, 0.5), y = (2, 0):
+    /// D = (2/2)·[(2 − 2 − 2·log(2/2)) + (1 − 0)] = 1; zero when λ = y everywhere.
+    func testPoissonDevianceByHand() {
+        let yhat = Buffer<Double>([1.5, 0.5]), y = Buffer<Double>([2, 0]), d = Buffer<Double>(repeating: .nan, count: 2)
+        XCTAssertEqual(PoissonDeviance.forward(prediction: yhat.const, target: y.const, count: 2, floor: 0.5), 1, accuracy: 1e-15)
+        let exact = Buffer<Double>([3, 7])
+        XCTAssertEqual(PoissonDeviance.forward(prediction: exact.const, target: exact.const, count: 2, floor: 0), 0, accuracy: 1e-15)
+        PoissonDeviance.backward(dPrediction: d.pointer, prediction: yhat.const, target: y.const, count: 2, floor: 0.5)
+        assertClose(d.array, [0, 1], atol: 1e-16, rtol: 1e-15, "deviance gradient 2(1 − y/λ)/count")
     }
 }

@@ -253,9 +253,10 @@ final class TrainingConfigFileTests: XCTestCase {
             do { _ = try ConfigFile.parse(TrainingConfig.self, yaml: edited, source: "t.yaml"); return "no error" } catch { return "\(error)" }
         }
         XCTAssert(error(text.replacingOccurrences(of: "lr_decoder", with: "lr_decodr")).contains("optimiser.lr_decodr"))
-        XCTAssert(error(text.replacingOccurrences(of: "dropout: 0.1", with: "dropout: 1.5")).contains("network.dropout"))
+        XCTAssert(error(text.replacingOccurrences(of: "dropout: 0.0", with: "dropout: 1.5")).contains("network.dropout"))
         XCTAssert(error(text.replacingOccurrences(of: "batch_size: 16", with: "batch_size: 0")).contains("schedule.batch_size"))
         XCTAssert(error(text.replacingOccurrences(of: "[16, 32, 64, 64]", with: "[16, -2]")).contains("network.encoder_channels"))
         XCTAssert(error(text.replacingOccurrences(of: "  decoder: true", with: "  decoder: false")).contains("loss.decoder"))
+        XCTAssert(error(text.replacingOccurrences(of: "physics_loss: mae", with: "physics_loss: l2")).contains("loss.physics_loss"))
     }
 }

@@ -1,5 +1,7 @@
 import Foundation
+import Dispatch
 import DonutBLAS
+import DonutNN
 import DonutPhysics
 
 /// Per-frame physics refinement: the maximum-likelihood parameters of one frame under the
@@ -14,18 +16,30 @@ import DonutPhysics
 ///     (F + μ·diag F) Δ = g,   p ← clamp(p + Δ) to the configured ranges
 ///
 /// with ∂λ/∂θ = A·∂I/∂θ from the model's analytic Jacobian and ∂λ/∂A = I. μ shrinks after an
-/// accepted step and grows after a rejected one; at most `maxIterations` Jacobians. The
+/// accepted step and grows after a rejected one; at most `maxIterations` trial steps. The
 /// standard deviations are √diag(F⁻¹) at the answer (the Cramér–Rao bound, exact for a
 /// correct model in the many-photon limit).
+///
+/// Speed (`donut bench refine`): the model runs in Float on the fast path
+/// (`smoothPatternAndJacobian`: recurrences instead of per-element exp/sin, B-side
+/// derivatives shared); each trial step evaluates pattern and Jacobian once, kept for the
+/// next iteration when accepted and dropped (buffers swapped back) when rejected; F and g
+/// are one GEMM over the weighted rows S_j = (∂λ/∂p_j)/√λ, F = S·Sᵀ, g = S·((x − λ)/√λ);
+/// ℓ and the convergence test stay in Double. Not thread-safe (owns its buffers): the
+/// scan-level `refine(_:…)` gives every thread its own copy.
 public final class PhysicsRefinement {
-    public let model: ForwardModel<Double>
+    public let model: ForwardModel<Float>
     public let ranges: ParameterRanges
     public let fitThickness: Bool
     public var maxIterations: Int
     /// Background λ floor (photons per pixel).
     public var background: Double
+    let config: DonutConfig
     let n: Int
-    var pattern: [Double], jacobian: [Double]
+    /// Pattern and Jacobian ((4, n, n)) at the current point, and at the trial point.
+    var pattern: [Float], jacobian: [Float], trialPattern: [Float], trialJacobian: [Float]
+    /// Weighted rows S (count × n), weighted residual v (n), F (count²) and g (count) in Float.
+    var rows: [Float], weighted: [Float], fisherF: [Float], gradientF: [Float]
 
     public struct Result: Sendable {
         public var parameters: FrameParameters
@@ -35,34 +49,82 @@ public final class PhysicsRefinement {
         public var scale: Double
         /// Mean |x − λ| over the frame at the answer (photons).
         public var residual: Double
+        /// Trial steps taken (each one pattern + Jacobian evaluation).
         public var iterations: Int
         public var converged: Bool
     }
 
     public init(config: DonutConfig, fitThickness: Bool, maxIterations: Int = 8, background: Double = 1e-3) {
-        model = ForwardModel<Double>(geometry: DiffractionGeometry(config: config), profile: .smooth)
+        self.config = config
+        model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .smooth)
         ranges = config.ranges
         self.fitThickness = fitThickness; self.maxIterations = maxIterations; self.background = background
         n = model.pixelCount
         pattern = .init(repeating: 0, count: n); jacobian = .init(repeating: 0, count: 4 * n)
+        trialPattern = pattern; trialJacobian = jacobian
+        rows = .init(repeating: 0, count: 5 * n); weighted = .init(repeating: 0, count: n)
+        fisherF = .init(repeating: 0, count: 25); gradientF = .init(repeating: 0, count: 5)
+    }
+
+    /// A refinement with the same settings and its own buffers (one per thread).
+    public func copy() -> PhysicsRefinement {
+        PhysicsRefinement(config: config, fitThickness: fitThickness, maxIterations: maxIterations, background: background)
     }
 
     /// Free parameters: θ (3 or 4) then A.
     var count: Int { (fitThickness ? 4 : 3) + 1 }
 
-    /// Log-likelihood at (p, A), filling pattern and Jacobian.
-    func evaluate(_ p: FrameParameters, scale a: Double, frame: UnsafeBufferPointer<Float>) -> Double {
-        pattern.withUnsafeMutableBufferPointer { pat in
-            jacobian.withUnsafeMutableBufferPointer { jac in
-                model.jacobian(p, pattern: pat.baseAddress!, jacobian: jac.baseAddress!)
+    /// Pattern and Jacobian at `p` into the trial buffers.
+    func evaluateTrial(_ p: FrameParameters) {
+        trialPattern.withUnsafeMutableBufferPointer { pat in
+            trialJacobian.withUnsafeMutableBufferPointer { jac in
+                model.smoothPatternAndJacobian(p, pattern: pat.baseAddress!, jacobian: jac.baseAddress!, thickness: fitThickness)
             }
         }
-        var l = 0.0
-        for i in 0..<n {
-            let lambda = a * pattern[i] + background, x = Double(frame[i])
-            l += (x > 0 ? x * log(lambda) : 0) - lambda
+    }
+
+    /// ℓ = Σ x log λ − λ (Double) for scale `a` and the given pattern.
+    func logLikelihood(scale a: Double, pattern: [Float], frame: UnsafeBufferPointer<Float>) -> Double {
+        pattern.withUnsafeBufferPointer { pat in
+            var l = 0.0
+            for i in 0..<n {
+                let lambda = a * Double(pat[i]) + background, x = Double(frame[i])
+                l += (x > 0 ? x * log(lambda) : 0) - lambda
+            }
+            return l
         }
-        return l
+    }
+
+    /// F (Fisher) and g (gradient of ℓ) at the current point, as Double (k × k, k).
+    func fisherAndGradient(scale a: Double, frame: UnsafeBufferPointer<Float>) -> (fisher: [Double], gradient: [Double]) {
+        let k = count, np = n, theta = k - 1
+        let af = Float(a), b = Float(background)
+        rows.withUnsafeMutableBufferPointer { sBuf in
+            weighted.withUnsafeMutableBufferPointer { vBuf in
+                pattern.withUnsafeBufferPointer { pat in
+                    jacobian.withUnsafeBufferPointer { jac in
+                        let s = sBuf.baseAddress!, v = vBuf.baseAddress!, ip = pat.baseAddress!, j = jac.baseAddress!
+                        // S_j = (∂λ/∂p_j)/√λ, v = (x − λ)/√λ, so g = S·v and F = S·Sᵀ.
+                        for i in 0..<np {
+                            let lambda = af * ip[i] + b, inverseRoot = 1 / lambda.squareRoot()
+                            v[i] = (frame[i] - lambda) * inverseRoot
+                            s[theta * np + i] = ip[i] * inverseRoot
+                            let scaled = af * inverseRoot
+                            for r in 0..<theta { s[r * np + i] = scaled * j[r * np + i] }
+                        }
+                        fisherF.withUnsafeMutableBufferPointer { f in
+                            Float.gemm(transA: false, transB: true, m: k, n: k, k: np, alpha: 1, a: s, lda: np, b: s, ldb: np,
+                                       beta: 0, c: f.baseAddress!, ldc: k)
+                        }
+                        gradientF.withUnsafeMutableBufferPointer { g in
+                            Float.gemm(transA: false, transB: false, m: k, n: 1, k: np, alpha: 1, a: s, lda: np, b: v, ldb: 1,
+                                       beta: 0, c: g.baseAddress!, ldc: 1)
+                        }
+                    }
+                }
+            }
+        }
+        return (fisherF.prefix(k * k).map(Double.init), gradientF.prefix(k).map(Double.init))
     }
 
     /// Refines `start` against `frame` (counts).
@@ -70,51 +132,35 @@ public final class PhysicsRefinement {
         precondition(frame.count == n, "frame of \(frame.count) pixels, model has \(n)")
         let k = count
         var p = clamp(start)
+        evaluateTrial(p)
+        swap(&pattern, &trialPattern); swap(&jacobian, &trialJacobian)
         // Start the scale at its profile maximum for the starting shape: A = Σx / ΣI.
-        _ = evaluate(p, scale: 1, frame: frame)
         let total = frame.reduce(0.0) { $0 + Double($1) }
-        var a = max(total / max(pattern.reduce(0, +), 1e-300), 1e-12)
-        var l = evaluate(p, scale: a, frame: frame)
+        var a = max(total / max(pattern.reduce(0.0) { $0 + Double($1) }, 1e-300), 1e-12)
+        var l = logLikelihood(scale: a, pattern: pattern, frame: frame)
         var mu = 1e-3
         var iterations = 0, converged = false
-        var fisher = [Double](repeating: 0, count: k * k), g = [Double](repeating: 0, count: k)
-        func accumulate() {
-            for i in 0..<(k * k) { fisher[i] = 0 }
-            for i in 0..<k { g[i] = 0 }
-            var d = [Double](repeating: 0, count: k)
-            for i in 0..<n {
-                let lambda = a * pattern[i] + background
-                let w = Double(frame[i]) / lambda - 1
-                for j in 0..<(k - 1) { d[j] = a * jacobian[j * n + i] }
-                d[k - 1] = pattern[i]
-                for r in 0..<k {
-                    g[r] += w * d[r]
-                    let dr = d[r] / lambda
-                    for c in r..<k { fisher[r * k + c] += dr * d[c] }
-                }
-            }
-            for r in 0..<k { for c in 0..<r { fisher[r * k + c] = fisher[c * k + r] } }
-        }
-        accumulate()
+        var (fisher, g) = fisherAndGradient(scale: a, frame: frame)
         while iterations < maxIterations {
-            iterations += 1
             var system = fisher
             for i in 0..<k { system[i * k + i] *= 1 + mu }
-            guard let step = solve(system, g, k) else { mu *= 10; continue }
+            guard let step = solve(system, g, k) else { mu *= 10; iterations += 1; continue }
+            iterations += 1
             var q = p
             q.strain += step[0]; q.tiltLRDeg += step[1]; q.tiltUDDeg += step[2]
             if fitThickness { q.thicknessA += step[3] }
             q = clamp(q)
             let b = max(a + step[k - 1], 1e-12)
-            let lq = evaluate(q, scale: b, frame: frame)
+            evaluateTrial(q)
+            let lq = logLikelihood(scale: b, pattern: trialPattern, frame: frame)
             if lq >= l {
                 let gain = lq - l
                 p = q; a = b; l = lq; mu = max(mu / 10, 1e-9)
-                accumulate()
+                swap(&pattern, &trialPattern); swap(&jacobian, &trialJacobian)
+                (fisher, g) = fisherAndGradient(scale: a, frame: frame)
                 if gain < 1e-6 * max(1, abs(l)) { converged = true; break }
             } else {
-                _ = evaluate(p, scale: a, frame: frame)   // restore pattern and Jacobian at p
-                mu *= 10
+                mu *= 10   // the current point's pattern and Jacobian are still in place
             }
         }
         var sigma = [Double](repeating: .nan, count: 4)
@@ -122,7 +168,7 @@ public final class PhysicsRefinement {
             for j in 0..<(k - 1) { sigma[j] = inverse[j * k + j].squareRoot() }
         }
         var residual = 0.0
-        for i in 0..<n { residual += abs(Double(frame[i]) - (a * pattern[i] + background)) }
+        for i in 0..<n { residual += abs(Double(frame[i]) - (a * Double(pattern[i]) + background)) }
         return Result(parameters: p, sigma: sigma, scale: a, residual: residual / Double(n),
                       iterations: iterations, converged: converged)
     }
@@ -174,30 +220,60 @@ func cholesky(_ s: [Double], _ k: Int) -> [Double]? {
 }
 
 extension PhysicsRefinement {
+    /// Refines frames `0..<starts.count` of `frames` (n pixels each) from `starts`, on
+    /// `threads` threads with a fixed contiguous partition (this refinement and `helpers`,
+    /// one per extra thread, each owning its buffers; OpenBLAS runs inline on each: its GEMMs
+    /// are too small to gain from threads), so
+    /// the answers do not depend on the thread count. `skip[f]` leaves frame f out (nil).
+    public func refine(frames: UnsafeBufferPointer<Float>, from starts: [FrameParameters], skip: [Bool],
+                       helpers: [PhysicsRefinement]) -> [Result?] {
+        let count = starts.count, np = n, threads = min(helpers.count + 1, max(count, 1))
+        precondition(frames.count >= count * np, "\(frames.count) values for \(count) frames of \(np) pixels")
+        let out = UnsafeMutableBufferPointer<Result?>.allocate(capacity: count)
+        out.initialize(repeating: nil)
+        defer { out.deallocate() }
+        let work = { (t: Int) in
+            let worker = t == 0 ? self : helpers[t - 1]
+            for f in (t * count / threads)..<((t + 1) * count / threads) where !skip[f] {
+                out[f] = worker.refine(UnsafeBufferPointer(rebasing: frames[(f * np)..<((f + 1) * np)]), from: starts[f])
+            }
+        }
+        withBLASThreads(1) {
+            if threads <= 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: threads, execute: work) }
+        }
+        return Array(out)
+    }
+
     /// Refines every valid frame of `results` from its current estimate, in place: the maps
     /// become the maximum-likelihood parameters, `*_sigma` their Cramér–Rao standard
     /// deviations, `residual` the mean |x − λ| (photons). `readFrames` gives frames of a
-    /// range of the scan (the block of `results`), read `batch` at a time.
-    public func refine(_ results: inout FrameResults, batch: Int = 256, readFrames: (Range<Int>) throws -> [Float],
-                       progress: ((Int, Int) -> Void)? = nil) rethrows {
-        let block = results.frameRange, np = n
+    /// range of the scan (the block of `results`), read `batch` at a time; the frames of a
+    /// batch are shared between `threads` threads (default: OpenBLAS's thread count).
+    public func refine(_ results: inout FrameResults, batch: Int = 256, threads: Int = Parallel.threads,
+                       readFrames: (Range<Int>) throws -> [Float], progress: ((Int, Int) -> Void)? = nil) rethrows {
+        let block = results.frameRange
         var names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma"]
         if fitThickness { names.append("thickness_sigma") }
-        for name in names { results.sigmas[name] = .init(repeating: .nan, count: block.count) }
+        for name in names where results.sigmas[name] == nil { results.sigmas[name] = .init(repeating: .nan, count: block.count) }
         if results.residual == nil { results.residual = .init(repeating: .nan, count: block.count) }
         if fitThickness && results.thicknessA == nil { results.thicknessA = .init(repeating: .nan, count: block.count) }
+        let helpers = (1..<max(threads, 1)).map { _ in copy() }
         var start = block.lowerBound
         while start < block.upperBound {
             let range = start..<min(start + batch, block.upperBound)
             let frames = try readFrames(range)
-            for f in range {
+            let offset = range.lowerBound - block.lowerBound
+            let starts = range.indices.map { f -> FrameParameters in
                 let i = f - block.lowerBound
-                guard results.valid[i] == 1 else { continue }
-                let from = FrameParameters(strain: results.strain[i], tiltLRDeg: results.tiltLRDeg[i], tiltUDDeg: results.tiltUDDeg[i],
-                                           thicknessA: results.thicknessA?[i].isFinite == true ? results.thicknessA![i] : model.geometry.defaultThicknessA)
-                let r = frames.withUnsafeBufferPointer {
-                    refine(UnsafeBufferPointer(rebasing: $0[((f - range.lowerBound) * np)..<((f - range.lowerBound + 1) * np)]), from: from)
-                }
+                let t = results.thicknessA?[i]
+                return FrameParameters(strain: results.strain[i], tiltLRDeg: results.tiltLRDeg[i], tiltUDDeg: results.tiltUDDeg[i],
+                                       thicknessA: t?.isFinite == true ? t! : model.geometry.defaultThicknessA)
+            }
+            let skip = range.indices.map { results.valid[$0 - block.lowerBound] != 1 }
+            let refined = frames.withUnsafeBufferPointer { refine(frames: $0, from: starts, skip: skip, helpers: helpers) }
+            for (k, r) in refined.enumerated() {
+                guard let r else { continue }
+                let i = offset + k
                 results.strain[i] = r.parameters.strain; results.tiltLRDeg[i] = r.parameters.tiltLRDeg
                 results.tiltUDDeg[i] = r.parameters.tiltUDDeg
                 if fitThickness { results.thicknessA?[i] = r.parameters.thicknessA }

@@ -147,8 +147,9 @@ struct Reprocess: ParsableCommand {
         }
         let failures = status.scans.filter { $0.state == .failed }
         let done = status.scans.count - failures.count - skipped
-        ctx.log(String(format: "reprocess: %d done, %d skipped (done before), %d failed; %d frames; stages: %@", done, skipped,
-                       failures.count, frames, totals.summary(estimateName: "estimate")))
+        ctx.log(String(format: "reprocess: %d done, %d skipped (done before), %d failed; %d frames in %.1f s wall, %.1f s CPU on rank 0; stages: %@",
+                       done, skipped, failures.count, frames, Date().timeIntervalSince(ctx.started), processCPUSeconds(),
+                       totals.summary(estimateName: "estimate")))
         for f in failures { ctx.log("  failed: \(f.name): \(f.reason)") }
         if comm.isRoot && statusWritable { ctx.log("status: \(statusPath)") }
         return failures.count

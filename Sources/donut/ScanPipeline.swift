@@ -27,7 +27,7 @@ final class StageTimes {
     func summary(estimateName: String) -> String {
         let t = max(total, 1e-12)
         return [("read", read), (estimateName, estimate), ("refine", refine), ("write", write)]
-            .map { String(format: "%@ %.2f s (%.0f %%)", $0.0, $0.1, 100 * $0.1 / t) }.joined(separator: ", ")
+            .map { String(format: "%@ %.3f s (%.0f %%)", $0.0, $0.1, 100 * $0.1 / t) }.joined(separator: ", ")
     }
 }
 

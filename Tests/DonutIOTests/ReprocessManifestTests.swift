@@ -67,6 +67,17 @@ final class ReprocessManifestTests: XCTestCase {
         XCTAssertEqual(moved[0].outputPath, "/elsewhere/a_maps.h5")
     }
 
+    /// The documented example loads and resolves.
+    func testTheExampleInConfigsLoads() throws {
+        let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("configs/reprocess-example.yaml").path
+        let jobs = try ReprocessManifest.load(path: path).jobs(manifestPath: path)
+        XCTAssertEqual(jobs.map(\.method), ["donut", "fit", "donut"])
+        XCTAssertEqual(jobs.map { $0.refineIterations }, [8, nil, 8])
+        XCTAssertEqual(jobs[2].scanShape?.rows, 165)
+        XCTAssert(jobs.allSatisfy { $0.duplicateOf == nil })
+    }
+
     func testOnlyScansAreRequired() throws {
         let m = try parse("scans:\n  - path: a.h5\ndefaults: {model: m.h5}\n")
         XCTAssertNil(m.outputDir)

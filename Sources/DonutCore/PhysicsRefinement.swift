@@ -40,11 +40,15 @@ public final class PhysicsRefinement {
     var pattern: [Float], jacobian: [Float], trialPattern: [Float], trialJacobian: [Float]
     /// Weighted rows S (count × n), weighted residual v (n), F (count²) and g (count) in Float.
     var rows: [Float], weighted: [Float], fisherF: [Float], gradientF: [Float]
+    /// F and g in Double, the damped system (factored in place) and the step: the LM
+    /// iteration allocates nothing.
+    let fisher = UnsafeMutablePointer<Double>.allocate(capacity: 25), gradient = UnsafeMutablePointer<Double>.allocate(capacity: 5)
+    let system = UnsafeMutablePointer<Double>.allocate(capacity: 25), step = UnsafeMutablePointer<Double>.allocate(capacity: 5)
 
     public struct Result: Sendable {
         public var parameters: FrameParameters
         /// Standard deviations (ε, ω°, χ°, t Å); NaN for t when thickness is not fitted.
-        public var sigma: [Double]
+        public var sigma: SIMD4<Double>
         /// Intensity scale A (photons per model unit).
         public var scale: Double
         /// Mean |x − λ| over the frame at the answer (photons).
@@ -65,6 +69,7 @@ public final class PhysicsRefinement {
         rows = .init(repeating: 0, count: 5 * n); weighted = .init(repeating: 0, count: n)
         fisherF = .init(repeating: 0, count: 25); gradientF = .init(repeating: 0, count: 5)
     }
+    deinit { for p in [fisher, gradient, system, step] { p.deallocate() } }
 
     /// A refinement with the same settings and its own buffers (one per thread).
     public func copy() -> PhysicsRefinement {
@@ -95,8 +100,8 @@ public final class PhysicsRefinement {
         }
     }
 
-    /// F (Fisher) and g (gradient of ℓ) at the current point, as Double (k × k, k).
-    func fisherAndGradient(scale a: Double, frame: UnsafeBufferPointer<Float>) -> (fisher: [Double], gradient: [Double]) {
+    /// F (Fisher) and g (gradient of ℓ) at the current point into `fisher` (k × k) and `gradient` (k).
+    func fisherAndGradient(scale a: Double, frame: UnsafeBufferPointer<Float>) {
         let k = count, np = n, theta = k - 1
         let af = Float(a), b = Float(background)
         rows.withUnsafeMutableBufferPointer { sBuf in
@@ -124,7 +129,8 @@ public final class PhysicsRefinement {
                 }
             }
         }
-        return (fisherF.prefix(k * k).map(Double.init), gradientF.prefix(k).map(Double.init))
+        for i in 0..<(k * k) { fisher[i] = Double(fisherF[i]) }
+        for i in 0..<k { gradient[i] = Double(gradientF[i]) }
     }
 
     /// Refines `start` against `frame` (counts).
@@ -140,12 +146,14 @@ public final class PhysicsRefinement {
         var l = logLikelihood(scale: a, pattern: pattern, frame: frame)
         var mu = 1e-3
         var iterations = 0, converged = false
-        var (fisher, g) = fisherAndGradient(scale: a, frame: frame)
+        fisherAndGradient(scale: a, frame: frame)
         while iterations < maxIterations {
-            var system = fisher
+            system.update(from: fisher, count: k * k)
             for i in 0..<k { system[i * k + i] *= 1 + mu }
-            guard let step = solve(system, g, k) else { mu *= 10; iterations += 1; continue }
+            step.update(from: gradient, count: k)
             iterations += 1
+            guard choleskyFactor(system, k) else { mu *= 10; continue }
+            choleskySubstitute(system, step, k)
             var q = p
             q.strain += step[0]; q.tiltLRDeg += step[1]; q.tiltUDDeg += step[2]
             if fitThickness { q.thicknessA += step[3] }
@@ -157,15 +165,21 @@ public final class PhysicsRefinement {
                 let gain = lq - l
                 p = q; a = b; l = lq; mu = max(mu / 10, 1e-9)
                 swap(&pattern, &trialPattern); swap(&jacobian, &trialJacobian)
-                (fisher, g) = fisherAndGradient(scale: a, frame: frame)
+                fisherAndGradient(scale: a, frame: frame)
                 if gain < 1e-6 * max(1, abs(l)) { converged = true; break }
             } else {
                 mu *= 10   // the current point's pattern and Jacobian are still in place
             }
         }
-        var sigma = [Double](repeating: .nan, count: 4)
-        if let inverse = invert(fisher, k) {
-            for j in 0..<(k - 1) { sigma[j] = inverse[j * k + j].squareRoot() }
+        // σ_j = √(F⁻¹)_jj: F factored once, one substitution per parameter.
+        var sigma = SIMD4<Double>(repeating: .nan)
+        system.update(from: fisher, count: k * k)
+        if choleskyFactor(system, k) {
+            for j in 0..<(k - 1) {
+                for i in 0..<k { step[i] = i == j ? 1 : 0 }
+                choleskySubstitute(system, step, k)
+                sigma[j] = step[j].squareRoot()
+            }
         }
         var residual = 0.0
         for i in 0..<n { residual += abs(Double(frame[i]) - (a * Double(pattern[i]) + background)) }
@@ -181,42 +195,37 @@ public final class PhysicsRefinement {
     }
 }
 
-/// Solves the symmetric positive-definite k×k system S·x = b (Cholesky); nil if not SPD.
-func solve(_ s: [Double], _ b: [Double], _ k: Int) -> [Double]? {
-    guard let l = cholesky(s, k) else { return nil }
-    var y = b
-    for i in 0..<k { for j in 0..<i { y[i] -= l[i * k + j] * y[j] }; y[i] /= l[i * k + i] }
-    for i in stride(from: k - 1, through: 0, by: -1) { for j in (i + 1)..<k { y[i] -= l[j * k + i] * y[j] }; y[i] /= l[i * k + i] }
-    return y
-}
-
-/// Inverse of a symmetric positive-definite k×k matrix; nil if not SPD.
-func invert(_ s: [Double], _ k: Int) -> [Double]? {
-    var out = [Double](repeating: 0, count: k * k)
-    for c in 0..<k {
-        var e = [Double](repeating: 0, count: k); e[c] = 1
-        guard let x = solve(s, e, k) else { return nil }
-        for r in 0..<k { out[r * k + c] = x[r] }
-    }
-    return out
-}
-
-/// Lower-triangular L with S = L·Lᵀ; nil if S is not positive definite.
-func cholesky(_ s: [Double], _ k: Int) -> [Double]? {
-    var l = [Double](repeating: 0, count: k * k)
+/// Cholesky factorisation in place: the lower triangle of the k×k matrix `s` becomes L with
+/// S = L·Lᵀ (the upper triangle is not read). False if S is not positive definite.
+func choleskyFactor(_ s: UnsafeMutablePointer<Double>, _ k: Int) -> Bool {
     for i in 0..<k {
         for j in 0...i {
             var sum = s[i * k + j]
-            for m in 0..<j { sum -= l[i * k + m] * l[j * k + m] }
+            for m in 0..<j { sum -= s[i * k + m] * s[j * k + m] }
             if i == j {
-                guard sum > 0 else { return nil }
-                l[i * k + i] = sum.squareRoot()
+                guard sum > 0 else { return false }
+                s[i * k + i] = sum.squareRoot()
             } else {
-                l[i * k + j] = sum / l[j * k + j]
+                s[i * k + j] = sum / s[j * k + j]
             }
         }
     }
-    return l
+    return true
+}
+
+/// Solves L·Lᵀ·x = b in place (`b` becomes x), L from `choleskyFactor`.
+func choleskySubstitute(_ l: UnsafePointer<Double>, _ b: UnsafeMutablePointer<Double>, _ k: Int) {
+    for i in 0..<k { for j in 0..<i { b[i] -= l[i * k + j] * b[j] }; b[i] /= l[i * k + i] }
+    for i in stride(from: k - 1, through: 0, by: -1) { for j in (i + 1)..<k { b[i] -= l[j * k + i] * b[j] }; b[i] /= l[i * k + i] }
+}
+
+/// Solves the symmetric positive-definite k×k system S·x = b; nil if not SPD.
+func solve(_ s: [Double], _ b: [Double], _ k: Int) -> [Double]? {
+    var l = s, x = b
+    let ok = l.withUnsafeMutableBufferPointer { choleskyFactor($0.baseAddress!, k) }
+    guard ok else { return nil }
+    l.withUnsafeBufferPointer { lp in x.withUnsafeMutableBufferPointer { choleskySubstitute(lp.baseAddress!, $0.baseAddress!, k) } }
+    return x
 }
 
 extension PhysicsRefinement {

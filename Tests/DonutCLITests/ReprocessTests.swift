@@ -7,8 +7,8 @@ import DonutIO
 /// exit, reruns, --force, an unusable output folder, and the same maps as `donut fit` and
 /// for one and two ranks.
 final class ReprocessTests: XCTestCase {
-    /// A small library, two tiny scans, a scan of 32×32 frames (the model's are 64×64),
-    /// and a manifest listing them plus a missing file and a duplicate entry.
+    /// A small library, two tiny scans, a scan of 32×32 frames (the model's are 64×64), a
+    /// truncated file, and a manifest listing them plus a missing file and a duplicate entry.
     func makeSetup() throws -> URL {
         let dir = try scratchFolder(self)
         let config = try writeSmallConfig(in: dir)
@@ -23,6 +23,9 @@ final class ReprocessTests: XCTestCase {
         try small.createGroup("/entry", nxClass: "NXentry"); try small.createGroup("/entry/data", nxClass: "NXdata")
         try small.writeDataset("/entry/data/data", [Float](repeating: 1, count: 4 * 32 * 32), shape: [2, 2, 32, 32], units: "counts")
         try small.close()
+        // A truncated HDF5 file: the first 4 KiB of a real one.
+        let whole = try Data(contentsOf: dir.appendingPathComponent("a.h5"))
+        try whole.prefix(4096).write(to: dir.appendingPathComponent("corrupt.h5"))
         try """
         output_dir: out
         defaults:
@@ -35,6 +38,7 @@ final class ReprocessTests: XCTestCase {
             overrides: {physics_refine: true, refine_iterations: 4}
           - path: missing.h5
           - path: small.h5
+          - path: corrupt.h5
           - path: a.h5
         """.write(to: dir.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
         return dir
@@ -52,11 +56,12 @@ final class ReprocessTests: XCTestCase {
         let dir = try makeSetup()
         let r = try donut(["reprocess", "--manifest", "m.yaml"], in: dir)
         XCTAssertNotEqual(r.status, 0, "failures must give a non-zero exit:\n\(r.all)")
-        for fragment in ["2 done", "3 failed", "missing.h5", "small.h5", "32×32", "duplicate of scans[0]"] {
+        for fragment in ["2 done", "4 failed", "missing.h5", "small.h5", "32×32", "corrupt.h5", "duplicate of scans[0]"] {
             XCTAssert(r.stderr.contains(fragment), "summary lacks '\(fragment)':\n\(r.stderr)")
         }
         let s = try status(dir)
-        XCTAssertEqual(s.scans.map(\.state), [.done, .done, .failed, .failed, .failed])
+        XCTAssertEqual(s.scans.map(\.state), [.done, .done, .failed, .failed, .failed, .failed])
+        XCTAssert(s.scans[4].reason.contains("corrupt.h5"), s.scans[4].reason)
         XCTAssert(s.scans[2].reason.contains("missing.h5") && s.scans[2].reason.contains("does not exist"), s.scans[2].reason)
         XCTAssert(s.scans[3].reason.contains("small.h5") && s.scans[3].reason.contains("expected 64×64"), s.scans[3].reason)
         XCTAssertEqual(s.scans[0].frames, 12)
@@ -91,7 +96,7 @@ final class ReprocessTests: XCTestCase {
         XCTAssertNotEqual(again.status, 0, "the failed scans still fail")
         XCTAssert(again.stderr.contains("2 skipped"), again.stderr)
         XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: a)[.modificationDate] as? Date, before, "skipped, not rewritten")
-        XCTAssertEqual(try status(dir).scans.map(\.state), [.done, .done, .failed, .failed, .failed])
+        XCTAssertEqual(try status(dir).scans.map(\.state), [.done, .done, .failed, .failed, .failed, .failed])
         // A changed input is redone… but never over an existing result without --force.
         try "defaults: {method: fit, library: lib.h5}\nscans:\n  - path: a.h5\n    overrides: {physics_refine: true}\n"
             .write(to: dir.appendingPathComponent("m2.yaml"), atomically: true, encoding: .utf8)
@@ -109,7 +114,7 @@ final class ReprocessTests: XCTestCase {
         try "x".write(to: dir.appendingPathComponent("blocker"), atomically: true, encoding: .utf8)
         let r = try donut(["reprocess", "--manifest", "m.yaml", "--out-dir", "blocker/out"], in: dir)
         XCTAssertNotEqual(r.status, 0)
-        XCTAssert(r.stderr.contains("0 done") && r.stderr.contains("5 failed"), r.stderr)
+        XCTAssert(r.stderr.contains("0 done") && r.stderr.contains("6 failed"), r.stderr)
         XCTAssert(r.stderr.contains("blocker/out"), r.stderr)
         XCTAssert(r.stderr.contains("status is reported here only"), r.stderr)
     }
@@ -119,8 +124,8 @@ final class ReprocessTests: XCTestCase {
         _ = try donut(["reprocess", "--manifest", "m.yaml", "--out-dir", "one"], in: dir)
         let r2 = try donut(["reprocess", "--manifest", "m.yaml", "--out-dir", "two"], ranks: 2, in: dir)
         XCTAssertNotEqual(r2.status, 0, "failures under mpirun give a non-zero exit too:\n\(r2.all)")
-        XCTAssert(r2.stderr.contains("2 done") && r2.stderr.contains("3 failed"), r2.stderr)
-        XCTAssertEqual(try status(dir, "two").scans.map(\.state), [.done, .done, .failed, .failed, .failed])
+        XCTAssert(r2.stderr.contains("2 done") && r2.stderr.contains("4 failed"), r2.stderr)
+        XCTAssertEqual(try status(dir, "two").scans.map(\.state), [.done, .done, .failed, .failed, .failed, .failed])
         XCTAssertEqual(try status(dir, "two").scans.map(\.reason), try status(dir, "one").scans.map(\.reason))
         for name in ["a_maps.h5", "b_maps.h5"] {
             let one = try maps(dir, "one/\(name)"), two = try maps(dir, "two/\(name)")

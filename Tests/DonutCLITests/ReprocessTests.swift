@@ -135,4 +135,42 @@ final class ReprocessTests: XCTestCase {
             }
         }
     }
+
+    /// Method donut with refinement, streamed in chunks of 7 frames: the same maps as
+    /// `donut infer` (one chunk), up to the encoder's batch-size rounding and the refinement's
+    /// convergence tolerance (~0.014σ). 16×16 frames and a tiny network so debug trains in seconds.
+    func testDonutMethodStreamsChunksAndMatchesInfer() throws {
+        let dir = try scratchFolder(self)
+        let config = try writeSmallConfig(in: dir, name: "tiny.yaml") { c in
+            c.model.frameSize = 16
+            c.instrument.roi = DetectorROI(x: 0, y: 0, width: 32, height: 32)
+            c.zonePlate.focalLengthM = 0.1
+            c.library = LibrarySteps(strain: 4, tiltLR: 3, tiltUD: 3, thickness: 1)
+        }
+        var t = TrainingConfig.donutPaper
+        t.network = NetworkSettings(encoderChannels: [4, 8], dropout: 0.2, hiddenUnits: 8, predictThickness: false, decoder: true)
+        t.schedule = Schedule(batchSize: 4, epochs: 2, validationFraction: 0.1, checkpointEvery: 50, seed: 1)
+        try ConfigFile.yaml(of: t).write(toFile: dir.appendingPathComponent("train.yaml").path, atomically: true, encoding: .utf8)
+        assertSucceeded(try donut(["simulate", "scan", "--config", config, "--phantom", "domains", "--rows", "5", "--cols", "8",
+                                   "--peak", "40", "--smooth", "--out", "scan.h5"], in: dir), "scan")
+        assertSucceeded(try donut(["train", "--scan", "scan.h5", "--training", "train.yaml", "--out", "model.h5"], in: dir), "train")
+        try "defaults: {model: model.h5, physics_refine: true}\nscans:\n  - path: scan.h5\n"
+            .write(to: dir.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
+        let r = try donut(["reprocess", "--manifest", "m.yaml", "--chunk", "7"], in: dir)
+        assertSucceeded(r, "reprocess")
+        XCTAssert(r.stderr.contains("infer") && r.stderr.contains("refine"), "stage times logged:\n\(r.stderr)")
+        assertSucceeded(try donut(["infer", "--model", "model.h5", "--scan", "scan.h5", "--out", "infer.h5", "--physics-refine"], in: dir), "infer")
+        let a = try maps(dir, "scan_maps.h5"), b = try maps(dir, "infer.h5")
+        XCTAssertEqual(a.valid, b.valid)
+        XCTAssertEqual(a.valid.count, 40)
+        let sigma = try XCTUnwrap(b.sigmas["tilt_ud_sigma"])
+        for (name, x, y, s) in [("strain", a.strain, b.strain, b.sigmas["strain_sigma"]!), ("tilt_lr", a.tiltLRDeg, b.tiltLRDeg, b.sigmas["tilt_lr_sigma"]!),
+                                ("tilt_ud", a.tiltUDDeg, b.tiltUDDeg, sigma)] {
+            for i in 0..<40 where a.valid[i] == 1 {
+                XCTAssert(s[i] > 0 && s[i].isFinite, "\(name)_sigma at \(i)")
+                XCTAssertEqual(x[i], y[i], accuracy: 0.05 * s[i], "\(name) frame \(i): reprocess (chunks of 7) vs infer")
+            }
+        }
+        XCTAssertEqual(try ResultMapsReader.read(path: dir.appendingPathComponent("scan_maps.h5").path).provenance?.method, "donut+physics-refine")
+    }
 }

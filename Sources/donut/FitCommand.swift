@@ -118,19 +118,19 @@ func fitScan(_ ctx: RunContext, scan: ScanInput, libraryPath: String, outputs: M
     let run = CorrelationFitRun(frameCount: layout.frameCount, batch: batch, residualModel: residualModel)
     // Every rank reads every frame (the library is split); the checksum counts each rank's own block.
     let source = TimedFrameSource(reader: reader, times: times, checksummed: keep)
-    let t0 = Date(), read0 = times.read
-    var results = run.run(fit: fit, keep: keep, readFrames: source.readOrZeros,
-                          allreduceSum: { comm.allreduceSum($0) }, progress: ctx.progress("fit frames"))
-    times.estimate += Date().timeIntervalSince(t0) - (times.read - read0)
+    var results = times.timeExcludingReads(\.estimate) {
+        run.run(fit: fit, keep: keep, readFrames: source.readOrZeros, allreduceSum: { comm.allreduceSum($0) },
+                progress: ctx.progress("fit frames"))
+    }
     try ctx.agreeing { try source.throwIfFailed() }
     if let iterations = refineIterations {
         let refinement = PhysicsRefinement(config: config, fitThickness: grid.hasThicknessAxis, maxIterations: iterations)
         let rereads = TimedFrameSource(reader: reader, times: times, checksummed: 0..<0)
-        let t1 = Date(), read1 = times.read
-        try ctx.agreeing {
-            try refinement.refine(&results, readFrames: rereads.read, progress: ctx.progress("physics refinement (rank 0)"))
+        try times.timeExcludingReads(\.refine) {
+            try ctx.agreeing {
+                try refinement.refine(&results, readFrames: rereads.read, progress: ctx.progress("physics refinement (rank 0)"))
+            }
         }
-        times.refine += Date().timeIntervalSince(t1) - (times.read - read1)
     }
     var counts = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&counts)

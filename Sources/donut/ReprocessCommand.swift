@@ -137,8 +137,9 @@ struct Reprocess: ParsableCommand {
                 frames += count; totals.add(times)
                 status.scans[i].state = .done; status.scans[i].fingerprint = fingerprint
                 status.scans[i].frames = count; status.scans[i].seconds = seconds
-                ctx.log(String(format: "%@: done, %d frames in %.2f s (%.0f frames/s) — %@", job.name, count, seconds,
-                               Double(count) / max(seconds, 1e-9), times.summary(estimateName: job.method == "fit" ? "fit" : "infer")))
+                ctx.log(String(format: "%@: done, %d frames in %.2f s (%.0f frames/s) — %@, other (open, load, check) %.3f s", job.name,
+                               count, seconds, Double(count) / max(seconds, 1e-9),
+                               times.summary(estimateName: job.method == "fit" ? "fit" : "infer"), seconds - times.total))
             } else {
                 status.scans[i].state = .failed; status.scans[i].reason = reason; status.scans[i].seconds = seconds
                 ctx.log("\(job.name): FAILED: \(reason)")

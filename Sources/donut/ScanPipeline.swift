@@ -5,29 +5,50 @@ import DonutCore
 import DonutIO
 import DonutMPI
 
-/// Wall time per stage of one scan on rank 0 (s): what `reprocess` reports per scan and
-/// in total. Every rank keeps its own; rank 0's is logged.
+/// Wall and CPU time per stage of one scan (s): what `reprocess` reports per scan and in
+/// total. Every rank keeps its own; rank 0's is logged. CPU time is the process's (all
+/// threads), so shares stay meaningful on a machine shared with other jobs.
 final class StageTimes {
     var read = 0.0, estimate = 0.0, refine = 0.0, write = 0.0
+    var cpu: [String: Double] = [:]
 
-    /// Runs `body`, adding its wall time to `stage`.
+    /// Runs `body`, adding its wall time to `stage` and its CPU time to `cpu[stage]`.
     func time<T>(_ stage: ReferenceWritableKeyPath<StageTimes, Double>, _ body: () throws -> T) rethrows -> T {
-        let t0 = DispatchTime.now().uptimeNanoseconds
-        defer { self[keyPath: stage] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9 }
+        let t0 = DispatchTime.now().uptimeNanoseconds, c0 = processCPUSeconds()
+        defer {
+            self[keyPath: stage] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+            cpu["\(stage)", default: 0] += processCPUSeconds() - c0
+        }
         return try body()
+    }
+
+    /// `time`, minus the reads (`read`, timed inside `body`) made meanwhile: for loops that
+    /// read as they go.
+    func timeExcludingReads<T>(_ stage: ReferenceWritableKeyPath<StageTimes, Double>, _ body: () throws -> T) rethrows -> T {
+        let read0 = read, readCPU0 = cpu["\(\StageTimes.read)", default: 0]
+        defer {
+            self[keyPath: stage] -= read - read0
+            cpu["\(stage)", default: 0] -= cpu["\(\StageTimes.read)", default: 0] - readCPU0
+        }
+        return try time(stage, body)
     }
 
     var total: Double { read + estimate + refine + write }
 
     func add(_ other: StageTimes) {
         read += other.read; estimate += other.estimate; refine += other.refine; write += other.write
+        for (k, v) in other.cpu { cpu[k, default: 0] += v }
     }
 
-    /// "read 1.2 s (10 %), infer 3.4 s (28 %), …".
+    /// "read 1.2 s (10 %), infer 3.4 s (28 %, CPU 3.1 s), …" (CPU where the stage was timed as a whole).
     func summary(estimateName: String) -> String {
         let t = max(total, 1e-12)
-        return [("read", read), (estimateName, estimate), ("refine", refine), ("write", write)]
-            .map { String(format: "%@ %.3f s (%.0f %%)", $0.0, $0.1, 100 * $0.1 / t) }.joined(separator: ", ")
+        let stages: [(String, ReferenceWritableKeyPath<StageTimes, Double>)] = [("read", \.read), (estimateName, \.estimate), ("refine", \.refine), ("write", \.write)]
+        return stages.map { name, key in
+            let wall = self[keyPath: key]
+            let cpuText = cpu["\(key)"].map { String(format: ", CPU %.2f s", $0) } ?? ""
+            return String(format: "%@ %.3f s (%.0f %%%@)", name, wall, 100 * wall / t, cpuText)
+        }.joined(separator: ", ")
     }
 }
 

@@ -41,3 +41,14 @@ extension Double: GEMMScalar {
 
 /// Number of threads OpenBLAS uses (set `OPENBLAS_NUM_THREADS=1` per rank when MPI ranks fill the cores).
 public var blasThreadCount: Int { Int(openblas_get_num_threads()) }
+
+/// Runs `body` with OpenBLAS limited to `threads` threads, restoring the count after: for
+/// loops that thread over independent items themselves, each item calling small GEMMs
+/// (OpenBLAS then runs every call inline on the calling thread).
+public func withBLASThreads<R>(_ threads: Int, _ body: () throws -> R) rethrows -> R {
+    let before = blasThreadCount
+    guard threads != before else { return try body() }
+    openblas_set_num_threads(Int32(threads))
+    defer { openblas_set_num_threads(Int32(before)) }
+    return try body()
+}

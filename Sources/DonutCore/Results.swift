@@ -80,3 +80,29 @@ public struct Provenance: Equatable, Sendable {
         self.modelID = modelID
     }
 }
+
+extension FrameResults {
+    /// Copies `part` (a sub-block of this block, e.g. one streamed chunk) into place.
+    /// Optional maps and sigmas present in `part` are created here (NaN elsewhere) first.
+    public mutating func place(_ part: FrameResults) {
+        precondition(part.frameRange.lowerBound >= frameRange.lowerBound && part.frameRange.upperBound <= frameRange.upperBound,
+                     "chunk \(part.frameRange) outside the block \(frameRange)")
+        let o = part.frameRange.lowerBound - frameRange.lowerBound, n = frameRange.count
+        func put(_ dst: inout [Double], _ src: [Double]) { for (k, v) in src.enumerated() { dst[o + k] = v } }
+        put(&strain, part.strain); put(&tiltLRDeg, part.tiltLRDeg); put(&tiltUDDeg, part.tiltUDDeg)
+        for (k, v) in part.valid.enumerated() { valid[o + k] = v }
+        if let t = part.thicknessA {
+            if thicknessA == nil { thicknessA = .init(repeating: .nan, count: n) }
+            put(&thicknessA!, t)
+        }
+        if let r = part.residual {
+            if residual == nil { residual = .init(repeating: .nan, count: n) }
+            put(&residual!, r)
+        }
+        for (name, values) in part.sigmas {
+            var dst = sigmas[name] ?? .init(repeating: .nan, count: n)
+            put(&dst, values)
+            sigmas[name] = dst
+        }
+    }
+}

@@ -83,7 +83,7 @@ public enum ConfigFile {
             throw ConfigFileError(file: source, key: "", "is empty; expected the sections \(schema.keyList)")
         }
         var json = ""
-        try check(root, against: schema, path: "", source: source, into: &json)
+        try check(root, against: schema, path: "", source: source, optional: C.optionalKeys, into: &json)
         let config: C
         do { config = try JSONDecoder().decode(C.self, from: Data(json.utf8)) } catch {
             // Unreachable when the schema walk above passed; reported rather than trapped.
@@ -121,7 +121,7 @@ public enum ConfigFile {
 
     /// Walks `node` against `schema`, appending canonical JSON for the decoder to `json`.
     private static func check(_ node: Node, against schema: SchemaRecorder.Node, path: String,
-                              source: String, into json: inout String) throws {
+                              source: String, optional: Set<String> = [], into json: inout String) throws {
         func fail(_ message: String) -> ConfigFileError {
             ConfigFileError(file: source, key: path, message + line(node))
         }
@@ -148,15 +148,16 @@ public enum ConfigFile {
                 seen[name] = v
             }
             json += "{"
-            for (i, (name, sub)) in fields.enumerated() {
+            for (name, sub) in fields {
                 let keyPath = path.isEmpty ? name : "\(path).\(name)"
                 guard let v = seen[name] else {
+                    if optional.contains(Self.pattern(of: keyPath)) { continue }
                     let within = path.isEmpty ? "at the top level" : "from '\(path)'" + line(node)
                     throw ConfigFileError(file: source, key: keyPath, "required but missing \(within); expected \(sub.typeName)")
                 }
-                if i > 0 { json += "," }
+                if json.last != "{" { json += "," }
                 json += "\"\(name)\":"
-                try check(v, against: sub, path: keyPath, source: source, into: &json)
+                try check(v, against: sub, path: keyPath, source: source, optional: optional, into: &json)
             }
             json += "}"
         case .array(let element, _):
@@ -166,7 +167,7 @@ public enum ConfigFile {
             json += "["
             for (i, item) in items.enumerated() {
                 if i > 0 { json += "," }
-                try check(item, against: element, path: "\(path)[\(i)]", source: source, into: &json)
+                try check(item, against: element, path: "\(path)[\(i)]", source: source, optional: optional, into: &json)
             }
             json += "]"
         case .double:
@@ -190,6 +191,11 @@ public enum ConfigFile {
             let data = try! JSONEncoder().encode(s.string)   // a String always encodes
             json += String(decoding: data, as: UTF8.self)
         }
+    }
+
+    /// `scans[2].dataset` → `scans[].dataset`: the form of `StrictConfig.optionalKeys`.
+    static func pattern(of keyPath: String) -> String {
+        keyPath.replacingOccurrences(of: #"\[[0-9]+\]"#, with: "[]", options: .regularExpression)
     }
 
     /// " (line N)" when the node knows where it came from.

@@ -198,6 +198,13 @@ public protocol StrictConfig: Codable, Equatable, Sendable {
     static var schemaExample: Self { get }
     /// Physical or logical checks; throws `ConfigError` naming the dotted key.
     func validate() throws
+    /// Keys that may be left out (decoded as nil), as dotted paths with `[]` for any list
+    /// index: `"defaults.model"`, `"scans[].dataset"`. Empty by default: every key required.
+    static var optionalKeys: Set<String> { get }
+}
+
+extension StrictConfig {
+    public static var optionalKeys: Set<String> { [] }
 }
 
 extension DonutConfig: StrictConfig {

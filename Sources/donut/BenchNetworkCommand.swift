@@ -98,29 +98,3 @@ struct BenchInfer: ParsableCommand {
                      fl / 1e6, fl * Double(batch) / tEncoder / 1e9, 100 * fl * Double(batch) / tEncoder / 1e9 / floor, floor))
     }
 }
-
-struct BenchRefine: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "refine", abstract: "Per-frame physics refinement frames/s (Poisson LM, analytic Jacobian).")
-    @Option(help: "Frames to refine.") var frames = 64
-    @Option(help: "Iteration cap (Jacobian evaluations per frame).") var iterations = 8
-    func run() {
-        let config = DonutConfig.srio3LSAT002
-        let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .smooth)
-        let maps = Phantom.domains.maps(rows: 8, cols: frames / 8, config: config, seed: 1)
-        var scan = [Float](repeating: 0, count: maps.count * model.pixelCount)
-        scan.withUnsafeMutableBufferPointer { ScanSimulation.frames(of: maps, range: 0..<maps.count, model: model, peakPhotons: 7, seed: 1, into: $0) }
-        let refinement = PhysicsRefinement(config: config, fitThickness: false, maxIterations: iterations)
-        var used = 0
-        let t = bestTime(repeats: 1) {
-            for f in 0..<maps.count {
-                var start = maps.parameters(at: f)
-                start.strain += 3e-4; start.tiltLRDeg += 0.003; start.tiltUDDeg -= 0.005
-                let r = scan.withUnsafeBufferPointer { refinement.refine(UnsafeBufferPointer(rebasing: $0[(f * 4096)..<((f + 1) * 4096)]), from: start) }
-                used += r.iterations
-            }
-        }
-        print("machine: \(machineSummary())")
-        print(String(format: "physics refinement: %.0f frames/s, %.1f iterations per frame on average (cap %d); target ≥ 2,000 frames/s",
-                     Double(maps.count) / t, Double(used) / Double(maps.count), iterations))
-    }
-}

@@ -59,7 +59,7 @@ struct Demo: ParsableCommand {
             try writeScan(ctx, config: cfg, phantom: kind, rows: 64, cols: 64, seed: seed, noise: true, profile: .box,
                           path: scan, force: force)
             let t0 = Date()
-            try fitScan(ctx, scanPath: scan, dataset: "/entry/data/data", scanShape: nil, libraryPath: library,
+            try fitScan(ctx, scan: ScanInput(path: scan), libraryPath: library,
                         outputs: MapOutputs(path: maps, force: force, quickLooks: true), batch: 256)
             let fitSeconds = Date().timeIntervalSince(t0)
             var donutMaps: String?, trainSeconds = 0.0
@@ -74,7 +74,7 @@ struct Demo: ParsableCommand {
                                                     checkpointPath: "\(folder)/donut-model.checkpoint.h5", resume: nil))
                 trainSeconds = Date().timeIntervalSince(t1)
                 donutMaps = "\(folder)/donut.h5"
-                try inferScan(ctx, modelPath: model, scanPath: scan, dataset: "/entry/data/data", scanShape: nil,
+                try inferScan(ctx, modelPath: model, scan: ScanInput(path: scan),
                               outputs: MapOutputs(path: donutMaps!, force: force, quickLooks: true), batch: 256, mcSamples: 0)
             }
             guard ctx.comm.isRoot else { return }

@@ -18,11 +18,8 @@ struct ScanOptions: ParsableArguments {
     /// "64x64" → (64, 64); nil stays nil.
     static func parseShape(_ text: String?) throws -> (rows: Int, cols: Int)? {
         guard let s = text else { return nil }
-        let parts = s.lowercased().split(separator: "x").compactMap { Int($0) }
-        guard parts.count == 2, parts[0] > 0, parts[1] > 0 else {
-            throw ValidationError("--scan-shape must look like 64x64 (got '\(s)')")
-        }
-        return (parts[0], parts[1])
+        guard let shape = parseScanShape(s) else { throw ValidationError("--scan-shape must look like 64x64 (got '\(s)')") }
+        return shape
     }
 }
 
@@ -77,17 +74,19 @@ struct Fit: ParsableCommand {
     func run() throws {
         try RunContext.run { ctx in
             let outputs = MapOutputs(path: output.path, force: output.force, quickLooks: quicklook)
-            _ = try fitScan(ctx, scanPath: scan.path, dataset: scan.dataset, scanShape: scan.shape,
+            _ = try fitScan(ctx, scan: ScanInput(path: scan.path, dataset: scan.dataset, scanShape: scan.shape),
                             libraryPath: library, outputs: outputs, batch: batch, refineIterations: refinement.iterations)
         }
     }
 }
 
 /// The correlation fit of one scan, written as NeXus maps (+ quick-looks). Collective.
-/// Returns the config used.
+/// Rank-local failures (a read error on one rank) are agreed on before the next
+/// collective, so every rank throws the same error and none hangs (`reprocess` relies on
+/// it). Stage wall times go to `times`. Returns the number of frames.
 @discardableResult
-func fitScan(_ ctx: RunContext, scanPath: String, dataset: String, scanShape: (rows: Int, cols: Int)?,
-             libraryPath: String, outputs: MapOutputs, batch: Int, refineIterations: Int? = nil) throws -> DonutConfig {
+func fitScan(_ ctx: RunContext, scan: ScanInput, libraryPath: String, outputs: MapOutputs, batch: Int,
+             refineIterations: Int? = nil, times: StageTimes = StageTimes()) throws -> Int {
     let comm = ctx.comm
     let mapNames = ["strain", "tilt_lr", "tilt_ud", "thickness", "residual", "valid"]
     try outputs.checkNothingIsOverwritten(maps: mapNames, comm: comm)
@@ -97,47 +96,60 @@ func fitScan(_ ctx: RunContext, scanPath: String, dataset: String, scanShape: (r
         throw DonutIOError.dataset(libraryPath, "/entry/process/config/data", "the library records no config")
     }
     let config = try ConfigFile.fromJSON(libraryConfigJSON, source: "\(libraryPath):/entry/process/config/data")
-    let reader = try ScanReader(path: scanPath, dataset: dataset, config: config, comm: comm, scanShape: scanShape)
+    let reader = try scan.open(config: config, comm: comm)
     defer { try? reader.close() }
     if let scanJSON = reader.configJSON {
-        let scanConfig = try ConfigFile.fromJSON(scanJSON, source: "\(scanPath):/entry/process/config/data")
+        let scanConfig = try ConfigFile.fromJSON(scanJSON, source: "\(scan.path):/entry/process/config/data")
         let differing = config.patternKeysDiffering(from: scanConfig)
         guard differing.isEmpty else {
             throw DonutIOError(file: libraryPath, object: "/entry/process/config/data",
-                               "library made with another config than the scan '\(scanPath)': \(differing.joined(separator: ", ")) differ")
+                               "library made with another config than the scan '\(scan.path)': \(differing.joined(separator: ", ")) differ")
         }
     }
     let grid = libraryFile.grid, layout = reader.layout, np = libraryFile.frameSize * libraryFile.frameSize
-    ctx.log("fit: scan \(scanPath) \(layout.rows)×\(layout.cols) frames (\(reader.storedFrameShape.height)×\(reader.storedFrameShape.width) stored), library \(libraryPath) \(grid.shape.map(String.init).joined(separator: "×")) = \(grid.count) entries, \(comm.size) rank(s), batch \(batch)")
+    ctx.log("fit: scan \(scan.path) \(layout.rows)×\(layout.cols) frames (\(reader.storedFrameShape.height)×\(reader.storedFrameShape.width) stored), library \(libraryPath) \(grid.shape.map(String.init).joined(separator: "×")) = \(grid.count) entries, \(comm.size) rank(s), batch \(batch)")
     let slab = shardRange(count: grid.count, parts: comm.size, index: comm.rank)
-    let patterns = try libraryFile.readSlab(slab)
+    let patterns = try times.time(\.read) { try ctx.agreeing { try libraryFile.readSlab(slab) } }
     var libraryChecksum = [ScanReader.frameChecksum(frames: patterns, firstIndex: slab.lowerBound, frameSize: libraryFile.frameSize)]
     comm.allreduceSum(&libraryChecksum)
-    let fit = CorrelationFit(grid: grid, entries: slab, patterns: patterns, pixelCount: np)
+    let fit = times.time(\.estimate) { CorrelationFit(grid: grid, entries: slab, patterns: patterns, pixelCount: np) }
     let keep = shardRange(count: layout.frameCount, parts: comm.size, index: comm.rank)
     let residualModel = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
     let run = CorrelationFitRun(frameCount: layout.frameCount, batch: batch, residualModel: residualModel)
-    var results = try run.run(fit: fit, keep: keep, readFrames: { try reader.readFrames($0) },
-                              allreduceSum: { comm.allreduceSum($0) }, progress: ctx.progress("fit frames"))
+    // Every rank reads every frame (the library is split); the checksum counts each rank's own block.
+    let source = TimedFrameSource(reader: reader, times: times, checksummed: keep)
+    var results = times.timeExcludingReads(\.estimate) {
+        run.run(fit: fit, keep: keep, readFrames: source.readOrZeros, allreduceSum: { comm.allreduceSum($0) },
+                progress: ctx.progress("fit frames"))
+    }
+    try ctx.agreeing { try source.throwIfFailed() }
     if let iterations = refineIterations {
         let refinement = PhysicsRefinement(config: config, fitThickness: grid.hasThicknessAxis, maxIterations: iterations)
-        try refinement.refine(&results, readFrames: { try reader.readFrames($0) }, progress: ctx.progress("physics refinement (rank 0)"))
+        let rereads = TimedFrameSource(reader: reader, times: times, checksummed: 0..<0)
+        try times.timeExcludingReads(\.refine) {
+            try ctx.agreeing {
+                try refinement.refine(&results, readFrames: rereads.read, progress: ctx.progress("physics refinement (rank 0)"))
+            }
+        }
     }
     var counts = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&counts)
-    let frameChecksum = try reader.globalFrameChecksum(keep, comm: comm)
     let provenance = ctx.provenance(
         method: refineIterations == nil ? "correlation-fit" : "correlation-fit+physics-refine", config: libraryConfigJSON,
-        inputs: [.init(path: relativePath(scanPath, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : dataset,
-                       checksum: ScanReader.checksumString(frameChecksum)),
+        inputs: [.init(path: relativePath(scan.path, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : scan.dataset,
+                       checksum: source.globalChecksum(comm)),
                  .init(path: relativePath(libraryPath, from: outputs.path), dataset: "/entry/library/patterns",
                        checksum: ScanReader.checksumString(libraryChecksum[0]))],
         modelID: "library:\(URL(fileURLWithPath: libraryPath).lastPathComponent) \(ScanReader.checksumString(libraryChecksum[0]))")
-    try ResultMapsWriter.write(path: outputs.path, results: results, layout: layout, provenance: provenance,
-                               force: outputs.force, comm: comm)
+    try times.time(\.write) {
+        try ctx.agreeing {
+            try ResultMapsWriter.write(path: outputs.path, results: results, layout: layout, provenance: provenance,
+                                       force: outputs.force, comm: comm)
+        }
+    }
     ctx.log("wrote \(outputs.path)\(counts[0] > 0 ? " (\(counts[0]) bad frame(s) marked valid = 0)" : "")")
     if outputs.quickLooks && comm.isRoot { try writeQuickLooks(outputs) }
-    return config
+    return layout.frameCount
 }
 
 /// One PNG per map of a result file (rank 0).

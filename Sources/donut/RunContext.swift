@@ -54,10 +54,15 @@ struct RunContext {
     }
 }
 
-/// `path` relative to the folder of `relativeTo` when it lies below it, else absolute.
+/// `path` relative to the folder of `output` ("scan.h5", "../raw/scan.h5") when the two
+/// share a folder below the root, else absolute: provenance that survives moving the
+/// whole project folder.
 func relativePath(_ path: String, from output: String) -> String {
-    let target = URL(fileURLWithPath: path).standardizedFileURL.path
-    let base = URL(fileURLWithPath: output).standardizedFileURL.deletingLastPathComponent().path
-    let prefix = base.hasSuffix("/") ? base : base + "/"
-    return target.hasPrefix(prefix) ? String(target.dropFirst(prefix.count)) : target
+    let target = URL(fileURLWithPath: path).standardizedFileURL.pathComponents
+    let base = URL(fileURLWithPath: output).standardizedFileURL.deletingLastPathComponent().pathComponents
+    var common = 0
+    while common < min(target.count, base.count), target[common] == base[common] { common += 1 }
+    guard common > 1 else { return URL(fileURLWithPath: path).standardizedFileURL.path }   // only "/" in common
+    let ups = [String](repeating: "..", count: base.count - common)
+    return (ups + target[common...]).joined(separator: "/")
 }

@@ -1,0 +1,224 @@
+import DonutPhysics
+import Foundation
+
+/// A list of scans to (re)process with common defaults and per-scan overrides
+/// (`donut reprocess --manifest m.yaml`; keys in configs/README.md, example in
+/// configs/reprocess-example.yaml). Read strictly by `ConfigFile` (unknown keys and wrong
+/// types name the file and the dotted key); the keys listed in `optionalKeys` may be left out.
+/// Paths inside are relative to the manifest's folder.
+public struct ReprocessManifest: StrictConfig {
+    /// Settings a scan inherits from `defaults` unless it sets them itself.
+    public struct Settings: Codable, Equatable, Sendable {
+        /// "donut" (a trained model) or "fit" (correlation fit against a library).
+        public var method: String?
+        /// Model file from `donut train` (method donut).
+        public var model: String?
+        /// Library file from `donut simulate library` (method fit).
+        public var library: String?
+        /// HDF5 dataset holding the frames.
+        public var dataset: String?
+        /// Detector region read from raw frames (overrides the model's `instrument.roi`;
+        /// binning is a property of the model and cannot change per scan).
+        public var roi: DetectorROI?
+        /// Per-frame Poisson maximum-likelihood refinement after the first estimate.
+        public var physicsRefine: Bool?
+        /// Levenberg–Marquardt iterations per frame.
+        public var refineIterations: Int?
+        /// Frames per batch (encoder batch or correlation GEMM batch).
+        public var batch: Int?
+
+        enum CodingKeys: String, CodingKey {
+            case method, model, library, dataset, roi, batch
+            case physicsRefine = "physics_refine", refineIterations = "refine_iterations"
+        }
+        public init(method: String? = nil, model: String? = nil, library: String? = nil, dataset: String? = nil,
+                    roi: DetectorROI? = nil, physicsRefine: Bool? = nil, refineIterations: Int? = nil, batch: Int? = nil) {
+            self.method = method; self.model = model; self.library = library; self.dataset = dataset
+            self.roi = roi; self.physicsRefine = physicsRefine; self.refineIterations = refineIterations; self.batch = batch
+        }
+
+        /// `self` where set, else `fallback`.
+        func over(_ fallback: Settings) -> Settings {
+            Settings(method: method ?? fallback.method, model: model ?? fallback.model, library: library ?? fallback.library,
+                     dataset: dataset ?? fallback.dataset, roi: roi ?? fallback.roi,
+                     physicsRefine: physicsRefine ?? fallback.physicsRefine,
+                     refineIterations: refineIterations ?? fallback.refineIterations, batch: batch ?? fallback.batch)
+        }
+    }
+
+    /// One scan: its file, optional layout and output name, and overrides of `defaults`.
+    public struct Scan: Codable, Equatable, Sendable {
+        public var path: String
+        /// "ROWSxCOLS" for 3-D (N, H, W) frame datasets.
+        public var scanShape: String?
+        /// Result file name inside the output folder (default: the scan's name + "_maps.h5").
+        public var output: String?
+        public var overrides: Settings?
+
+        enum CodingKeys: String, CodingKey { case path, output, overrides; case scanShape = "scan_shape" }
+        public init(path: String, scanShape: String? = nil, output: String? = nil, overrides: Settings? = nil) {
+            self.path = path; self.scanShape = scanShape; self.output = output; self.overrides = overrides
+        }
+    }
+
+    /// Folder of the result files and the status file (default: the manifest's folder).
+    public var outputDir: String?
+    public var defaults: Settings?
+    public var scans: [Scan]
+
+    enum CodingKeys: String, CodingKey { case defaults, scans; case outputDir = "output_dir" }
+    public init(outputDir: String? = nil, defaults: Settings? = nil, scans: [Scan]) {
+        self.outputDir = outputDir; self.defaults = defaults; self.scans = scans
+    }
+
+    public static var schemaExample: ReprocessManifest {
+        let all = Settings(method: "donut", model: "model.h5", library: "lib.h5", dataset: "/entry/data/data",
+                           roi: DetectorROI(x: 0, y: 0, width: 64, height: 64), physicsRefine: false, refineIterations: 8, batch: 256)
+        return ReprocessManifest(outputDir: "results", defaults: all,
+                                 scans: [Scan(path: "scan.h5", scanShape: "64x64", output: "scan_maps.h5", overrides: all)])
+    }
+
+    public static var optionalKeys: Set<String> {
+        let settings = ["method", "model", "library", "dataset", "roi", "physics_refine", "refine_iterations", "batch"]
+        return Set(["output_dir", "defaults", "scans[].scan_shape", "scans[].output", "scans[].overrides"]
+                   + settings.map { "defaults.\($0)" } + settings.map { "scans[].overrides.\($0)" })
+    }
+
+    public static let methods = ["donut", "fit"]
+
+    public func validate() throws {
+        guard !scans.isEmpty else { throw ConfigError(key: "scans", "lists no scans") }
+        func check(_ s: Settings?, _ key: String) throws {
+            guard let s else { return }
+            if let m = s.method, !Self.methods.contains(m) {
+                throw ConfigError(key: "\(key).method", "must be one of \(Self.methods.joined(separator: ", ")) (got '\(m)')")
+            }
+            if let n = s.refineIterations, n < 1 { throw ConfigError(key: "\(key).refine_iterations", "must be ≥ 1 (got \(n))") }
+            if let n = s.batch, n < 1 { throw ConfigError(key: "\(key).batch", "must be ≥ 1 (got \(n))") }
+            if let r = s.roi, r.x < 0 || r.y < 0 || r.width < 1 || r.height < 1 {
+                throw ConfigError(key: "\(key).roi", "needs x, y ≥ 0 and width, height ≥ 1 (got \(r))")
+            }
+        }
+        try check(defaults, "defaults")
+        for (i, scan) in scans.enumerated() {
+            guard !scan.path.isEmpty else { throw ConfigError(key: "scans[\(i)].path", "is empty") }
+            if let s = scan.scanShape, parseScanShape(s) == nil {
+                throw ConfigError(key: "scans[\(i)].scan_shape", "must look like 64x64 (got '\(s)')")
+            }
+            if let o = scan.output, o.isEmpty || o.contains("/") {
+                throw ConfigError(key: "scans[\(i)].output", "must be a file name inside output_dir (got '\(o)')")
+            }
+            try check(scan.overrides, "scans[\(i)].overrides")
+            let s = (scan.overrides ?? Settings()).over(defaults ?? Settings())
+            let method = s.method ?? "donut"
+            if method == "donut" && s.model == nil {
+                throw ConfigError(key: "scans[\(i)]", "method donut needs a model (defaults.model or overrides.model)")
+            }
+            if method == "fit" && s.library == nil {
+                throw ConfigError(key: "scans[\(i)]", "method fit needs a library (defaults.library or overrides.library)")
+            }
+        }
+    }
+
+    /// Reads and checks a manifest file.
+    public static func load(path: String) throws -> ReprocessManifest { try ConfigFile.load(Self.self, path: path) }
+
+    /// The folder of results and status: `override` (relative to the working directory)
+    /// when given, else `output_dir` relative to the manifest's folder (default: that folder).
+    public func outputFolder(manifestPath: String, override: String? = nil) -> String {
+        let base = URL(fileURLWithPath: manifestPath).standardizedFileURL.deletingLastPathComponent()
+        let cwd = URL(fileURLWithPath: FileManager.default.currentDirectoryPath, isDirectory: true)
+        return override.map { resolve($0, against: cwd) } ?? resolve(outputDir ?? ".", against: base)
+    }
+
+    /// Every scan with its settings resolved and its paths made absolute against the
+    /// manifest's folder (`outputDir` overrides the manifest's output folder). Duplicate
+    /// scans (same file and dataset) and clashing outputs are marked, not dropped: the
+    /// later entry fails with the reason while the first is processed.
+    public func jobs(manifestPath: String, outputDir overrideDir: String? = nil) -> [ReprocessJob] {
+        let base = URL(fileURLWithPath: manifestPath).standardizedFileURL.deletingLastPathComponent()
+        let outDir = outputFolder(manifestPath: manifestPath, override: overrideDir)
+        var seenInput: [String: Int] = [:], seenOutput: [String: Int] = [:]
+        return scans.enumerated().map { i, scan in
+            let s = (scan.overrides ?? Settings()).over(defaults ?? Settings())
+            let path = resolve(scan.path, against: base)
+            let stem = URL(fileURLWithPath: scan.path).deletingPathExtension().lastPathComponent
+            let output = URL(fileURLWithPath: outDir).appendingPathComponent(scan.output ?? "\(stem)_maps.h5").path
+            let method = s.method ?? "donut"
+            var job = ReprocessJob(index: i, name: "scans[\(i)] \(scan.path)", scanPath: path,
+                                   dataset: s.dataset ?? "/entry/data/data", scanShape: scan.scanShape.flatMap(parseScanShape),
+                                   method: method, modelPath: (method == "donut" ? s.model : s.library).map { resolve($0, against: base) } ?? "",
+                                   roi: s.roi, refineIterations: (s.physicsRefine ?? false) ? (s.refineIterations ?? 8) : nil,
+                                   batch: s.batch ?? 256, outputPath: output, duplicateOf: nil)
+            let inputKey = path + "\u{0}" + job.dataset
+            if let first = seenInput[inputKey] {
+                job.duplicateOf = "duplicate of scans[\(first)] (same file and dataset)"
+            } else if let first = seenOutput[output] {
+                job.duplicateOf = "output \(output) is also the output of scans[\(first)]"
+            } else {
+                seenInput[inputKey] = i; seenOutput[output] = i
+            }
+            return job
+        }
+    }
+}
+
+/// One scan of a manifest, resolved: what `donut reprocess` (and later `donut refine`) runs.
+public struct ReprocessJob: Equatable, Sendable {
+    public var index: Int
+    /// "scans[i] <path as written>", for logs and the status file.
+    public var name: String
+    /// Absolute paths.
+    public var scanPath: String
+    public var dataset: String
+    public var scanShape: (rows: Int, cols: Int)?
+    /// "donut" or "fit".
+    public var method: String
+    /// The model (donut) or library (fit) file.
+    public var modelPath: String
+    public var roi: DetectorROI?
+    /// Refinement iterations, nil when refinement is off.
+    public var refineIterations: Int?
+    public var batch: Int
+    public var outputPath: String
+    /// Why this entry is not processed (it repeats an earlier one), else nil.
+    public var duplicateOf: String?
+
+    public static func == (a: Self, b: Self) -> Bool {
+        a.index == b.index && a.name == b.name && a.scanPath == b.scanPath && a.dataset == b.dataset
+            && a.scanShape?.rows == b.scanShape?.rows && a.scanShape?.cols == b.scanShape?.cols
+            && a.method == b.method && a.modelPath == b.modelPath && a.roi == b.roi
+            && a.refineIterations == b.refineIterations && a.batch == b.batch && a.outputPath == b.outputPath
+            && a.duplicateOf == b.duplicateOf
+    }
+
+    /// What decides the result: settings plus size and modification time of the input
+    /// files. A rerun skips a scan whose status is done with the same fingerprint.
+    public var fingerprint: String {
+        func stamp(_ p: String) -> String {
+            guard let a = try? FileManager.default.attributesOfItem(atPath: p) else { return "missing" }
+            let size = (a[.size] as? NSNumber)?.int64Value ?? -1
+            let time = (a[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
+            return "\(size)@\(String(format: "%.3f", time))"
+        }
+        let roiText = roi.map { "\($0.x),\($0.y),\($0.width),\($0.height)" } ?? "-"
+        let shape = scanShape.map { "\($0.rows)x\($0.cols)" } ?? "-"
+        let text = [method, scanPath, stamp(scanPath), dataset, shape, modelPath, stamp(modelPath), roiText,
+                    refineIterations.map(String.init) ?? "-", "\(batch)"].joined(separator: "|")
+        var h: UInt64 = 0xcbf2_9ce4_8422_2325
+        for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
+        return "fnv1a64:" + String(h, radix: 16).leftPadded(to: 16)
+    }
+}
+
+/// `p` if absolute, else `p` inside `base`; standardized.
+private func resolve(_ p: String, against base: URL) -> String {
+    p.hasPrefix("/") ? URL(fileURLWithPath: p).standardizedFileURL.path : base.appendingPathComponent(p).standardizedFileURL.path
+}
+
+/// "64x64" → (64, 64); nil when malformed.
+public func parseScanShape(_ text: String) -> (rows: Int, cols: Int)? {
+    let parts = text.lowercased().split(separator: "x", omittingEmptySubsequences: false).map { Int($0) }
+    guard parts.count == 2, let r = parts[0], let c = parts[1], r > 0, c > 0 else { return nil }
+    return (r, c)
+}

@@ -142,6 +142,12 @@ public final class Trainer {
     var measuredResident: [Float], libraryResident: [Float]
     var measuredRows: [Int: Int]?, libraryRows: [Int: Int]?
     var residentEpoch = -1
+    /// Convolution biases that feed a BatchNorm. BatchNorm subtracts the channel mean, so the
+    /// loss does not depend on them: their exact gradient is 0 and the computed one is
+    /// rounding noise (~1e-9), which AdamW (m/√v) would turn into ±learning-rate steps that
+    /// differ with the summation order (rank count, threads). Their gradient is set to 0: the
+    /// bias keeps its initial value (weight decay aside), the network's function is unchanged.
+    let cancelledBiases: [TensorView]
 
     public init(network: DonutNetwork<Float>, training: TrainingConfig, mode: TrainingMode, data: TrainingData,
                 parallel: DataParallel = .single) throws {
@@ -174,6 +180,10 @@ public final class Trainer {
         reduceBuffer = [Float](repeating: 0, count: parallel.size > 1 ? network.store.count + averagedBuffers + 4 : 0)
         measuredResident = data.source == nil ? data.measured : []
         libraryResident = data.source == nil ? (data.library?.patterns ?? []) : []
+        let names = Set(network.store.tensors.map(\.name))
+        cancelledBiases = network.store.tensors.filter {
+            $0.name.hasSuffix(".conv.bias") && names.contains($0.name.dropLast(".conv.bias".count) + ".bn.weight")
+        }
         network.plan(batch: batchSize, training: true)
         // Dropout ids: the frames' global batch positions (measured rows, then simulated rows).
         let m = batchSize - simulatedPerBatch, globalMeasured = parallel.size * m
@@ -229,6 +239,7 @@ public final class Trainer {
                 network.backwardSupervised(labels: $0.baseAddress!, labelScale: training.supervised.labelScale)
             }
         }
+        for t in cancelledBiases { network.store.gradient(t).update(repeating: 0, count: t.count) }
         stopAgreed = stop
         if parallel.size > 1 { reduce(&losses) }
         guard losses.total.isFinite else { throw TrainingDiverged(step: step, loss: losses.total) }

@@ -1,0 +1,85 @@
+import XCTest
+import DonutPhysics
+import DonutCore
+import DonutIO
+
+/// `mpirun -np 2 donut train …` against one rank with the doubled batch: the same global
+/// batches, the same loss curve and weights; identical replicas; signals, resume and a dying
+/// rank. 16×16 frames and a tiny network, as in TrainInferTests.
+final class DataParallelTrainingTests: XCTestCase {
+    var dir: URL!
+
+    override func setUpWithError() throws {
+        dir = try scratchFolder(self)
+        let config = try writeSmallConfig(in: dir, name: "tiny.yaml") { c in
+            c.model.frameSize = 16
+            c.instrument.roi = DetectorROI(x: 0, y: 0, width: 32, height: 32)
+            c.zonePlate.focalLengthM = 0.1
+            c.library = LibrarySteps(strain: 4, tiltLR: 3, tiltUD: 3, thickness: 1)
+        }
+        assertSucceeded(try donut(["simulate", "scan", "--config", config, "--phantom", "domains", "--rows", "5", "--cols", "8",
+                                   "--peak", "40", "--out", "scan.h5"], in: dir), "scan")
+        assertSucceeded(try donut(["simulate", "library", "--config", config, "--out", "lib.h5"], in: dir), "library")
+        addTeardownBlock { [dir] in _ = try? FileManager.default.copyItem(at: dir!, to: URL(fileURLWithPath: "/tmp/dp/keep")) }
+    }
+
+    func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
+
+    /// A training preset with per-rank batch `batch`.
+    func preset(_ name: String, batch: Int, epochs: Int, validation: Double = 0.1, checkpointEvery: Int = 1000) throws -> String {
+        var t = TrainingConfig.donutPaper
+        t.network = NetworkSettings(encoderChannels: [4, 8], dropout: 0.2, hiddenUnits: 8, predictThickness: false, decoder: true)
+        t.schedule = Schedule(batchSize: batch, epochs: epochs, validationFraction: validation, checkpointEvery: checkpointEvery, seed: 7)
+        let p = path(name)
+        try ConfigFile.yaml(of: t).write(toFile: p, atomically: true, encoding: .utf8)
+        return p
+    }
+
+    /// max |a − b| over max |a|, per tensor (the worst tensor).
+    func relativeDifference(_ a: ModelCheckpoint, _ b: ModelCheckpoint) -> Double {
+        var worst = 0.0
+        for (i, t) in a.tensors.enumerated() {
+            let end = i + 1 < a.tensors.count ? a.tensors[i + 1].offset : a.parameters.count
+            var diff = 0.0, scale = 0.0
+            for k in t.offset..<end {
+                diff = max(diff, abs(Double(a.parameters[k]) - Double(b.parameters[k])))
+                scale = max(scale, abs(Double(a.parameters[k])))
+            }
+            worst = max(worst, diff / max(scale, 1e-30))
+        }
+        return worst
+    }
+
+    /// np 2 × batch b ≡ np 1 × batch 2b after ≥ 100 steps (DONUT with measured and simulated
+    /// frames, and supervised NanobeamNN), with synchronised BatchNorm and the replica check on.
+    func testTwoRanksMatchOneRankWithTheDoubledBatch() throws {
+        // 36 training frames, 2 measured per global batch: 18 steps per epoch. 27 library
+        // entries for supervised training, 4 per global batch: 6 steps per epoch.
+        for (name, args, epochs, validation) in [("donut", ["--scan", "scan.h5", "--library", "lib.h5", "--mix", "0.5"], 6, 0.1),
+                                                 ("supervised", ["--supervised", "--library", "lib.h5"], 17, 0.25)] {
+            let one = try preset("\(name)-one.yaml", batch: 4, epochs: epochs, validation: validation)
+            let two = try preset("\(name)-two.yaml", batch: 2, epochs: epochs, validation: validation)
+            assertSucceeded(try donut(["train"] + args + ["--training", one, "--out", "\(name)-one.h5"], in: dir), "\(name) np 1")
+            let r = try donut(["train"] + args + ["--training", two, "--out", "\(name)-two.h5", "--sync-batchnorm", "--check-replicas"],
+                              ranks: 2, in: dir)
+            assertSucceeded(r, "\(name) np 2")
+            let a = try CheckpointFile.read(path: path("\(name)-one.h5")), b = try CheckpointFile.read(path: path("\(name)-two.h5"))
+            XCTAssertGreaterThanOrEqual(a.step, 100, "\(name): at least 100 steps")
+            XCTAssertEqual(a.step, b.step, "\(name): same number of global steps")
+            XCTAssertEqual(a.lossLog.map(\.step), b.lossLog.map(\.step))
+            for (x, y) in zip(a.lossLog, b.lossLog) {
+                XCTAssertEqual(x.train, y.train, accuracy: 1e-5 * abs(x.train), "\(name): training loss at step \(x.step)")
+                if !x.validation.isNaN {
+                    XCTAssertEqual(x.validation, y.validation, accuracy: 1e-5 * abs(x.validation), "\(name): validation loss at step \(x.step)")
+                }
+            }
+            XCTAssert(a.lossLog.contains { !$0.validation.isNaN }, "\(name): validation evaluated")
+            let rel = relativeDifference(a, b)
+            XCTAssertLessThanOrEqual(rel, 1e-5, "\(name): final weights np 1 vs np 2 (worst tensor, relative)")
+            print("\(name): \(a.step) steps, final weights differ by \(rel) relative (worst tensor)")
+            for (k, (x, y)) in zip(a.bufferValues, b.bufferValues).enumerated() {
+                XCTAssertEqual(Double(x), Double(y), accuracy: 1e-5 * max(abs(Double(x)), 1e-3), "\(name): BatchNorm statistic \(k)")
+            }
+        }
+    }
+}

@@ -20,7 +20,6 @@ final class DataParallelTrainingTests: XCTestCase {
         assertSucceeded(try donut(["simulate", "scan", "--config", config, "--phantom", "domains", "--rows", "5", "--cols", "8",
                                    "--peak", "40", "--out", "scan.h5"], in: dir), "scan")
         assertSucceeded(try donut(["simulate", "library", "--config", config, "--out", "lib.h5"], in: dir), "library")
-        addTeardownBlock { [dir] in _ = try? FileManager.default.copyItem(at: dir!, to: URL(fileURLWithPath: "/tmp/dp/keep")) }
     }
 
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
@@ -81,5 +80,54 @@ final class DataParallelTrainingTests: XCTestCase {
                 XCTAssertEqual(Double(x), Double(y), accuracy: 1e-5 * max(abs(Double(x)), 1e-3), "\(name): BatchNorm statistic \(k)")
             }
         }
+    }
+
+    /// SIGUSR1 to mpirun (Slurm's warning before a time limit or requeue; mpirun forwards it):
+    /// every rank finishes the step, rank 0 writes the checkpoint, exit code 75; `--resume` on
+    /// two ranks ends with exactly the weights of the uninterrupted two-rank run. Per-rank
+    /// BatchNorm (the default) with the replica check.
+    func testSignalCheckpointAndResumeUnderMPI() throws {
+        let t = try preset("long.yaml", batch: 2, epochs: 20, checkpointEvery: 5)
+        let args = ["train", "--scan", "scan.h5", "--training", t, "--check-replicas"]
+        assertSucceeded(try donut(args + ["--out", "full.h5"], ranks: 2, in: dir), "uninterrupted np 2")
+        let process = donutProcess(args + ["--out", "part.h5", "--checkpoint", "ck.h5"], ranks: 2, in: dir)
+        let err = Pipe()
+        process.standardError = err; process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let deadline = Date().addingTimeInterval(120)
+        while !FileManager.default.fileExists(atPath: path("ck.h5")) && process.isRunning && Date() < deadline { usleep(2_000) }
+        XCTAssert(process.isRunning, "training ended before the first checkpoint; make it longer")
+        kill(process.processIdentifier, SIGUSR1)
+        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        XCTAssertEqual(process.terminationStatus, 75, "documented exit code after a signal:\n\(text)")
+        XCTAssert(text.contains("stopped by signal"), text)
+        let stopped = try CheckpointFile.read(path: path("ck.h5"))
+        XCTAssertLessThan(stopped.step, 20 * 9, "stopped early (step \(stopped.step))")
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("part.h5")), "no final model after a signal")
+        assertSucceeded(try donut(args + ["--out", "part.h5", "--checkpoint", "ck.h5", "--resume", "ck.h5"], ranks: 2, in: dir), "resume np 2")
+        let full = try CheckpointFile.read(path: path("full.h5")), resumed = try CheckpointFile.read(path: path("part.h5"))
+        XCTAssertEqual(resumed.step, full.step)
+        XCTAssert(zip(resumed.parameters, full.parameters).allSatisfy { $0.bitPattern == $1.bitPattern },
+                  "resumed weights equal the uninterrupted run's")
+        XCTAssertEqual(resumed.bufferValues, full.bufferValues)
+    }
+
+    /// A rank that dies mid-training ends the whole job with a message, well before the timeout.
+    func testADyingRankAbortsTheJob() throws {
+        let t = try preset("long.yaml", batch: 2, epochs: 60)
+        let start = Date()
+        let r = try donut(["train", "--scan", "scan.h5", "--training", t, "--out", "m.h5", "--fail-rank", "1:3"], ranks: 2, in: dir, timeout: 90)
+        XCTAssertLessThan(Date().timeIntervalSince(start), 60, "the job ended by itself, not by the test's timeout")
+        assertFailed(r, naming: ["rank 1: --fail-rank: exiting abruptly during step 3"])
+        XCTAssertFalse(FileManager.default.fileExists(atPath: path("m.h5")))
+    }
+
+    /// Under Slurm, a world that does not match SLURM_NTASKS (srun without PMI: N singletons)
+    /// is refused before any work.
+    func testSlurmTaskCountMismatchIsRefused() throws {
+        let t = try preset("t.yaml", batch: 2, epochs: 1)
+        assertFailed(try donut(["train", "--scan", "scan.h5", "--training", t, "--out", "m.h5"], in: dir, environment: ["SLURM_NTASKS": "2"]),
+                     naming: ["MPI world size is 1", "SLURM_NTASKS is 2"])
     }
 }

@@ -223,6 +223,7 @@ public final class Trainer {
 
     /// One optimiser step. `stop`: this replica's stop request (a signal), agreed over the
     /// replicas in the step's reduction (`stopAgreed`). Returns the losses of the global batch.
+    /// With `data.source`, go through `run` (it reads each epoch's frames first).
     @discardableResult
     public func trainStep(order: [Int], stop: Bool = false) throws -> NetworkLosses {
         let seed = stepSeed(step)

@@ -25,6 +25,8 @@ public enum BatchNorm2d {
     /// - mean, invStd (channels): written, **cached for backward**: batch mean μ and 1/√(σ² + ε).
     /// - runningMean, runningVar (channels): updated in place (momentum, unbiased variance).
     /// - Requires M = batch·height·width > 1 (PyTorch refuses one value per channel too).
+    /// - synchronise: nil, this batch's statistics; a `Reducer`, the statistics of every
+    ///   replica's batch together (`forwardSynchronised`; M is then the total over replicas).
     /// Statistics: two passes (mean, then squared deviations from it). Each plane (height·width
     /// values, ≤ 4096 here) is summed in T with eight partial sums, relative error ~√(plane/8)·ulp
     /// ≈ 1e-6 for Float, and the per-plane sums are totalled in Double, so the batch statistics
@@ -107,6 +109,7 @@ public enum BatchNorm2d {
     /// - mean, invStd: the cache `forwardTraining` wrote.
     /// - reluOutput: when the forward was fused with ReLU, its output y; dOutput is then taken
     ///   as ∂L/∂(ReLU output) and gated by [y > 0] first (ReLU.backward fused). nil: no ReLU.
+    /// - synchronise: the reducer the forward used (`backwardSynchronised`), or nil.
     /// Sums per plane in T (eight partial sums), totalled in Double; channels in parallel.
     public static func backwardTraining<T: GEMMScalar>(
         dInput: UnsafeMutablePointer<T>, dGamma: UnsafeMutablePointer<T>, dBeta: UnsafeMutablePointer<T>,

@@ -86,13 +86,24 @@ public struct ReplicasDiverged: Error, CustomStringConvertible {
 
 /// Time and bytes of the collective reductions, shared with the network's BatchNorm reducer.
 public final class CommunicationClock {
+    /// Wall seconds in reductions (transfer and waiting for the slowest replica).
     public internal(set) var seconds = 0.0
+    /// CPU seconds of this process in reductions (MPI polls while it waits).
+    public internal(set) var cpuSeconds = 0.0
+    /// Bytes this replica contributed to reductions.
     public internal(set) var bytes = 0
     func time(_ bytes: Int, _ body: () -> Void) {
-        let t0 = DispatchTime.now().uptimeNanoseconds
+        let t0 = DispatchTime.now().uptimeNanoseconds, c0 = Self.processCPUSeconds()
         body()
         seconds += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
+        cpuSeconds += Self.processCPUSeconds() - c0
         self.bytes += bytes
+    }
+    /// CPU seconds used by this process (all threads) so far.
+    public static func processCPUSeconds() -> Double {
+        var t = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+        return Double(t.tv_sec) + 1e-9 * Double(t.tv_nsec)
     }
 }
 

@@ -17,7 +17,8 @@ struct BenchScaling: ParsableCommand {
         The model: a step is compute T_c (measured on this rank) plus a ring allreduce of the
         S-byte buffer, 2(n − 1)/n·S/B + 2(n − 1)·α, plus (synchronised BatchNorm) 3 small
         allreduces per BatchNorm layer at 2·log₂(n)·α each; no overlap of communication with
-        compute (as implemented). Efficiency = T_c / step time. See docs/scaling.md.
+        compute (as implemented). T_c is this run's CPU time per step outside reductions (the
+        wall time on cores nobody else uses). Efficiency = T_c / step time. See docs/scaling.md.
         """)
     @Option(help: "Frames per step on each rank.") var batch = 16
     @Option(help: "Steps to time.") var steps = 30
@@ -44,15 +45,18 @@ struct BenchScaling: ParsableCommand {
             let order = Array(0..<frames)
             for _ in 0..<3 { try trainer.trainStep(order: order) }   // warm-up
             comm.barrier()
-            let c0 = trainer.clock.seconds, b0 = trainer.clock.bytes
-            let t0 = DispatchTime.now().uptimeNanoseconds
+            let c0 = trainer.clock.seconds, b0 = trainer.clock.bytes, r0 = trainer.clock.cpuSeconds
+            let t0 = DispatchTime.now().uptimeNanoseconds, cpu0 = CommunicationClock.processCPUSeconds()
             for _ in 0..<steps { try trainer.trainStep(order: order) }
+            let cpu = (CommunicationClock.processCPUSeconds() - cpu0) / Double(steps)
+            let computeCPU = cpu - (trainer.clock.cpuSeconds - r0) / Double(steps)
             comm.barrier()
             let wall = comm.allreduceMax(Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9) / Double(steps)
             let inReduce = (trainer.clock.seconds - c0) / Double(steps)
-            var shares = [inReduce]
+            var shares = [inReduce, cpu, computeCPU]
             comm.allreduceSum(&shares)
-            let meanReduce = shares[0] / Double(comm.size)
+            let meanReduce = shares[0] / Double(comm.size), meanCPU = shares[1] / Double(comm.size)
+            let meanComputeCPU = shares[2] / Double(comm.size)
             let bytes = Double(trainer.clock.bytes - b0) / Double(steps)
             // The step's reduction buffer whatever the rank count: gradients, loss terms and stop
             // flag, and (per-rank BatchNorm) the running statistics.
@@ -72,11 +76,18 @@ struct BenchScaling: ParsableCommand {
             }
             guard comm.isRoot else { return }
             let samples = Double(comm.size * batch) / wall
-            let compute = wall - meanReduce
+            // The model's compute time: CPU time outside reductions (equals the wall time on
+            // unshared cores; on a shared machine the wall time also counts other processes).
+            let compute = meanComputeCPU
             print("machine: \(machineSummary())")
             print(String(format: "ranks %d, batch %d per rank (global %d), %@ BatchNorm, %d parameters",
                          comm.size, batch, comm.size * batch, syncBatchnorm ? "synchronised" : "per-rank", trainer.network.store.count))
             print(String(format: "samples/s %.1f (%.1f per rank), step %.2f ms", samples, samples / Double(comm.size), 1e3 * wall))
+            // On a shared machine the wall time includes time other processes held the cores.
+            print(String(format: "CPU per step per rank %.2f ms = %.0f%% of the wall time (< 100%%: the rank waited for a core or a message)",
+                         1e3 * meanCPU, 100 * meanCPU / wall))
+            print(String(format: "compute CPU per step per rank %.2f ms (outside reductions): %.1f samples per CPU-second per rank",
+                         1e3 * meanComputeCPU, Double(batch) / meanComputeCPU))
             print(String(format: "allreduce share of a step %.1f%% (%.3f ms in reductions, incl. waiting for the slower rank); bytes per step %.0f (reduction buffer %.0f)",
                          100 * meanReduce / wall, 1e3 * meanReduce, bytes, gradientBytes))
             if comm.size > 1 {
@@ -98,3 +109,4 @@ struct BenchScaling: ParsableCommand {
         }
     }
 }
+

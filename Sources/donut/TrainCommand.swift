@@ -47,6 +47,8 @@ struct Train: ParsableCommand {
     var syncBatchnorm = false
     @Flag(help: "Data-parallel debug: check after every step that all ranks hold identical weights (abort otherwise).")
     var checkReplicas = false
+    @Option(help: "Data-parallel: the step's allreduce goes in buckets of at most this many bytes.")
+    var bucketBytes = 4 << 20
     @Option(help: ArgumentHelp("Fault injection (tests): rank R exits abruptly during step STEP (default 1).", valueName: "R[:STEP]"))
     var failRank: String?
 
@@ -68,6 +70,7 @@ struct Train: ParsableCommand {
         if !supervised && mix < 1 { guard scanOptions.path != nil else { throw ValidationError("training on measured frames needs --scan scan.h5 (or --mix 1 with --library)") } }
         if let e = epochs, e < 1 { throw ValidationError("--epochs must be ≥ 1 (got \(e))") }
         _ = try failure
+        guard bucketBytes >= 4 else { throw ValidationError("--bucket-bytes must be at least 4 (one Float), got \(bucketBytes)") }
     }
 
     func run() throws {
@@ -82,7 +85,7 @@ struct Train: ParsableCommand {
                 scanPath: scanOptions.path, dataset: scanOptions.dataset, scanShape: try scanOptions.shape, libraryPath: library,
                 mix: mix, supervised: supervised, training: train, outPath: output.path, force: output.force,
                 checkpointPath: checkpoint ?? output.path.replacingOccurrences(of: ".h5", with: "") + ".checkpoint.h5", resume: resume,
-                syncBatchNorm: syncBatchnorm, checkReplicas: checkReplicas, failRank: try failure)
+                syncBatchNorm: syncBatchnorm, checkReplicas: checkReplicas, failRank: try failure, bucketBytes: bucketBytes)
             completed = try trainModel(ctx, request)
         }
         if !completed { throw ExitCode(Train.preemptedExitCode) }
@@ -117,6 +120,7 @@ struct TrainRequest {
     var syncBatchNorm = false
     var checkReplicas = false
     var failRank: (rank: Int, step: Int)? = nil
+    var bucketBytes = 4 << 20
 }
 
 /// Trains a model and writes it to `r.outPath`; false when a signal stopped it (a
@@ -189,7 +193,7 @@ func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
                                           seed: UInt64(train.schedule.seed))
     let parallel = comm.size == 1 ? DataParallel.single : DataParallel(
         rank: comm.rank, size: comm.size,
-        sumFloats: { comm.allreduceSum($0, count: $1) },
+        sumFloats: { comm.allreduceSum($0, count: $1, bucketBytes: r.bucketBytes) },
         sumDoubles: { comm.allreduceSum(UnsafeMutableBufferPointer(start: $0, count: $1)) },
         allEqual: { comm.allEqual($0) },
         synchronisedBatchNorm: r.syncBatchNorm, checkReplicas: r.checkReplicas)

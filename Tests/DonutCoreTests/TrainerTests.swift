@@ -169,6 +169,68 @@ final class DataParallelTrainerTests: XCTestCase {
 
     func weights(_ t: Trainer) -> [Float] { Array(UnsafeBufferPointer(start: t.network.store.parameters, count: t.network.store.count)) }
 
+    /// Serves frames from arrays and records what was asked (as the command's file reader).
+    final class ArraySource: TrainingFrameSource {
+        let measured: [Float], library: [Float], pixels: Int
+        var measuredRequests: [[Int]] = [], libraryRequests: [[Int]] = []
+        init(_ data: TrainingData, pixels: Int) { measured = data.measured; library = data.library?.patterns ?? []; self.pixels = pixels }
+        func measuredFrames(_ ids: [Int]) throws -> [Float] {
+            measuredRequests.append(ids)
+            return ids.flatMap { measured[($0 * pixels)..<(($0 + 1) * pixels)] }
+        }
+        func libraryPatterns(_ ids: [Int]) throws -> [Float] {
+            libraryRequests.append(ids)
+            return ids.flatMap { library[($0 * pixels)..<(($0 + 1) * pixels)] }
+        }
+    }
+
+    /// The same trainer reading its frames per epoch through a source: the same weights as with
+    /// everything in memory; on two replicas each reads only its share of an epoch (half of the
+    /// measured frames, plus its validation rows), and the shares cover every frame trained on.
+    func testFramesReadPerEpochShare() throws {
+        for mode in TrainingMode.allCases {
+            let memory = try makeTrainer(mode: mode, batch: 4)
+            try memory.run(checkpoint: { _ in }, log: { _ in })
+            var data = memory.data
+            let source = ArraySource(data, pixels: memory.network.frameSize * memory.network.frameSize)
+            data.measured = []; data.library = data.library.map { ($0.grid, []) }; data.source = source
+            let read = try Trainer(network: try DonutNetwork<Float>(settings: memory.training.network, optimiser: memory.training.optimiser,
+                                                                    config: NetworkGradientTests.smallSetup(thickness: false, dropout: 0.1).0, seed: 9),
+                                   training: memory.training, mode: mode, data: data)
+            try read.run(checkpoint: { _ in }, log: { _ in })
+            XCTAssertEqual(weights(read), weights(memory), "\(mode): frames read per epoch train as frames in memory")
+            XCTAssertEqual((mode == .donut ? source.measuredRequests : source.libraryRequests).count, memory.training.schedule.epochs, "\(mode): one read per epoch")
+        }
+        // Two replicas, DONUT with measured frames only: 18 training + 6 validation frames,
+        // 2 measured frames per replica per step, 4 steps per epoch (16 of 18 frames used).
+        let replicas = ThreadReplicas(size: 2)
+        var sources: [ArraySource?] = [nil, nil]
+        try replicas.run { rank in
+            let base = try self.makeTrainer(mode: .donut, batch: 2)
+            var data = base.data
+            data.simulatedFraction = 0
+            let source = ArraySource(data, pixels: base.network.frameSize * base.network.frameSize)
+            data.measured = []; data.source = source
+            let net = try DonutNetwork<Float>(settings: base.training.network, optimiser: base.training.optimiser,
+                                              config: NetworkGradientTests.smallSetup(thickness: false, dropout: 0.1).0, seed: 9)
+            let t = try Trainer(network: net, training: base.training, mode: .donut, data: data,
+                                parallel: replicas.parallel(rank: rank, synchronisedBatchNorm: true))
+            XCTAssertEqual(t.stepsPerEpoch, 4)
+            try t.run(checkpoint: { _ in }, log: { _ in })
+            sources[rank] = source
+        }
+        let trainer = try makeTrainer(mode: .donut, batch: 4)
+        for epoch in 0..<3 {
+            let a = Set(sources[0]!.measuredRequests[epoch]), b = Set(sources[1]!.measuredRequests[epoch])
+            let validation = Set(trainer.validationIndices)
+            XCTAssertEqual(a.subtracting(validation).count, 8, "epoch \(epoch): rank 0 reads its 4 steps × 2 frames")
+            XCTAssertEqual(b.subtracting(validation).count, 8, "epoch \(epoch): rank 1 likewise")
+            XCTAssert(a.subtracting(validation).isDisjoint(with: b.subtracting(validation)), "epoch \(epoch): disjoint shares")
+            XCTAssertEqual(a.intersection(validation).count, 2, "epoch \(epoch): half of the 4 validation frames of the one global batch")
+            XCTAssert(a.union(b).subtracting(validation).isSubset(of: Set(trainer.trainIndices)))
+        }
+    }
+
     /// Two replicas with batch b and synchronised BatchNorm follow one trainer with batch 2b:
     /// same loss log and weights to 1e-5 (summation order differs), identical replicas.
     func testTwoReplicasMatchOneTrainerWithTheDoubledBatch() throws {

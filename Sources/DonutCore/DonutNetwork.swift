@@ -69,6 +69,12 @@ public final class DonutNetwork<T: GEMMScalar> {
     public var buffers: [T] = []
     public private(set) var bufferRecords: [TensorRecord] = []
     public let physics: PhysicsLayer<T>
+    /// Data-parallel training: sums per-channel BatchNorm statistics over the replicas
+    /// (synchronised BatchNorm, statistics of the global batch). nil: this batch's own.
+    public var batchNormReducer: BatchNorm2d.Reducer?
+    /// The id of each frame of the batch, keying its dropout mask (`Dropout`): global sample
+    /// positions, so a frame gets the same mask whichever rank holds it. nil: one stream per call.
+    public var dropoutSampleIDs: [Int]?
 
     let encoder: [ConvBN]
     let head: [LinearLayer]
@@ -306,7 +312,8 @@ public final class DonutNetwork<T: GEMMScalar> {
             var pooled = UnsafePointer(a.reluOut[k])
             if mode.dropout && settings.dropout > 0 {
                 Dropout.forwardTraining(output: a.dropOut[k], mask: a.dropMask[k], input: a.reluOut[k],
-                                        probability: settings.dropout, rng: &rng, count: count)
+                                        probability: settings.dropout, rng: &rng, count: count,
+                                        sampleIDs: dropoutSampleIDs)
                 pooled = UnsafePointer(a.dropOut[k])
             }
             MaxPool2d.forward(output: next, argmax: a.poolArgmax[k], input: pooled, batch: b,
@@ -375,7 +382,8 @@ public final class DonutNetwork<T: GEMMScalar> {
                                bias: p + block.bias.offset, columns: columns, shape: shape)
                 BatchNorm2d.forwardTraining(output: output, mean: mean, invStd: invStd, runningMean: rm, runningVar: rv,
                                             input: convOut, gamma: gamma, beta: beta, batch: shape.batch,
-                                            channels: block.outChannels, height: shape.outHeight, width: shape.outWidth, relu: true)
+                                            channels: block.outChannels, height: shape.outHeight, width: shape.outWidth, relu: true,
+                                            synchronise: batchNormReducer)
             } else {
                 BatchNorm2d.evalAffine(scale: scale, shift: shift, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv,
                                        channels: block.outChannels)
@@ -480,7 +488,7 @@ public final class DonutNetwork<T: GEMMScalar> {
                                              dOutput: cur, input: a.decConv[k], gamma: p + block.gamma!.offset,
                                              mean: a.decMean[bnIndex], invStd: a.decInvStd[bnIndex],
                                              batch: b, channels: block.outChannels, height: s, width: s,
-                                             reluOutput: a.decRelu[bnIndex])
+                                             reluOutput: a.decRelu[bnIndex], synchronise: batchNormReducer)
                 cur = u; bnIndex -= 1
             }
             let t = other(cur, a)
@@ -534,7 +542,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             BatchNorm2d.backwardTraining(dInput: dOther, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
                                          dOutput: dCurrent, input: a.convOut[k], gamma: p + block.gamma!.offset,
                                          mean: a.mean[k], invStd: a.invStd[k], batch: b, channels: block.outChannels,
-                                         height: size, width: size, reluOutput: a.reluOut[k])
+                                         height: size, width: size, reluOutput: a.reluOut[k], synchronise: batchNormReducer)
             swap(&dCurrent, &dOther)
             Conv2d.backward(dInput: k > 0 ? dOther : nil, dWeight: g + block.weight.offset, dBias: g + block.bias.offset,
                             dOutput: dCurrent, input: a.encoderInput[k], weight: p + block.weight.offset,

@@ -12,6 +12,8 @@ import DonutPhysics
 /// With `monteCarloSamples > 1`, dropout stays on for that many extra passes and the
 /// standard deviation of the predictions is written as `*_sigma` (MC dropout, Gal &
 /// Ghahramani 2016); the maps themselves are the deterministic (dropout-off) prediction.
+/// Pass t's mask of frame i depends on (seed, t, i) only: any batching or rank split gives
+/// the same sigmas.
 public struct NetworkInference {
     public let network: DonutNetwork<Float>
     public var batch: Int
@@ -33,6 +35,8 @@ public struct NetworkInference {
         if mc { for n in names { out.sigmas[n] = .init(repeating: .nan, count: keep.count) } }
         let np = network.frameSize * network.frameSize
         network.plan(batch: batch, training: false)
+        let savedIDs = network.dropoutSampleIDs
+        defer { network.dropoutSampleIDs = savedIDs }
         var buffer = [Float](repeating: 0, count: batch * np)
         var start = keep.lowerBound
         while start < keep.upperBound {
@@ -56,7 +60,7 @@ public struct NetworkInference {
                     }
                 }
                 buffer.withUnsafeBufferPointer { network.loadInput($0.baseAddress!, count: batch) }
-                var rng = SplitMix64.seeded(seed, stream: UInt64(range.lowerBound))
+                var rng = SplitMix64(seed: seed)   // unused: no dropout in inference mode
                 network.forward(mode: .inference, rng: &rng, physics: true, decoder: false)
                 for k in 0..<range.count where usable[k] {
                     let i = range.lowerBound + k - keep.lowerBound, p = network.parameters(k)
@@ -73,8 +77,13 @@ public struct NetworkInference {
                 }
                 if mc {
                     var sum = [Double](repeating: 0, count: batch * 4), sumSq = sum
+                    // Masks keyed by (pass, frame index in the scan): the same pass seeds for
+                    // every batch, one stream per frame, so the sigmas do not depend on how
+                    // frames are batched or split across ranks.
+                    network.dropoutSampleIDs = Array(range.lowerBound ..< range.lowerBound + batch)
+                    var passes = SplitMix64(seed: seed)
                     for _ in 0..<monteCarloSamples {
-                        network.forward(mode: .monteCarlo, rng: &rng, physics: false, decoder: false)
+                        network.forward(mode: .monteCarlo, rng: &passes, physics: false, decoder: false)
                         for k in 0..<range.count where usable[k] {
                             let p = network.parameters(k)
                             sum[4 * k] += p.strain; sumSq[4 * k] += p.strain * p.strain

@@ -72,6 +72,31 @@ public final class Communicator: @unchecked Sendable {
     public func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>) {
         allreduceInPlace(values.baseAddress, values.count, donut_mpi_float(), donut_mpi_sum(), "MPI_Allreduce(sum, float)")
     }
+    /// Element-wise sum over ranks of a large buffer, in place, as consecutive allreduces of at
+    /// most `bucketBytes` each (bounded temporary memory inside MPI and a 32-bit count per call).
+    /// The same sums as one allreduce; used for the flat gradient buffer of data-parallel training.
+    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int = 4 << 20) {
+        let perBucket = max(1, bucketBytes / MemoryLayout<Float>.stride)
+        var start = 0
+        while start < count {
+            let n = min(perBucket, count - start)
+            allreduceInPlace(values + start, n, donut_mpi_float(), donut_mpi_sum(), "MPI_Allreduce(sum, float, bucket)")
+            start += n
+        }
+    }
+    /// Element-wise maximum over ranks, in place.
+    public func allreduceMax(_ values: inout [UInt64]) {
+        values.withUnsafeMutableBufferPointer { b in
+            allreduceInPlace(b.baseAddress, b.count, donut_mpi_uint64(), donut_mpi_max(), "MPI_Allreduce(max, uint64)")
+        }
+    }
+    /// True on every rank when every rank passed the same `value` (one allreduce of
+    /// [v, ¬v] with MAX: max v = ¬max ¬v = min v exactly when all are equal).
+    public func allEqual(_ value: UInt64) -> Bool {
+        var v = [value, ~value]
+        allreduceMax(&v)
+        return v[0] == ~v[1]
+    }
     /// Maximum of one value over ranks.
     public func allreduceMax(_ value: Double) -> Double {
         var v = value

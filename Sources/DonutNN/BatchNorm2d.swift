@@ -12,6 +12,10 @@ import DonutBLAS
 /// The running statistics are buffers, not trainable parameters: the caller keeps them (and
 /// checkpoints them) beside the `ParameterStore`.
 public enum BatchNorm2d {
+    /// Sums `count` Doubles over the data-parallel replicas in place (an MPI allreduce-sum,
+    /// wired by the caller: DonutNN knows nothing of MPI). Given to the training forward and
+    /// backward, it makes BatchNorm **synchronised**: statistics over the global batch.
+    public typealias Reducer = (UnsafeMutablePointer<Double>, Int) -> Void
     public static let defaultEpsilon = 1e-5
     public static let defaultMomentum = 0.1
 
@@ -21,6 +25,8 @@ public enum BatchNorm2d {
     /// - mean, invStd (channels): written, **cached for backward**: batch mean μ and 1/√(σ² + ε).
     /// - runningMean, runningVar (channels): updated in place (momentum, unbiased variance).
     /// - Requires M = batch·height·width > 1 (PyTorch refuses one value per channel too).
+    /// - synchronise: nil, this batch's statistics; a `Reducer`, the statistics of every
+    ///   replica's batch together (`forwardSynchronised`; M is then the total over replicas).
     /// Statistics: two passes (mean, then squared deviations from it). Each plane (height·width
     /// values, ≤ 4096 here) is summed in T with eight partial sums, relative error ~√(plane/8)·ulp
     /// ≈ 1e-6 for Float, and the per-plane sums are totalled in Double, so the batch statistics
@@ -31,9 +37,16 @@ public enum BatchNorm2d {
         runningMean: UnsafeMutablePointer<T>, runningVar: UnsafeMutablePointer<T>,
         input: UnsafePointer<T>, gamma: UnsafePointer<T>, beta: UnsafePointer<T>,
         batch: Int, channels: Int, height: Int, width: Int,
-        epsilon: Double = defaultEpsilon, momentum: Double = defaultMomentum, relu: Bool = false
+        epsilon: Double = defaultEpsilon, momentum: Double = defaultMomentum, relu: Bool = false,
+        synchronise reduce: Reducer? = nil
     ) {
         let plane = height * width, m = batch * plane
+        if let reduce {
+            forwardSynchronised(output: output, mean: mean, invStd: invStd, runningMean: runningMean, runningVar: runningVar,
+                                input: input, gamma: gamma, beta: beta, batch: batch, channels: channels, plane: plane,
+                                epsilon: epsilon, momentum: momentum, relu: relu, reduce: reduce)
+            return
+        }
         precondition(m > 1, "BatchNorm2d training needs more than one value per channel")
         Parallel.forRanges(channels, work: 3 * batch * channels * plane) { r in
             for c in r {
@@ -96,14 +109,22 @@ public enum BatchNorm2d {
     /// - mean, invStd: the cache `forwardTraining` wrote.
     /// - reluOutput: when the forward was fused with ReLU, its output y; dOutput is then taken
     ///   as ∂L/∂(ReLU output) and gated by [y > 0] first (ReLU.backward fused). nil: no ReLU.
+    /// - synchronise: the reducer the forward used (`backwardSynchronised`), or nil.
     /// Sums per plane in T (eight partial sums), totalled in Double; channels in parallel.
     public static func backwardTraining<T: GEMMScalar>(
         dInput: UnsafeMutablePointer<T>, dGamma: UnsafeMutablePointer<T>, dBeta: UnsafeMutablePointer<T>,
         dOutput: UnsafePointer<T>, input: UnsafePointer<T>, gamma: UnsafePointer<T>,
         mean: UnsafePointer<T>, invStd: UnsafePointer<T>,
-        batch: Int, channels: Int, height: Int, width: Int, reluOutput: UnsafePointer<T>? = nil
+        batch: Int, channels: Int, height: Int, width: Int, reluOutput: UnsafePointer<T>? = nil,
+        synchronise reduce: Reducer? = nil
     ) {
         let plane = height * width, m = batch * plane
+        if let reduce {
+            backwardSynchronised(dInput: dInput, dGamma: dGamma, dBeta: dBeta, dOutput: dOutput, input: input, gamma: gamma,
+                                 mean: mean, invStd: invStd, batch: batch, channels: channels, plane: plane,
+                                 reluOutput: reluOutput, reduce: reduce)
+            return
+        }
         Parallel.forRanges(channels, work: 3 * batch * channels * plane) { r in
             for c in r {
                 let mu = mean[c], inv = invStd[c]
@@ -133,6 +154,117 @@ public enum BatchNorm2d {
                     let x = input + o, dx = dInput + o
                     let dy = reluOutput == nil ? dOutput + o : UnsafePointer(dx)
                     for i in 0..<plane { dx[i] = k * dy[i] - b - (x[i] - mu) * a }
+                }
+            }
+        }
+    }
+
+    // MARK: Synchronised BatchNorm (data-parallel replicas)
+
+    /// Training forward with the statistics of the batch of **every replica**: the per-channel
+    /// Σx and the local count M_r are summed over replicas (`reduce`), giving μ = Σ_r Σx / Σ_r M_r;
+    /// then Σ(x − μ)² likewise, giving σ² = Σ_r Σ(x − μ)² / M. Two passes as on one replica
+    /// (same accuracy), two reductions of `channels`(+1) Doubles. Every replica then holds the
+    /// same μ, 1/√(σ² + ε) and running statistics, exactly the statistics one replica would
+    /// compute over the concatenated batch (to the summation order).
+    static func forwardSynchronised<T: GEMMScalar>(
+        output: UnsafeMutablePointer<T>, mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>,
+        runningMean: UnsafeMutablePointer<T>, runningVar: UnsafeMutablePointer<T>,
+        input: UnsafePointer<T>, gamma: UnsafePointer<T>, beta: UnsafePointer<T>,
+        batch: Int, channels: Int, plane: Int, epsilon: Double, momentum: Double, relu: Bool, reduce: Reducer
+    ) {
+        let m = batch * plane
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: channels + 1) { buf in
+            let stats = buf.baseAddress!
+            Parallel.forRanges(channels, work: batch * channels * plane) { r in
+                for c in r {
+                    var sum = 0.0
+                    for n in 0..<batch { sum += Double(Parallel.sum(input + (n * channels + c) * plane, plane)) }
+                    stats[c] = sum
+                }
+            }
+            stats[channels] = Double(m)
+            reduce(stats, channels + 1)
+            let total = stats[channels]
+            precondition(total > 1, "BatchNorm2d training needs more than one value per channel")
+            for c in 0..<channels {
+                let mu = stats[c] / total
+                mean[c] = T(mu)
+                runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * mu)
+            }
+            Parallel.forRanges(channels, work: batch * channels * plane) { r in
+                for c in r {
+                    let muT = mean[c]
+                    var sq = 0.0
+                    for n in 0..<batch { sq += Double(Parallel.sumSquares(input + (n * channels + c) * plane, plane, minus: muT)) }
+                    // Σ(x − μ_T)² = Σ(x − μ)² + M_r·(μ − μ_T)²: remove the rounding of μ to T (local count).
+                    let dm = stats[c] / total - Double(muT)
+                    stats[c] = sq - Double(m) * dm * dm
+                }
+            }
+            reduce(stats, channels)
+            for c in 0..<channels {
+                let sq = max(0, stats[c])
+                let inv = 1 / (sq / total + epsilon).squareRoot()
+                invStd[c] = T(inv)
+                runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * sq / (total - 1))
+            }
+            Parallel.forRanges(batch * channels, work: batch * channels * plane) { r in
+                for q in r {
+                    let c = q % channels
+                    let scale = gamma[c] * invStd[c], shift = beta[c] - mean[c] * scale
+                    Conv2d.affine(output + q * plane, input + q * plane, plane, scale, shift, relu: relu)
+                }
+            }
+        }
+    }
+
+    /// Training backward through the statistics of every replica's batch: Σ dy and Σ dy·(x − μ)
+    /// per channel and the count are summed over replicas (one reduction of 2·channels + 1
+    /// Doubles) for dx = invStd·(g − mean(g) − x̂·mean(g·x̂)). dGamma and dBeta get this
+    /// replica's **own** sums: the caller's gradient reduction adds the replicas' shares.
+    static func backwardSynchronised<T: GEMMScalar>(
+        dInput: UnsafeMutablePointer<T>, dGamma: UnsafeMutablePointer<T>, dBeta: UnsafeMutablePointer<T>,
+        dOutput: UnsafePointer<T>, input: UnsafePointer<T>, gamma: UnsafePointer<T>,
+        mean: UnsafePointer<T>, invStd: UnsafePointer<T>,
+        batch: Int, channels: Int, plane: Int, reluOutput: UnsafePointer<T>?, reduce: Reducer
+    ) {
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels + 1) { buf in
+            let stats = buf.baseAddress!
+            Parallel.forRanges(channels, work: 2 * batch * channels * plane) { r in
+                for c in r {
+                    let mu = mean[c]
+                    var sumDy = 0.0, sumDyXc = 0.0
+                    for n in 0..<batch {
+                        let o = (n * channels + c) * plane
+                        var s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0), t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0)
+                        if let y = reluOutput.map({ $0 + o }) {
+                            let dx = dInput + o, dy = dOutput + o
+                            for i in 0..<plane { dx[i] = y[i] > 0 ? dy[i] : 0 }
+                            sums(UnsafePointer(dx), input + o, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
+                        } else {
+                            sums(dOutput + o, input + o, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
+                        }
+                        sumDy += Double((s0 + s1) + (s2 + s3)); sumDyXc += Double((t0 + t1) + (t2 + t3))
+                    }
+                    dGamma[c] += T(sumDyXc * Double(invStd[c]))
+                    dBeta[c] += T(sumDy)
+                    stats[c] = sumDy; stats[channels + c] = sumDyXc
+                }
+            }
+            stats[2 * channels] = Double(batch * plane)
+            reduce(stats, 2 * channels + 1)
+            let total = stats[2 * channels]
+            Parallel.forRanges(channels, work: batch * channels * plane) { r in
+                for c in r {
+                    let mu = mean[c], inv = invStd[c], k = gamma[c] * inv
+                    let a = k * T(stats[channels + c] * Double(inv) / total) * inv, b = k * T(stats[c] / total)
+                    for n in 0..<batch {
+                        let o = (n * channels + c) * plane
+                        let x = input + o, dx = dInput + o
+                        let dy = reluOutput == nil ? dOutput + o : UnsafePointer(dx)
+                        for i in 0..<plane { dx[i] = k * dy[i] - b - (x[i] - mu) * a }
+                    }
                 }
             }
         }

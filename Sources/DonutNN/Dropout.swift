@@ -6,6 +6,10 @@ import DonutBLAS
 /// the stream `SplitMix64.seeded(s, stream: b)`, element i of it kept ⇔ its draw u ≥ p (u uniform
 /// in [0, 1) with 53 bits, compared as the integer u·2⁵³ ≥ ⌈p·2⁵³⌉, the same test exactly).
 /// **The same seed gives the same mask**, whatever the number of threads drawing the blocks.
+/// With `sampleIDs`, the `count` elements are `samples` equal rows (one per frame) and block b
+/// of the row of sample id k uses stream k·2³² + b: a frame's mask depends on its id, not on
+/// its row, so data-parallel ranks holding different rows of one global batch draw the masks
+/// one rank would (ids = global sample positions). Without ids the whole buffer is one row.
 /// p = 1 drops everything (output 0).
 public enum Dropout {
     /// Elements per independently seeded block of the mask.
@@ -14,20 +18,25 @@ public enum Dropout {
     /// - output (count): written; may alias input.
     /// - mask (count): written, **cached for backward**: 1/(1 − p) where kept, 0 where dropped.
     /// - rng: advanced by one draw (the seed of the call's blocks).
+    /// - sampleIDs (samples): the id of each row's sample; nil: one row, id 0.
     public static func forwardTraining<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, mask: UnsafeMutablePointer<T>, input: UnsafePointer<T>,
-        probability p: Double, rng: inout SplitMix64, count: Int
+        probability p: Double, rng: inout SplitMix64, count: Int, sampleIDs: [Int]? = nil
     ) {
         precondition(p >= 0 && p <= 1, "dropout probability must be in [0, 1]")
         let keep = p < 1 ? T(1 / (1 - p)) : T(0)
         // u·2⁵³ ≥ p·2⁵³ ⇔ k ≥ ⌈p·2⁵³⌉ for the integer k = u·2⁵³ (p·2⁵³ is exact in Double).
         let threshold = UInt64((p * 0x1p53).rounded(.up))
         let seed = rng.next()
-        let blocks = (count + blockSize - 1) / blockSize
-        Parallel.forRanges(blocks, work: 4 * count) { r in
-            for blk in r {
-                var g = SplitMix64.seeded(seed, stream: UInt64(blk))
-                let lo = blk * blockSize, hi = min(count, lo + blockSize)
+        let rows = sampleIDs?.count ?? 1
+        precondition(count % rows == 0, "dropout: \(count) elements are not \(rows) equal rows")
+        let row = count / rows, rowBlocks = (row + blockSize - 1) / blockSize
+        Parallel.forRanges(rows * rowBlocks, work: 4 * count) { r in
+            for q in r {
+                let k = q / rowBlocks, b = q % rowBlocks
+                let id = sampleIDs.map { UInt64($0[k]) } ?? 0
+                var g = SplitMix64.seeded(seed, stream: id << 32 | UInt64(b))
+                let lo = k * row + b * blockSize, hi = k * row + min(row, (b + 1) * blockSize)
                 for i in lo..<hi {
                     let m = (g.next() >> 11) >= threshold ? keep : T(0)
                     mask[i] = m

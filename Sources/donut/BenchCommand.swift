@@ -10,7 +10,7 @@ import DonutCore
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure speed: forward model, library generation, correlation fit, smooth-vs-box agreement.",
-        subcommands: [BenchForward.self, BenchLibrary.self, BenchFit.self, BenchSmoothVsBox.self, BenchTrain.self, BenchInfer.self, BenchRefine.self])
+        subcommands: [BenchForward.self, BenchLibrary.self, BenchFit.self, BenchSmoothVsBox.self, BenchTrain.self, BenchInfer.self, BenchRefine.self, BenchScaling.self])
 }
 
 /// Seconds of wall time taken by `body`, best of `repeats`.

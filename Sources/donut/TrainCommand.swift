@@ -20,6 +20,15 @@ struct Train: ParsableCommand {
         A checkpoint is written atomically every schedule.checkpoint_every steps and on SIGTERM or
         SIGUSR1 (then the exit code is \(preemptedExitCode)); --resume continues to the same weights as
         an uninterrupted run. The final model (a checkpoint) goes to --out, the loss log beside it (.csv).
+
+        Data-parallel under MPI (`mpirun -np N donut train …`, or srun): schedule.batch_size is the
+        batch of each rank (global batch N·b); N ranks with batch b follow the same loss curve and
+        reach the same weights as one rank with batch N·b (to rounding). Rank 0's initial weights
+        are broadcast; each rank reads only its share of every epoch's frames (and of the library
+        entries it simulates); the gradients, loss terms and stop flag are summed in one allreduce
+        per step. BatchNorm is per-rank by default (each rank's batch, running statistics averaged
+        every step); --sync-batchnorm uses the statistics of the global batch (the exact
+        one-rank equivalent). Rank 0 logs and writes checkpoints. See docs/training.md.
         """)
     static let preemptedExitCode: Int32 = 75
 
@@ -34,12 +43,34 @@ struct Train: ParsableCommand {
     @OptionGroup(title: "Output") var output: OutputOptions
     @Option(help: ArgumentHelp("Checkpoint file (default: <out>.checkpoint.h5).", valueName: "ck.h5")) var checkpoint: String?
     @Option(help: ArgumentHelp("Continue from this checkpoint.", valueName: "ck.h5")) var resume: String?
+    @Flag(help: "Data-parallel: BatchNorm statistics over the global batch (all ranks) instead of each rank's batch.")
+    var syncBatchnorm = false
+    @Flag(help: "Data-parallel debug: check after every step that all ranks hold identical weights (abort otherwise).")
+    var checkReplicas = false
+    @Option(help: "Data-parallel: the step's allreduce goes in buckets of at most this many bytes.")
+    var bucketBytes = 4 << 20
+    @Option(help: ArgumentHelp("Fault injection (tests): rank R exits abruptly during step STEP (default 1).", valueName: "R[:STEP]"))
+    var failRank: String?
+
+    /// `--fail-rank R[:STEP]`.
+    var failure: (rank: Int, step: Int)? {
+        get throws {
+            guard let failRank else { return nil }
+            let parts = failRank.split(separator: ":").map { Int($0) }
+            guard (1...2).contains(parts.count), parts.allSatisfy({ $0 != nil && $0! >= 0 }) else {
+                throw ValidationError("--fail-rank expects R or R:STEP with non-negative integers (got '\(failRank)')")
+            }
+            return (parts[0]!, parts.count > 1 ? parts[1]! : 1)
+        }
+    }
 
     func validate() throws {
         guard (0...1).contains(mix) else { throw ValidationError("--mix must be between 0 and 1 (got \(mix))") }
         if supervised || mix > 0 { guard library != nil else { throw ValidationError("--supervised and --mix need --library lib.h5") } }
         if !supervised && mix < 1 { guard scanOptions.path != nil else { throw ValidationError("training on measured frames needs --scan scan.h5 (or --mix 1 with --library)") } }
         if let e = epochs, e < 1 { throw ValidationError("--epochs must be ≥ 1 (got \(e))") }
+        _ = try failure
+        guard bucketBytes >= 4 else { throw ValidationError("--bucket-bytes must be at least 4 (one Float), got \(bucketBytes)") }
     }
 
     func run() throws {
@@ -53,7 +84,8 @@ struct Train: ParsableCommand {
             let request = TrainRequest(
                 scanPath: scanOptions.path, dataset: scanOptions.dataset, scanShape: try scanOptions.shape, libraryPath: library,
                 mix: mix, supervised: supervised, training: train, outPath: output.path, force: output.force,
-                checkpointPath: checkpoint ?? output.path.replacingOccurrences(of: ".h5", with: "") + ".checkpoint.h5", resume: resume)
+                checkpointPath: checkpoint ?? output.path.replacingOccurrences(of: ".h5", with: "") + ".checkpoint.h5", resume: resume,
+                syncBatchNorm: syncBatchnorm, checkReplicas: checkReplicas, failRank: try failure, bucketBytes: bucketBytes)
             completed = try trainModel(ctx, request)
         }
         if !completed { throw ExitCode(Train.preemptedExitCode) }
@@ -84,32 +116,42 @@ struct TrainRequest {
     var force: Bool
     var checkpointPath: String
     var resume: String?
+    /// Data-parallel options (see `Train`).
+    var syncBatchNorm = false
+    var checkReplicas = false
+    var failRank: (rank: Int, step: Int)? = nil
+    var bucketBytes = 4 << 20
 }
 
 /// Trains a model and writes it to `r.outPath`; false when a signal stopped it (a
-/// checkpoint was written for `--resume`).
+/// checkpoint was written for `--resume`). Collective: on N ranks, data-parallel (`Trainer`).
 func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
-    guard ctx.comm.size == 1 else {
-        throw ValidationError("data-parallel training across MPI ranks is not available yet: run `donut train` on one rank")
-    }
+    let comm = ctx.comm
     let train = r.training, supervised = r.supervised, mix = r.mix, library = r.libraryPath, resume = r.resume
     let mode: TrainingMode = supervised ? .nanobeamnn : .donut
     let checkpointPath = r.checkpointPath
     // Inputs and the instrument config: the library's, else the scan's; they must agree.
+    // Every rank opens the files for independent reads and checks its contiguous shard
+    // (checksums, bad frames); the frames themselves are read per epoch (`TrainingFileSource`).
     var config: DonutConfig?
-    var libraryData: (grid: LibraryGrid, patterns: [Float])?
+    var libraryReader: LibraryReader?, scanReader: ScanReader?
+    var libraryGrid: LibraryGrid?
     var inputs: [Provenance.Input] = []
     if let library {
         let reader = try LibraryReader(path: library)
         guard let json = reader.configJSON else { throw DonutIOError.dataset(library, "/entry/process/config/data", "the library records no config") }
         config = try ConfigFile.fromJSON(json, source: "\(library):/entry/process/config/data")
-        let patterns = try reader.readSlab(0..<reader.grid.count)
-        libraryData = (reader.grid, patterns)
+        var checksum: UInt64 = 0
+        for chunk in chunks(shardRange(count: reader.grid.count, parts: comm.size, index: comm.rank)) {
+            checksum &+= ScanReader.frameChecksum(frames: try reader.readSlab(chunk), firstIndex: chunk.lowerBound, frameSize: reader.frameSize)
+        }
+        var sum = [checksum]
+        comm.allreduceSum(&sum)
         inputs.append(.init(path: relativePath(library, from: r.outPath), dataset: "/entry/library/patterns",
-                            checksum: ScanReader.checksumString(ScanReader.frameChecksum(frames: patterns, firstIndex: 0, frameSize: reader.frameSize))))
-        try reader.close()
+                            checksum: ScanReader.checksumString(sum[0])))
+        libraryReader = reader; libraryGrid = reader.grid
     }
-    var measured: [Float] = [], measuredCount = 0
+    var usable: [Int] = []
     if let scanPath = r.scanPath, !supervised, mix < 1 {
         let probe = try config ?? scanConfig(scanPath)
         let reader = try ScanReader(path: scanPath, dataset: r.dataset, config: probe, scanShape: r.scanShape)
@@ -120,26 +162,42 @@ func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
             }
         }
         config = probe
-        let all = try reader.readFrames(0..<reader.layout.frameCount)
         let np = probe.model.frameSize * probe.model.frameSize
-        var bad = 0
-        for k in 0..<reader.layout.frameCount {
-            let frame = all[(k * np)..<((k + 1) * np)]
-            if frame.withUnsafeBufferPointer({ FrameProblem.inspect($0) }) != nil { bad += 1; continue }
-            measured.append(contentsOf: frame); measuredCount += 1
+        var checksum: UInt64 = 0, mine: [Double] = []
+        for chunk in chunks(shardRange(count: reader.layout.frameCount, parts: comm.size, index: comm.rank)) {
+            let frames = try reader.readFrames(chunk)
+            checksum &+= ScanReader.frameChecksum(frames: frames, firstIndex: chunk.lowerBound, frameSize: probe.model.frameSize)
+            frames.withUnsafeBufferPointer { all in
+                for k in 0..<chunk.count where FrameProblem.inspect(UnsafeBufferPointer(rebasing: all[(k * np)..<((k + 1) * np)])) == nil {
+                    mine.append(Double(chunk.lowerBound + k))
+                }
+            }
         }
-        guard measuredCount > 0 else { throw DonutIOError.dataset(scanPath, r.dataset, "no usable frame (all are NaN, negative or empty)") }
+        // The usable frames of all shards, in frame order, on every rank.
+        let gathered = comm.gather(mine).map { $0.flatMap { $0 } } ?? []
+        usable = comm.broadcast(gathered).map { Int($0) }
+        var sum = [checksum]
+        comm.allreduceSum(&sum)
+        guard !usable.isEmpty else { throw DonutIOError.dataset(scanPath, r.dataset, "no usable frame (all are NaN, negative or empty)") }
+        let bad = reader.layout.frameCount - usable.count
         if bad > 0 { ctx.log("skipping \(bad) bad frame(s) of \(scanPath)") }
-        inputs.append(.init(path: relativePath(scanPath, from: r.outPath), dataset: r.dataset,
-                            checksum: ScanReader.checksumString(try reader.globalFrameChecksum(0..<reader.layout.frameCount, comm: nil))))
-        try reader.close()
+        inputs.append(.init(path: relativePath(scanPath, from: r.outPath), dataset: r.dataset, checksum: ScanReader.checksumString(sum[0])))
+        scanReader = reader
     }
+    defer { try? scanReader?.close(); try? libraryReader?.close() }
     guard let config else { throw ValidationError("no config: give --scan with a recorded config or --library") }
-    let data = TrainingData(measured: measured, measuredCount: measuredCount, library: libraryData,
-                            simulatedFraction: supervised ? 1 : mix, peakPhotons: config.noise.peakPhotons)
+    let source = TrainingFileSource(scan: scanReader, usable: usable, library: libraryReader)
+    let data = TrainingData(measured: [], measuredCount: usable.count, library: libraryGrid.map { ($0, []) },
+                            simulatedFraction: supervised ? 1 : mix, peakPhotons: config.noise.peakPhotons, source: source)
     let network = try DonutNetwork<Float>(settings: train.network, optimiser: train.optimiser, config: config,
                                           seed: UInt64(train.schedule.seed))
-    let trainer = try Trainer(network: network, training: train, mode: mode, data: data)
+    let parallel = comm.size == 1 ? DataParallel.single : DataParallel(
+        rank: comm.rank, size: comm.size,
+        sumFloats: { comm.allreduceSum($0, count: $1, bucketBytes: r.bucketBytes) },
+        sumDoubles: { comm.allreduceSum(UnsafeMutableBufferPointer(start: $0, count: $1)) },
+        allEqual: { comm.allEqual($0) },
+        synchronisedBatchNorm: r.syncBatchNorm, checkReplicas: r.checkReplicas)
+    let trainer = try Trainer(network: network, training: train, mode: mode, data: data, parallel: parallel)
     let configJSON = ConfigFile.json(config), trainingJSON = ConfigFile.json(of: train)
     if let resume {
         try trainer.restore(try CheckpointFile.read(path: resume))
@@ -149,29 +207,86 @@ func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
             throw DonutIOError(file: path, "exists; pass --force to overwrite (or --resume \(checkpointPath))")
         }
     }
-    ctx.log("train \(mode.rawValue): \(measuredCount) measured frame(s)\(libraryData.map { ", library \($0.grid.count) entries" } ?? ""), mix \(data.simulatedFraction), \(network.store.count) parameters, batch \(train.schedule.batchSize), \(trainer.stepsPerEpoch) steps × \(train.schedule.epochs) epochs, seed \(train.schedule.seed)")
+    broadcastTrainingState(trainer, comm: comm)
+    let batch = train.schedule.batchSize
+    ctx.log("train \(mode.rawValue): \(usable.count) measured frame(s)\(libraryGrid.map { ", library \($0.count) entries" } ?? ""), mix \(data.simulatedFraction), \(network.store.count) parameters, batch \(batch)\(comm.size > 1 ? " per rank × \(comm.size) ranks = \(comm.size * batch), BatchNorm \(r.syncBatchNorm ? "synchronised" : "per rank")" : ""), \(trainer.stepsPerEpoch) steps × \(train.schedule.epochs) epochs, seed \(train.schedule.seed)")
     let provenance = ctx.provenance(method: "train-\(mode.rawValue)", config: configJSON, inputs: inputs, modelID: "")
-    let t0 = Date()
+    let t0 = Date(), firstStep = trainer.step
     try trainer.run(
-        shouldStop: { stopRequested != 0 },
+        shouldStop: {
+            if let f = r.failRank, f.rank == comm.rank, f.step == trainer.step {
+                // Fault injection: die as a killed or crashed rank would, without MPI_Finalize.
+                fputs("donut: rank \(comm.rank): --fail-rank: exiting abruptly during step \(trainer.step)\n", stderr)
+                fflush(stderr)
+                _exit(3)
+            }
+            return stopRequested != 0
+        },
         checkpoint: { t in
+            guard comm.isRoot else { return }
             try CheckpointFile.write(t.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON), path: checkpointPath,
                                      provenance: provenance, force: true)
         },
-        log: { r in
-            let rate = Double(r.step * train.schedule.batchSize) / Date().timeIntervalSince(t0)
-            ctx.log(String(format: "step %6d epoch %3d  loss %.5f  %@  %.0f samples/s", r.step, r.epoch, r.train,
-                           r.validation.isNaN ? "" : String(format: "validation %.5f", r.validation), rate))
+        log: { rec in
+            let rate = Double((rec.step - firstStep) * batch * comm.size) / Date().timeIntervalSince(t0)
+            ctx.log(String(format: "step %6d epoch %3d  loss %.5f  %@  %.0f samples/s", rec.step, rec.epoch, rec.train,
+                           rec.validation.isNaN ? "" : String(format: "validation %.5f", rec.validation), rate))
         })
-    if stopRequested != 0 {
+    if trainer.stopAgreed {
         ctx.log("stopped by signal after step \(trainer.step); checkpoint \(checkpointPath); continue with --resume \(checkpointPath)")
         return false
     }
-    let model = trainer.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON)
-    try CheckpointFile.write(model, path: r.outPath, provenance: provenance, force: r.force || resume != nil)
-    try writeLossLog(model.lossLog, path: r.outPath.replacingOccurrences(of: ".h5", with: "") + ".loss.csv")
+    if comm.isRoot {
+        let model = trainer.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON)
+        try CheckpointFile.write(model, path: r.outPath, provenance: provenance, force: r.force || resume != nil)
+        try writeLossLog(model.lossLog, path: r.outPath.replacingOccurrences(of: ".h5", with: "") + ".loss.csv")
+    }
     ctx.log(String(format: "wrote %@ after %d steps in %.1f s", r.outPath, trainer.step, Date().timeIntervalSince(t0)))
     return true
+}
+
+/// Rank 0's parameters, AdamW moments and BatchNorm buffers on every rank: the replicas
+/// start identical (fresh or resumed) whatever each rank built or read. Collective.
+func broadcastTrainingState(_ trainer: Trainer, comm: Communicator) {
+    guard comm.size > 1 else { return }
+    let s = trainer.network.store, n = s.count
+    for p in [s.parameters, s.firstMoments, s.secondMoments] {
+        let values = comm.broadcast(Array(UnsafeBufferPointer(start: p, count: n)))
+        values.withUnsafeBufferPointer { p.update(from: $0.baseAddress!, count: n) }
+    }
+    trainer.network.buffers = comm.broadcast(trainer.network.buffers)
+}
+
+/// `range` in pieces of at most `size` items (bounded memory when checking a shard).
+func chunks(_ range: Range<Int>, size: Int = 1024) -> [Range<Int>] {
+    stride(from: range.lowerBound, to: range.upperBound, by: size).map { $0 ..< min($0 + size, range.upperBound) }
+}
+
+/// The frames a `Trainer` asks for, read from the scan (usable frames only) and the library:
+/// consecutive indices in one hyperslab read each. Independent reads (any rank, any time).
+final class TrainingFileSource: TrainingFrameSource {
+    let scan: ScanReader?, usable: [Int], library: LibraryReader?
+    init(scan: ScanReader?, usable: [Int], library: LibraryReader?) { self.scan = scan; self.usable = usable; self.library = library }
+
+    func measuredFrames(_ ids: [Int]) throws -> [Float] {
+        guard let scan else { throw ValidationError("training asked for measured frames without a scan") }
+        return try Self.runs(ids.map { usable[$0] }) { try scan.readFrames($0) }
+    }
+    func libraryPatterns(_ ids: [Int]) throws -> [Float] {
+        guard let library else { throw ValidationError("training asked for library frames without a library") }
+        return try Self.runs(ids) { try library.readSlab($0) }
+    }
+    /// `read` over the maximal runs of consecutive values of the ascending `indices`, concatenated.
+    static func runs(_ indices: [Int], _ read: (Range<Int>) throws -> [Float]) rethrows -> [Float] {
+        var out: [Float] = [], start = 0
+        while start < indices.count {
+            var end = start + 1
+            while end < indices.count && indices[end] == indices[end - 1] + 1 { end += 1 }
+            out.append(contentsOf: try read(indices[start] ..< indices[end - 1] + 1))
+            start = end
+        }
+        return out
+    }
 }
 
 /// `--scan` when a command can also run without one.

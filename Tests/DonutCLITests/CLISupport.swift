@@ -20,6 +20,23 @@ struct CommandResult {
 @discardableResult
 func donut(_ args: [String], ranks: Int? = nil, in folder: URL, environment extra: [String: String] = [:],
            timeout: Double = 180) throws -> CommandResult {
+    let process = donutProcess(args, ranks: ranks, in: folder, environment: extra)
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out; process.standardError = err
+    try process.run()
+    // A hang (e.g. a collective one rank never reaches) must fail the test, not stall CI.
+    let deadline = DispatchWorkItem { if process.isRunning { process.terminate() } }
+    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
+    // Read before waiting: a full pipe would block the child.
+    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    deadline.cancel()
+    return CommandResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
+                         stderr: String(decoding: e, as: UTF8.self))
+}
+
+/// The process `donut(…)` runs (not started), for tests that signal it while it runs.
+func donutProcess(_ args: [String], ranks: Int? = nil, in folder: URL, environment extra: [String: String] = [:]) -> Process {
     let process = Process()
     // A test process that initialised MPI itself (a singleton, e.g. DonutMPITests) carries
     // Open MPI/PMIx variables that would confuse a child mpirun: start children clean.
@@ -40,18 +57,7 @@ func donut(_ args: [String], ranks: Int? = nil, in folder: URL, environment extr
     }
     process.environment = env
     process.currentDirectoryURL = folder
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out; process.standardError = err
-    try process.run()
-    // A hang (e.g. a collective one rank never reaches) must fail the test, not stall CI.
-    let deadline = DispatchWorkItem { if process.isRunning { process.terminate() } }
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
-    // Read before waiting: a full pipe would block the child.
-    let o = out.fileHandleForReading.readDataToEndOfFile(), e = err.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    deadline.cancel()
-    return CommandResult(status: process.terminationStatus, stdout: String(decoding: o, as: UTF8.self),
-                         stderr: String(decoding: e, as: UTF8.self))
+    return process
 }
 
 /// A fresh folder removed after the test.

@@ -42,6 +42,13 @@ final class CommunicatorTests: XCTestCase {
         XCTAssertEqual(u, [.max, 7])
         XCTAssertEqual(world.allreduceMax(2.5), 2.5)
         XCTAssertEqual(world.allreduceMin(-1), -1)
+        XCTAssertTrue(world.allEqual(0xDEAD_BEEF))
+        var m: [UInt64] = [3, .max]
+        world.allreduceMax(&m)
+        XCTAssertEqual(m, [3, .max])
+        var g: [Float] = [1, 2, 3, 4, 5]
+        g.withUnsafeMutableBufferPointer { world.allreduceSum($0.baseAddress!, count: 5, bucketBytes: 8) }
+        XCTAssertEqual(g, [1, 2, 3, 4, 5])
         XCTAssertTrue(world.allAgree(true))
         XCTAssertFalse(world.allAgree(false))
         XCTAssertEqual(world.broadcast("grüße"), "grüße")

@@ -117,4 +117,83 @@ final class BatchNormTests: XCTestCase {
         let e0 = 1 / (4 + 1e-5).squareRoot(), e1 = 1 / (0.25 + 1e-5).squareRoot()
         assertClose(y.array, [0.1, 2 * 2 * e0 + 0.1, 0.5 * 1 * e1 - 1, 0.5 * 2 * e1 - 1], atol: 1e-15, rtol: 1e-14, "batchnorm eval")
     }
+
+    /// Synchronised BatchNorm: two replicas holding rows 0..<2 and 2..<4 of a batch of 4,
+    /// their statistics summed by a reducer, reproduce the one-batch forward (outputs, cached
+    /// statistics, running statistics) and backward (dx rows; dγ, dβ as the replicas' shares
+    /// summed), with and without the fused ReLU. The one-batch path is the one checked against
+    /// central differences above.
+    func testSynchronisedReplicasReproduceTheWholeBatch() {
+        var rng = SplitMix64(seed: 23)
+        let (b, c, h, w) = (4, 3, 5, 3), plane = 5 * 3
+        for relu in [false, true] {
+            let n = b * c * plane
+            let x = Buffer(randomValues(n, &rng, -1, 2)), g = Buffer(randomValues(n, &rng))
+            let gamma = Buffer(randomValues(c, &rng, 0.5, 1.5)), beta = Buffer(randomValues(c, &rng))
+            @Sendable func run(rows: Range<Int>, reduce: BatchNorm2d.Reducer?) -> Replica {
+                let count = rows.count * c * plane, first = rows.lowerBound * c * plane
+                let xi = Buffer(Array(x.array[first ..< first + count])), gi = Buffer(Array(g.array[first ..< first + count]))
+                let y = Buffer<Double>(repeating: 0, count: count)
+                let mean = Buffer<Double>(repeating: 0, count: c), invStd = Buffer<Double>(repeating: 0, count: c)
+                let runMean = Buffer<Double>(repeating: 0.2, count: c), runVar = Buffer<Double>(repeating: 1, count: c)
+                BatchNorm2d.forwardTraining(output: y.pointer, mean: mean.pointer, invStd: invStd.pointer, runningMean: runMean.pointer,
+                                            runningVar: runVar.pointer, input: xi.const, gamma: gamma.const, beta: beta.const,
+                                            batch: rows.count, channels: c, height: h, width: w, relu: relu, synchronise: reduce)
+                let dx = Buffer<Double>(repeating: 7, count: count)
+                let dGamma = Buffer<Double>(repeating: 0, count: c), dBeta = Buffer<Double>(repeating: 0, count: c)
+                BatchNorm2d.backwardTraining(dInput: dx.pointer, dGamma: dGamma.pointer, dBeta: dBeta.pointer, dOutput: gi.const,
+                                             input: xi.const, gamma: gamma.const, mean: mean.const, invStd: invStd.const,
+                                             batch: rows.count, channels: c, height: h, width: w,
+                                             reluOutput: relu ? y.const : nil, synchronise: reduce)
+                return (y.array, mean.array, invStd.array, runMean.array + runVar.array, dx.array, dGamma.array, dBeta.array)
+            }
+            let whole = run(rows: 0..<4, reduce: nil)
+            // Two replicas on two threads; the reducer sums their buffers in rank order (a barrier).
+            let replicas = TwoReplicas()
+            let group = DispatchGroup()
+            for rank in 0..<2 {
+                group.enter()
+                Thread { replicas.set(rank, run(rows: (2 * rank)..<(2 * rank + 2), reduce: replicas.reducer(rank))); group.leave() }.start()
+            }
+            group.wait()
+            let parts = replicas.parts
+            let a = parts[0]!, bb = parts[1]!
+            func close(_ u: [Double], _ v: [Double], _ what: String) {
+                XCTAssertEqual(u.count, v.count, what)
+                for (i, (p, q)) in zip(u, v).enumerated() { XCTAssertEqual(p, q, accuracy: 1e-12 * max(1, abs(p)), "\(what) [\(i)] relu \(relu)") }
+            }
+            close(a.y + bb.y, whole.y, "output")
+            close(a.mean, whole.mean, "mean"); close(bb.invStd, whole.invStd, "1/σ")
+            close(a.running, whole.running, "running statistics"); close(bb.running, whole.running, "running statistics (replica 1)")
+            close(a.dx + bb.dx, whole.dx, "dx")
+            close(zip(a.dGamma, bb.dGamma).map { $0 + $1 }, whole.dGamma, "dγ")
+            close(zip(a.dBeta, bb.dBeta).map { $0 + $1 }, whole.dBeta, "dβ")
+        }
+    }
+}
+
+/// One replica's BatchNorm results: output, cached statistics, running statistics, gradients.
+typealias Replica = (y: [Double], mean: [Double], invStd: [Double], running: [Double], dx: [Double], dGamma: [Double], dBeta: [Double])
+
+/// Two replicas on threads: a reducer that sums both deposits in rank order, and their results.
+final class TwoReplicas: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var deposits: [[Double]?] = [nil, nil], round = 0, summed: [Double] = []
+    private(set) var parts: [Replica?] = [nil, nil]
+
+    func set(_ rank: Int, _ r: Replica) { condition.lock(); parts[rank] = r; condition.unlock() }
+
+    func reducer(_ rank: Int) -> BatchNorm2d.Reducer {
+        return { p, count in
+            self.condition.lock(); defer { self.condition.unlock() }
+            let mine = self.round
+            self.deposits[rank] = Array(UnsafeBufferPointer(start: p, count: count))
+            if let a = self.deposits[0], let b = self.deposits[1] {
+                self.summed = zip(a, b).map { $0 + $1 }; self.deposits = [nil, nil]; self.round += 1; self.condition.broadcast()
+            } else {
+                while self.round == mine { self.condition.wait() }
+            }
+            for i in 0..<count { p[i] = self.summed[i] }
+        }
+    }
 }

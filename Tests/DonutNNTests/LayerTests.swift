@@ -202,6 +202,29 @@ final class DropoutTests: XCTestCase {
     }
 }
 
+extension DropoutTests {
+    /// With sample ids, a row's mask depends on its id only: rows 2 and 3 of a 4-row call equal
+    /// a 2-row call given ids 2 and 3 (as the rank holding the second half of a global batch);
+    /// other ids give other masks; a plain call is the one-row case (id 0).
+    func testMaskRowsFollowTheirSampleIDs() {
+        let row = 5000, p = 0.4   // rows longer than a block: two blocks per row
+        var rng = SplitMix64(seed: 18)
+        let x = Buffer(randomAwayFromZero(4 * row, &rng).map(Float.init))
+        func masks(_ ids: [Int]?, rows: Int, from first: Int = 0) -> [Float] {
+            let y = Buffer<Float>(repeating: .nan, count: rows * row), mask = Buffer<Float>(repeating: .nan, count: rows * row)
+            var r = SplitMix64(seed: 5)
+            Dropout.forwardTraining(output: y.pointer, mask: mask.pointer, input: x.const + first * row, probability: p, rng: &r,
+                                    count: rows * row, sampleIDs: ids)
+            return mask.array
+        }
+        let all = masks([0, 1, 2, 3], rows: 4)
+        XCTAssertEqual(masks([2, 3], rows: 2, from: 2), Array(all[(2 * row)...]), "rows keyed by id, not position")
+        XCTAssertEqual(masks([1, 0], rows: 2), Array(all[row ..< 2 * row] + all[0 ..< row]), "swapped ids swap the masks")
+        XCTAssertNotEqual(Array(all[0 ..< row]), Array(all[row ..< 2 * row]), "different ids, different masks")
+        XCTAssertEqual(masks(nil, rows: 1), masks([0], rows: 1), "no ids = one row with id 0")
+    }
+}
+
 final class LossTests: XCTestCase {
     /// Hand values: ŷ = (1, 2, 4), y = (0, 2, 1): MAE = (1 + 0 + 3)/3, MSE = (1 + 0 + 9)/3; the MAE
     /// gradient is sign/3 with 0 at equality, the MSE gradient 2(ŷ − y)/3.

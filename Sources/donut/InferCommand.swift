@@ -61,6 +61,10 @@ func inferScan(_ ctx: RunContext, modelPath model: String, scan: ScanInput, outp
         do { try network.load(checkpoint) } catch let e as ConfigError {
             throw DonutIOError(file: model, object: "/entry/model/layout", "\(e.message)")
         }
+        if mcSamples > 0 && training.network.dropout == 0 {
+            throw DonutIOError(file: model, object: "/entry/model/training_config",
+                               "network.dropout is 0: MC-dropout sigmas (--mc-samples) need a model trained with dropout > 0; --physics-refine gives Fisher-information sigmas for any model")
+        }
         return (checkpoint, config, network)
     }
     let reader = try scan.open(config: config, comm: comm)

@@ -110,6 +110,13 @@ final class TrainInferTests: XCTestCase {
         // Bad frames at inference: NaN pixels with valid = 0, not a crash.
         assertSucceeded(try donut(["infer", "--model", "model.h5", "--scan", "nan.h5", "--out", "nanmaps.h5"], in: dir), "infer on NaN frames")
         XCTAssertEqual(try ResultMapsReader.read(path: path("nanmaps.h5")).results.valid, [0, 0, 0, 0])
+        // MC-dropout sigmas from a model trained without dropout: refused, naming the key.
+        var noDropout = try ConfigFile.load(TrainingConfig.self, path: training)
+        noDropout.network.dropout = 0; noDropout.schedule.epochs = 1
+        try ConfigFile.yaml(of: noDropout).write(toFile: path("nodrop.yaml"), atomically: true, encoding: .utf8)
+        assertSucceeded(try donut(["train", "--scan", "scan.h5", "--training", "nodrop.yaml", "--out", "nodrop.h5"], in: dir), "train without dropout")
+        assertFailed(try donut(["infer", "--model", "nodrop.h5", "--scan", "scan.h5", "--out", "m3.h5", "--mc-samples", "5"], in: dir),
+                     naming: ["nodrop.h5", "network.dropout", "--physics-refine"])
         // An existing model is not overwritten without --force.
         assertFailed(try donut(["train", "--scan", "scan.h5", "--training", training, "--out", "model.h5"], in: dir), naming: ["model.h5", "--force"])
     }

@@ -157,7 +157,11 @@ public enum Conv2d {
         let oh = height / 2, ow = width / 2
         for oy in 0..<oh {
             let r0 = src + 2 * oy * width, r1 = r0 + width, d = dst + oy * ow
-            for ox in 0..<ow {
+            var start = 0
+            if T.self == Float.self {
+                start = FloatKernels.maxPool2Row(d.float, r0.float, r1.float, outputs: ow)
+            }
+            for ox in start..<ow {
                 var m = r0[2 * ox]
                 var v = r0[2 * ox + 1]; if v > m || (v.isNaN && !m.isNaN) { m = v }
                 v = r1[2 * ox]; if v > m || (v.isNaN && !m.isNaN) { m = v }
@@ -171,7 +175,10 @@ public enum Conv2d {
     /// dst may be src.
     @inline(__always)
     static func affine<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ n: Int, _ a: T, _ c: T, relu: Bool) {
-        // ReLU as a NaN-propagating max(v, 0) (a select, which vectorises; a branch did not).
+        if T.self == Float.self {
+            FloatKernels.affine(dst.float, src.float, n, Float(a), Float(c), relu: relu)
+            return
+        }
         let zero = T(0)
         switch (a == 1, relu) {
         case (true, false): for i in 0..<n { dst[i] = src[i] + c }
@@ -270,6 +277,10 @@ public enum Conv2d {
     /// (0 outside). One image: rows of outH·outW entries, `rowStride` apart (its group's width).
     static func im2col<T: GEMMScalar>(_ columns: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
         let oh = s.outHeight, ow = s.outWidth
+        if s.stride == 1 && oh == s.height && ow == s.width && s.padding < s.height && s.padding < s.width {
+            im2colSameSize(columns, x, s, rowStride: plane)
+            return
+        }
         for ic in 0..<s.inChannels {
             let xc = x + ic * s.height * s.width
             for ky in 0..<s.kernelH {
@@ -291,6 +302,35 @@ public enum Conv2d {
                             for ox in xLo..<xHi { r[ox] = src[ox &* s.stride] }
                         }
                         for ox in xHi..<ow { r[ox] = 0 }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `im2col` for a stride-1 conv whose output has the input's size (padding (k − 1)/2, the
+    /// network's 3×3 pad 1): the row of tap (ky, kx) is the whole image shifted by
+    /// (ky − p)·W + (kx − p) in flat index, one contiguous copy, then the columns that wrapped
+    /// around a row edge are zeroed. Per-row loops of 4–32 elements were mostly overhead.
+    static func im2colSameSize<T: GEMMScalar>(_ columns: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
+        let h = s.height, w = s.width, n = h * w
+        for ic in 0..<s.inChannels {
+            let xc = x + ic * n
+            for ky in 0..<s.kernelH {
+                for kx in 0..<s.kernelW {
+                    let row = columns + ((ic * s.kernelH + ky) * s.kernelW + kx) * plane
+                    let dx = kx - s.padding, shift = (ky - s.padding) * w + dx
+                    // row[i] = x[i + shift] where that index is inside the image, else 0.
+                    let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
+                    let src = xc + shift
+                    for i in 0..<lo { row[i] = 0 }
+                    for i in lo..<hi { row[i] = src[i] }
+                    for i in hi..<n { row[i] = 0 }
+                    // Columns whose source ox + dx fell outside the row (read the neighbouring row).
+                    if dx < 0 {
+                        for oy in 0..<h { (row + oy * w).update(repeating: 0, count: -dx) }
+                    } else if dx > 0 {
+                        for oy in 0..<h { (row + oy * w + w - dx).update(repeating: 0, count: dx) }
                     }
                 }
             }
@@ -322,4 +362,63 @@ public enum Conv2d {
             }
         }
     }
+}
+
+/// Float versions of the epilogue loops with explicit SIMD: comparisons and selects on SIMD
+/// vectors compile to vector compares and blends only for concrete scalar types (in generic
+/// code, even specialised, they become per-lane loops), and the scalar loops stayed scalar
+/// (in place: LLVM's runtime alias check fails; the pool: branches and stride-2 loads).
+enum FloatKernels {
+    /// dst[i] = src[i]·a + c, then max(·, 0) if relu (NaN passes, as `ReLU`); dst may be src.
+    @inline(__always)
+    static func affine(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int, _ a: Float, _ c: Float, relu: Bool) {
+        let va = SIMD8<Float>(repeating: a), vc = SIMD8<Float>(repeating: c), zero = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= n {
+            var v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self) * va + vc
+            if relu { v.replace(with: zero, where: v .< zero) }
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            let v = src[i] * a + c
+            dst[i] = relu && v < 0 ? 0 : v
+            i += 1
+        }
+    }
+
+    /// The larger of a and b lane by lane, NaN winning (b replaces a if b > a, or if b is NaN and a is not).
+    @inline(__always)
+    static func maxNaN(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+        a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a)))
+    }
+
+    @inline(__always)
+    static func maxNaN(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a)))
+    }
+
+    /// d[ox] = max(r0[2ox], r0[2ox + 1], r1[2ox], r1[2ox + 1]) for ox < `outputs` in blocks of 8
+    /// (NaN winning); returns the first ox not done (the caller finishes the row).
+    @inline(__always)
+    static func maxPool2Row(_ d: UnsafeMutablePointer<Float>, _ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, outputs: Int) -> Int {
+        var ox = 0
+        while ox + 8 <= outputs {
+            let t = maxNaN(UnsafeRawPointer(r0 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self),
+                           UnsafeRawPointer(r1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self))
+            UnsafeMutableRawPointer(d + ox).storeBytes(of: maxNaN(t.evenHalf, t.oddHalf), as: SIMD8<Float>.self)
+            ox += 8
+        }
+        return ox
+    }
+}
+
+extension UnsafeMutablePointer where Pointee: GEMMScalar {
+    /// This pointer as Float (the caller checked Pointee is Float).
+    @inline(__always) var float: UnsafeMutablePointer<Float> { UnsafeMutableRawPointer(self).assumingMemoryBound(to: Float.self) }
+}
+
+extension UnsafePointer where Pointee: GEMMScalar {
+    /// This pointer as Float (the caller checked Pointee is Float).
+    @inline(__always) var float: UnsafePointer<Float> { UnsafeRawPointer(self).assumingMemoryBound(to: Float.self) }
 }

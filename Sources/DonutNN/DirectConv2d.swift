@@ -13,53 +13,57 @@ extension Conv2d {
         s.stride == 1 && (s.inChannels == 1 || s.outChannels == 1)
     }
 
-    /// Direct path scratch: one output plane per thread (the pooled epilogue), then one weight
-    /// gradient partial per image, then the rotated weights (backward).
-    static func directScratchCount(_ s: Conv2dShape) -> Int {
-        max(1, min(Parallel.threads, s.batch * s.outChannels)) * s.outHeight * s.outWidth + (s.batch + 1) * s.weightCount
+    /// Threads of the direct path: one image at a time each.
+    static func directWorkers(_ s: Conv2dShape) -> Int { max(1, min(Parallel.threads, s.batch)) }
+
+    /// Elements of one worker's scratch: forward, the zero-padded input planes of an image
+    /// (inC, H + 2p, W + 2p) and one output plane (the pooled epilogue's); backward, the padded
+    /// output-gradient planes (outC, outH + 2q, outW + 2q), q = k − 1 − p.
+    static func directWorkerScratch(_ s: Conv2dShape) -> Int {
+        let forward = s.inChannels * (s.height + 2 * s.padding) * (s.width + 2 * s.padding) + s.outHeight * s.outWidth
+        let backward = s.outChannels * (s.outHeight + 2 * (s.kernelH - 1 - s.padding)) * (s.outWidth + 2 * (s.kernelW - 1 - s.padding))
+        return max(forward, backward)
     }
 
-    /// y (yh, yw) += Σ_{ky < kh, kx < kw} w[ky·kw + kx] · x[oy − padY + ky, ox − padX + kx], x (xh, xw)
-    /// zero outside. The forward conv of one (output, input) plane pair is
-    /// `stencil(y, outH, outW, x, H, W, w, padding, padding)`; its adjoint (the input gradient) is
-    /// the same stencil of dy with the kernel flipped and padding k − 1 − padding (`flipped`).
-    /// Interior pixels (every tap inside x) take an 8-wide SIMD loop, 3×3 kernels all nine taps
-    /// in one pass; border pixels a scalar loop with bounds checks.
+    /// Direct path scratch: one worker scratch per thread, then one weight gradient partial per
+    /// image, then the rotated weights (backward).
+    static func directScratchCount(_ s: Conv2dShape) -> Int {
+        directWorkers(s) * directWorkerScratch(s) + (s.batch + 1) * s.weightCount
+    }
+
+    /// dst (h + 2·padY, w + 2·padX) = src (h, w) with a zero border (a negative padding crops).
     @inline(__always)
-    static func stencil<T: GEMMScalar>(_ y: UnsafeMutablePointer<T>, _ yh: Int, _ yw: Int,
-                                       _ x: UnsafePointer<T>, _ xh: Int, _ xw: Int,
-                                       _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int, padY: Int, padX: Int) {
-        let rowLo = min(yh, max(0, padY)), rowHi = max(rowLo, min(yh, xh - kh + 1 + padY))
-        let colLo = min(yw, max(0, padX)), colHi = max(colLo, min(yw, xw - kw + 1 + padX))
-        @inline(__always) func border(_ oy: Int, _ ox: Int) {
-            var acc = y[oy * yw + ox]
-            for ky in 0..<kh {
-                let iy = oy - padY + ky
-                guard iy >= 0 && iy < xh else { continue }
-                for kx in 0..<kw {
-                    let ix = ox - padX + kx
-                    if ix >= 0 && ix < xw { acc += w[ky * kw + kx] * x[iy * xw + ix] }
-                }
-            }
-            y[oy * yw + ox] = acc
+    static func padPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ h: Int, _ w: Int, padY: Int, padX: Int) {
+        let ph = h + 2 * padY, pw = w + 2 * padX
+        for y in 0..<ph {
+            let row = dst + y * pw, sy = y - padY
+            guard sy >= 0 && sy < h else { row.update(repeating: 0, count: pw); continue }
+            let lo = min(pw, max(0, padX)), hi = max(lo, min(pw, w + padX))
+            let from = src + sy * w - padX
+            for x in 0..<lo { row[x] = 0 }
+            for x in lo..<hi { row[x] = from[x] }
+            for x in hi..<pw { row[x] = 0 }
         }
+    }
+
+    /// y (yh, yw) += Σ_{ky < kh, kx < kw} w[ky·kw + kx] · x[oy + ky, ox + kx]: the "valid" stencil of
+    /// a zero-padded plane x, rows `xw` apart (yh = its height − kh + 1). The forward conv of one
+    /// (output, input) plane pair runs it on the input padded by `padding`; its adjoint (the input
+    /// gradient) on dy padded by k − 1 − padding with the kernel rotated (`flipped`). Every
+    /// pixel takes the 8-wide SIMD loop (scalar tail); 3×3 kernels do all nine taps in one pass.
+    @inline(__always)
+    static func stencil<T: GEMMScalar>(_ y: UnsafeMutablePointer<T>, _ yh: Int, _ yw: Int, _ x: UnsafePointer<T>, _ xw: Int,
+                                       _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int) {
         for oy in 0..<yh {
-            guard oy >= rowLo && oy < rowHi else {
-                for ox in 0..<yw { border(oy, ox) }
-                continue
-            }
-            for ox in 0..<colLo { border(oy, ox) }
-            for ox in colHi..<yw { border(oy, ox) }
-            // Interior: x row pointers already shifted by the tap offsets.
-            let dst = y + oy * yw, top = x + (oy - padY) * xw - padX
+            let dst = y + oy * yw, top = x + oy * xw
             if kh == 3 && kw == 3 {
                 let r0 = top, r1 = top + xw, r2 = top + 2 * xw
                 let w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8]
                 let v0 = SIMD8<T>(repeating: w0), v1 = SIMD8<T>(repeating: w1), v2 = SIMD8<T>(repeating: w2)
                 let v3 = SIMD8<T>(repeating: w3), v4 = SIMD8<T>(repeating: w4), v5 = SIMD8<T>(repeating: w5)
                 let v6 = SIMD8<T>(repeating: w6), v7 = SIMD8<T>(repeating: w7), v8 = SIMD8<T>(repeating: w8)
-                var ox = colLo
-                while ox + 8 <= colHi {
+                var ox = 0
+                while ox + 8 <= yw {
                     var acc: SIMD8<T> = load8(dst + ox)
                     acc += v0 * load8(r0 + ox); acc += v1 * load8(r0 + ox + 1); acc += v2 * load8(r0 + ox + 2)
                     acc += v3 * load8(r1 + ox); acc += v4 * load8(r1 + ox + 1); acc += v5 * load8(r1 + ox + 2)
@@ -67,7 +71,7 @@ extension Conv2d {
                     store8(acc, dst + ox)
                     ox += 8
                 }
-                while ox < colHi {
+                while ox < yw {
                     var acc: T = dst[ox]
                     acc += w0 * r0[ox]; acc += w1 * r0[ox + 1]; acc += w2 * r0[ox + 2]
                     acc += w3 * r1[ox]; acc += w4 * r1[ox + 1]; acc += w5 * r1[ox + 2]
@@ -78,11 +82,10 @@ extension Conv2d {
             } else {
                 for ky in 0..<kh {
                     for kx in 0..<kw {
-                        let src = top + ky * xw + kx, wt = w[ky * kw + kx]
-                        var ox = colLo
-                        let vt = SIMD8<T>(repeating: wt)
-                        while ox + 8 <= colHi { let v: SIMD8<T> = load8(dst + ox) + vt * load8(src + ox); store8(v, dst + ox); ox += 8 }
-                        while ox < colHi { dst[ox] += wt * src[ox]; ox += 1 }
+                        let src = top + ky * xw + kx, wt = w[ky * kw + kx], vt = SIMD8<T>(repeating: wt)
+                        var ox = 0
+                        while ox + 8 <= yw { let v: SIMD8<T> = load8(dst + ox) + vt * load8(src + ox); store8(v, dst + ox); ox += 8 }
+                        while ox < yw { dst[ox] += wt * src[ox]; ox += 1 }
                     }
                 }
             }
@@ -124,26 +127,34 @@ extension Conv2d {
         return (q[0] + q[1]) + tail
     }
 
-    /// `forward` on the direct path (same contract), parallel over output planes (image, channel).
+    /// `forward` on the direct path (same contract), parallel over images: each image's input
+    /// planes are zero-padded once into the worker's scratch, then every output plane is a sum
+    /// of valid stencils.
     static func forwardDirect<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
         scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape,
         scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
     ) {
         let plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
-        let planes = s.batch * s.outChannels, pooledPlane = (s.outHeight / 2) * (s.outWidth / 2)
-        Parallel.forWorkers(planes, workers: Parallel.threads) { worker, range in
-            for q in range {
-                let n = q / s.outChannels, oc = q % s.outChannels
-                // With pooling, the full-size plane lives only in this worker's scratch.
-                let y = pooled == nil ? output + q * plane : scratch + worker * plane
-                y.update(repeating: 0, count: plane)
+        let ph = s.height + 2 * s.padding, pw = s.width + 2 * s.padding, padded = ph * pw
+        let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2), perWorker = directWorkerScratch(s)
+        Parallel.forWorkers(s.batch, workers: directWorkers(s)) { worker, images in
+            let xp = scratch + worker * perWorker, full = xp + s.inChannels * padded
+            for n in images {
                 for ic in 0..<s.inChannels {
-                    stencil(y, s.outHeight, s.outWidth, input + (n * s.inChannels + ic) * inPlane, s.height, s.width,
-                            weight + (oc * s.inChannels + ic) * taps, s.kernelH, s.kernelW, padY: s.padding, padX: s.padding)
+                    padPlane(xp + ic * padded, input + (n * s.inChannels + ic) * inPlane, s.height, s.width, padY: s.padding, padX: s.padding)
                 }
-                finishPlane(y, UnsafePointer(y), channel: oc, bias: bias, scale: scale, shift: shift, relu: relu,
-                            pooled: pooled.map { $0 + q * pooledPlane }, s)
+                for oc in 0..<s.outChannels {
+                    let q = n * s.outChannels + oc
+                    // With pooling, the full-size plane lives only in this worker's scratch.
+                    let y = pooled == nil ? output + q * plane : full
+                    y.update(repeating: 0, count: plane)
+                    for ic in 0..<s.inChannels {
+                        stencil(y, s.outHeight, s.outWidth, xp + ic * padded, pw, weight + (oc * s.inChannels + ic) * taps, s.kernelH, s.kernelW)
+                    }
+                    finishPlane(y, UnsafePointer(y), channel: oc, bias: bias, scale: scale, shift: shift, relu: relu,
+                                pooled: pooled.map { $0 + q * pooledPlane }, s)
+                }
             }
         }
     }
@@ -156,24 +167,30 @@ extension Conv2d {
         scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape
     ) {
         let plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
-        let partials = scratch + max(1, min(Parallel.threads, s.batch * s.outChannels)) * plane
+        let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2), perWorker = directWorkerScratch(s), partials = scratch + directWorkers(s) * perWorker
         if let dInput {
             // Rotated kernels, (outC, inC, kH, kW) each flipped in place order: the adjoint stencil's.
             let flips = partials + s.batch * s.weightCount
             for k in 0..<(s.outChannels * s.inChannels) { flipped(weight + k * taps, count: taps, into: flips + k * taps) }
-            Parallel.forWorkers(s.batch * s.inChannels, workers: Parallel.threads) { _, range in
-                for q in range {
-                    let n = q / s.inChannels, ic = q % s.inChannels, dx = dInput + q * inPlane
-                    dx.update(repeating: 0, count: inPlane)
+            let qy = s.kernelH - 1 - s.padding, qx = s.kernelW - 1 - s.padding
+            let ph = s.outHeight + 2 * qy, pw = s.outWidth + 2 * qx, padded = ph * pw
+            Parallel.forWorkers(s.batch, workers: directWorkers(s)) { worker, images in
+                let dyp = scratch + worker * perWorker
+                for n in images {
                     for oc in 0..<s.outChannels {
-                        stencil(dx, s.height, s.width, dOutput + (n * s.outChannels + oc) * plane, s.outHeight, s.outWidth,
-                                flips + (oc * s.inChannels + ic) * taps, s.kernelH, s.kernelW,
-                                padY: s.kernelH - 1 - s.padding, padX: s.kernelW - 1 - s.padding)
+                        padPlane(dyp + oc * padded, dOutput + (n * s.outChannels + oc) * plane, s.outHeight, s.outWidth, padY: qy, padX: qx)
+                    }
+                    for ic in 0..<s.inChannels {
+                        let dx = dInput + (n * s.inChannels + ic) * inPlane
+                        dx.update(repeating: 0, count: inPlane)
+                        for oc in 0..<s.outChannels {
+                            stencil(dx, s.height, s.width, dyp + oc * padded, pw, flips + (oc * s.inChannels + ic) * taps, s.kernelH, s.kernelW)
+                        }
                     }
                 }
             }
         }
-        Parallel.forWorkers(s.batch, workers: Parallel.threads) { _, range in
+        Parallel.forWorkers(s.batch, workers: directWorkers(s)) { _, range in
             for n in range {
                 let g = partials + n * s.weightCount
                 g.update(repeating: 0, count: s.weightCount)

@@ -59,6 +59,38 @@ final class ConvolutionPathTests: XCTestCase {
         }
     }
 
+    /// NaN through the fused epilogue (Float SIMD affine, ReLU and pool): a NaN input pixel makes
+    /// its 3×3 neighbourhood of conv outputs NaN; the fused pool must report NaN exactly where
+    /// ReLU → `MaxPool2d` on the plain conv output does, and equal values elsewhere.
+    func testFusedPoolPropagatesNaNLikeMaxPool() {
+        var rng = SplitMix64(seed: 400)
+        for s in [Conv2dShape(batch: 2, inChannels: 3, height: 32, width: 32, outChannels: 4, kernelH: 3, kernelW: 3, padding: 1),
+                  Conv2dShape(batch: 2, inChannels: 1, height: 20, width: 36, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1)] {
+            let x = Buffer(randomValues(s.inputCount, &rng).map(Float.init)), w = Buffer(randomValues(s.weightCount, &rng).map(Float.init))
+            let b = Buffer(randomValues(s.outChannels, &rng).map(Float.init))
+            for i in [5, s.width + 17, s.inputCount - 3] { x[i] = .nan }
+            let cols = Buffer<Float>(repeating: .nan, count: Conv2d.scratchCount(s))
+            let y = Buffer<Float>(repeating: 0, count: s.outputCount)
+            Conv2d.forward(output: y.pointer, input: x.const, weight: w.const, bias: b.const, columns: cols.pointer, shape: s)
+            ReLU.forward(output: y.pointer, input: y.const, count: s.outputCount)
+            let pooledCount = s.outputCount / 4
+            let expected = Buffer<Float>(repeating: 0, count: pooledCount), fused = Buffer<Float>(repeating: 0, count: pooledCount)
+            let arg = UnsafeMutablePointer<Int32>.allocate(capacity: pooledCount)
+            defer { arg.deallocate() }
+            MaxPool2d.forward(output: expected.pointer, argmax: arg, input: y.const, batch: s.batch, channels: s.outChannels,
+                              height: s.outHeight, width: s.outWidth)
+            let ones = Buffer<Float>(repeating: 1, count: s.outChannels), zeros = Buffer<Float>(repeating: 0, count: s.outChannels)
+            Conv2d.forward(output: y.pointer, input: x.const, weight: w.const, bias: b.const, columns: cols.pointer, shape: s,
+                           scale: ones.const, shift: zeros.const, relu: true, pooled: fused.pointer)
+            XCTAssertTrue(expected.array.contains { $0.isNaN }, "no NaN reached the pool: the check would be vacuous")
+            for i in 0..<pooledCount {
+                XCTAssertEqual(fused[i].isNaN, expected[i].isNaN, "\(s): pooled element \(i) NaN mismatch")
+                if !expected[i].isNaN { XCTAssertEqual(fused[i], expected[i], accuracy: 1e-5 * max(1, abs(expected[i])), "\(s): element \(i)") }
+            }
+            keepAlive(x, w, b, cols, y, expected, fused, ones, zeros)
+        }
+    }
+
     /// Float forward (plain and fused BatchNorm+ReLU+pool), dInput, dWeight and dBias with 1, 2
     /// and 3 threads: bit-identical.
     func testResultsDoNotDependOnThreadCount() {

@@ -245,7 +245,7 @@ public enum Conv2d {
                         for j in 0..<count {
                             let dx = dInput + (n0 + j) * inImage
                             dx.update(repeating: 0, count: inImage)
-                            col2im(dx, UnsafePointer(cols + j * plane), s, rowStride: width)
+                            col2im(dx, cols + j * plane, s, rowStride: width)
                         }
                     }
                 }
@@ -337,10 +337,39 @@ public enum Conv2d {
         }
     }
 
+    /// The adjoint of `im2colSameSize`: the wrapped-around entries of each tap's row (which
+    /// copied a neighbouring row's pixel) are zeroed, then the row is added to dx shifted back,
+    /// one contiguous loop.
+    static func col2imSameSize<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafeMutablePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
+        let h = s.height, w = s.width, n = h * w
+        for ic in 0..<s.inChannels {
+            let dxc = dx + ic * n
+            for ky in 0..<s.kernelH {
+                for kx in 0..<s.kernelW {
+                    let row = columns + ((ic * s.kernelH + ky) * s.kernelW + kx) * plane
+                    let ddx = kx - s.padding, shift = (ky - s.padding) * w + ddx
+                    if ddx < 0 {
+                        for oy in 0..<h { (row + oy * w).update(repeating: 0, count: -ddx) }
+                    } else if ddx > 0 {
+                        for oy in 0..<h { (row + oy * w + w - ddx).update(repeating: 0, count: ddx) }
+                    }
+                    let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
+                    let dst = dxc + shift
+                    for i in lo..<hi { dst[i] += row[i] }
+                }
+            }
+        }
+    }
+
     /// The adjoint of `im2col`: dx[ic, iy, ix] += every columns entry that copied x[ic, iy, ix].
     /// One image, rows `rowStride` apart.
-    static func col2im<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
+    /// The columns are scratch: the same-size path zeroes their wrapped-around entries.
+    static func col2im<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafeMutablePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
         let oh = s.outHeight, ow = s.outWidth
+        if s.stride == 1 && oh == s.height && ow == s.width && s.padding < s.height && s.padding < s.width {
+            col2imSameSize(dx, columns, s, rowStride: plane)
+            return
+        }
         for ic in 0..<s.inChannels {
             let dxc = dx + ic * s.height * s.width
             for ky in 0..<s.kernelH {
@@ -396,6 +425,35 @@ enum FloatKernels {
     @inline(__always)
     static func maxNaN(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
         a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a)))
+    }
+
+    /// `MaxPool2d.forward`'s 2×2 stride-2 row in blocks of 8 outputs: d[ox] and argmax[ox] (flat
+    /// input index) over input[row0 + 2ox], input[row0 + 2ox + 1], input[row1 + 2ox],
+    /// input[row1 + 2ox + 1] in that order, a later element winning only if greater (or NaN over
+    /// a number), as the scalar loop. Returns the first ox not done.
+    @inline(__always)
+    static func maxPool2ArgmaxRow(_ d: UnsafeMutablePointer<Float>, _ argmax: UnsafeMutablePointer<Int32>, _ input: UnsafePointer<Float>,
+                                  row0: Int, row1: Int, outputs: Int) -> Int {
+        let lanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+        var ox = 0
+        while ox + 8 <= outputs {
+            let top = UnsafeRawPointer(input + row0 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
+            let bottom = UnsafeRawPointer(input + row1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
+            let i0 = lanes &+ Int32(truncatingIfNeeded: row0 + 2 * ox), i1 = lanes &+ Int32(truncatingIfNeeded: row1 + 2 * ox)
+            var m = top.evenHalf, index = i0
+            @inline(__always) func consider(_ v: SIMD8<Float>, _ i: SIMD8<Int32>) {
+                let take = (v .> m) .| ((v .!= v) .& (m .== m))
+                m.replace(with: v, where: take)
+                index.replace(with: i, where: take)
+            }
+            consider(top.oddHalf, i0 &+ 1)
+            consider(bottom.evenHalf, i1)
+            consider(bottom.oddHalf, i1 &+ 1)
+            UnsafeMutableRawPointer(d + ox).storeBytes(of: m, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(argmax + ox).storeBytes(of: index, as: SIMD8<Int32>.self)
+            ox += 8
+        }
+        return ox
     }
 
     /// d[ox] = max(r0[2ox], r0[2ox + 1], r1[2ox], r1[2ox + 1]) for ox < `outputs` in blocks of 8

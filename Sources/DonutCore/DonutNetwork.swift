@@ -75,6 +75,10 @@ public final class DonutNetwork<T: GEMMScalar> {
     /// The id of each frame of the batch, keying its dropout mask (`Dropout`): global sample
     /// positions, so a frame gets the same mask whichever rank holds it. nil: one stream per call.
     public var dropoutSampleIDs: [Int]?
+    /// One physics layer per thread (`physics` first): thread i computes frames
+    /// [i·b/t, (i+1)·b/t) of a batch b, each frame whole (single-threaded GEMMs), so the result
+    /// does not depend on the thread count.
+    let physicsShards: [PhysicsLayer<T>]
 
     let encoder: [ConvBN]
     let head: [LinearLayer]
@@ -146,7 +150,10 @@ public final class DonutNetwork<T: GEMMScalar> {
         self.encoderGroup = encoderGroup; self.physicsGroup = physicsGroup; self.decoderGroup = decoderGroup
         encoder = enc; head = headLayers; decoderInput = decIn; decoder = dec
         bottleneckSize = bottleneck; featureCount = features
-        physics = PhysicsLayer(model: ForwardModel<T>(geometry: DiffractionGeometry(config: config), profile: .smooth), capacity: 1)
+        physicsShards = (0..<Parallel.threads).map { _ in
+            PhysicsLayer(model: ForwardModel<T>(geometry: DiffractionGeometry(config: config), profile: .smooth), capacity: 1)
+        }
+        physics = physicsShards[0]
         bufferRecords = records
         buffers = [T](repeating: 0, count: records.last.map { $0.offset + $0.count } ?? 0)
         for block in encoder + decoder where block.gamma != nil {
@@ -246,7 +253,7 @@ public final class DonutNetwork<T: GEMMScalar> {
         a.parameters = .init(repeating: FrameParameters(strain: 0, tiltLRDeg: 0, tiltUDDeg: 0, thicknessA: 0), count: batch)
         a.targetSums = .init(repeating: Double(np), count: batch)
         a.physicsOut = a.floats(batch * np)
-        physics.reserve(batch)
+        for shard in physicsShards { shard.reserve((batch + physicsShards.count - 1) / physicsShards.count) }
         if let d = decoderInput {
             a.decoderIn = a.floats(batch * d.outFeatures); a.decoderInRelu = a.floats(batch * d.outFeatures)
             var s = bottleneckSize
@@ -292,7 +299,12 @@ public final class DonutNetwork<T: GEMMScalar> {
 
     /// Forward through encoder and head to the latent and parameters; `physics` and
     /// `decoder` choose which branches run (training DONUT: both; inference: physics for the residual).
+    /// BLAS runs single-threaded in here: the layers split their work over the cores themselves (`serialBLAS`).
     public func forward(mode: ForwardMode, rng: inout SplitMix64, physics runPhysics: Bool, decoder runDecoder: Bool) {
+        serialBLAS { forwardLayers(mode: mode, rng: &rng, physics: runPhysics, decoder: runDecoder) }
+    }
+
+    private func forwardLayers(mode: ForwardMode, rng: inout SplitMix64, physics runPhysics: Bool, decoder runDecoder: Bool) {
         let a = acts!, b = a.batch, p = store.parameters
         var size = frameSize
         for (k, block) in encoder.enumerated() {
@@ -333,9 +345,13 @@ public final class DonutNetwork<T: GEMMScalar> {
         ScaledTanh.forward(output: a.latent, input: a.headOut.last!, count: b * latent)
         for k in 0..<b { a.parameters[k] = mapping.parameters(a.latent + k * latent) }
         if runPhysics {
+            let np = frameSize * frameSize
             a.parameters.withUnsafeBufferPointer { params in
                 a.targetSums.withUnsafeBufferPointer { sums in
-                    physics.forward(params.baseAddress!, count: b, targetSums: sums.baseAddress!, out: a.physicsOut)
+                    Parallel.forWorkers(b, workers: physicsShards.count) { i, r in
+                        physicsShards[i].forward(params.baseAddress! + r.lowerBound, count: r.count,
+                                                 targetSums: sums.baseAddress! + r.lowerBound, out: a.physicsOut + r.lowerBound * np)
+                    }
                 }
             }
         }
@@ -415,6 +431,10 @@ public final class DonutNetwork<T: GEMMScalar> {
     /// deviance (`loss.physics_loss`); backward through both branches. `physicsMAE` is
     /// reported either way so logs stay comparable.
     public func backwardUnsupervised(weights: LossWeights) -> NetworkLosses {
+        serialBLAS { backwardUnsupervisedLayers(weights: weights) }
+    }
+
+    private func backwardUnsupervisedLayers(weights: LossWeights) -> NetworkLosses {
         let a = acts!, b = a.batch, np = frameSize * frameSize, latent = mapping.latentCount
         let x = a.encoderInput[0]
         a.gradLatent!.update(repeating: 0, count: b * latent)
@@ -431,7 +451,7 @@ public final class DonutNetwork<T: GEMMScalar> {
                 losses.total += weights.physics * mae
                 MAELoss.backward(dPrediction: a.gradPhysics!, prediction: a.physicsOut, target: x, count: b * np, weight: weights.physics)
             }
-            physics.backward(upstream: a.gradPhysics!, gradients: a.gradTheta!)
+            backwardPhysics(upstream: a.gradPhysics!, gradients: a.gradTheta!)
             for k in 0..<b { mapping.addLatentGradient(a.gradTheta! + 4 * k, parameters: a.parameters[k], into: a.gradLatent! + k * latent) }
         }
         if weights.decoder > 0, decoderInput != nil {
@@ -448,6 +468,10 @@ public final class DonutNetwork<T: GEMMScalar> {
     /// NanobeamNN: L = mean over frames and parameters of (s·(θ − θ*))², s the label scale;
     /// `labels` holds θ* (batch × 4: ε, ω°, χ°, t).
     public func backwardSupervised(labels: UnsafePointer<Double>, labelScale: [Double]) -> NetworkLosses {
+        serialBLAS { backwardSupervisedLayers(labels: labels, labelScale: labelScale) }
+    }
+
+    private func backwardSupervisedLayers(labels: UnsafePointer<Double>, labelScale: [Double]) -> NetworkLosses {
         let a = acts!, b = a.batch, latent = mapping.latentCount
         a.gradLatent!.update(repeating: 0, count: b * latent)
         var sum = 0.0
@@ -466,6 +490,17 @@ public final class DonutNetwork<T: GEMMScalar> {
         backwardEncoder()
         let mse = sum / count
         return NetworkLosses(total: mse, decoderMAE: .nan, physicsMAE: .nan, supervisedMSE: mse)
+    }
+
+    /// ∂L/∂θ (batch × 4, ε ω χ t) of the last forward's physics patterns from ∂L/∂Î (batch × n²),
+    /// split over the threads as the forward.
+    public func backwardPhysics(upstream: UnsafePointer<T>, gradients: UnsafeMutablePointer<Double>) {
+        let b = acts!.batch, np = frameSize * frameSize
+        serialBLAS {
+            Parallel.forWorkers(b, workers: physicsShards.count) { i, r in
+                physicsShards[i].backward(upstream: upstream + r.lowerBound * np, gradients: gradients + 4 * r.lowerBound)
+            }
+        }
     }
 
     /// The gradient buffer to write next: whichever of the two ping-pong buffers `x` is not.

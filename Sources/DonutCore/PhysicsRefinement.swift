@@ -276,7 +276,7 @@ extension PhysicsRefinement {
                 out[f] = worker.refine(UnsafeBufferPointer(rebasing: frames[(f * np)..<((f + 1) * np)]), from: starts[f])
             }
         }
-        withBLASThreads(1) {
+        serialBLAS {
             if threads <= 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: threads, execute: work) }
         }
         return Array(out)

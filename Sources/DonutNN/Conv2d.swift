@@ -36,25 +36,48 @@ public struct Conv2dShape: Sendable, Hashable {
     /// A 1×1, stride-1, unpadded convolution is a plain GEMM on the image: no im2col needed.
 }
 
-/// 2-D convolution (cross-correlation, as PyTorch's `Conv2d`) by im2col + GEMM over groups of
+/// 2-D convolution (cross-correlation, as PyTorch's `Conv2d`) by im2col + GEMM over chunks of
 /// images: for G images at once, columns (patchSize, G·outH·outW) hold every image's patches
 /// side by side and one GEMM gives Y (outC, G·outH·outW) = weight (outC, patchSize) · columns,
-/// scattered to NCHW with the bias added. One GEMM per group instead of per image keeps BLAS's
-/// threads busy (per-image GEMMs spent ~40 % of a training step in thread hand-offs).
-/// The naive 7-loop reference it is checked against lives in the tests (`naiveConv2d`).
+/// scattered to NCHW with the bias added.
+///
+/// Threading: the chunks are fixed by the shape alone (`chunkSize`); the cores take contiguous
+/// runs of chunks, each core with its own columns and a single-threaded GEMM (`serialBLAS`).
+/// Threaded OpenBLAS on these small GEMMs left a worker spinning through everything between
+/// them. Every chunk is computed the same way whatever thread runs it, and the weight gradient
+/// is one partial per chunk summed in chunk order, so results are bit-identical for any thread
+/// count. The naive 7-loop reference it is checked against lives in the tests (`naiveConv2d`).
 public enum Conv2d {
-    /// Column scratch is capped at this many elements per group (16 MB of Float).
-    public static let columnBudget = 1 << 22
+    /// Column scratch per chunk is capped at this many elements (1 MB of Float): a chunk's
+    /// columns and output block stay near a core's 2 MB L2.
+    public static let columnBudget = 1 << 18
 
-    /// Images per GEMM for `s`: as many as fit the column budget, at least 1.
-    public static func groupSize(_ s: Conv2dShape) -> Int {
-        max(1, min(s.batch, columnBudget / max(1, s.patchSize * s.outHeight * s.outWidth)))
+    /// Images per chunk for `s`: as many as fit the column budget (at least 1), then evened out
+    /// so that the chunk count is a multiple of 4 where the batch allows (balanced on 2 or 4
+    /// cores). Depends on the shape only, never on the thread count.
+    public static func chunkSize(_ s: Conv2dShape) -> Int {
+        let most = max(1, min(s.batch, columnBudget / max(1, s.patchSize * s.outHeight * s.outWidth)))
+        let chunks = min(s.batch, ((s.batch + most - 1) / most + 3) / 4 * 4)
+        return (s.batch + chunks - 1) / chunks
     }
 
-    /// Scratch elements `forward` and `backward` need: the columns of one group
-    /// (patchSize, G·outH·outW) and its output block (outC, G·outH·outW).
+    /// Number of chunks of `chunkSize(s)` images (the last may be shorter).
+    public static func chunkCount(_ s: Conv2dShape) -> Int { (s.batch + chunkSize(s) - 1) / chunkSize(s) }
+
+    /// Threads `forward` and `backward` use for `s`: `Parallel.threads`, at most one per chunk.
+    static func workerCount(_ s: Conv2dShape) -> Int { max(1, min(Parallel.threads, chunkCount(s))) }
+
+    /// Scratch of one worker: a chunk's columns (patchSize, G·plane) and output block (outC, G·plane).
+    static func workerScratch(_ s: Conv2dShape) -> Int {
+        chunkSize(s) * s.outHeight * s.outWidth * (s.patchSize + s.outChannels)
+    }
+
+    /// Scratch elements `forward` and `backward` need: one worker scratch per thread, then one
+    /// weight-gradient partial (outC·patchSize) per chunk. Depends on `Parallel.threads`: size it
+    /// under the thread count it will run with.
     public static func scratchCount(_ s: Conv2dShape) -> Int {
-        groupSize(s) * s.outHeight * s.outWidth * (s.patchSize + s.outChannels)
+        if usesDirect(s) { return directScratchCount(s) }
+        return workerCount(s) * workerScratch(s) + chunkCount(s) * s.weightCount
     }
 
     /// y[n, oc, oy, ox] = bias[oc] + Σ_{ic, ky, kx} weight[oc, ic, ky, kx] · x[n, ic, oy·stride − padding + ky, ox·stride − padding + kx]
@@ -79,41 +102,53 @@ public enum Conv2d {
         pooled: UnsafeMutablePointer<T>? = nil
     ) {
         precondition((scale == nil) == (shift == nil), "scale and shift come together")
-        let plane = s.outHeight * s.outWidth, g = groupSize(s)
+        if usesDirect(s) {
+            forwardDirect(output: output, input: input, weight: weight, bias: bias, scratch: columns, shape: s,
+                          scale: scale, shift: shift, relu: relu, pooled: pooled)
+            return
+        }
+        let plane = s.outHeight * s.outWidth, g = chunkSize(s), perWorker = workerScratch(s)
         let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
-        var n0 = 0
-        while n0 < s.batch {
-            let count = min(g, s.batch - n0), width = count * plane
-            let cols = columns, block = columns + g * plane * s.patchSize
-            Parallel.forRanges(count, work: width * s.patchSize) { r in
-                for j in r { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
-            }
-            T.gemm(transA: false, transB: false, m: s.outChannels, n: width, k: s.patchSize,
-                   alpha: 1, a: weight, lda: s.patchSize, b: cols, ldb: width, beta: 0, c: block, ldc: width)
-            // Scatter (outC, G·plane) → NCHW with the epilogue, parallel over (image, channel) planes.
-            Parallel.forRanges(count * s.outChannels, work: count * outImage) { r in
-                for q in r {
-                    let j = q / s.outChannels, oc = q % s.outChannels
-                    let src = UnsafePointer(block + oc * width + j * plane)
-                    // With pooling, the epilogue runs in place in the block and the pool reads it back.
-                    let dst = pooled == nil ? output + (n0 + j) * outImage + oc * plane : block + oc * width + j * plane
-                    let b = bias?[oc] ?? 0
-                    defer {
-                        if let pooled {
-                            let ph = s.outHeight / 2, pw = s.outWidth / 2
-                            maxPool2(pooled + ((n0 + j) * s.outChannels + oc) * ph * pw, UnsafePointer(dst), height: s.outHeight, width: s.outWidth)
+        serialBLAS {
+            Parallel.forWorkers(chunkCount(s), workers: workerCount(s)) { worker, chunks in
+                let cols = columns + worker * perWorker, chunkBlock = cols + g * plane * s.patchSize
+                for chunk in chunks {
+                    let n0 = chunk * g, count = min(g, s.batch - n0), width = count * plane
+                    for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
+                    // One image without pooling: the GEMM block is the image's NCHW output itself.
+                    let block = count == 1 && pooled == nil ? output + n0 * outImage : chunkBlock
+                    T.gemm(transA: false, transB: false, m: s.outChannels, n: width, k: s.patchSize,
+                           alpha: 1, a: weight, lda: s.patchSize, b: cols, ldb: width, beta: 0, c: block, ldc: width)
+                    // Scatter (outC, G·plane) → NCHW with the epilogue, plane by plane. With pooling,
+                    // the epilogue runs in place in the block and the pool reads it back.
+                    for j in 0..<count {
+                        for oc in 0..<s.outChannels {
+                            let src = block + oc * width + j * plane, image = (n0 + j) * s.outChannels + oc
+                            finishPlane(pooled == nil ? output + image * plane : src, UnsafePointer(src), channel: oc, bias: bias,
+                                        scale: scale, shift: shift, relu: relu, pooled: pooled.map { $0 + image * (s.outHeight / 2) * (s.outWidth / 2) }, s)
                         }
-                    }
-                    if let scale, let shift {
-                        let a = scale[oc], c = b * a + shift[oc]
-                        affine(dst, src, plane, a, c, relu: relu)
-                    } else {
-                        affine(dst, src, plane, 1, b, relu: relu)
                     }
                 }
             }
-            n0 += count
         }
+    }
+
+    /// The epilogue of one output plane (channel oc): dst = src + bias[oc], or with the eval
+    /// BatchNorm affine (scale, shift) src·scale[oc] + (bias[oc]·scale[oc] + shift[oc]); then
+    /// max(·, 0) if relu; then, if `pooled` (that plane's (outH/2, outW/2) slot), its 2×2 max pool.
+    /// dst may be src.
+    @inline(__always)
+    static func finishPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, channel oc: Int,
+                                           bias: UnsafePointer<T>?, scale: UnsafePointer<T>?, shift: UnsafePointer<T>?,
+                                           relu: Bool, pooled: UnsafeMutablePointer<T>?, _ s: Conv2dShape) {
+        let plane = s.outHeight * s.outWidth, b = bias?[oc] ?? 0
+        if let scale, let shift {
+            let a = scale[oc]
+            affine(dst, src, plane, a, b * a + shift[oc], relu: relu)
+        } else {
+            affine(dst, src, plane, 1, b, relu: relu)
+        }
+        if let pooled { maxPool2(pooled, UnsafePointer(dst), height: s.outHeight, width: s.outWidth) }
     }
 
     /// dst (h/2, w/2) = 2×2 stride-2 max of src (h, w), NaN winning as in `MaxPool2d.forward`.
@@ -122,7 +157,11 @@ public enum Conv2d {
         let oh = height / 2, ow = width / 2
         for oy in 0..<oh {
             let r0 = src + 2 * oy * width, r1 = r0 + width, d = dst + oy * ow
-            for ox in 0..<ow {
+            var start = 0
+            if T.self == Float.self {
+                start = FloatKernels.maxPool2Row(d.float, r0.float, r1.float, outputs: ow)
+            }
+            for ox in start..<ow {
                 var m = r0[2 * ox]
                 var v = r0[2 * ox + 1]; if v > m || (v.isNaN && !m.isNaN) { m = v }
                 v = r1[2 * ox]; if v > m || (v.isNaN && !m.isNaN) { m = v }
@@ -133,20 +172,27 @@ public enum Conv2d {
     }
 
     /// dst[i] = src[i]·a + c (then max(·, 0) if relu); the multiply is skipped for a = 1.
+    /// dst may be src.
     @inline(__always)
     static func affine<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ n: Int, _ a: T, _ c: T, relu: Bool) {
+        if T.self == Float.self {
+            FloatKernels.affine(dst.float, src.float, n, Float(a), Float(c), relu: relu)
+            return
+        }
+        let zero = T(0)
         switch (a == 1, relu) {
         case (true, false): for i in 0..<n { dst[i] = src[i] + c }
-        case (true, true): for i in 0..<n { let v = src[i] + c; dst[i] = v < 0 ? 0 : v }
+        case (true, true): for i in 0..<n { let v = src[i] + c; dst[i] = zero > v ? zero : v }
         case (false, false): for i in 0..<n { dst[i] = src[i] * a + c }
-        case (false, true): for i in 0..<n { let v = src[i] * a + c; dst[i] = v < 0 ? 0 : v }
+        case (false, true): for i in 0..<n { let v = src[i] * a + c; dst[i] = zero > v ? zero : v }
         }
     }
 
     /// Gradients of `forward`, given dOutput = ∂L/∂y:
     /// - dInput (batch, inC, H, W): **written** (=) with col2im(weightᵀ · dOutput); nil to skip
     ///   (first layer).
-    /// - dWeight (outC, inC, kH, kW): **adds** (+=) Σ_n dOutput[n] · im2col(x[n])ᵀ.
+    /// - dWeight (outC, inC, kH, kW): **adds** (+=) Σ_n dOutput[n] · im2col(x[n])ᵀ, as one partial
+    ///   per chunk (beta 0) added in chunk order.
     /// - dBias (outC): **adds** (+=) Σ_{n, oy, ox} dOutput[n, oc, oy, ox]; nil if the conv has no bias.
     /// - dOutput (batch, outC, outH, outW); input (batch, inC, H, W); weight (outC, inC, kH, kW).
     /// - columns: scratch of `scratchCount(shape)` elements (overwritten).
@@ -155,8 +201,10 @@ public enum Conv2d {
         dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
         columns: UnsafeMutablePointer<T>, shape s: Conv2dShape
     ) {
-        let plane = s.outHeight * s.outWidth, g = groupSize(s)
+        let plane = s.outHeight * s.outWidth, g = chunkSize(s), perWorker = workerScratch(s)
         let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
+        let chunkCount = chunkCount(s), workers = workerCount(s), weightCount = s.weightCount
+        let partials = columns + workers * perWorker
         if let dBias {
             // Per channel: each plane summed in T (eight partial sums), planes totalled in Double.
             Parallel.forRanges(s.outChannels, work: s.outputCount) { r in
@@ -167,34 +215,53 @@ public enum Conv2d {
                 }
             }
         }
-        var n0 = 0
-        while n0 < s.batch {
-            let count = min(g, s.batch - n0), width = count * plane
-            let cols = columns, block = columns + g * plane * s.patchSize
-            // dY of the group as (outC, G·plane), the GEMM's layout; and the columns of x.
-            Parallel.forRanges(count, work: width * (s.patchSize + s.outChannels)) { r in
-                for j in r {
-                    let dy = dOutput + (n0 + j) * outImage
-                    for oc in 0..<s.outChannels { (block + oc * width + j * plane).update(from: dy + oc * plane, count: plane) }
-                    im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width)
-                }
-            }
-            // dW (outC, patch) += dY (outC, G·plane) · colsᵀ (G·plane, patch)
-            T.gemm(transA: false, transB: true, m: s.outChannels, n: s.patchSize, k: width,
-                   alpha: 1, a: block, lda: width, b: cols, ldb: width, beta: 1, c: dWeight, ldc: s.patchSize)
-            if let dInput {
-                // dCols (patch, G·plane) = Wᵀ (patch, outC) · dY (outC, G·plane), then col2im per image.
-                T.gemm(transA: true, transB: false, m: s.patchSize, n: width, k: s.outChannels,
-                       alpha: 1, a: weight, lda: s.patchSize, b: block, ldb: width, beta: 0, c: cols, ldc: width)
-                Parallel.forRanges(count, work: width * s.patchSize) { r in
-                    for j in r {
-                        let dx = dInput + (n0 + j) * inImage
-                        dx.update(repeating: 0, count: inImage)
-                        col2im(dx, UnsafePointer(cols + j * plane), s, rowStride: width)
+        if usesDirect(s) {
+            backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s)
+            return
+        }
+        serialBLAS {
+            Parallel.forWorkers(chunkCount, workers: workers) { worker, chunks in
+                let cols = columns + worker * perWorker, chunkBlock = cols + g * plane * s.patchSize
+                for chunk in chunks {
+                    let n0 = chunk * g, count = min(g, s.batch - n0), width = count * plane
+                    // dY of the chunk as (outC, G·plane), the GEMM's layout (one image: dOutput itself).
+                    var block = dOutput + n0 * outImage
+                    if count > 1 {
+                        for j in 0..<count {
+                            let dy = dOutput + (n0 + j) * outImage
+                            for oc in 0..<s.outChannels { (chunkBlock + oc * width + j * plane).update(from: dy + oc * plane, count: plane) }
+                        }
+                        block = UnsafePointer(chunkBlock)
+                    }
+                    for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
+                    // dW partial (outC, patch) = dY (outC, G·plane) · colsᵀ (G·plane, patch)
+                    T.gemm(transA: false, transB: true, m: s.outChannels, n: s.patchSize, k: width,
+                           alpha: 1, a: block, lda: width, b: cols, ldb: width, beta: 0,
+                           c: partials + chunk * weightCount, ldc: s.patchSize)
+                    if let dInput {
+                        // dCols (patch, G·plane) = Wᵀ (patch, outC) · dY (outC, G·plane), then col2im per image.
+                        T.gemm(transA: true, transB: false, m: s.patchSize, n: width, k: s.outChannels,
+                               alpha: 1, a: weight, lda: s.patchSize, b: block, ldb: width, beta: 0, c: cols, ldc: width)
+                        for j in 0..<count {
+                            let dx = dInput + (n0 + j) * inImage
+                            dx.update(repeating: 0, count: inImage)
+                            col2im(dx, cols + j * plane, s, rowStride: width)
+                        }
                     }
                 }
             }
-            n0 += count
+        }
+        addPartials(dWeight, partials, count: weightCount, partials: chunkCount)
+    }
+
+    /// total[i] += Σ_c partials[c·count + i], the partials added in order c = 0, 1, … (the
+    /// deterministic reduction of per-chunk gradients), parallel over i.
+    static func addPartials<T: GEMMScalar>(_ total: UnsafeMutablePointer<T>, _ partials: UnsafePointer<T>, count: Int, partials n: Int) {
+        Parallel.forRanges(count, work: n * count) { r in
+            for c in 0..<n {
+                let p = partials + c * count
+                for i in r { total[i] += p[i] }
+            }
         }
     }
 
@@ -210,6 +277,10 @@ public enum Conv2d {
     /// (0 outside). One image: rows of outH·outW entries, `rowStride` apart (its group's width).
     static func im2col<T: GEMMScalar>(_ columns: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
         let oh = s.outHeight, ow = s.outWidth
+        if s.stride == 1 && oh == s.height && ow == s.width && s.padding < s.height && s.padding < s.width {
+            im2colSameSize(columns, x, s, rowStride: plane)
+            return
+        }
         for ic in 0..<s.inChannels {
             let xc = x + ic * s.height * s.width
             for ky in 0..<s.kernelH {
@@ -222,12 +293,13 @@ public enum Conv2d {
                         let r = row + oy * ow
                         guard oy >= yLo && oy < yHi else { r.update(repeating: 0, count: ow); continue }
                         // src[ox·stride] = x[ic, iy, ox·stride + xOff]; only read for ox in [xLo, xHi).
-                        let src = xc + (oy * s.stride - s.padding + ky) * s.width
+                        // No index arithmetic in the copy loops (overflow checks kept them scalar).
+                        let src = xc + (oy * s.stride - s.padding + ky) * s.width + xOff
                         for ox in 0..<xLo { r[ox] = 0 }
                         if s.stride == 1 {
-                            for ox in xLo..<xHi { r[ox] = src[ox + xOff] }
+                            for ox in xLo..<xHi { r[ox] = src[ox] }
                         } else {
-                            for ox in xLo..<xHi { r[ox] = src[ox * s.stride + xOff] }
+                            for ox in xLo..<xHi { r[ox] = src[ox &* s.stride] }
                         }
                         for ox in xHi..<ow { r[ox] = 0 }
                     }
@@ -236,10 +308,68 @@ public enum Conv2d {
         }
     }
 
+    /// `im2col` for a stride-1 conv whose output has the input's size (padding (k − 1)/2, the
+    /// network's 3×3 pad 1): the row of tap (ky, kx) is the whole image shifted by
+    /// (ky − p)·W + (kx − p) in flat index, one contiguous copy, then the columns that wrapped
+    /// around a row edge are zeroed. Per-row loops of 4–32 elements were mostly overhead.
+    static func im2colSameSize<T: GEMMScalar>(_ columns: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
+        let h = s.height, w = s.width, n = h * w
+        for ic in 0..<s.inChannels {
+            let xc = x + ic * n
+            for ky in 0..<s.kernelH {
+                for kx in 0..<s.kernelW {
+                    let row = columns + ((ic * s.kernelH + ky) * s.kernelW + kx) * plane
+                    let dx = kx - s.padding, shift = (ky - s.padding) * w + dx
+                    // row[i] = x[i + shift] where that index is inside the image, else 0.
+                    let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
+                    let src = xc + shift
+                    for i in 0..<lo { row[i] = 0 }
+                    for i in lo..<hi { row[i] = src[i] }
+                    for i in hi..<n { row[i] = 0 }
+                    // Columns whose source ox + dx fell outside the row (read the neighbouring row).
+                    if dx < 0 {
+                        for oy in 0..<h { (row + oy * w).update(repeating: 0, count: -dx) }
+                    } else if dx > 0 {
+                        for oy in 0..<h { (row + oy * w + w - dx).update(repeating: 0, count: dx) }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The adjoint of `im2colSameSize`: the wrapped-around entries of each tap's row (which
+    /// copied a neighbouring row's pixel) are zeroed, then the row is added to dx shifted back,
+    /// one contiguous loop.
+    static func col2imSameSize<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafeMutablePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
+        let h = s.height, w = s.width, n = h * w
+        for ic in 0..<s.inChannels {
+            let dxc = dx + ic * n
+            for ky in 0..<s.kernelH {
+                for kx in 0..<s.kernelW {
+                    let row = columns + ((ic * s.kernelH + ky) * s.kernelW + kx) * plane
+                    let ddx = kx - s.padding, shift = (ky - s.padding) * w + ddx
+                    if ddx < 0 {
+                        for oy in 0..<h { (row + oy * w).update(repeating: 0, count: -ddx) }
+                    } else if ddx > 0 {
+                        for oy in 0..<h { (row + oy * w + w - ddx).update(repeating: 0, count: ddx) }
+                    }
+                    let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
+                    let dst = dxc + shift
+                    for i in lo..<hi { dst[i] += row[i] }
+                }
+            }
+        }
+    }
+
     /// The adjoint of `im2col`: dx[ic, iy, ix] += every columns entry that copied x[ic, iy, ix].
     /// One image, rows `rowStride` apart.
-    static func col2im<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
+    /// The columns are scratch: the same-size path zeroes their wrapped-around entries.
+    static func col2im<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafeMutablePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
         let oh = s.outHeight, ow = s.outWidth
+        if s.stride == 1 && oh == s.height && ow == s.width && s.padding < s.height && s.padding < s.width {
+            col2imSameSize(dx, columns, s, rowStride: plane)
+            return
+        }
         for ic in 0..<s.inChannels {
             let dxc = dx + ic * s.height * s.width
             for ky in 0..<s.kernelH {
@@ -250,15 +380,103 @@ public enum Conv2d {
                     let (xLo, xHi) = validRange(offset: xOff, stride: s.stride, size: s.width, count: ow)
                     for oy in yLo..<yHi {
                         let r = row + oy * ow
-                        let dst = dxc + (oy * s.stride - s.padding + ky) * s.width
+                        let dst = dxc + (oy * s.stride - s.padding + ky) * s.width + xOff
                         if s.stride == 1 {
-                            for ox in xLo..<xHi { dst[ox + xOff] += r[ox] }
+                            for ox in xLo..<xHi { dst[ox] += r[ox] }
                         } else {
-                            for ox in xLo..<xHi { dst[ox * s.stride + xOff] += r[ox] }
+                            for ox in xLo..<xHi { dst[ox &* s.stride] += r[ox] }
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// Float versions of the epilogue loops with explicit SIMD: comparisons and selects on SIMD
+/// vectors compile to vector compares and blends only for concrete scalar types (in generic
+/// code, even specialised, they become per-lane loops), and the scalar loops stayed scalar
+/// (in place: LLVM's runtime alias check fails; the pool: branches and stride-2 loads).
+enum FloatKernels {
+    /// dst[i] = src[i]·a + c, then max(·, 0) if relu (NaN passes, as `ReLU`); dst may be src.
+    @inline(__always)
+    static func affine(_ dst: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>, _ n: Int, _ a: Float, _ c: Float, relu: Bool) {
+        let va = SIMD8<Float>(repeating: a), vc = SIMD8<Float>(repeating: c), zero = SIMD8<Float>(repeating: 0)
+        var i = 0
+        while i + 8 <= n {
+            var v = UnsafeRawPointer(src + i).loadUnaligned(as: SIMD8<Float>.self) * va + vc
+            if relu { v.replace(with: zero, where: v .< zero) }
+            UnsafeMutableRawPointer(dst + i).storeBytes(of: v, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            let v = src[i] * a + c
+            dst[i] = relu && v < 0 ? 0 : v
+            i += 1
+        }
+    }
+
+    /// The larger of a and b lane by lane, NaN winning (b replaces a if b > a, or if b is NaN and a is not).
+    @inline(__always)
+    static func maxNaN(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+        a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a)))
+    }
+
+    @inline(__always)
+    static func maxNaN(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a)))
+    }
+
+    /// `MaxPool2d.forward`'s 2×2 stride-2 row in blocks of 8 outputs: d[ox] and argmax[ox] (flat
+    /// input index) over input[row0 + 2ox], input[row0 + 2ox + 1], input[row1 + 2ox],
+    /// input[row1 + 2ox + 1] in that order, a later element winning only if greater (or NaN over
+    /// a number), as the scalar loop. Returns the first ox not done.
+    @inline(__always)
+    static func maxPool2ArgmaxRow(_ d: UnsafeMutablePointer<Float>, _ argmax: UnsafeMutablePointer<Int32>, _ input: UnsafePointer<Float>,
+                                  row0: Int, row1: Int, outputs: Int) -> Int {
+        let lanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+        var ox = 0
+        while ox + 8 <= outputs {
+            let top = UnsafeRawPointer(input + row0 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
+            let bottom = UnsafeRawPointer(input + row1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
+            let i0 = lanes &+ Int32(truncatingIfNeeded: row0 + 2 * ox), i1 = lanes &+ Int32(truncatingIfNeeded: row1 + 2 * ox)
+            var m = top.evenHalf, index = i0
+            @inline(__always) func consider(_ v: SIMD8<Float>, _ i: SIMD8<Int32>) {
+                let take = (v .> m) .| ((v .!= v) .& (m .== m))
+                m.replace(with: v, where: take)
+                index.replace(with: i, where: take)
+            }
+            consider(top.oddHalf, i0 &+ 1)
+            consider(bottom.evenHalf, i1)
+            consider(bottom.oddHalf, i1 &+ 1)
+            UnsafeMutableRawPointer(d + ox).storeBytes(of: m, as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(argmax + ox).storeBytes(of: index, as: SIMD8<Int32>.self)
+            ox += 8
+        }
+        return ox
+    }
+
+    /// d[ox] = max(r0[2ox], r0[2ox + 1], r1[2ox], r1[2ox + 1]) for ox < `outputs` in blocks of 8
+    /// (NaN winning); returns the first ox not done (the caller finishes the row).
+    @inline(__always)
+    static func maxPool2Row(_ d: UnsafeMutablePointer<Float>, _ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, outputs: Int) -> Int {
+        var ox = 0
+        while ox + 8 <= outputs {
+            let t = maxNaN(UnsafeRawPointer(r0 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self),
+                           UnsafeRawPointer(r1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self))
+            UnsafeMutableRawPointer(d + ox).storeBytes(of: maxNaN(t.evenHalf, t.oddHalf), as: SIMD8<Float>.self)
+            ox += 8
+        }
+        return ox
+    }
+}
+
+extension UnsafeMutablePointer where Pointee: GEMMScalar {
+    /// This pointer as Float (the caller checked Pointee is Float).
+    @inline(__always) var float: UnsafeMutablePointer<Float> { UnsafeMutableRawPointer(self).assumingMemoryBound(to: Float.self) }
+}
+
+extension UnsafePointer where Pointee: GEMMScalar {
+    /// This pointer as Float (the caller checked Pointee is Float).
+    @inline(__always) var float: UnsafePointer<Float> { UnsafeRawPointer(self).assumingMemoryBound(to: Float.self) }
 }

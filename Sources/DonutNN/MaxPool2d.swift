@@ -24,7 +24,11 @@ public enum MaxPool2d {
                 if kernel == 2 && stride == 2 {
                     for oy in 0..<oh {
                         let r0 = base + 2 * oy * width, r1 = r0 + width, o = (p * oh + oy) * ow
-                        for ox in 0..<ow {
+                        var start = 0
+                        if T.self == Float.self {
+                            start = FloatKernels.maxPool2ArgmaxRow(output.float + o, argmax + o, input.float, row0: r0, row1: r1, outputs: ow)
+                        }
+                        for ox in start..<ow {
                             let i0 = r0 + 2 * ox
                             var best = i0, bestValue = input[i0]
                             var i = i0 + 1, v = input[i]

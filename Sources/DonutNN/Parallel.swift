@@ -1,17 +1,62 @@
-import Dispatch
 import DonutBLAS
 
 /// Element-wise loops on the cores BLAS may use. The work is cut into `threads` fixed,
 /// contiguous ranges of independent items (planes, channels, images, blocks); every item is
 /// computed whole by one thread in the same order whatever the partition, so results are
 /// bit-identical run to run and for any thread count (no reduction crosses items).
-/// `threads` follows OpenBLAS (`OPENBLAS_NUM_THREADS=1` for MPI ranks ⇒ serial loops too).
+/// `threads` follows OpenBLAS's configured count (`OPENBLAS_NUM_THREADS=1` for MPI ranks ⇒
+/// serial loops too); inside `serialBLAS` sections these loops are what uses the cores.
 public enum Parallel {
     /// Below this many elements of work a loop runs on the calling thread (dispatch costs ~µs).
     public static let minimumWork = 1 << 14
 
-    /// Threads element-wise loops use: OpenBLAS's thread count, at least 1.
-    public static var threads: Int { max(1, blasThreadCount) }
+    /// Threads the loops use: OpenBLAS's configured thread count, at least 1 (or the count set
+    /// by `withThreads`).
+    public static var threads: Int { threadOverride ?? max(1, configuredBLASThreads) }
+
+    nonisolated(unsafe) private static var threadOverride: Int?
+
+    /// Runs `body` with `threads` = n: tests check results do not depend on the thread count.
+    /// Not reentrant and not for concurrent use; scratch sized by `threads` (`Conv2d.scratchCount`)
+    /// must be sized inside `body`.
+    public static func withThreads<R>(_ n: Int, _ body: () throws -> R) rethrows -> R {
+        precondition(n >= 1)
+        let previous = threadOverride
+        threadOverride = n
+        defer { threadOverride = previous }
+        return try body()
+    }
+
+    /// Calls `body(worker, range)` for `workers` fixed contiguous ranges covering 0..<items
+    /// (range i = [i·items/workers, (i+1)·items/workers)), concurrently; worker i owns scratch slot i.
+    /// With one worker (or no items) it runs on the calling thread.
+    @inline(__always)
+    public static func forWorkers(_ items: Int, workers: Int, _ body: (Int, Range<Int>) -> Void) {
+        let t = min(items, workers)
+        if t <= 1 {
+            if items > 0 { body(0, 0..<items) }
+            return
+        }
+        perform(t) { i in body(i, (i * items / t)..<((i + 1) * items / t)) }
+    }
+
+    /// The closure of a job, in a struct so that its address can cross to the workers without
+    /// reabstraction (a stored bare closure was boxed on the heap at every call).
+    struct Job { let run: (Int) -> Void }
+
+    /// work(i) for i in 0..<iterations on the `WorkerPool`, returning when all are done. Inlined:
+    /// the caller's closure stays on its stack (measured: no allocation per call).
+    @inline(__always)
+    static func perform(_ iterations: Int, _ work: (Int) -> Void) {
+        withoutActuallyEscaping(work) { work in
+            var job = Job(run: work)
+            withUnsafeMutablePointer(to: &job) { p in
+                WorkerPool.shared.run(iterations, UnsafeMutableRawPointer(p)) { context, i in
+                    context!.assumingMemoryBound(to: Job.self).pointee.run(i)
+                }
+            }
+        }
+    }
 
     /// Calls `body` on contiguous sub-ranges covering 0..<items, concurrently when
     /// `work` (elements touched in total) justifies it. `body` must only write what its items own.
@@ -22,9 +67,7 @@ public enum Parallel {
             if items > 0 { body(0..<items) }
             return
         }
-        DispatchQueue.concurrentPerform(iterations: t) { i in
-            body((i * items / t)..<((i + 1) * items / t))
-        }
+        perform(t) { i in body((i * items / t)..<((i + 1) * items / t)) }
     }
 
     /// Σ p[0..<n] with eight partial sums (vectorisable; at most ~√(n/8)·ulp relative error,

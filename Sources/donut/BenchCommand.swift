@@ -226,7 +226,7 @@ struct BenchRefine: ParsableCommand {
         var pd = [Double](repeating: 0, count: np), jd = [Double](repeating: 0, count: 4 * np)
         var pf = [Float](repeating: 0, count: np), jf = [Float](repeating: 0, count: 4 * np)
         let sample = Array(starts.prefix(32))
-        let (tRef, tFast) = withBLASThreads(1) {
+        let (tRef, tFast) = serialBLAS {
             (bestTime { for p in sample { reference.jacobian(p, pattern: &pd, jacobian: &jd) } } / Double(sample.count),
              bestTime { for p in sample { model.smoothPatternAndJacobian(p, pattern: &pf, jacobian: &jf, thickness: thickness) } } / Double(sample.count))
         }

@@ -66,7 +66,7 @@ struct BenchTrain: ParsableCommand {
         // Physics backward alone (the layer), to split the backward time.
         var grads = [Double](repeating: 0, count: 4 * batch)
         let up = [Float](repeating: 1e-4, count: batch * 4096)
-        let tPhysicsBwd = time { net.physics.backward(upstream: up, gradients: &grads) }
+        let tPhysicsBwd = time { net.backwardPhysics(upstream: up, gradients: &grads) }
         let tEncoderBwd = tPhysicsOnlyBwd - tPhysicsBwd
         let tDecoderBwd = tBackward - tPhysicsOnlyBwd
         print(String(format: "training, batch %d: %.0f samples/s (%.2f ms/step); PyTorch CPU reference on this machine ≈ 280 samples/s, target ≥ 600",

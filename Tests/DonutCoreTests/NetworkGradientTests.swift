@@ -26,6 +26,43 @@ final class NetworkGradientTests: XCTestCase {
         return f.map { Double($0) + 0.01 }   // no exact zeros: keeps MAE away from its kink at the input
     }
 
+    /// A whole training step (forward with dropout, both losses, backward) and an inference
+    /// forward in Float give bit-identical losses, gradients and outputs with 1, 2 and 3 threads:
+    /// the convolution chunks, direct kernels, physics shards and reductions are fixed by the
+    /// shapes, not by the thread count. Batch 5 makes the thread shares uneven.
+    func testResultsDoNotDependOnThreadCount() throws {
+        let (config, _) = Self.smallSetup(thickness: false, dropout: 0.1)
+        let settings = NetworkSettings(encoderChannels: [4, 8], dropout: 0.1, hiddenUnits: 6, predictThickness: false, decoder: true)
+        let batch = 5
+        let frames = Self.frames(config, count: batch).map(Float.init)
+        func run(threads: Int) throws -> [[Float]] {
+            try Parallel.withThreads(threads) {
+                let net = try DonutNetwork<Float>(settings: settings, optimiser: TrainingConfig.donutPaper.optimiser, config: config, seed: 3)
+                net.plan(batch: batch, training: true)
+                frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
+                var rng = SplitMix64(seed: 9)
+                net.forward(mode: .training, rng: &rng, physics: true, decoder: true)
+                net.store.zeroGradients()
+                let losses = net.backwardUnsupervised(weights: LossWeights(decoder: 1, physics: 5))
+                let gradients = Array(UnsafeBufferPointer(start: net.store.gradients, count: net.store.count))
+                let reconstruction = Array(UnsafeBufferPointer(start: net.reconstruction, count: batch * 256))
+                let physics = Array(UnsafeBufferPointer(start: net.physicsOutput, count: batch * 256))
+                net.forward(mode: .inference, rng: &rng, physics: false, decoder: false)
+                let latents = Array(UnsafeBufferPointer(start: net.latents, count: batch * net.latentCount))
+                return [[Float(losses.total)], gradients, reconstruction, physics, latents]
+            }
+        }
+        let reference = try run(threads: 1)
+        XCTAssertTrue(reference[1].contains { $0 != 0 }, "gradients are all 0: the comparison would be vacuous")
+        for threads in [2, 3] {
+            let r = try run(threads: threads)
+            for (k, name) in ["loss", "gradients", "reconstruction", "physics patterns", "inference latents"].enumerated() {
+                XCTAssertTrue(zip(r[k], reference[k]).allSatisfy { $0.bitPattern == $1.bitPattern },
+                              "\(name) with \(threads) threads differ from 1 thread")
+            }
+        }
+    }
+
     func check(mode: TrainingMode, thickness: Bool, dropout: Double, physicsLoss: String = "mae") throws {
         let (config, settings) = Self.smallSetup(thickness: thickness, dropout: dropout)
         let net = try DonutNetwork<Double>(settings: settings, optimiser: TrainingConfig.donutPaper.optimiser, config: config, seed: 3)

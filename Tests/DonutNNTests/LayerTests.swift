@@ -121,6 +121,35 @@ final class MaxPoolTests: XCTestCase {
         }
     }
 
+    /// The Float 2×2 path (SIMD blocks of 8 outputs, scalar tail) against the definition in
+    /// row-major window order: a later element wins only if greater, NaN over a number. Values
+    /// from a small set so ties are common, a few NaNs; widths 16 (SIMD only), 22 (8 + 3 tail), 6 (tail only).
+    func testFloatTwoByTwoPathMatchesDefinitionWithTiesAndNaN() {
+        var rng = SplitMix64(seed: 15)
+        for (b, c, h, w) in [(2, 3, 8, 16), (1, 2, 6, 22), (3, 1, 4, 6)] {
+            let n = b * c * h * w
+            let x = Buffer((0..<n).map { _ in Float(Int(rng.next() % 5)) - 2 })
+            for i in stride(from: 7, to: n, by: 37) { x[i] = .nan }
+            let oh = h / 2, ow = w / 2
+            let y = Buffer<Float>(repeating: 0, count: b * c * oh * ow)
+            let arg = UnsafeMutablePointer<Int32>.allocate(capacity: y.count); defer { arg.deallocate() }
+            MaxPool2d.forward(output: y.pointer, argmax: arg, input: x.const, batch: b, channels: c, height: h, width: w)
+            for p in 0..<(b * c) {
+                for oy in 0..<oh {
+                    for ox in 0..<ow {
+                        let first = (p * h + 2 * oy) * w + 2 * ox
+                        var best = first
+                        for i in [first + 1, first + w, first + w + 1] where x[i] > x[best] || (x[i].isNaN && !x[best].isNaN) { best = i }
+                        let o = (p * oh + oy) * ow + ox
+                        XCTAssertEqual(Int(arg[o]), best, "(\(b), \(c), \(h), \(w)) output \(o): argmax")
+                        XCTAssertTrue(y[o] == x[best] || (y[o].isNaN && x[best].isNaN), "(\(b), \(c), \(h), \(w)) output \(o): value")
+                    }
+                }
+            }
+            keepAlive(x, y)
+        }
+    }
+
     /// Away from ties (distinct inputs ≥ 0.009 apart), the gradient goes to the argmax.
     func testBackwardMatchesCentralDifferences() {
         var rng = SplitMix64(seed: 15)

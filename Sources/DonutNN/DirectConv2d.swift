@@ -1,0 +1,218 @@
+import DonutBLAS
+
+/// Direct (stencil) convolution for the shapes where im2col + GEMM is a poor fit: stride 1 with
+/// one input channel (the encoder's first conv: a K = 9 GEMM) or one output channel (the
+/// decoder's last: an M = 1 GEMM over 144-row columns, ~38 MB of im2col per pass at batch 16).
+/// Each tap (ky, kx) is a shifted plane added with one weight, a contiguous row loop that
+/// vectorises (`stencil`); planes stay in L1. Same results as `Conv2d`'s GEMM path up to summation order,
+/// and the same determinism rules: every plane is computed whole by one thread, the weight
+/// gradient is one partial per image summed in image order.
+extension Conv2d {
+    /// Whether `forward`/`backward` take the direct path for `s`.
+    public static func usesDirect(_ s: Conv2dShape) -> Bool {
+        s.stride == 1 && (s.inChannels == 1 || s.outChannels == 1)
+    }
+
+    /// Threads of the direct path: one image at a time each.
+    static func directWorkers(_ s: Conv2dShape) -> Int { max(1, min(Parallel.threads, s.batch)) }
+
+    /// Elements of one worker's scratch: forward, the zero-padded input planes of an image
+    /// (inC, H + 2p, W + 2p) and one output plane (the pooled epilogue's); backward, the padded
+    /// output-gradient planes (outC, outH + 2q, outW + 2q), q = k − 1 − p.
+    static func directWorkerScratch(_ s: Conv2dShape) -> Int {
+        let forward = s.inChannels * (s.height + 2 * s.padding) * (s.width + 2 * s.padding) + s.outHeight * s.outWidth
+        let backward = s.outChannels * (s.outHeight + 2 * (s.kernelH - 1 - s.padding)) * (s.outWidth + 2 * (s.kernelW - 1 - s.padding))
+        return max(forward, backward)
+    }
+
+    /// Direct path scratch: one worker scratch per thread, then one weight gradient partial per
+    /// image, then the rotated weights (backward).
+    static func directScratchCount(_ s: Conv2dShape) -> Int {
+        directWorkers(s) * directWorkerScratch(s) + (s.batch + 1) * s.weightCount
+    }
+
+    /// dst (h + 2·padY, w + 2·padX) = src (h, w) with a zero border (a negative padding crops).
+    @inline(__always)
+    static func padPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ h: Int, _ w: Int, padY: Int, padX: Int) {
+        let ph = h + 2 * padY, pw = w + 2 * padX
+        for y in 0..<ph {
+            let row = dst + y * pw, sy = y - padY
+            guard sy >= 0 && sy < h else { row.update(repeating: 0, count: pw); continue }
+            let lo = min(pw, max(0, padX)), hi = max(lo, min(pw, w + padX))
+            let from = src + sy * w - padX
+            for x in 0..<lo { row[x] = 0 }
+            for x in lo..<hi { row[x] = from[x] }
+            for x in hi..<pw { row[x] = 0 }
+        }
+    }
+
+    /// y (yh, yw) += Σ_{ky < kh, kx < kw} w[ky·kw + kx] · x[oy + ky, ox + kx]: the "valid" stencil of
+    /// a zero-padded plane x, rows `xw` apart (yh = its height − kh + 1). The forward conv of one
+    /// (output, input) plane pair runs it on the input padded by `padding`; its adjoint (the input
+    /// gradient) on dy padded by k − 1 − padding with the kernel rotated (`flipped`). Every
+    /// pixel takes the 8-wide SIMD loop (scalar tail); 3×3 kernels do all nine taps in one pass.
+    @inline(__always)
+    static func stencil<T: GEMMScalar>(_ y: UnsafeMutablePointer<T>, _ yh: Int, _ yw: Int, _ x: UnsafePointer<T>, _ xw: Int,
+                                       _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int) {
+        for oy in 0..<yh {
+            let dst = y + oy * yw, top = x + oy * xw
+            if kh == 3 && kw == 3 {
+                let r0 = top, r1 = top + xw, r2 = top + 2 * xw
+                let w0 = w[0], w1 = w[1], w2 = w[2], w3 = w[3], w4 = w[4], w5 = w[5], w6 = w[6], w7 = w[7], w8 = w[8]
+                let v0 = SIMD8<T>(repeating: w0), v1 = SIMD8<T>(repeating: w1), v2 = SIMD8<T>(repeating: w2)
+                let v3 = SIMD8<T>(repeating: w3), v4 = SIMD8<T>(repeating: w4), v5 = SIMD8<T>(repeating: w5)
+                let v6 = SIMD8<T>(repeating: w6), v7 = SIMD8<T>(repeating: w7), v8 = SIMD8<T>(repeating: w8)
+                var ox = 0
+                while ox + 8 <= yw {
+                    var acc: SIMD8<T> = load8(dst + ox)
+                    acc += v0 * load8(r0 + ox); acc += v1 * load8(r0 + ox + 1); acc += v2 * load8(r0 + ox + 2)
+                    acc += v3 * load8(r1 + ox); acc += v4 * load8(r1 + ox + 1); acc += v5 * load8(r1 + ox + 2)
+                    acc += v6 * load8(r2 + ox); acc += v7 * load8(r2 + ox + 1); acc += v8 * load8(r2 + ox + 2)
+                    store8(acc, dst + ox)
+                    ox += 8
+                }
+                while ox < yw {
+                    var acc: T = dst[ox]
+                    acc += w0 * r0[ox]; acc += w1 * r0[ox + 1]; acc += w2 * r0[ox + 2]
+                    acc += w3 * r1[ox]; acc += w4 * r1[ox + 1]; acc += w5 * r1[ox + 2]
+                    acc += w6 * r2[ox]; acc += w7 * r2[ox + 1]; acc += w8 * r2[ox + 2]
+                    dst[ox] = acc
+                    ox += 1
+                }
+            } else {
+                for ky in 0..<kh {
+                    for kx in 0..<kw {
+                        let src = top + ky * xw + kx, wt = w[ky * kw + kx], vt = SIMD8<T>(repeating: wt)
+                        var ox = 0
+                        while ox + 8 <= yw { let v: SIMD8<T> = load8(dst + ox) + vt * load8(src + ox); store8(v, dst + ox); ox += 8 }
+                        while ox < yw { dst[ox] += wt * src[ox]; ox += 1 }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The kernel (kh, kw) rotated by 180° into `into`: the adjoint stencil's weights.
+    @inline(__always)
+    static func flipped<T: GEMMScalar>(_ w: UnsafePointer<T>, count: Int, into: UnsafeMutablePointer<T>) {
+        for i in 0..<count { into[i] = w[count - 1 - i] }
+    }
+
+    /// g[ky, kx] += Σ_{oy, ox} dy[oy, ox] · x[oy + ky − padding, ox + kx − padding]: the weight
+    /// gradient of one (output plane, input plane) pair; each row a dot product with SIMD partial sums.
+    @inline(__always)
+    static func addStencilGradient<T: GEMMScalar>(_ g: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ s: Conv2dShape) {
+        for ky in 0..<s.kernelH {
+            let (yLo, yHi) = validRange(offset: ky - s.padding, stride: 1, size: s.height, count: s.outHeight)
+            for kx in 0..<s.kernelW {
+                let (xLo, xHi) = validRange(offset: kx - s.padding, stride: 1, size: s.width, count: s.outWidth)
+                var total = T(0)
+                for oy in yLo..<yHi {
+                    total += dot(dy + oy * s.outWidth + xLo, x + (oy - s.padding + ky) * s.width + (kx - s.padding) + xLo, xHi - xLo)
+                }
+                g[ky * s.kernelW + kx] += total
+            }
+        }
+    }
+
+    /// Σ a[i]·b[i] over 0..<n: eight-lane SIMD partial sums, lanes added pairwise at the end.
+    @inline(__always)
+    static func dot<T: GEMMScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int) -> T {
+        var acc = SIMD8<T>(repeating: 0)
+        var i = 0
+        while i + 8 <= n { acc += load8(a + i) * load8(b + i); i += 8 }
+        var tail = T(0)
+        while i < n { tail += a[i] * b[i]; i += 1 }
+        let h = acc.lowHalf + acc.highHalf, q = h.lowHalf + h.highHalf
+        return (q[0] + q[1]) + tail
+    }
+
+    /// `forward` on the direct path (same contract), parallel over images: each image's input
+    /// planes are zero-padded once into the worker's scratch, then every output plane is a sum
+    /// of valid stencils.
+    static func forwardDirect<T: GEMMScalar>(
+        output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
+        scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape,
+        scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
+    ) {
+        let plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
+        let ph = s.height + 2 * s.padding, pw = s.width + 2 * s.padding, padded = ph * pw
+        let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2), perWorker = directWorkerScratch(s)
+        Parallel.forWorkers(s.batch, workers: directWorkers(s)) { worker, images in
+            let xp = scratch + worker * perWorker, full = xp + s.inChannels * padded
+            for n in images {
+                for ic in 0..<s.inChannels {
+                    padPlane(xp + ic * padded, input + (n * s.inChannels + ic) * inPlane, s.height, s.width, padY: s.padding, padX: s.padding)
+                }
+                for oc in 0..<s.outChannels {
+                    let q = n * s.outChannels + oc
+                    // With pooling, the full-size plane lives only in this worker's scratch.
+                    let y = pooled == nil ? output + q * plane : full
+                    y.update(repeating: 0, count: plane)
+                    for ic in 0..<s.inChannels {
+                        stencil(y, s.outHeight, s.outWidth, xp + ic * padded, pw, weight + (oc * s.inChannels + ic) * taps, s.kernelH, s.kernelW)
+                    }
+                    finishPlane(y, UnsafePointer(y), channel: oc, bias: bias, scale: scale, shift: shift, relu: relu,
+                                pooled: pooled.map { $0 + q * pooledPlane }, s)
+                }
+            }
+        }
+    }
+
+    /// `backward` on the direct path without the bias gradient (same contract otherwise): input
+    /// gradients parallel over input planes, weight gradients one partial per image.
+    static func backwardDirect<T: GEMMScalar>(
+        dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>,
+        dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
+        scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape
+    ) {
+        let plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
+        let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2), perWorker = directWorkerScratch(s), partials = scratch + directWorkers(s) * perWorker
+        if let dInput {
+            // Rotated kernels, (outC, inC, kH, kW) each flipped in place order: the adjoint stencil's.
+            let flips = partials + s.batch * s.weightCount
+            for k in 0..<(s.outChannels * s.inChannels) { flipped(weight + k * taps, count: taps, into: flips + k * taps) }
+            let qy = s.kernelH - 1 - s.padding, qx = s.kernelW - 1 - s.padding
+            let ph = s.outHeight + 2 * qy, pw = s.outWidth + 2 * qx, padded = ph * pw
+            Parallel.forWorkers(s.batch, workers: directWorkers(s)) { worker, images in
+                let dyp = scratch + worker * perWorker
+                for n in images {
+                    for oc in 0..<s.outChannels {
+                        padPlane(dyp + oc * padded, dOutput + (n * s.outChannels + oc) * plane, s.outHeight, s.outWidth, padY: qy, padX: qx)
+                    }
+                    for ic in 0..<s.inChannels {
+                        let dx = dInput + (n * s.inChannels + ic) * inPlane
+                        dx.update(repeating: 0, count: inPlane)
+                        for oc in 0..<s.outChannels {
+                            stencil(dx, s.height, s.width, dyp + oc * padded, pw, flips + (oc * s.inChannels + ic) * taps, s.kernelH, s.kernelW)
+                        }
+                    }
+                }
+            }
+        }
+        Parallel.forWorkers(s.batch, workers: directWorkers(s)) { _, range in
+            for n in range {
+                let g = partials + n * s.weightCount
+                g.update(repeating: 0, count: s.weightCount)
+                for oc in 0..<s.outChannels {
+                    for ic in 0..<s.inChannels {
+                        addStencilGradient(g + (oc * s.inChannels + ic) * taps, dOutput + (n * s.outChannels + oc) * plane,
+                                           input + (n * s.inChannels + ic) * inPlane, s)
+                    }
+                }
+            }
+        }
+        addPartials(dWeight, partials, count: s.weightCount, partials: s.batch)
+    }
+}
+
+/// 8 consecutive elements from p (unaligned).
+@inline(__always)
+func load8<T: GEMMScalar>(_ p: UnsafePointer<T>) -> SIMD8<T> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<T>.self) }
+
+/// Stores v to 8 consecutive elements at p (unaligned).
+@inline(__always)
+func store8<T: GEMMScalar>(_ v: SIMD8<T>, _ p: UnsafeMutablePointer<T>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD8<T>.self) }
+
+@inline(__always)
+func load8<T: GEMMScalar>(_ p: UnsafeMutablePointer<T>) -> SIMD8<T> { load8(UnsafePointer(p)) }

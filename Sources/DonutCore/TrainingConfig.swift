@@ -29,6 +29,7 @@ public struct TrainingConfig: StrictConfig {
         supervised: SupervisedSettings(labelScale: [100, 10, 5, 0.01]))
 
     public static var schemaExample: TrainingConfig { .donutPaper }
+    public static var optionalKeys: Set<String> { ["loss.physics_loss"] }
 
     enum CodingKeys: String, CodingKey { case network, loss, optimiser, schedule, supervised }
 
@@ -109,6 +110,13 @@ public struct LossWeights: Codable, Equatable, Sendable {
     /// Physics-loss names `physics_loss` accepts.
     public static let physicsLosses = ["mae", "poisson"]
     enum CodingKeys: String, CodingKey { case decoder, physics, physicsLoss = "physics_loss" }
+    /// `physics_loss` may be left out (presets and models written before it existed): "mae".
+    public init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        self.decoder = try c.decode(Double.self, forKey: .decoder)
+        physics = try c.decode(Double.self, forKey: .physics)
+        physicsLoss = try c.decodeIfPresent(String.self, forKey: .physicsLoss) ?? "mae"
+    }
 }
 
 public struct OptimiserSettings: Codable, Equatable, Sendable {

@@ -258,5 +258,8 @@ final class TrainingConfigFileTests: XCTestCase {
         XCTAssert(error(text.replacingOccurrences(of: "[16, 32, 64, 64]", with: "[16, -2]")).contains("network.encoder_channels"))
         XCTAssert(error(text.replacingOccurrences(of: "  decoder: true", with: "  decoder: false")).contains("loss.decoder"))
         XCTAssert(error(text.replacingOccurrences(of: "physics_loss: mae", with: "physics_loss: l2")).contains("loss.physics_loss"))
+        // Left out (presets and models from before the key): the paper's MAE.
+        let withoutKey = text.split(separator: "\n", omittingEmptySubsequences: false).filter { !$0.contains("physics_loss:") }.joined(separator: "\n")
+        XCTAssertEqual(try ConfigFile.parse(TrainingConfig.self, yaml: withoutKey, source: "t.yaml").loss.physicsLoss, "mae")
     }
 }

@@ -91,7 +91,13 @@ func inferScan(_ ctx: RunContext, modelPath model: String, scan: ScanInput, outp
         repeat {
             let chunk = start..<min(start + chunkFrames, keep.upperBound)
             let frames = try source.read(chunk)
-            var part = times.time(\.estimate) { inference.run(frames: chunk, readFrames: { _ in frames }) }
+            // The network reads the chunk a batch at a time: hand it that batch's frames.
+            let np = config.model.frameSize * config.model.frameSize
+            var part = times.time(\.estimate) {
+                inference.run(frames: chunk, readFrames: { r in
+                    Array(frames[((r.lowerBound - chunk.lowerBound) * np)..<((r.upperBound - chunk.lowerBound) * np)])
+                })
+            }
             if let refinement {
                 times.time(\.refine) { refinement.refine(&part, batch: chunk.count, readFrames: { _ in frames }) }
             }

@@ -55,6 +55,13 @@ final class TrainInferTests: XCTestCase {
             XCTAssertEqual(one.strain[i], maps.results.strain[i], accuracy: 1e-6 * abs(one.strain[i]) + 1e-12, "strain frame \(i)")
             XCTAssertEqual(one.tiltUDDeg[i], maps.results.tiltUDDeg[i], accuracy: 1e-6 * abs(one.tiltUDDeg[i]) + 1e-12, "tilt_ud frame \(i)")
         }
+        // Nor does the batch: every frame is estimated from its own pixels (batch 3 cuts the
+        // 40 frames into 14 batches; a batch that reread the first frames would repeat them).
+        assertSucceeded(try donut(["infer", "--model", "model.h5", "--scan", "scan.h5", "--out", "b3.h5", "--batch", "3"], in: dir), "infer batch 3")
+        let b3 = try ResultMapsReader.read(path: path("b3.h5")).results
+        let scale = one.strain.map { abs($0) }.max()!
+        for i in 0..<40 { XCTAssertEqual(b3.strain[i], one.strain[i], accuracy: 1e-5 * scale, "strain frame \(i), batch 3 vs 256") }
+        XCTAssertGreaterThan(Set(b3.strain.map(\.bitPattern)).count, 30, "distinct frames give distinct estimates")
     }
 
     /// SIGTERM mid-training: the step finishes, a checkpoint is written, exit code 75;

@@ -289,11 +289,13 @@ public final class DonutNetwork<T: GEMMScalar> {
     public func loadInput(_ frames: UnsafePointer<T>, count: Int) {
         precondition(count == plannedBatch, "batch \(count) differs from the planned \(plannedBatch): call plan(batch:training:) first")
         let np = frameSize * frameSize, x = acts!.encoderInput[0]
-        for k in 0..<count {
-            var s = 0.0
-            for i in 0..<np { s += Double(frames[k * np + i]) }
-            let scale = T(Double(np) / s)
-            for i in 0..<np { x[k * np + i] = frames[k * np + i] * scale }
+        Parallel.forRanges(count, work: count * np) { frameRange in
+            for k in frameRange {
+                var s = 0.0
+                for i in 0..<np { s += Double(frames[k * np + i]) }
+                let scale = T(Double(np) / s)
+                for i in 0..<np { x[k * np + i] = frames[k * np + i] * scale }
+            }
         }
     }
 

@@ -38,6 +38,7 @@ public struct NetworkInference {
         let savedIDs = network.dropoutSampleIDs
         defer { network.dropoutSampleIDs = savedIDs }
         var buffer = [Float](repeating: 0, count: batch * np)
+        var residuals = [Double](repeating: 0, count: batch)
         var start = keep.lowerBound
         while start < keep.upperBound {
             let range = start..<min(start + batch, keep.upperBound)
@@ -62,18 +63,29 @@ public struct NetworkInference {
                 buffer.withUnsafeBufferPointer { network.loadInput($0.baseAddress!, count: batch) }
                 var rng = SplitMix64(seed: seed)   // unused: no dropout in inference mode
                 network.forward(mode: .inference, rng: &rng, physics: true, decoder: false)
+                // Residual: MAE in the network's units (frame scaled to mean 1), back to counts;
+                // frames of the batch on the cores (each frame's sums whole on one thread).
+                let physicsOut = network.physicsOutput, scaled = network.input
+                residuals.withUnsafeMutableBufferPointer { r in
+                    frames.withUnsafeBufferPointer { f in
+                        Parallel.forRanges(range.count, work: range.count * np) { ks in
+                            for k in ks {
+                                var mae = 0.0, total = 0.0
+                                for j in 0..<np {
+                                    mae += abs(Double(physicsOut[k * np + j] - scaled[k * np + j]))
+                                    total += Double(f[k * np + j])
+                                }
+                                r[k] = mae / Double(np) * total / Double(np)
+                            }
+                        }
+                    }
+                }
                 for k in 0..<range.count where usable[k] {
                     let i = range.lowerBound + k - keep.lowerBound, p = network.parameters(k)
                     out.strain[i] = p.strain; out.tiltLRDeg[i] = p.tiltLRDeg; out.tiltUDDeg[i] = p.tiltUDDeg
                     if predictsThickness { out.thicknessA?[i] = p.thicknessA }
                     out.valid[i] = 1
-                    // MAE in the network's units (frame scaled to mean 1), back to counts.
-                    var mae = 0.0, total = 0.0
-                    for j in 0..<np {
-                        mae += abs(Double(network.physicsOutput[k * np + j] - network.input[k * np + j]))
-                        total += Double(frames[k * np + j])
-                    }
-                    out.residual?[i] = mae / Double(np) * total / Double(np)
+                    out.residual?[i] = residuals[k]
                 }
                 if mc {
                     var sum = [Double](repeating: 0, count: batch * 4), sumSq = sum

@@ -16,13 +16,17 @@ public struct AtomicOutput: Sendable {
     public let temporaryPath: String
     public let comm: Communicator?
 
-    public init(path: String, force: Bool, comm: Communicator? = nil) throws {
+    /// `expectedBytes`: about how large the file will be; the folder must have twice that
+    /// plus 1 MiB free, checked up front. A full disk met halfway through an HDF5 write leaves
+    /// HDF5 1.10 with a half-closed file that crashes the process at MPI_Finalize; refusing
+    /// early gives a clear error instead (the temporary file is never started).
+    public init(path: String, force: Bool, comm: Communicator? = nil, expectedBytes: Int = 0) throws {
         finalPath = path; self.comm = comm
         let isRoot = comm?.isRoot ?? true
         var verdict = ""  // empty: fine; else the error message
         var token = ""
         if isRoot {
-            verdict = Self.check(path: path, force: force) ?? ""
+            verdict = Self.check(path: path, force: force) ?? Self.checkSpace(path: path, expectedBytes: expectedBytes) ?? ""
             token = "\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0 ... .max))"
         }
         if let comm {
@@ -49,6 +53,17 @@ public struct AtomicOutput: Sendable {
             if !force { return "exists; pass --force to overwrite" }
         }
         return nil
+    }
+
+    /// Why the folder of `path` cannot take a file of `expectedBytes`, or nil.
+    static func checkSpace(path: String, expectedBytes: Int) -> String? {
+        guard expectedBytes > 0 else { return nil }
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().path
+        var fs = statvfs()
+        guard statvfs(folder, &fs) == 0 else { return nil }   // unknown: let the write tell
+        let free = Int(fs.f_bavail) * Int(fs.f_frsize), needed = 2 * expectedBytes + (1 << 20)
+        guard free < needed else { return nil }
+        return "not enough free space in '\(folder)': \(free / 1024) KiB free, the file needs about \(expectedBytes / 1024) KiB (refusing below \(needed / 1024) KiB)"
     }
 
     /// Publishes the finished file under its final name. Collective; the temporary file must

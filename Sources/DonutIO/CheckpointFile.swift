@@ -20,7 +20,9 @@ public enum CheckpointFile {
         guard c.parameters.count == c.firstMoments.count, c.parameters.count == c.secondMoments.count else {
             throw DonutIOError(file: path, object: root, "parameters (\(c.parameters.count)) and AdamW moments (\(c.firstMoments.count), \(c.secondMoments.count)) differ in length")
         }
-        let output = try AtomicOutput(path: path, force: force)
+        let expected = 4 * (c.parameters.count * 3 + c.bufferValues.count) + 64 * c.lossLog.count
+            + c.configJSON.utf8.count + c.trainingJSON.utf8.count + (64 << 10)
+        let output = try AtomicOutput(path: path, force: force, expectedBytes: expected)
         try writeAtomically(output) { f in
             try f.writeRootAndEntry(kind: "model", entryDefault: "model")
             try f.createGroup(root, nxClass: "NXcollection")

@@ -28,7 +28,8 @@ public final class LibraryWriter {
     public init(path: String, grid: LibraryGrid, frameSize: Int, provenance: Provenance,
                 force: Bool = false, comm: Communicator? = nil) throws {
         self.grid = grid; self.frameSize = frameSize
-        output = try AtomicOutput(path: path, force: force, comm: comm)
+        output = try AtomicOutput(path: path, force: force, comm: comm,
+                                  expectedBytes: grid.count * frameSize * frameSize * 4 + (64 << 10))
         do {
             let f = try H5File.create(output.temporaryPath, comm: comm)
             file = f

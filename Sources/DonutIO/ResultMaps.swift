@@ -73,7 +73,9 @@ public enum ResultMapsWriter {
         }
 
         // 2. The file, every create on every rank, then one collective write per map.
-        let output = try AtomicOutput(path: path, force: force, comm: comm)
+        // Maps (≤ 8 bytes per frame each) + provenance text; metadata ~64 KiB.
+        let expected = layout.frameCount * 8 * (6 + present.count) + provenance.configJSON.utf8.count + (64 << 10)
+        let output = try AtomicOutput(path: path, force: force, comm: comm, expectedBytes: expected)
         try writeAtomically(output) { f in
             try f.writeRootAndEntry(kind: "result", entryDefault: "result")
             try f.createGroup(resultGroup, nxClass: "NXdata")

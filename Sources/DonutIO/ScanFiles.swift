@@ -284,7 +284,7 @@ public enum ScanWriter {
                 }
             }
         }
-        let output = try AtomicOutput(path: path, force: force)
+        let output = try AtomicOutput(path: path, force: force, expectedBytes: frames.count * 4 + (64 << 10))
         try writeAtomically(output) { f in
             try f.writeRootAndEntry(kind: "scan", entryDefault: "data")
             try f.createGroup("/entry/data", nxClass: "NXdata")

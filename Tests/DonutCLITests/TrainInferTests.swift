@@ -57,6 +57,20 @@ final class TrainInferTests: XCTestCase {
         }
     }
 
+    /// Inference is per frame: a batch smaller than the streamed chunk (and not dividing it)
+    /// gives the maps of one batch holding the whole scan, frame by frame.
+    func testMapsDoNotDependOnTheBatch() throws {
+        assertSucceeded(try donut(["train", "--scan", "scan.h5", "--training", training, "--out", "model.h5"], in: dir), "train")
+        assertSucceeded(try donut(["infer", "--model", "model.h5", "--scan", "scan.h5", "--out", "whole.h5", "--batch", "40"], in: dir), "batch 40")
+        assertSucceeded(try donut(["infer", "--model", "model.h5", "--scan", "scan.h5", "--out", "small.h5", "--batch", "7"], in: dir), "batch 7")
+        let whole = try ResultMapsReader.read(path: path("whole.h5")).results, small = try ResultMapsReader.read(path: path("small.h5")).results
+        for i in 0..<40 {
+            XCTAssertEqual(small.strain[i], whole.strain[i], accuracy: 1e-6 * abs(whole.strain[i]) + 1e-12, "strain frame \(i)")
+            XCTAssertEqual(small.tiltLRDeg[i], whole.tiltLRDeg[i], accuracy: 1e-6 * abs(whole.tiltLRDeg[i]) + 1e-12, "tilt_lr frame \(i)")
+            XCTAssertEqual(small.residual![i], whole.residual![i], accuracy: 1e-5 * abs(whole.residual![i]), "residual frame \(i)")
+        }
+    }
+
     /// SIGTERM mid-training: the step finishes, a checkpoint is written, exit code 75;
     /// `--resume` then ends with exactly the weights of an uninterrupted run.
     func testSigtermCheckpointAndResumeGiveTheUninterruptedWeights() throws {

@@ -63,6 +63,8 @@ struct Reprocess: ParsableCommand {
 func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String, folder: String, force: Bool,
                       quicklook: Bool, chunk: Int) throws -> Int {
     let comm = ctx.comm
+    // This loop's own wall and CPU time (refine runs it after training in the same process).
+    let started = Date(), startCPU = processCPUSeconds()
     let statusPath = ReprocessStatus.path(inFolder: folder)
     // Rank 0 owns the status file; every decision it takes is broadcast.
     var previous: [String: ReprocessStatus.Entry] = [:]
@@ -158,7 +160,7 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
     let failures = status.scans.filter { $0.state == .failed }
     let done = status.scans.count - failures.count - skipped
     ctx.log(String(format: "reprocess: %d done, %d skipped (done before), %d failed; %d frames in %.1f s wall, %.1f s CPU on rank 0; stages: %@",
-                   done, skipped, failures.count, frames, Date().timeIntervalSince(ctx.started), processCPUSeconds(),
+                   done, skipped, failures.count, frames, Date().timeIntervalSince(started), processCPUSeconds() - startCPU,
                    totals.summary(estimateName: "estimate")))
     for f in failures { ctx.log("  failed: \(f.name): \(f.reason)") }
     if comm.isRoot && statusWritable { ctx.log("status: \(statusPath)") }

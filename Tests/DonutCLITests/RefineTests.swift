@@ -96,6 +96,36 @@ final class RefineTests: XCTestCase {
                                 "--out", "refined.h5"], in: dir), naming: ["refined.h5", "--force"])
     }
 
+    /// The frames of several scans are one concatenated training set: refining on scans a and
+    /// b gives bit for bit the weights of refining on one file holding a's frames then b's
+    /// (batches that straddle the two scans are read from both).
+    func testSeveralScansTrainAsTheirConcatenation() throws {
+        var frames: [Float] = []
+        for name in ["a.h5", "b.h5"] {
+            let file = try H5File.open(path(name))
+            frames += try file.readDataset("/entry/data/data", as: Float.self)
+            try file.close()
+        }
+        XCTAssertEqual(frames.count, 64 * 16 * 16)
+        let joined = try H5File.create(path("ab.h5"))
+        try joined.createGroup("/entry", nxClass: "NXentry"); try joined.createGroup("/entry/data", nxClass: "NXdata")
+        try joined.writeDataset("/entry/data/data", frames, shape: [8, 8, 16, 16], units: "counts")
+        try joined.close()
+        try "defaults: {model: base.h5}\nscans:\n  - path: ab.h5\n"
+            .write(to: dir.appendingPathComponent("joined.yaml"), atomically: true, encoding: .utf8)
+        try "defaults: {model: base.h5}\nscans:\n  - path: a.h5\n  - path: b.h5\n"
+            .write(to: dir.appendingPathComponent("two.yaml"), atomically: true, encoding: .utf8)
+        for (manifest, out) in [("joined.yaml", "joined.h5"), ("two.yaml", "two.h5")] {
+            assertSucceeded(try donut(["refine", "--model", "base.h5", "--manifest", manifest, "--library", "lib.h5",
+                                       "--augment", "0.5", "--out", out, "--epochs", "2"], in: dir), manifest)
+        }
+        let joinedModel = try CheckpointFile.read(path: path("joined.h5")), twoModel = try CheckpointFile.read(path: path("two.h5"))
+        XCTAssertEqual(twoModel.step, joinedModel.step)
+        XCTAssert(zip(twoModel.parameters, joinedModel.parameters).allSatisfy { $0.bitPattern == $1.bitPattern },
+                  "two scans train exactly as their concatenation")
+        XCTAssertEqual(twoModel.bufferValues, joinedModel.bufferValues)
+    }
+
     func testRefineOnTwoRanks() throws {
         let r = try donut(["refine", "--model", "base.h5", "--manifest", "m.yaml", "--library", "lib.h5", "--augment", "0.5",
                            "--out", "refined2.h5", "--epochs", "2", "--out-dir", "two"], ranks: 2, in: dir)

@@ -69,7 +69,7 @@ struct Demo: ParsableCommand {
                 train.schedule.epochs = epochs
                 let model = "\(folder)/donut-model.h5"
                 let t1 = Date()
-                _ = try trainModel(ctx, TrainRequest(scanPath: scan, dataset: "/entry/data/data", scanShape: nil, libraryPath: nil, mix: 0,
+                _ = try trainModel(ctx, TrainRequest(scans: [ScanInput(path: scan)], libraryPath: nil, mix: 0,
                                                     supervised: false, training: train, outPath: model, force: force,
                                                     checkpointPath: "\(folder)/donut-model.checkpoint.h5", resume: nil))
                 trainSeconds = Date().timeIntervalSince(t1)

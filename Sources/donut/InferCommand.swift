@@ -91,15 +91,14 @@ func inferScan(_ ctx: RunContext, modelPath model: String, scan: ScanInput, outp
         repeat {
             let chunk = start..<min(start + chunkFrames, keep.upperBound)
             let frames = try source.read(chunk)
-            // The network reads the chunk a batch at a time: hand it that batch's frames.
-            let np = config.model.frameSize * config.model.frameSize
-            var part = times.time(\.estimate) {
-                inference.run(frames: chunk, readFrames: { r in
-                    Array(frames[((r.lowerBound - chunk.lowerBound) * np)..<((r.upperBound - chunk.lowerBound) * np)])
-                })
+            // The encoder asks batch by batch (`batch` < chunk): hand it those frames of the chunk.
+            let np = network.frameSize * network.frameSize
+            let framesOf = { (r: Range<Int>) -> [Float] in
+                r == chunk ? frames : Array(frames[((r.lowerBound - chunk.lowerBound) * np)..<((r.upperBound - chunk.lowerBound) * np)])
             }
+            var part = times.time(\.estimate) { inference.run(frames: chunk, readFrames: framesOf) }
             if let refinement {
-                times.time(\.refine) { refinement.refine(&part, batch: chunk.count, readFrames: { _ in frames }) }
+                times.time(\.refine) { refinement.refine(&part, batch: chunk.count, readFrames: framesOf) }
             }
             results.place(part)
             progress(chunk.upperBound - keep.lowerBound, keep.count)

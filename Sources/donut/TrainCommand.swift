@@ -81,8 +81,9 @@ struct Train: ParsableCommand {
             var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
             if let e = epochs { train.schedule.epochs = e }
             if let s = seed { train.schedule.seed = s }
+            let scans = try scanOptions.path.map { [ScanInput(path: $0, dataset: scanOptions.dataset, scanShape: try scanOptions.shape)] } ?? []
             let request = TrainRequest(
-                scanPath: scanOptions.path, dataset: scanOptions.dataset, scanShape: try scanOptions.shape, libraryPath: library,
+                scans: scans, libraryPath: library,
                 mix: mix, supervised: supervised, training: train, outPath: output.path, force: output.force,
                 checkpointPath: checkpoint ?? output.path.replacingOccurrences(of: ".h5", with: "") + ".checkpoint.h5", resume: resume,
                 syncBatchNorm: syncBatchnorm, checkReplicas: checkReplicas, failRank: try failure, bucketBytes: bucketBytes)
@@ -103,11 +104,11 @@ func scanConfig(_ path: String) throws -> DonutConfig {
         return try ConfigFile.fromJSON(try file.readString("/entry/process/config/data"), source: path)
 }
 
-/// Everything `donut train` was asked to do.
+/// Everything `donut train` (or `donut refine`) was asked to do.
 struct TrainRequest {
-    var scanPath: String?
-    var dataset: String
-    var scanShape: (rows: Int, cols: Int)?
+    /// The scans whose usable frames are the measured training frames (one for `train`,
+    /// every manifest scan for `refine`), concatenated in this order.
+    var scans: [ScanInput]
     var libraryPath: String?
     var mix: Double
     var supervised: Bool
@@ -121,6 +122,15 @@ struct TrainRequest {
     var checkReplicas = false
     var failRank: (rank: Int, step: Int)? = nil
     var bucketBytes = 4 << 20
+    /// Fine-tuning (`refine`): start from this model's weights and BatchNorm buffers (its
+    /// AdamW moments are not taken: the optimiser starts afresh at step 0). Its config must
+    /// agree with the library's and the scans'.
+    var initialModel: (path: String, checkpoint: ModelCheckpoint)? = nil
+    /// A scan that cannot be opened or holds no usable frame is logged and left out
+    /// (`refine`) instead of ending the run (`train`).
+    var skipUnusableScans = false
+    /// Provenance method name (default "train-<mode>").
+    var method: String? = nil
 }
 
 /// Trains a model and writes it to `r.outPath`; false when a signal stopped it (a
@@ -134,7 +144,7 @@ func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
     // Every rank opens the files for independent reads and checks its contiguous shard
     // (checksums, bad frames); the frames themselves are read per epoch (`TrainingFileSource`).
     var config: DonutConfig?
-    var libraryReader: LibraryReader?, scanReader: ScanReader?
+    var libraryReader: LibraryReader?
     var libraryGrid: LibraryGrid?
     var inputs: [Provenance.Input] = []
     if let library {
@@ -151,42 +161,88 @@ func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
                             checksum: ScanReader.checksumString(sum[0])))
         libraryReader = reader; libraryGrid = reader.grid
     }
-    var usable: [Int] = []
-    if let scanPath = r.scanPath, !supervised, mix < 1 {
-        let probe = try config ?? scanConfig(scanPath)
-        let reader = try ScanReader(path: scanPath, dataset: r.dataset, config: probe, scanShape: r.scanShape)
-        if let json = reader.configJSON, let lib = config {
-            let differing = lib.patternKeysDiffering(from: try ConfigFile.fromJSON(json, source: scanPath))
-            guard differing.isEmpty else {
-                throw DonutIOError(file: library ?? scanPath, "library made with another config than the scan '\(scanPath)': \(differing.joined(separator: ", ")) differ")
-            }
-        }
-        config = probe
-        let np = probe.model.frameSize * probe.model.frameSize
-        var checksum: UInt64 = 0, mine: [Double] = []
-        for chunk in chunks(shardRange(count: reader.layout.frameCount, parts: comm.size, index: comm.rank)) {
-            let frames = try reader.readFrames(chunk)
-            checksum &+= ScanReader.frameChecksum(frames: frames, firstIndex: chunk.lowerBound, frameSize: probe.model.frameSize)
-            frames.withUnsafeBufferPointer { all in
-                for k in 0..<chunk.count where FrameProblem.inspect(UnsafeBufferPointer(rebasing: all[(k * np)..<((k + 1) * np)])) == nil {
-                    mine.append(Double(chunk.lowerBound + k))
-                }
-            }
-        }
-        // The usable frames of all shards, in frame order, on every rank.
-        let gathered = comm.gather(mine).map { $0.flatMap { $0 } } ?? []
-        usable = comm.broadcast(gathered).map { Int($0) }
-        var sum = [checksum]
-        comm.allreduceSum(&sum)
-        guard !usable.isEmpty else { throw DonutIOError.dataset(scanPath, r.dataset, "no usable frame (all are NaN, negative or empty)") }
-        let bad = reader.layout.frameCount - usable.count
-        if bad > 0 { ctx.log("skipping \(bad) bad frame(s) of \(scanPath)") }
-        inputs.append(.init(path: relativePath(scanPath, from: r.outPath), dataset: r.dataset, checksum: ScanReader.checksumString(sum[0])))
-        scanReader = reader
+    // A base model (refine): its config is the reference every input must agree with.
+    let baseConfig = try r.initialModel.map {
+        try ConfigFile.fromJSON($0.checkpoint.configJSON, source: "\($0.path):/entry/process/config/data")
     }
-    defer { try? scanReader?.close(); try? libraryReader?.close() }
-    guard let config else { throw ValidationError("no config: give --scan with a recorded config or --library") }
-    let source = TrainingFileSource(scan: scanReader, usable: usable, library: libraryReader)
+    func checkAgreesWithBase(_ other: DonutConfig, _ what: String) throws {
+        guard let baseConfig, let base = r.initialModel else { return }
+        let differing = baseConfig.patternKeysDiffering(from: other)
+        guard differing.isEmpty else {
+            throw DonutIOError(file: base.path, object: "/entry/process/config/data",
+                               "model trained for another instrument than \(what): \(differing.joined(separator: ", ")) differ")
+        }
+    }
+    if let config, let library { try checkAgreesWithBase(config, "the library '\(library)'") }
+    // Usable frames, as indices into the concatenation of the opened scans' frames.
+    var usable: [Int] = []
+    var scanReaders: [ScanReader] = []
+    defer { for reader in scanReaders { try? reader.close() } }
+    if !supervised, mix < 1 {
+        var offset = 0
+        for scan in r.scans {
+            let scanPath = scan.path
+            do {
+                let (reader, mine, checksum) = try ctx.agreeing { () throws -> (ScanReader, [Double], UInt64) in
+                    var probe = try config ?? baseConfig ?? scanConfig(scanPath)
+                    if let roi = scan.roi { probe.instrument.roi = roi }
+                    let reader = try ScanReader(path: scanPath, dataset: scan.dataset, config: probe, scanShape: scan.scanShape)
+                    do {
+                        if let json = reader.configJSON {
+                            let recorded = try ConfigFile.fromJSON(json, source: scanPath)
+                            if let lib = config, let library {
+                                let differing = lib.patternKeysDiffering(from: recorded)
+                                guard differing.isEmpty else {
+                                    throw DonutIOError(file: library, "library made with another config than the scan '\(scanPath)': \(differing.joined(separator: ", ")) differ")
+                                }
+                            }
+                            try checkAgreesWithBase(recorded, "the scan '\(scanPath)'")
+                        }
+                        if config == nil { config = probe }
+                        let np = probe.model.frameSize * probe.model.frameSize
+                        var checksum: UInt64 = 0, mine: [Double] = []
+                        for chunk in chunks(shardRange(count: reader.layout.frameCount, parts: comm.size, index: comm.rank)) {
+                            let frames = try reader.readFrames(chunk)
+                            checksum &+= ScanReader.frameChecksum(frames: frames, firstIndex: chunk.lowerBound, frameSize: probe.model.frameSize)
+                            frames.withUnsafeBufferPointer { all in
+                                for k in 0..<chunk.count where FrameProblem.inspect(UnsafeBufferPointer(rebasing: all[(k * np)..<((k + 1) * np)])) == nil {
+                                    mine.append(Double(offset + chunk.lowerBound + k))
+                                }
+                            }
+                        }
+                        return (reader, mine, checksum)
+                    } catch {
+                        try? reader.close()
+                        throw error
+                    }
+                }
+                // The usable frames of all shards, in frame order, on every rank.
+                let gathered = comm.gather(mine).map { $0.flatMap { $0 } } ?? []
+                let scanUsable = comm.broadcast(gathered).map { Int($0) }
+                var sum = [checksum]
+                comm.allreduceSum(&sum)
+                guard !scanUsable.isEmpty else {
+                    try? reader.close()
+                    throw DonutIOError.dataset(scanPath, scan.dataset, "no usable frame (all are NaN, negative or empty)")
+                }
+                let bad = reader.layout.frameCount - scanUsable.count
+                if bad > 0 { ctx.log("skipping \(bad) bad frame(s) of \(scanPath)") }
+                inputs.append(.init(path: relativePath(scanPath, from: r.outPath), dataset: scan.dataset, checksum: ScanReader.checksumString(sum[0])))
+                usable += scanUsable
+                scanReaders.append(reader)
+                offset += reader.layout.frameCount
+            } catch {
+                guard r.skipUnusableScans else { throw error }
+                ctx.log("\(scanPath): left out of training: \(error)")
+            }
+        }
+        if r.skipUnusableScans && !r.scans.isEmpty && scanReaders.isEmpty {
+            throw ValidationError("none of the \(r.scans.count) scan(s) could be used for training (see the reasons above)")
+        }
+    }
+    defer { try? libraryReader?.close() }
+    guard let config = baseConfig ?? config else { throw ValidationError("no config: give --scan with a recorded config or --library") }
+    let source = TrainingFileSource(scans: scanReaders, usable: usable, library: libraryReader)
     let data = TrainingData(measured: [], measuredCount: usable.count, library: libraryGrid.map { ($0, []) },
                             simulatedFraction: supervised ? 1 : mix, peakPhotons: config.noise.peakPhotons, source: source)
     let network = try DonutNetwork<Float>(settings: train.network, optimiser: train.optimiser, config: config,
@@ -199,6 +255,16 @@ func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
         synchronisedBatchNorm: r.syncBatchNorm, checkReplicas: r.checkReplicas)
     let trainer = try Trainer(network: network, training: train, mode: mode, data: data, parallel: parallel)
     let configJSON = ConfigFile.json(config), trainingJSON = ConfigFile.json(of: train)
+    var baseModelID = ""
+    if let base = r.initialModel {
+        do { try network.load(base.checkpoint) } catch let e as ConfigError {
+            throw DonutIOError(file: base.path, object: "/entry/model/layout", "\(e.message)")
+        }
+        let checksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: base.checkpoint.parameters, firstIndex: 0, frameSize: 1))
+        inputs.append(.init(path: relativePath(base.path, from: r.outPath), dataset: "/entry/model/parameters", checksum: checksum))
+        baseModelID = "fine-tuned from \(URL(fileURLWithPath: base.path).lastPathComponent) step \(base.checkpoint.step) \(checksum)"
+        ctx.log("fine-tuning \(base.path) (\(base.checkpoint.method), step \(base.checkpoint.step)); AdamW restarts at step 0")
+    }
     if let resume {
         try trainer.restore(try CheckpointFile.read(path: resume))
         ctx.log("resumed from \(resume) at step \(trainer.step) (epoch \(trainer.epoch))")
@@ -210,7 +276,7 @@ func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> Bool {
     broadcastTrainingState(trainer, comm: comm)
     let batch = train.schedule.batchSize
     ctx.log("train \(mode.rawValue): \(usable.count) measured frame(s)\(libraryGrid.map { ", library \($0.count) entries" } ?? ""), mix \(data.simulatedFraction), \(network.store.count) parameters, batch \(batch)\(comm.size > 1 ? " per rank × \(comm.size) ranks = \(comm.size * batch), BatchNorm \(r.syncBatchNorm ? "synchronised" : "per rank")" : ""), \(trainer.stepsPerEpoch) steps × \(train.schedule.epochs) epochs, seed \(train.schedule.seed)")
-    let provenance = ctx.provenance(method: "train-\(mode.rawValue)", config: configJSON, inputs: inputs, modelID: "")
+    let provenance = ctx.provenance(method: r.method ?? "train-\(mode.rawValue)", config: configJSON, inputs: inputs, modelID: baseModelID)
     let t0 = Date(), firstStep = trainer.step
     try trainer.run(
         shouldStop: {
@@ -262,15 +328,33 @@ func chunks(_ range: Range<Int>, size: Int = 1024) -> [Range<Int>] {
     stride(from: range.lowerBound, to: range.upperBound, by: size).map { $0 ..< min($0 + size, range.upperBound) }
 }
 
-/// The frames a `Trainer` asks for, read from the scan (usable frames only) and the library:
-/// consecutive indices in one hyperslab read each. Independent reads (any rank, any time).
+/// The frames a `Trainer` asks for, read from the scans (usable frames only) and the library:
+/// consecutive indices in one hyperslab read each (a run that crosses from one scan into the
+/// next is split there). Independent reads (any rank, any time).
 final class TrainingFileSource: TrainingFrameSource {
-    let scan: ScanReader?, usable: [Int], library: LibraryReader?
-    init(scan: ScanReader?, usable: [Int], library: LibraryReader?) { self.scan = scan; self.usable = usable; self.library = library }
+    /// The scans in concatenation order; `usable` indexes their concatenated frames.
+    let scans: [ScanReader], usable: [Int], library: LibraryReader?
+    /// `firstFrame[s]`: index of scan s's frame 0 in the concatenation (+ the total at the end).
+    let firstFrame: [Int]
+    init(scans: [ScanReader], usable: [Int], library: LibraryReader?) {
+        self.scans = scans; self.usable = usable; self.library = library
+        firstFrame = scans.reduce(into: [0]) { $0.append($0.last! + $1.layout.frameCount) }
+    }
 
     func measuredFrames(_ ids: [Int]) throws -> [Float] {
-        guard let scan else { throw ValidationError("training asked for measured frames without a scan") }
-        return try Self.runs(ids.map { usable[$0] }) { try scan.readFrames($0) }
+        guard !scans.isEmpty else { throw ValidationError("training asked for measured frames without a scan") }
+        return try Self.runs(ids.map { usable[$0] }) { try concatenatedFrames($0) }
+    }
+    /// Frames `range` of the concatenated scans, one read per scan it touches.
+    func concatenatedFrames(_ range: Range<Int>) throws -> [Float] {
+        var out: [Float] = []
+        for (s, scan) in scans.enumerated() {
+            let part = range.clamped(to: firstFrame[s] ..< firstFrame[s + 1])
+            guard !part.isEmpty else { continue }
+            let frames = try scan.readFrames((part.lowerBound - firstFrame[s]) ..< (part.upperBound - firstFrame[s]))
+            if out.isEmpty { out = frames } else { out.append(contentsOf: frames) }
+        }
+        return out
     }
     func libraryPatterns(_ ids: [Int]) throws -> [Float] {
         guard let library else { throw ValidationError("training asked for library frames without a library") }

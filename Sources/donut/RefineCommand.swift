@@ -1,0 +1,94 @@
+import ArgumentParser
+import Foundation
+import DonutCore
+import DonutIO
+
+struct Refine: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Post-experiment refinement: fine-tune a trained DONUT model on all scans of a manifest (+ simulated frames), then re-infer every scan.",
+        discussion: """
+        Starts from --model's weights and BatchNorm statistics with its training preset (network, loss,
+        optimiser, schedule), a fresh AdamW state (step 0) and --epochs passes (default 5) over the usable
+        frames of every manifest scan. --augment F draws a fraction F of every batch from Poisson-noised
+        library frames (train's --mix). The model, the library and every scan must be for the same
+        instrument (the error names the file and the differing config keys). A scan that cannot be opened
+        or has no usable frame is logged and left out of training (its re-inference then fails in the status).
+
+        Training is `donut train`'s (data-parallel under mpirun/srun, checkpoints every
+        schedule.checkpoint_every steps and on SIGTERM/SIGUSR1 with exit code \(Train.preemptedExitCode), --resume).
+        The refined model goes to --out (atomic; provenance names the base model), then every scan is
+        re-inferred with it exactly as `donut reprocess` does (status file, failed scans skipped, --force)
+        into --out-dir (default: <out>_maps beside the model, so the base model's maps stay). The manifest's
+        per-scan method and model are replaced by the refined model; dataset, scan_shape, roi, batch and
+        physics_refine are kept. See docs/training.md.
+        """)
+
+    @Option(help: ArgumentHelp("Trained DONUT model to start from (from donut train).", valueName: "model.h5")) var model: String
+    @Option(help: ArgumentHelp("Manifest listing the scans (YAML, as for donut reprocess).", valueName: "scans.yaml")) var manifest: String
+    @Option(help: ArgumentHelp("Simulated library for the augmentation frames (needed when --augment > 0).", valueName: "lib.h5"))
+    var library: String?
+    @Option(help: "Fraction of every batch drawn from Poisson-noised library frames (0…1).") var augment = 0.5
+    @Option(help: ArgumentHelp("Refined model (a checkpoint).", valueName: "refined.h5")) var out: String
+    @Option(help: "Passes over the measured frames (overrides the model's schedule.epochs).") var epochs = 5
+    @Option(help: "Factor on the model's three learning rates (lr_encoder, lr_physics, lr_decoder).") var lrScale = 1.0
+    @Option(help: "Override schedule.seed (shuffling, dropout, noise).") var seed: Int?
+    @Option(help: ArgumentHelp("Folder of the re-inferred maps and the status file (default: <out>_maps).", valueName: "dir"))
+    var outDir: String?
+    @Flag(help: "Overwrite the refined model and redo every scan's maps.") var force = false
+    @Flag(help: "Refine every scan's maps by per-frame Poisson maximum likelihood (overrides the manifest's physics_refine).")
+    var physicsRefine = false
+    @Option(help: ArgumentHelp("Checkpoint file (default: <out>.checkpoint.h5).", valueName: "ck.h5")) var checkpoint: String?
+    @Option(help: ArgumentHelp("Continue the fine-tuning from this checkpoint.", valueName: "ck.h5")) var resume: String?
+    @Flag(help: "Data-parallel: BatchNorm statistics over the global batch (all ranks) instead of each rank's batch.")
+    var syncBatchnorm = false
+    @Option(help: "Frames per streamed chunk and rank when re-inferring.") var chunk = 4096
+
+    func validate() throws {
+        guard (0...1).contains(augment) else { throw ValidationError("--augment must be between 0 and 1 (got \(augment))") }
+        if augment > 0 { guard library != nil else { throw ValidationError("--augment \(augment) needs --library lib.h5 (or --augment 0)") } }
+        guard epochs >= 1 else { throw ValidationError("--epochs must be ≥ 1 (got \(epochs))") }
+        guard lrScale > 0, lrScale.isFinite else { throw ValidationError("--lr-scale must be positive (got \(lrScale))") }
+        guard chunk >= 1 else { throw ValidationError("--chunk must be positive (got \(chunk))") }
+    }
+
+    func run() throws {
+        signal(SIGTERM) { _ in stopRequested = 1 }
+        signal(SIGUSR1) { _ in stopRequested = 1 }
+        var completed = true, failed = 0
+        try RunContext.run { ctx in
+            let m = try ReprocessManifest.load(path: manifest)
+            let folder = outDir ?? out.replacingOccurrences(of: ".h5", with: "") + "_maps"
+            // Every scan is re-inferred with the refined model, whatever the manifest said.
+            let refined = URL(fileURLWithPath: out).standardizedFileURL.path
+            var jobs = m.jobs(manifestPath: manifest, outputDir: folder)
+            for i in jobs.indices {
+                jobs[i].method = "donut"; jobs[i].modelPath = refined
+                if physicsRefine { jobs[i].refineIterations = jobs[i].refineIterations ?? 8 }
+            }
+            let base = try CheckpointFile.read(path: model)
+            guard base.method == TrainingMode.donut.rawValue else {
+                throw DonutIOError(file: model, object: "/entry/model", "is a \(base.method) model; refine fine-tunes DONUT models (through the physics, without labels)")
+            }
+            var train = try ConfigFile.parse(TrainingConfig.self, yaml: base.trainingJSON, source: "\(model):/entry/model/training_config")
+            train.schedule.epochs = epochs
+            if let seed { train.schedule.seed = seed }
+            train.optimiser.learningRateEncoder *= lrScale
+            train.optimiser.learningRatePhysics *= lrScale
+            train.optimiser.learningRateDecoder *= lrScale
+            let scans = jobs.filter { $0.duplicateOf == nil }.map {
+                ScanInput(path: $0.scanPath, dataset: $0.dataset, scanShape: $0.scanShape, roi: $0.roi)
+            }
+            let request = TrainRequest(
+                scans: scans, libraryPath: augment > 0 ? library : nil, mix: augment, supervised: false, training: train,
+                outPath: out, force: force,
+                checkpointPath: checkpoint ?? out.replacingOccurrences(of: ".h5", with: "") + ".checkpoint.h5", resume: resume,
+                syncBatchNorm: syncBatchnorm, initialModel: (model, base), skipUnusableScans: true, method: "refine-donut")
+            completed = try trainModel(ctx, request)
+            guard completed else { return }
+            failed = try runReprocessJobs(ctx, jobs: jobs, manifest: manifest, folder: folder, force: force,
+                                          quicklook: false, chunk: chunk)
+        }
+        if !completed { throw ExitCode(Train.preemptedExitCode) }
+        if failed > 0 { throw ExitCode(2) }
+    }
+}

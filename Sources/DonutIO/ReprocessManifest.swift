@@ -109,19 +109,27 @@ public struct ReprocessManifest: StrictConfig {
                 throw ConfigError(key: "scans[\(i)].output", "must be a file name inside output_dir (got '\(o)')")
             }
             try check(scan.overrides, "scans[\(i)].overrides")
-            let s = (scan.overrides ?? Settings()).over(defaults ?? Settings())
-            let method = s.method ?? "donut"
-            if method == "donut" && s.model == nil {
-                throw ConfigError(key: "scans[\(i)]", "method donut needs a model (defaults.model or overrides.model)")
-            }
-            if method == "fit" && s.library == nil {
-                throw ConfigError(key: "scans[\(i)]", "method fit needs a library (defaults.library or overrides.library)")
-            }
         }
     }
 
-    /// Reads and checks a manifest file.
-    public static func load(path: String) throws -> ReprocessManifest { try ConfigFile.load(Self.self, path: path) }
+    /// Reads and checks a manifest file. `needsMethodInputs`: every scan must name the model
+    /// (method donut) or library (method fit) it is processed with — `donut reprocess`; off for
+    /// `donut refine`, which processes every scan with the model it has just refined.
+    public static func load(path: String, needsMethodInputs: Bool = true) throws -> ReprocessManifest {
+        let m = try ConfigFile.load(Self.self, path: path)
+        guard needsMethodInputs else { return m }
+        for (i, scan) in m.scans.enumerated() {
+            let s = (scan.overrides ?? Settings()).over(m.defaults ?? Settings())
+            let method = s.method ?? "donut"
+            if method == "donut" && s.model == nil {
+                throw ConfigFileError(file: path, key: "scans[\(i)]", "method donut needs a model (defaults.model or overrides.model)")
+            }
+            if method == "fit" && s.library == nil {
+                throw ConfigFileError(file: path, key: "scans[\(i)]", "method fit needs a library (defaults.library or overrides.library)")
+            }
+        }
+        return m
+    }
 
     /// The folder of results and status: `override` (relative to the working directory)
     /// when given, else `output_dir` relative to the manifest's folder (default: that folder).

@@ -56,7 +56,7 @@ struct Refine: ParsableCommand {
         signal(SIGUSR1) { _ in stopRequested = 1 }
         var completed = true, failed = 0
         try RunContext.run { ctx in
-            let m = try ReprocessManifest.load(path: manifest)
+            let m = try ReprocessManifest.load(path: manifest, needsMethodInputs: false)
             let folder = outDir ?? out.replacingOccurrences(of: ".h5", with: "") + "_maps"
             // Every scan is re-inferred with the refined model, whatever the manifest said.
             let refined = URL(fileURLWithPath: out).standardizedFileURL.path

@@ -113,7 +113,7 @@ final class RefineTests: XCTestCase {
         try joined.close()
         try "defaults: {model: base.h5}\nscans:\n  - path: ab.h5\n"
             .write(to: dir.appendingPathComponent("joined.yaml"), atomically: true, encoding: .utf8)
-        try "defaults: {model: base.h5}\nscans:\n  - path: a.h5\n  - path: b.h5\n"
+        try "scans:\n  - path: a.h5\n  - path: b.h5\n"
             .write(to: dir.appendingPathComponent("two.yaml"), atomically: true, encoding: .utf8)
         for (manifest, out) in [("joined.yaml", "joined.h5"), ("two.yaml", "two.h5")] {
             assertSucceeded(try donut(["refine", "--model", "base.h5", "--manifest", manifest, "--library", "lib.h5",

@@ -78,6 +78,21 @@ final class ReprocessManifestTests: XCTestCase {
         XCTAssert(jobs.allSatisfy { $0.duplicateOf == nil })
     }
 
+    /// Reprocess needs each scan's model or library; refine (which supplies the model) does not.
+    func testMethodInputsAreRequiredUnlessTheCallerSuppliesThem() throws {
+        let path = NSTemporaryDirectory() + "manifest-\(UUID().uuidString).yaml"
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        for (text, missing) in [("scans:\n  - path: a.h5\n", "model"), ("defaults: {method: fit}\nscans:\n  - path: a.h5\n", "library")] {
+            try text.write(toFile: path, atomically: true, encoding: .utf8)
+            XCTAssertThrowsError(try ReprocessManifest.load(path: path)) { e in
+                let e = e as? ConfigFileError
+                XCTAssertEqual(e?.file, path); XCTAssertEqual(e?.key, "scans[0]")
+                XCTAssert(e?.message.contains(missing) ?? false, "\(String(describing: e))")
+            }
+            XCTAssertEqual(try ReprocessManifest.load(path: path, needsMethodInputs: false).scans.count, 1)
+        }
+    }
+
     func testOnlyScansAreRequired() throws {
         let m = try parse("scans:\n  - path: a.h5\ndefaults: {model: m.h5}\n")
         XCTAssertNil(m.outputDir)
@@ -92,7 +107,6 @@ final class ReprocessManifestTests: XCTestCase {
                     key: "defaults.refine_iterations", mentions: ["integer"])
         expectError("defaults: {model: m.h5}\nscans:\n  - path: a.h5\n    overrides: {method: magic}\n",
                     key: "scans[0].overrides.method", mentions: ["donut, fit"])
-        expectError("defaults: {method: fit}\nscans:\n  - path: a.h5\n", key: "scans[0]", mentions: ["library"])
         expectError("defaults: {model: m.h5}\nscans:\n  - path: a.h5\n    scan_shape: 10by20\n", key: "scans[0].scan_shape")
         expectError("defaults: {model: m.h5}\nscans:\n  - path: a.h5\n    output: sub/x.h5\n", key: "scans[0].output")
         expectError("defaults: {model: m.h5}\nscans: []\n", key: "scans", mentions: ["no scans"])

@@ -136,7 +136,7 @@ public enum BatchNorm2d {
                     if let y = reluOutput.map({ $0 + o }) {
                         // Gate in place into dInput (written anyway below), then sum.
                         let dx = dInput + o
-                        for i in 0..<plane { dx[i] = y[i] > 0 ? dy[i] : 0 }
+                        reluGate(dx, dy, y, plane)
                         sums(UnsafePointer(dx), x, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
                     } else {
                         sums(dy, x, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
@@ -151,12 +151,34 @@ public enum BatchNorm2d {
                 let a = k * T(sumDyXhat / Double(m)) * inv, b = k * T(sumDy / Double(m))
                 for n in 0..<batch {
                     let o = (n * channels + c) * plane
-                    let x = input + o, dx = dInput + o
-                    let dy = reluOutput == nil ? dOutput + o : UnsafePointer(dx)
-                    for i in 0..<plane { dx[i] = k * dy[i] - b - (x[i] - mu) * a }
+                    inputGradient(dInput + o, reluOutput == nil ? dOutput + o : UnsafePointer(dInput + o), input + o, plane, k, b, mu, a)
                 }
             }
         }
+    }
+
+    /// dx[i] = dy[i]·[y[i] > 0] over n values (ReLU's backward fused; NaN in y gates to 0).
+    /// Float: `FloatKernels`, 16 lanes.
+    @inline(__always)
+    static func reluGate<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ y: UnsafePointer<T>, _ n: Int) {
+        if T.self == Float.self {
+            FloatKernels.reluGate(dx.float, dy.float, y.float, n)
+            return
+        }
+        for i in 0..<n { dx[i] = y[i] > 0 ? dy[i] : 0 }
+    }
+
+    /// dx[i] = k·dy[i] − b − (x[i] − μ)·a over n values, the last pass of the training backward;
+    /// dy may be dx (the ReLU-gated gradient is kept in dInput). Float: `FloatKernels`, 16 lanes
+    /// (the aliasing keeps the scalar loop from vectorising), the same operations lane by lane.
+    @inline(__always)
+    static func inputGradient<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ n: Int,
+                                             _ k: T, _ b: T, _ mu: T, _ a: T) {
+        if T.self == Float.self {
+            FloatKernels.batchNormInputGradient(dx.float, dy.float, x.float, n, Float(k), Float(b), Float(mu), Float(a))
+            return
+        }
+        for i in 0..<n { dx[i] = k * dy[i] - b - (x[i] - mu) * a }
     }
 
     // MARK: Synchronised BatchNorm (data-parallel replicas)
@@ -239,8 +261,8 @@ public enum BatchNorm2d {
                         let o = (n * channels + c) * plane
                         var s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0), t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0)
                         if let y = reluOutput.map({ $0 + o }) {
-                            let dx = dInput + o, dy = dOutput + o
-                            for i in 0..<plane { dx[i] = y[i] > 0 ? dy[i] : 0 }
+                            let dx = dInput + o
+                            reluGate(dx, dOutput + o, y, plane)
                             sums(UnsafePointer(dx), input + o, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
                         } else {
                             sums(dOutput + o, input + o, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
@@ -261,9 +283,7 @@ public enum BatchNorm2d {
                     let a = k * T(stats[channels + c] * Double(inv) / total) * inv, b = k * T(stats[c] / total)
                     for n in 0..<batch {
                         let o = (n * channels + c) * plane
-                        let x = input + o, dx = dInput + o
-                        let dy = reluOutput == nil ? dOutput + o : UnsafePointer(dx)
-                        for i in 0..<plane { dx[i] = k * dy[i] - b - (x[i] - mu) * a }
+                        inputGradient(dInput + o, reluOutput == nil ? dOutput + o : UnsafePointer(dInput + o), input + o, plane, k, b, mu, a)
                     }
                 }
             }

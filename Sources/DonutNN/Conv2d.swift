@@ -416,6 +416,37 @@ enum FloatKernels {
         }
     }
 
+    /// `BatchNorm2d.reluGate`: dx[i] = dy[i] where y[i] > 0, else 0 (NaN in y gives 0, as the scalar loop).
+    @inline(__always)
+    static func reluGate(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) {
+        let zero = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i + 16 <= n {
+            let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD16<Float>.self)
+            let v = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(dx + i).storeBytes(of: zero.replacing(with: g, where: v .> zero), as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < n { dx[i] = y[i] > 0 ? dy[i] : 0; i += 1 }
+    }
+
+    /// `BatchNorm2d.inputGradient`: dx[i] = k·dy[i] − b − (x[i] − μ)·a (no fused multiply-add, as
+    /// the scalar loop: bit-identical); dy may be dx (each block is loaded before it is stored).
+    @inline(__always)
+    static func batchNormInputGradient(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ x: UnsafePointer<Float>,
+                                       _ n: Int, _ k: Float, _ b: Float, _ mu: Float, _ a: Float) {
+        let vk = SIMD16<Float>(repeating: k), vb = SIMD16<Float>(repeating: b)
+        let vmu = SIMD16<Float>(repeating: mu), va = SIMD16<Float>(repeating: a)
+        var i = 0
+        while i + 16 <= n {
+            let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD16<Float>.self)
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(dx + i).storeBytes(of: vk * g - vb - (v - vmu) * va, as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < n { dx[i] = k * dy[i] - b - (x[i] - mu) * a; i += 1 }
+    }
+
     /// The larger of a and b lane by lane, NaN winning (b replaces a if b > a, or if b is NaN and a is not).
     @inline(__always)
     static func maxNaN(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {

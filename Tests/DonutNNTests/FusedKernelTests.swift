@@ -83,4 +83,45 @@ final class FusedKernelTests: XCTestCase {
             keepAlive(x, g, gamma, beta)
         }
     }
+
+    /// The Float training backward (16-lane input-gradient pass, in place on the gated gradient)
+    /// against its equation evaluated in Double from the same cache: with g = dOutput·[y > 0] and
+    /// x̂ = (x − μ)·invStd, dx = γ·invStd·(g − mean(g) − x̂·mean(g·x̂)) (means over batch·plane).
+    /// Planes of 49 (three blocks and a tail of one), 1024 and 9 (tail only) values.
+    func testBatchNormReLUBackwardMatchesEquationInDouble() {
+        var rng = SplitMix64(seed: 43)
+        for (batch, channels, size) in [(16, 16, 7), (16, 16, 32), (5, 3, 3)] {
+            let plane = size * size, count = batch * channels * plane, label = "batch \(batch) channels \(channels) size \(size)"
+            let x = Buffer(randomValues(count, &rng, -2, 3).map(Float.init)), dOut = Buffer(randomValues(count, &rng).map(Float.init))
+            let gamma = Buffer(randomValues(channels, &rng, 0.5, 1.5).map(Float.init)), beta = Buffer(randomValues(channels, &rng).map(Float.init))
+            let y = Buffer<Float>(repeating: .nan, count: count), dx = Buffer<Float>(repeating: .nan, count: count)
+            let mean = Buffer<Float>(repeating: .nan, count: channels), invStd = Buffer<Float>(repeating: .nan, count: channels)
+            let rm = Buffer<Float>(repeating: 0, count: channels), rv = Buffer<Float>(repeating: 1, count: channels)
+            let dGamma = Buffer<Float>(repeating: 0, count: channels), dBeta = Buffer<Float>(repeating: 0, count: channels)
+            BatchNorm2d.forwardTraining(output: y.pointer, mean: mean.pointer, invStd: invStd.pointer, runningMean: rm.pointer,
+                                        runningVar: rv.pointer, input: x.const, gamma: gamma.const, beta: beta.const,
+                                        batch: batch, channels: channels, height: size, width: size, relu: true)
+            BatchNorm2d.backwardTraining(dInput: dx.pointer, dGamma: dGamma.pointer, dBeta: dBeta.pointer, dOutput: dOut.const,
+                                         input: x.const, gamma: gamma.const, mean: mean.const, invStd: invStd.const,
+                                         batch: batch, channels: channels, height: size, width: size, reluOutput: y.const)
+            var expected = [Double](repeating: 0, count: count)
+            let m = Double(batch * plane)
+            for c in 0..<channels {
+                let mu = Double(mean[c]), inv = Double(invStd[c])
+                func index(_ n: Int, _ i: Int) -> Int { (n * channels + c) * plane + i }
+                func g(_ j: Int) -> Double { y[j] > 0 ? Double(dOut[j]) : 0 }
+                var meanG = 0.0, meanGXhat = 0.0
+                for n in 0..<batch { for i in 0..<plane { let j = index(n, i); meanG += g(j); meanGXhat += g(j) * (Double(x[j]) - mu) * inv } }
+                meanG /= m; meanGXhat /= m
+                for n in 0..<batch {
+                    for i in 0..<plane {
+                        let j = index(n, i)
+                        expected[j] = Double(gamma[c]) * inv * (g(j) - meanG - (Double(x[j]) - mu) * inv * meanGXhat)
+                    }
+                }
+            }
+            assertClose(dx.array, expected, atol: 2e-5, rtol: 1e-4, label + " dx")
+            keepAlive(x, dOut, gamma, beta, y, dx, mean, invStd, rm, rv, dGamma, dBeta)
+        }
+    }
 }

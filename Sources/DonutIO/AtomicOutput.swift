@@ -81,6 +81,21 @@ public struct AtomicOutput: Sendable {
         guard failure.isEmpty else { throw DonutIOError(file: finalPath, failure) }
     }
 
+    /// Writes a small file (text, JSON) from one process the same way: refused if it exists
+    /// without `force`, written under the temporary name, renamed into place.
+    public static func write(_ data: Data, to path: String, force: Bool) throws {
+        let output = try AtomicOutput(path: path, force: force)
+        do {
+            try data.write(to: URL(fileURLWithPath: output.temporaryPath))
+            try output.commit()
+        } catch let e as DonutIOError {
+            output.discard(); throw e
+        } catch {
+            output.discard()
+            throw DonutIOError(file: path, "cannot write: \(error.localizedDescription)")
+        }
+    }
+
     /// Removes the temporary file (harmless when it does not exist). Not collective, so an
     /// error path on any subset of ranks may call it.
     public func discard() {

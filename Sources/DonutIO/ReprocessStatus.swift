@@ -61,12 +61,7 @@ public struct ReprocessStatus: Codable, Equatable, Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
         let data = try encoder.encode(copy)
-        let output = try AtomicOutput(path: path, force: true)
-        do {
-            try data.write(to: URL(fileURLWithPath: output.temporaryPath))
-            try output.commit()
-        } catch {
-            output.discard()
+        do { try AtomicOutput.write(data, to: path, force: true) } catch {
             throw DonutIOError(file: path, "cannot write the status file: \(error.localizedDescription)")
         }
     }

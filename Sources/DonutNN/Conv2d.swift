@@ -14,6 +14,12 @@ public struct Conv2dShape: Sendable, Hashable {
     public var stride: Int
     public var padding: Int
 
+    /// Stride 1 and output the size of the input (padding (k − 1)/2, as the network's 3×3
+    /// convs): im2col and col2im are then one shifted copy per kernel tap.
+    var isSameSizeStride1: Bool {
+        stride == 1 && outHeight == height && outWidth == width && padding < height && padding < width
+    }
+
     public init(batch: Int, inChannels: Int, height: Int, width: Int, outChannels: Int,
                 kernelH: Int, kernelW: Int, stride: Int = 1, padding: Int = 0) {
         precondition(batch > 0 && inChannels > 0 && outChannels > 0 && kernelH > 0 && kernelW > 0 && stride > 0 && padding >= 0)
@@ -277,7 +283,7 @@ public enum Conv2d {
     /// (0 outside). One image: rows of outH·outW entries, `rowStride` apart (its group's width).
     static func im2col<T: GEMMScalar>(_ columns: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
         let oh = s.outHeight, ow = s.outWidth
-        if s.stride == 1 && oh == s.height && ow == s.width && s.padding < s.height && s.padding < s.width {
+        if s.isSameSizeStride1 {
             im2colSameSize(columns, x, s, rowStride: plane)
             return
         }
@@ -366,7 +372,7 @@ public enum Conv2d {
     /// The columns are scratch: the same-size path zeroes their wrapped-around entries.
     static func col2im<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafeMutablePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
         let oh = s.outHeight, ow = s.outWidth
-        if s.stride == 1 && oh == s.height && ow == s.width && s.padding < s.height && s.padding < s.width {
+        if s.isSameSizeStride1 {
             col2imSameSize(dx, columns, s, rowStride: plane)
             return
         }

@@ -40,10 +40,10 @@ struct SweepPlan: ParsableCommand {
         for (i, preset) in points.enumerated() {
             let folder = sweepRunFolder(outDir, i)
             try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
-            try writeTextAtomically(ConfigFile.yaml(of: preset), to: folder + "/train.yaml", force: force)
+            try AtomicOutput.write(Data(ConfigFile.yaml(of: preset).utf8), to: folder + "/train.yaml", force: force)
             table += "\(i)\t" + sweep.assignment(i).map(\.value).joined(separator: "\t") + "\n"
         }
-        try writeTextAtomically(table, to: outDir + "/points.tsv", force: force)
+        try AtomicOutput.write(Data(table.utf8), to: outDir + "/points.tsv", force: force)
         print("\(points.count) point(s) in \(outDir); submit with:")
         print("  sbatch --array=0-\(points.count - 1) slurm/sweep.sbatch \(outDir) --scan SCAN.h5 [more donut train options]")
     }
@@ -84,14 +84,4 @@ struct SweepSummary: ParsableCommand {
         }
         return nil
     }
-}
-
-/// Writes text to `path` through a temporary file and a rename; refuses to overwrite
-/// without `force`.
-func writeTextAtomically(_ text: String, to path: String, force: Bool) throws {
-    let out = try AtomicOutput(path: path, force: force)
-    do {
-        try text.write(toFile: out.temporaryPath, atomically: false, encoding: .utf8)
-        try out.commit()
-    } catch { out.discard(); throw error }
 }

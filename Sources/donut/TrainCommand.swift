@@ -385,7 +385,5 @@ struct OptionalScanOptions: ParsableArguments {
 func writeLossLog(_ log: [LossRecord], path: String) throws {
     var text = "step,epoch,train_loss,validation_loss,decoder_mae,physics_mae\n"
     for r in log { text += "\(r.step),\(r.epoch),\(r.train),\(r.validation),\(r.decoderMAE),\(r.physicsMAE)\n" }
-    let temp = path + ".partial"
-    try text.write(toFile: temp, atomically: false, encoding: .utf8)
-    guard rename(temp, path) == 0 else { throw DonutIOError(file: path, "cannot rename the finished loss log into place") }
+    try AtomicOutput.write(Data(text.utf8), to: path, force: true)
 }

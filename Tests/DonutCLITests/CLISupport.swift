@@ -2,6 +2,7 @@ import Foundation
 import XCTest
 import DonutPhysics
 import DonutIO
+import DonutCore
 
 /// The `donut` binary built beside this test bundle (SwiftPM builds it: the test target
 /// depends on the executable).
@@ -75,6 +76,29 @@ func writeSmallConfig(in folder: URL, name: String = "small.yaml", edit: (inout 
     edit(&c)
     let path = folder.appendingPathComponent(name).path
     try ConfigFile.yaml(c).write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+/// The published instrument shrunk to 16×16 frames (a 32×32 ROI binned 2×2, a shorter focal
+/// length so the annulus fits) with a 4×3×3 library: networks train in seconds in debug builds.
+func writeTinyConfig(in folder: URL) throws -> String {
+    try writeSmallConfig(in: folder, name: "tiny.yaml") { c in
+        c.model.frameSize = 16
+        c.instrument.roi = DetectorROI(x: 0, y: 0, width: 32, height: 32)
+        c.zonePlate.focalLengthM = 0.1     // the annulus fits the 16-pixel frame
+        c.library = LibrarySteps(strain: 4, tiltLR: 3, tiltUD: 3, thickness: 1)
+    }
+}
+
+/// The DONUT preset with a tiny network (4→8 channels, 8 hidden units, dropout 0.2 so MC
+/// sigmas exist) and the given schedule, written as YAML to `folder/name`; returns the path.
+func writeTinyTrainingPreset(in folder: URL, name: String = "train.yaml", batch: Int = 4, epochs: Int,
+                             validation: Double = 0.1, checkpointEvery: Int, seed: Int = 1) throws -> String {
+    var t = TrainingConfig.donutPaper
+    t.network = NetworkSettings(encoderChannels: [4, 8], dropout: 0.2, hiddenUnits: 8, predictThickness: false, decoder: true)
+    t.schedule = Schedule(batchSize: batch, epochs: epochs, validationFraction: validation, checkpointEvery: checkpointEvery, seed: seed)
+    let path = folder.appendingPathComponent(name).path
+    try ConfigFile.yaml(of: t).write(toFile: path, atomically: true, encoding: .utf8)
     return path
 }
 

@@ -11,12 +11,7 @@ final class DataParallelTrainingTests: XCTestCase {
 
     override func setUpWithError() throws {
         dir = try scratchFolder(self)
-        let config = try writeSmallConfig(in: dir, name: "tiny.yaml") { c in
-            c.model.frameSize = 16
-            c.instrument.roi = DetectorROI(x: 0, y: 0, width: 32, height: 32)
-            c.zonePlate.focalLengthM = 0.1
-            c.library = LibrarySteps(strain: 4, tiltLR: 3, tiltUD: 3, thickness: 1)
-        }
+        let config = try writeTinyConfig(in: dir)
         assertSucceeded(try donut(["simulate", "scan", "--config", config, "--phantom", "domains", "--rows", "5", "--cols", "8",
                                    "--peak", "40", "--out", "scan.h5"], in: dir), "scan")
         assertSucceeded(try donut(["simulate", "library", "--config", config, "--out", "lib.h5"], in: dir), "library")
@@ -26,12 +21,8 @@ final class DataParallelTrainingTests: XCTestCase {
 
     /// A training preset with per-rank batch `batch`.
     func preset(_ name: String, batch: Int, epochs: Int, validation: Double = 0.1, checkpointEvery: Int = 1000) throws -> String {
-        var t = TrainingConfig.donutPaper
-        t.network = NetworkSettings(encoderChannels: [4, 8], dropout: 0.2, hiddenUnits: 8, predictThickness: false, decoder: true)
-        t.schedule = Schedule(batchSize: batch, epochs: epochs, validationFraction: validation, checkpointEvery: checkpointEvery, seed: 7)
-        let p = path(name)
-        try ConfigFile.yaml(of: t).write(toFile: p, atomically: true, encoding: .utf8)
-        return p
+        try writeTinyTrainingPreset(in: dir, name: name, batch: batch, epochs: epochs, validation: validation,
+                                    checkpointEvery: checkpointEvery, seed: 7)
     }
 
     /// max |a − b| over max |a|, per tensor (the worst tensor).

@@ -14,17 +14,8 @@ final class RefineTests: XCTestCase {
 
     override func setUpWithError() throws {
         dir = try scratchFolder(self)
-        config = try writeSmallConfig(in: dir, name: "tiny.yaml") { c in
-            c.model.frameSize = 16
-            c.instrument.roi = DetectorROI(x: 0, y: 0, width: 32, height: 32)
-            c.zonePlate.focalLengthM = 0.1     // the annulus fits the 16-pixel frame
-            c.library = LibrarySteps(strain: 4, tiltLR: 3, tiltUD: 3, thickness: 1)
-        }
-        var t = TrainingConfig.donutPaper
-        t.network = NetworkSettings(encoderChannels: [4, 8], dropout: 0.2, hiddenUnits: 8, predictThickness: false, decoder: true)
-        t.schedule = Schedule(batchSize: 4, epochs: 2, validationFraction: 0.1, checkpointEvery: 5, seed: 1)
-        training = dir.appendingPathComponent("train.yaml").path
-        try ConfigFile.yaml(of: t).write(toFile: training, atomically: true, encoding: .utf8)
+        config = try writeTinyConfig(in: dir)
+        training = try writeTinyTrainingPreset(in: dir, epochs: 2, checkpointEvery: 5)
         assertSucceeded(try donut(["simulate", "library", "--config", config, "--out", "lib.h5", "--smooth"], in: dir), "library")
         assertSucceeded(try donut(["simulate", "scan", "--config", config, "--phantom", "domains", "--rows", "5", "--cols", "8",
                                    "--seed", "2", "--peak", "40", "--out", "a.h5"], in: dir), "scan a")

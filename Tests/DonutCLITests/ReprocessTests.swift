@@ -141,16 +141,8 @@ final class ReprocessTests: XCTestCase {
     /// convergence tolerance (~0.014σ). 16×16 frames and a tiny network so debug trains in seconds.
     func testDonutMethodStreamsChunksAndMatchesInfer() throws {
         let dir = try scratchFolder(self)
-        let config = try writeSmallConfig(in: dir, name: "tiny.yaml") { c in
-            c.model.frameSize = 16
-            c.instrument.roi = DetectorROI(x: 0, y: 0, width: 32, height: 32)
-            c.zonePlate.focalLengthM = 0.1
-            c.library = LibrarySteps(strain: 4, tiltLR: 3, tiltUD: 3, thickness: 1)
-        }
-        var t = TrainingConfig.donutPaper
-        t.network = NetworkSettings(encoderChannels: [4, 8], dropout: 0.2, hiddenUnits: 8, predictThickness: false, decoder: true)
-        t.schedule = Schedule(batchSize: 4, epochs: 2, validationFraction: 0.1, checkpointEvery: 50, seed: 1)
-        try ConfigFile.yaml(of: t).write(toFile: dir.appendingPathComponent("train.yaml").path, atomically: true, encoding: .utf8)
+        let config = try writeTinyConfig(in: dir)
+        _ = try writeTinyTrainingPreset(in: dir, epochs: 2, checkpointEvery: 50)
         assertSucceeded(try donut(["simulate", "scan", "--config", config, "--phantom", "domains", "--rows", "5", "--cols", "8",
                                    "--peak", "40", "--smooth", "--out", "scan.h5"], in: dir), "scan")
         assertSucceeded(try donut(["train", "--scan", "scan.h5", "--training", "train.yaml", "--out", "model.h5"], in: dir), "train")

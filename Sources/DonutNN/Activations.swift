@@ -6,18 +6,30 @@ import Foundation
 public enum ReLU {
     /// output (count): written; may alias input.
     public static func forward<T: GEMMScalar>(output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, count: Int) {
-        Parallel.forRanges(count, work: count) { r in
-            for i in r { let v = input[i]; output[i] = v < 0 ? 0 : v }
-        }
+        Parallel.forRanges(count, work: count, ReLUForward(output: output, input: input))
     }
 
     /// dInput = dOutput · [y > 0] (subgradient 0 at x = 0): **written** (=); may alias dOutput.
     /// output: the forward output y (cached by being the activation itself).
     public static func backward<T: GEMMScalar>(dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>,
                                                output: UnsafePointer<T>, count: Int) {
-        Parallel.forRanges(count, work: count) { r in
-            for i in r { dInput[i] = output[i] > 0 ? dOutput[i] : 0 }
-        }
+        Parallel.forRanges(count, work: count, ReLUBackward(dInput: dInput, dOutput: dOutput, output: output))
+    }
+}
+
+/// `ReLU.forward` on elements `items`.
+struct ReLUForward<T: GEMMScalar>: ParallelLoop {
+    let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>
+    func run(_ items: Range<Int>, worker: Int) {
+        for i in items { let v = input[i]; output[i] = v < 0 ? 0 : v }
+    }
+}
+
+/// `ReLU.backward` on elements `items`.
+struct ReLUBackward<T: GEMMScalar>: ParallelLoop {
+    let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, output: UnsafePointer<T>
+    func run(_ items: Range<Int>, worker: Int) {
+        for i in items { dInput[i] = output[i] > 0 ? dOutput[i] : 0 }
     }
 }
 

@@ -27,9 +27,55 @@ public enum Parallel {
         return try body()
     }
 
-    /// Calls `body(worker, range)` for `workers` fixed contiguous ranges covering 0..<items
-    /// (range i = [i·items/workers, (i+1)·items/workers)), concurrently; worker i owns scratch slot i.
-    /// With one worker (or no items) it runs on the calling thread.
+    /// Runs `loop` on `workers` fixed contiguous ranges covering 0..<items
+    /// (range i = [i·items/workers, (i+1)·items/workers)), concurrently; range i is `loop.run(range, worker: i)`
+    /// and worker i owns scratch slot i. With one worker (or no items) it runs on the calling thread.
+    @inline(__always)
+    public static func forWorkers<Loop: ParallelLoop>(_ items: Int, workers: Int, _ loop: Loop) {
+        let t = min(items, workers)
+        if t <= 1 {
+            if items > 0 { loop.run(0..<items, worker: 0) }
+            return
+        }
+        perform(items, ranges: t, loop)
+    }
+
+    /// Runs `loop` on contiguous sub-ranges covering 0..<items, concurrently when `work`
+    /// (elements touched in total) justifies it. `loop` must only write what its items own.
+    @inline(__always)
+    public static func forRanges<Loop: ParallelLoop>(_ items: Int, work: Int, _ loop: Loop) {
+        let t = min(items, threads)
+        if t <= 1 || work < minimumWork {
+            if items > 0 { loop.run(0..<items, worker: 0) }
+            return
+        }
+        perform(items, ranges: t, loop)
+    }
+
+    /// What the workers read: the loop's address and type, and how 0..<items is cut.
+    private struct Job {
+        let loop: UnsafeRawPointer, type: any ParallelLoop.Type, items: Int, ranges: Int
+    }
+
+    /// `loop` over `ranges` ranges of 0..<items on the `WorkerPool`, returning when all are done.
+    /// The loop value stays on this stack and its type travels as a metatype: nothing is boxed
+    /// (a closure handed to the pool needed one 32-byte heap box per call, the last allocation
+    /// of a training step).
+    @inline(__always)
+    static func perform<Loop: ParallelLoop>(_ items: Int, ranges: Int, _ loop: Loop) {
+        withUnsafePointer(to: loop) { loop in
+            var job = Job(loop: UnsafeRawPointer(loop), type: Loop.self, items: items, ranges: ranges)
+            withUnsafeMutablePointer(to: &job) { job in
+                WorkerPool.shared.run(ranges, UnsafeMutableRawPointer(job)) { context, i in
+                    let job = context!.assumingMemoryBound(to: Job.self)
+                    let n = job.pointee.items, t = job.pointee.ranges
+                    job.pointee.type.run(job.pointee.loop, (i * n / t)..<((i + 1) * n / t), worker: i)
+                }
+            }
+        }
+    }
+
+    // TRANSITION (removed once every call site passes a ParallelLoop): the closure forms.
     @inline(__always)
     public static func forWorkers(_ items: Int, workers: Int, _ body: (Int, Range<Int>) -> Void) {
         let t = min(items, workers)
@@ -37,29 +83,9 @@ public enum Parallel {
             if items > 0 { body(0, 0..<items) }
             return
         }
-        perform(t) { i in body(i, (i * items / t)..<((i + 1) * items / t)) }
+        performClosure(t) { i in body(i, (i * items / t)..<((i + 1) * items / t)) }
     }
 
-    /// The closure of a job, in a struct so that its address can cross to the workers without
-    /// reabstraction (a stored bare closure was boxed on the heap at every call).
-    struct Job { let run: (Int) -> Void }
-
-    /// work(i) for i in 0..<iterations on the `WorkerPool`, returning when all are done. Inlined:
-    /// the caller's closure stays on its stack (measured: no allocation per call).
-    @inline(__always)
-    static func perform(_ iterations: Int, _ work: (Int) -> Void) {
-        withoutActuallyEscaping(work) { work in
-            var job = Job(run: work)
-            withUnsafeMutablePointer(to: &job) { p in
-                WorkerPool.shared.run(iterations, UnsafeMutableRawPointer(p)) { context, i in
-                    context!.assumingMemoryBound(to: Job.self).pointee.run(i)
-                }
-            }
-        }
-    }
-
-    /// Calls `body` on contiguous sub-ranges covering 0..<items, concurrently when
-    /// `work` (elements touched in total) justifies it. `body` must only write what its items own.
     @inline(__always)
     public static func forRanges(_ items: Int, work: Int, _ body: (Range<Int>) -> Void) {
         let t = min(items, threads)
@@ -67,7 +93,21 @@ public enum Parallel {
             if items > 0 { body(0..<items) }
             return
         }
-        perform(t) { i in body((i * items / t)..<((i + 1) * items / t)) }
+        performClosure(t) { i in body((i * items / t)..<((i + 1) * items / t)) }
+    }
+
+    struct ClosureJob { let run: (Int) -> Void }
+
+    @inline(__always)
+    static func performClosure(_ iterations: Int, _ work: (Int) -> Void) {
+        withoutActuallyEscaping(work) { work in
+            var job = ClosureJob(run: work)
+            withUnsafeMutablePointer(to: &job) { p in
+                WorkerPool.shared.run(iterations, UnsafeMutableRawPointer(p)) { context, i in
+                    context!.assumingMemoryBound(to: ClosureJob.self).pointee.run(i)
+                }
+            }
+        }
     }
 
     /// Σ p[0..<n] with eight partial sums (vectorisable; at most ~√(n/8)·ulp relative error,
@@ -99,5 +139,21 @@ public enum Parallel {
         }
         while i < n { let d = p[i] - c; s0 += d * d; i += 1 }
         return ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+    }
+}
+
+/// The body of a parallel loop as a value: the pointers and sizes it reads, and `run`, which
+/// computes a contiguous range of the loop's items (images, channels, planes, chunks). A value
+/// rather than a closure so that handing it to the worker threads allocates nothing (see
+/// `Parallel.perform`); `Parallel.forRanges` and `Parallel.forWorkers` take one.
+public protocol ParallelLoop {
+    /// Computes `items`; `worker` is the index of the range (0..<workers), for per-worker scratch.
+    func run(_ items: Range<Int>, worker: Int)
+}
+
+extension ParallelLoop {
+    /// `run` on the loop stored at `loop` (the workers know its type only as a metatype).
+    static func run(_ loop: UnsafeRawPointer, _ items: Range<Int>, worker: Int) {
+        loop.assumingMemoryBound(to: Self.self).pointee.run(items, worker: worker)
     }
 }

@@ -3,23 +3,45 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Synchronization
 
-/// The threads behind `Parallel`: started once, then sleeping on a condition variable between
-/// jobs. A job is a C function and a context pointer, iteration 0 runs on the caller and
-/// iteration i on worker i. Unlike `DispatchQueue.concurrentPerform` (a closure box per call)
-/// or libdispatch's `dispatch_apply_f` (two allocations per call on Linux), a job allocates
-/// nothing: the network's steps stay free of heap allocation. Workers are started when a job
-/// first needs them (at plan time or the first step).
+/// The threads behind `Parallel`: started once, then waiting between jobs. A job is a C
+/// function and a context pointer, iteration 0 runs on the caller and iteration i on worker i.
+/// Unlike `DispatchQueue.concurrentPerform` (a closure box per call) or libdispatch's
+/// `dispatch_apply_f` (two allocations per call on Linux), a job allocates nothing: the
+/// network's steps stay free of heap allocation. Workers are started when a job first needs
+/// them (at plan time or the first step).
+///
+/// Waiting spins first: a training step hands the pool ~100 jobs a few µs to a few hundred µs
+/// apart, and a futex sleep and wake-up costs tens of µs of latency each way on a VM. Workers
+/// (and the caller waiting for them) poll for `spinLimit` rounds, then sleep on a condition
+/// variable; the `sleepingWorkers` / `callerSleeping` counts tell the other side whether a
+/// wake-up call is needed (sequentially consistent, so a sleeper and a publisher cannot both
+/// miss each other).
 final class WorkerPool: @unchecked Sendable {
     static let shared = WorkerPool()
 
     typealias Work = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
 
+    /// Polls of the job counter before a thread sleeps (~20–50 µs).
+    static let spinLimit = 20_000
+
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let done = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-    // Guarded by `mutex`.
-    private var workers = 0, generation = 0, iterations = 0, remaining = 0, busy = false
+    /// The current job as generation·2¹⁶ + iterations, published after `work` and `context`:
+    /// one load tells a worker both whether there is a new job and whether it has an iteration
+    /// in it (a worker without one never reads the other fields, which the next job may be
+    /// rewriting; a worker with one is waited for, so they stay put until it is done).
+    private let job = Atomic<Int>(0)
+    /// Worker iterations of the current job not yet finished.
+    private let remaining = Atomic<Int>(0)
+    private let sleepingWorkers = Atomic<Int>(0)
+    private let callerSleeping = Atomic<Bool>(false)
+    /// Held by the thread running a job (nested or concurrent jobs run inline).
+    private let busy = Atomic<Bool>(false)
+    // Written by the caller before `job` is published, read by the workers it has an iteration for.
+    private var workers = 0
     private var work: Work?, context: UnsafeMutableRawPointer?
 
     private init() {
@@ -29,53 +51,76 @@ final class WorkerPool: @unchecked Sendable {
     /// work(context, i) for i in 0..<n concurrently; returns when all are done. A call made while
     /// a job runs (nested, or from another thread) runs its iterations on the calling thread.
     func run(_ n: Int, _ context: UnsafeMutableRawPointer, _ work: Work) {
-        pthread_mutex_lock(mutex)
-        if busy || n <= 1 {
-            pthread_mutex_unlock(mutex)
+        if n <= 1 || !busy.compareExchange(expected: false, desired: true, ordering: .acquiring).exchanged {
             for i in 0..<n { work(context, i) }
             return
         }
-        busy = true
-        while workers < n - 1 { workers += 1; start(index: workers) }
+        precondition(n < 1 << 16, "at most 65,535 iterations per job")
+        while workers < n - 1 { workers += 1; start(index: workers, seen: job.load(ordering: .relaxed)) }
         self.work = work; self.context = context
-        iterations = n; remaining = n - 1; generation &+= 1
-        pthread_cond_broadcast(wake)
-        pthread_mutex_unlock(mutex)
+        remaining.store(n - 1, ordering: .sequentiallyConsistent)
+        let generation = job.load(ordering: .relaxed) >> 16
+        job.store((generation &+ 1) << 16 | n, ordering: .sequentiallyConsistent)
+        if sleepingWorkers.load(ordering: .sequentiallyConsistent) > 0 {
+            pthread_mutex_lock(mutex); pthread_cond_broadcast(wake); pthread_mutex_unlock(mutex)
+        }
         work(context, 0)
-        pthread_mutex_lock(mutex)
-        while remaining > 0 { pthread_cond_wait(done, mutex) }
-        busy = false; self.work = nil; self.context = nil
-        pthread_mutex_unlock(mutex)
+        var spins = 0
+        while remaining.load(ordering: .acquiring) > 0 && spins < Self.spinLimit { spins += 1 }
+        if remaining.load(ordering: .acquiring) > 0 {
+            pthread_mutex_lock(mutex)
+            callerSleeping.store(true, ordering: .sequentiallyConsistent)
+            while remaining.load(ordering: .sequentiallyConsistent) > 0 { pthread_cond_wait(done, mutex) }
+            callerSleeping.store(false, ordering: .sequentiallyConsistent)
+            pthread_mutex_unlock(mutex)
+        }
+        self.work = nil; self.context = nil
+        busy.store(false, ordering: .releasing)
     }
 
-    private final class Start { let pool: WorkerPool, index: Int; init(_ p: WorkerPool, _ i: Int) { pool = p; index = i } }
+    private final class Start {
+        let pool: WorkerPool, index: Int, seen: Int
+        init(_ p: WorkerPool, _ i: Int, _ s: Int) { pool = p; index = i; seen = s }
+    }
 
-    private func start(index: Int) {
+    /// Starts worker `index`; `seen` is the job before the one being published (the worker's
+    /// first job is the next one, whenever the thread gets to run).
+    private func start(index: Int, seen: Int) {
         var thread = pthread_t()
-        let argument = Unmanaged.passRetained(Start(self, index)).toOpaque()
+        let argument = Unmanaged.passRetained(Start(self, index, seen)).toOpaque()
         let status = pthread_create(&thread, nil, { argument in
             let start = Unmanaged<Start>.fromOpaque(argument!).takeRetainedValue()
-            start.pool.loop(index: start.index)
+            start.pool.loop(index: start.index, seen: start.seen)
             return nil
         }, argument)
         precondition(status == 0, "pthread_create failed (\(status))")
         pthread_detach(thread)
     }
 
-    /// Worker `index`: wait for a new job, run its iteration `index` if it has one, report.
-    private func loop(index: Int) -> Never {
-        var seen = 0
-        pthread_mutex_lock(mutex)
+    /// Worker `index`: wait for a new job (spinning, then sleeping), run its iteration `index`
+    /// if it has one, report.
+    private func loop(index: Int, seen first: Int) -> Never {
+        var seen = first
         while true {
-            while generation == seen { pthread_cond_wait(wake, mutex) }
-            seen = generation
-            guard index < iterations, let work else { continue }
-            let context = self.context
-            pthread_mutex_unlock(mutex)
+            var current = job.load(ordering: .acquiring), spins = 0
+            while current == seen && spins < Self.spinLimit { spins += 1; current = job.load(ordering: .acquiring) }
+            if current == seen {
+                pthread_mutex_lock(mutex)
+                sleepingWorkers.add(1, ordering: .sequentiallyConsistent)
+                while current == seen {
+                    current = job.load(ordering: .sequentiallyConsistent)
+                    if current == seen { pthread_cond_wait(wake, mutex) }
+                }
+                sleepingWorkers.subtract(1, ordering: .sequentiallyConsistent)
+                pthread_mutex_unlock(mutex)
+            }
+            seen = current
+            guard index < current & 0xFFFF, let work else { continue }
             work(context, index)
-            pthread_mutex_lock(mutex)
-            remaining -= 1
-            if remaining == 0 { pthread_cond_signal(done) }
+            if remaining.subtract(1, ordering: .sequentiallyConsistent).newValue == 0,
+               callerSleeping.load(ordering: .sequentiallyConsistent) {
+                pthread_mutex_lock(mutex); pthread_cond_signal(done); pthread_mutex_unlock(mutex)
+            }
         }
     }
 }

@@ -48,8 +48,22 @@ public enum BatchNorm2d {
             return
         }
         precondition(m > 1, "BatchNorm2d training needs more than one value per channel")
-        Parallel.forRanges(channels, work: 3 * batch * channels * plane) { r in
-            for c in r {
+        Parallel.forRanges(channels, work: 3 * batch * channels * plane,
+                           TrainingForward(output: output, mean: mean, invStd: invStd, runningMean: runningMean, runningVar: runningVar,
+                                           input: input, gamma: gamma, beta: beta, batch: batch, channels: channels, plane: plane,
+                                           epsilon: epsilon, momentum: momentum, relu: relu))
+    }
+
+    /// `forwardTraining` (one replica) on channels `channels`: statistics, running statistics, output.
+    struct TrainingForward<T: GEMMScalar>: ParallelLoop {
+        let output: UnsafeMutablePointer<T>, mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>
+        let runningMean: UnsafeMutablePointer<T>, runningVar: UnsafeMutablePointer<T>
+        let input: UnsafePointer<T>, gamma: UnsafePointer<T>, beta: UnsafePointer<T>
+        let batch: Int, channels: Int, plane: Int, epsilon: Double, momentum: Double, relu: Bool
+
+        func run(_ range: Range<Int>, worker: Int) {
+            let m = batch * plane
+            for c in range {
                 var sum = 0.0
                 for n in 0..<batch { sum += Double(Parallel.sum(input + (n * channels + c) * plane, plane)) }
                 let mu = sum / Double(m), muT = T(mu)
@@ -92,11 +106,23 @@ public enum BatchNorm2d {
         batch: Int, channels: Int, height: Int, width: Int, epsilon: Double = defaultEpsilon, relu: Bool = false
     ) {
         let plane = height * width
-        Parallel.forRanges(batch * channels, work: batch * channels * plane) { r in
-            for q in r {
+        Parallel.forRanges(batch * channels, work: batch * channels * plane,
+                           NormalisePlanes(output: output, input: input, gamma: gamma, beta: beta, mean: runningMean,
+                                       variance: runningVar, invStd: nil, channels: channels, plane: plane, epsilon: epsilon, relu: relu))
+    }
+
+    /// y = γ·(x − μ)·s + β on planes `planes` (index n·channels + c), with s = invStd[c], or
+    /// 1/√(variance[c] + ε) when invStd is nil (eval: the running statistics); max(·, 0) if relu.
+    struct NormalisePlanes<T: GEMMScalar>: ParallelLoop {
+        let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, gamma: UnsafePointer<T>, beta: UnsafePointer<T>
+        let mean: UnsafePointer<T>, variance: UnsafePointer<T>?, invStd: UnsafePointer<T>?
+        let channels: Int, plane: Int, epsilon: Double, relu: Bool
+
+        func run(_ planes: Range<Int>, worker: Int) {
+            for q in planes {
                 let c = q % channels
-                let inv = T(1 / (Double(runningVar[c]) + epsilon).squareRoot())
-                let scale = gamma[c] * inv, shift = beta[c] - runningMean[c] * scale
+                let inv = invStd?[c] ?? T(1 / (Double(variance![c]) + epsilon).squareRoot())
+                let scale = gamma[c] * inv, shift = beta[c] - mean[c] * scale
                 Conv2d.affine(output + q * plane, input + q * plane, plane, scale, shift, relu: relu)
             }
         }
@@ -125,36 +151,66 @@ public enum BatchNorm2d {
                                  reluOutput: reluOutput, reduce: reduce)
             return
         }
-        Parallel.forRanges(channels, work: 3 * batch * channels * plane) { r in
-            for c in r {
+        Parallel.forRanges(channels, work: 3 * batch * channels * plane,
+                           TrainingBackward(dInput: dInput, dGamma: dGamma, dBeta: dBeta, dOutput: dOutput, input: input, gamma: gamma,
+                                            mean: mean, invStd: invStd, reluOutput: reluOutput, stats: nil, total: Double(m),
+                                            batch: batch, channels: channels, plane: plane))
+    }
+
+    /// The training backward on channels `channels`. With `stats` nil (one replica): the sums
+    /// (`GradientSums`) then dx. With `stats` (synchronised): Σ dy at stats[c] and Σ dy·(x − μ)
+    /// at stats[channels + c] over every replica, `total` values; the ReLU gate is already in dInput.
+    struct TrainingBackward<T: GEMMScalar>: ParallelLoop {
+        let dInput: UnsafeMutablePointer<T>, dGamma: UnsafeMutablePointer<T>, dBeta: UnsafeMutablePointer<T>
+        let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, gamma: UnsafePointer<T>
+        let mean: UnsafePointer<T>, invStd: UnsafePointer<T>, reluOutput: UnsafePointer<T>?
+        let stats: UnsafePointer<Double>?, total: Double
+        let batch: Int, channels: Int, plane: Int
+
+        func run(_ range: Range<Int>, worker: Int) {
+            for c in range {
                 let mu = mean[c], inv = invStd[c]
-                var sumDy = 0.0, sumDyXc = 0.0
-                for n in 0..<batch {
-                    let o = (n * channels + c) * plane
-                    let x = input + o, dy = dOutput + o
-                    var s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0), t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0)
-                    if let y = reluOutput.map({ $0 + o }) {
-                        // Gate in place into dInput (written anyway below), then sum.
-                        let dx = dInput + o
-                        reluGate(dx, dy, y, plane)
-                        sums(UnsafePointer(dx), x, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
-                    } else {
-                        sums(dy, x, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
-                    }
-                    sumDy += Double((s0 + s1) + (s2 + s3)); sumDyXc += Double((t0 + t1) + (t2 + t3))
+                let sumDy: Double, sumDyXc: Double
+                if let stats {
+                    (sumDy, sumDyXc) = (stats[c], stats[channels + c])
+                } else {
+                    (sumDy, sumDyXc) = gradientSums(dInput: dInput, dOutput: dOutput, input: input, reluOutput: reluOutput,
+                                                    mu: mu, channel: c, batch: batch, channels: channels, plane: plane)
+                    dGamma[c] += T(sumDyXc * Double(inv))
+                    dBeta[c] += T(sumDy)
                 }
-                let sumDyXhat = sumDyXc * Double(inv)
-                dGamma[c] += T(sumDyXhat)
-                dBeta[c] += T(sumDy)
                 // dx = γ·inv·(dy − mean(dy) − x̂·mean(dy·x̂)) = k·dy − k·meanDy − (x − μ)·k·inv·meanDyXhat
                 let k = gamma[c] * inv
-                let a = k * T(sumDyXhat / Double(m)) * inv, b = k * T(sumDy / Double(m))
+                let a = k * T(sumDyXc * Double(inv) / total) * inv, b = k * T(sumDy / total)
                 for n in 0..<batch {
                     let o = (n * channels + c) * plane
                     inputGradient(dInput + o, reluOutput == nil ? dOutput + o : UnsafePointer(dInput + o), input + o, plane, k, b, mu, a)
                 }
             }
         }
+    }
+
+    /// (Σ dy, Σ dy·(x − μ)) over channel c of the batch, each plane summed in T (four partial sums)
+    /// and totalled in Double. With `reluOutput`, dy is first gated by [y > 0] into dInput (ReLU's
+    /// backward fused; dInput is written anyway by the last pass).
+    @inline(__always)
+    static func gradientSums<T: GEMMScalar>(dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, input: UnsafePointer<T>,
+                                            reluOutput: UnsafePointer<T>?, mu: T, channel c: Int,
+                                            batch: Int, channels: Int, plane: Int) -> (Double, Double) {
+        var sumDy = 0.0, sumDyXc = 0.0
+        for n in 0..<batch {
+            let o = (n * channels + c) * plane
+            var s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0), t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0)
+            if let y = reluOutput.map({ $0 + o }) {
+                let dx = dInput + o
+                reluGate(dx, dOutput + o, y, plane)
+                sums(UnsafePointer(dx), input + o, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
+            } else {
+                sums(dOutput + o, input + o, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
+            }
+            sumDy += Double((s0 + s1) + (s2 + s3)); sumDyXc += Double((t0 + t1) + (t2 + t3))
+        }
+        return (sumDy, sumDyXc)
     }
 
     /// dx[i] = dy[i]·[y[i] > 0] over n values (ReLU's backward fused; NaN in y gates to 0).
@@ -196,15 +252,10 @@ public enum BatchNorm2d {
         batch: Int, channels: Int, plane: Int, epsilon: Double, momentum: Double, relu: Bool, reduce: Reducer
     ) {
         let m = batch * plane
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: channels + 1) { buf in
+        withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels + 1) { buf in
             let stats = buf.baseAddress!
-            Parallel.forRanges(channels, work: batch * channels * plane) { r in
-                for c in r {
-                    var sum = 0.0
-                    for n in 0..<batch { sum += Double(Parallel.sum(input + (n * channels + c) * plane, plane)) }
-                    stats[c] = sum
-                }
-            }
+            Parallel.forRanges(channels, work: batch * channels * plane,
+                               ChannelSums(stats: stats, input: input, mean: nil, batch: batch, channels: channels, plane: plane))
             stats[channels] = Double(m)
             reduce(stats, channels + 1)
             let total = stats[channels]
@@ -214,16 +265,11 @@ public enum BatchNorm2d {
                 mean[c] = T(mu)
                 runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * mu)
             }
-            Parallel.forRanges(channels, work: batch * channels * plane) { r in
-                for c in r {
-                    let muT = mean[c]
-                    var sq = 0.0
-                    for n in 0..<batch { sq += Double(Parallel.sumSquares(input + (n * channels + c) * plane, plane, minus: muT)) }
-                    // Σ(x − μ_T)² = Σ(x − μ)² + M_r·(μ − μ_T)²: remove the rounding of μ to T (local count).
-                    let dm = stats[c] / total - Double(muT)
-                    stats[c] = sq - Double(m) * dm * dm
-                }
-            }
+            // Σ(x − μ_T)² = Σ(x − μ)² + M_r·(μ − μ_T)²: remove the rounding of μ to T (local count).
+            for c in 0..<channels { let dm = stats[c] / total - Double(mean[c]); stats[channels + 1 + c] = Double(m) * dm * dm }
+            Parallel.forRanges(channels, work: batch * channels * plane,
+                               ChannelSums(stats: stats, input: input, mean: mean, batch: batch, channels: channels, plane: plane))
+            for c in 0..<channels { stats[c] -= stats[channels + 1 + c] }
             reduce(stats, channels)
             for c in 0..<channels {
                 let sq = max(0, stats[c])
@@ -231,13 +277,9 @@ public enum BatchNorm2d {
                 invStd[c] = T(inv)
                 runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * sq / (total - 1))
             }
-            Parallel.forRanges(batch * channels, work: batch * channels * plane) { r in
-                for q in r {
-                    let c = q % channels
-                    let scale = gamma[c] * invStd[c], shift = beta[c] - mean[c] * scale
-                    Conv2d.affine(output + q * plane, input + q * plane, plane, scale, shift, relu: relu)
-                }
-            }
+            Parallel.forRanges(batch * channels, work: batch * channels * plane,
+                               NormalisePlanes(output: output, input: input, gamma: gamma, beta: beta, mean: mean, variance: nil,
+                                           invStd: invStd, channels: channels, plane: plane, epsilon: 0, relu: relu))
         }
     }
 
@@ -253,39 +295,49 @@ public enum BatchNorm2d {
     ) {
         withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels + 1) { buf in
             let stats = buf.baseAddress!
-            Parallel.forRanges(channels, work: 2 * batch * channels * plane) { r in
-                for c in r {
-                    let mu = mean[c]
-                    var sumDy = 0.0, sumDyXc = 0.0
-                    for n in 0..<batch {
-                        let o = (n * channels + c) * plane
-                        var s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0), t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0)
-                        if let y = reluOutput.map({ $0 + o }) {
-                            let dx = dInput + o
-                            reluGate(dx, dOutput + o, y, plane)
-                            sums(UnsafePointer(dx), input + o, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
-                        } else {
-                            sums(dOutput + o, input + o, plane, mu, &s0, &s1, &s2, &s3, &t0, &t1, &t2, &t3)
-                        }
-                        sumDy += Double((s0 + s1) + (s2 + s3)); sumDyXc += Double((t0 + t1) + (t2 + t3))
-                    }
-                    dGamma[c] += T(sumDyXc * Double(invStd[c]))
-                    dBeta[c] += T(sumDy)
-                    stats[c] = sumDy; stats[channels + c] = sumDyXc
-                }
-            }
+            Parallel.forRanges(channels, work: 2 * batch * channels * plane,
+                               ReplicaGradientSums(stats: stats, dGamma: dGamma, dBeta: dBeta, dInput: dInput, dOutput: dOutput, input: input,
+                                                   mean: mean, invStd: invStd, reluOutput: reluOutput, batch: batch, channels: channels, plane: plane))
             stats[2 * channels] = Double(batch * plane)
             reduce(stats, 2 * channels + 1)
-            let total = stats[2 * channels]
-            Parallel.forRanges(channels, work: batch * channels * plane) { r in
-                for c in r {
-                    let mu = mean[c], inv = invStd[c], k = gamma[c] * inv
-                    let a = k * T(stats[channels + c] * Double(inv) / total) * inv, b = k * T(stats[c] / total)
-                    for n in 0..<batch {
-                        let o = (n * channels + c) * plane
-                        inputGradient(dInput + o, reluOutput == nil ? dOutput + o : UnsafePointer(dInput + o), input + o, plane, k, b, mu, a)
-                    }
+            Parallel.forRanges(channels, work: batch * channels * plane,
+                               TrainingBackward(dInput: dInput, dGamma: dGamma, dBeta: dBeta, dOutput: dOutput, input: input, gamma: gamma,
+                                                mean: mean, invStd: invStd, reluOutput: reluOutput, stats: stats, total: stats[2 * channels],
+                                                batch: batch, channels: channels, plane: plane))
+        }
+    }
+
+    /// Per channel of `channels`: stats[c] = Σ x (mean nil) or Σ (x − mean[c])², each plane in T
+    /// (eight partial sums), totalled in Double.
+    struct ChannelSums<T: GEMMScalar>: ParallelLoop {
+        let stats: UnsafeMutablePointer<Double>, input: UnsafePointer<T>, mean: UnsafePointer<T>?
+        let batch: Int, channels: Int, plane: Int
+        func run(_ range: Range<Int>, worker: Int) {
+            for c in range {
+                var total = 0.0
+                for n in 0..<batch {
+                    let x = input + (n * channels + c) * plane
+                    total += Double(mean.map { Parallel.sumSquares(x, plane, minus: $0[c]) } ?? Parallel.sum(x, plane))
                 }
+                stats[c] = total
+            }
+        }
+    }
+
+    /// This replica's gradient sums per channel of `channels` (`gradientSums`): dGamma, dBeta
+    /// added, Σ dy → stats[c] and Σ dy·(x − μ) → stats[channels + c] for the reduction.
+    struct ReplicaGradientSums<T: GEMMScalar>: ParallelLoop {
+        let stats: UnsafeMutablePointer<Double>, dGamma: UnsafeMutablePointer<T>, dBeta: UnsafeMutablePointer<T>
+        let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, input: UnsafePointer<T>
+        let mean: UnsafePointer<T>, invStd: UnsafePointer<T>, reluOutput: UnsafePointer<T>?
+        let batch: Int, channels: Int, plane: Int
+        func run(_ range: Range<Int>, worker: Int) {
+            for c in range {
+                let (sumDy, sumDyXc) = gradientSums(dInput: dInput, dOutput: dOutput, input: input, reluOutput: reluOutput,
+                                                    mu: mean[c], channel: c, batch: batch, channels: channels, plane: plane)
+                dGamma[c] += T(sumDyXc * Double(invStd[c]))
+                dBeta[c] += T(sumDy)
+                stats[c] = sumDy; stats[channels + c] = sumDyXc
             }
         }
     }

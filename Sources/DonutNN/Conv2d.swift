@@ -113,26 +113,36 @@ public enum Conv2d {
                           scale: scale, shift: shift, relu: relu, pooled: pooled)
             return
         }
-        let plane = s.outHeight * s.outWidth, g = chunkSize(s), perWorker = workerScratch(s)
-        let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
-        serialBLAS {
-            Parallel.forWorkers(chunkCount(s), workers: workerCount(s)) { worker, chunks in
-                let cols = columns + worker * perWorker, chunkBlock = cols + g * plane * s.patchSize
-                for chunk in chunks {
-                    let n0 = chunk * g, count = min(g, s.batch - n0), width = count * plane
-                    for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
-                    // One image without pooling: the GEMM block is the image's NCHW output itself.
-                    let block = count == 1 && pooled == nil ? output + n0 * outImage : chunkBlock
-                    T.gemm(transA: false, transB: false, m: s.outChannels, n: width, k: s.patchSize,
-                           alpha: 1, a: weight, lda: s.patchSize, b: cols, ldb: width, beta: 0, c: block, ldc: width)
-                    // Scatter (outC, G·plane) → NCHW with the epilogue, plane by plane. With pooling,
-                    // the epilogue runs in place in the block and the pool reads it back.
-                    for j in 0..<count {
-                        for oc in 0..<s.outChannels {
-                            let src = block + oc * width + j * plane, image = (n0 + j) * s.outChannels + oc
-                            finishPlane(pooled == nil ? output + image * plane : src, UnsafePointer(src), channel: oc, bias: bias,
-                                        scale: scale, shift: shift, relu: relu, pooled: pooled.map { $0 + image * (s.outHeight / 2) * (s.outWidth / 2) }, s)
-                        }
+        let loop = ForwardChunks(output: output, input: input, weight: weight, bias: bias, columns: columns, shape: s,
+                                 scale: scale, shift: shift, relu: relu, pooled: pooled)
+        serialBLAS { Parallel.forWorkers(chunkCount(s), workers: workerCount(s), loop) }
+    }
+
+    /// `forward` on a worker's run of chunks: im2col of the chunk's images into the worker's
+    /// columns, one GEMM, then the epilogue scatters the block to NCHW.
+    struct ForwardChunks<T: GEMMScalar>: ParallelLoop {
+        let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?
+        let columns: UnsafeMutablePointer<T>, shape: Conv2dShape
+        let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
+
+        func run(_ chunks: Range<Int>, worker: Int) {
+            let s = shape, plane = s.outHeight * s.outWidth, g = chunkSize(s)
+            let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
+            let cols = columns + worker * workerScratch(s), chunkBlock = cols + g * plane * s.patchSize
+            for chunk in chunks {
+                let n0 = chunk * g, count = min(g, s.batch - n0), width = count * plane
+                for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
+                // One image without pooling: the GEMM block is the image's NCHW output itself.
+                let block = count == 1 && pooled == nil ? output + n0 * outImage : chunkBlock
+                T.gemm(transA: false, transB: false, m: s.outChannels, n: width, k: s.patchSize,
+                       alpha: 1, a: weight, lda: s.patchSize, b: cols, ldb: width, beta: 0, c: block, ldc: width)
+                // Scatter (outC, G·plane) → NCHW with the epilogue, plane by plane. With pooling,
+                // the epilogue runs in place in the block and the pool reads it back.
+                for j in 0..<count {
+                    for oc in 0..<s.outChannels {
+                        let src = block + oc * width + j * plane, image = (n0 + j) * s.outChannels + oc
+                        finishPlane(pooled == nil ? output + image * plane : src, UnsafePointer(src), channel: oc, bias: bias,
+                                    scale: scale, shift: shift, relu: relu, pooled: pooled.map { $0 + image * (s.outHeight / 2) * (s.outWidth / 2) }, s)
                     }
                 }
             }
@@ -207,66 +217,81 @@ public enum Conv2d {
         dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
         columns: UnsafeMutablePointer<T>, shape s: Conv2dShape
     ) {
-        let plane = s.outHeight * s.outWidth, g = chunkSize(s), perWorker = workerScratch(s)
-        let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
-        let chunkCount = chunkCount(s), workers = workerCount(s), weightCount = s.weightCount
-        let partials = columns + workers * perWorker
-        if let dBias {
-            // Per channel: each plane summed in T (eight partial sums), planes totalled in Double.
-            Parallel.forRanges(s.outChannels, work: s.outputCount) { r in
-                for oc in r {
-                    var total = 0.0
-                    for n in 0..<s.batch { total += Double(Parallel.sum(dOutput + n * outImage + oc * plane, plane)) }
-                    dBias[oc] += T(total)
-                }
-            }
-        }
+        let partials = columns + workerCount(s) * workerScratch(s)
+        if let dBias { Parallel.forRanges(s.outChannels, work: s.outputCount, BiasGradient(dBias: dBias, dOutput: dOutput, shape: s)) }
         if usesDirect(s) {
             backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s)
             return
         }
-        serialBLAS {
-            Parallel.forWorkers(chunkCount, workers: workers) { worker, chunks in
-                let cols = columns + worker * perWorker, chunkBlock = cols + g * plane * s.patchSize
-                for chunk in chunks {
-                    let n0 = chunk * g, count = min(g, s.batch - n0), width = count * plane
-                    // dY of the chunk as (outC, G·plane), the GEMM's layout (one image: dOutput itself).
-                    var block = dOutput + n0 * outImage
-                    if count > 1 {
-                        for j in 0..<count {
-                            let dy = dOutput + (n0 + j) * outImage
-                            for oc in 0..<s.outChannels { (chunkBlock + oc * width + j * plane).update(from: dy + oc * plane, count: plane) }
-                        }
-                        block = UnsafePointer(chunkBlock)
+        let loop = BackwardChunks(dInput: dInput, partials: partials, dOutput: dOutput, input: input, weight: weight, columns: columns, shape: s)
+        serialBLAS { Parallel.forWorkers(chunkCount(s), workers: workerCount(s), loop) }
+        addPartials(dWeight, partials, count: s.weightCount, partials: chunkCount(s))
+    }
+
+    /// dBias[oc] += Σ_{n, oy, ox} dOutput[n, oc, oy, ox] for channels `channels`: each plane summed
+    /// in T (eight partial sums), planes totalled in Double.
+    struct BiasGradient<T: GEMMScalar>: ParallelLoop {
+        let dBias: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, shape: Conv2dShape
+        func run(_ channels: Range<Int>, worker: Int) {
+            let plane = shape.outHeight * shape.outWidth, outImage = shape.outChannels * plane
+            for oc in channels {
+                var total = 0.0
+                for n in 0..<shape.batch { total += Double(Parallel.sum(dOutput + n * outImage + oc * plane, plane)) }
+                dBias[oc] += T(total)
+            }
+        }
+    }
+
+    /// `backward` (GEMM path) on a worker's run of chunks: the chunk's weight-gradient partial
+    /// (beta 0) and, unless first layer, its input gradient by col2im.
+    struct BackwardChunks<T: GEMMScalar>: ParallelLoop {
+        let dInput: UnsafeMutablePointer<T>?, partials: UnsafeMutablePointer<T>
+        let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>
+        let columns: UnsafeMutablePointer<T>, shape: Conv2dShape
+
+        func run(_ chunks: Range<Int>, worker: Int) {
+            let s = shape, plane = s.outHeight * s.outWidth, g = chunkSize(s)
+            let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
+            let cols = columns + worker * workerScratch(s), chunkBlock = cols + g * plane * s.patchSize
+            for chunk in chunks {
+                let n0 = chunk * g, count = min(g, s.batch - n0), width = count * plane
+                // dY of the chunk as (outC, G·plane), the GEMM's layout (one image: dOutput itself).
+                var block = dOutput + n0 * outImage
+                if count > 1 {
+                    for j in 0..<count {
+                        let dy = dOutput + (n0 + j) * outImage
+                        for oc in 0..<s.outChannels { (chunkBlock + oc * width + j * plane).update(from: dy + oc * plane, count: plane) }
                     }
-                    for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
-                    // dW partial (outC, patch) = dY (outC, G·plane) · colsᵀ (G·plane, patch)
-                    T.gemm(transA: false, transB: true, m: s.outChannels, n: s.patchSize, k: width,
-                           alpha: 1, a: block, lda: width, b: cols, ldb: width, beta: 0,
-                           c: partials + chunk * weightCount, ldc: s.patchSize)
-                    if let dInput {
-                        // dCols (patch, G·plane) = Wᵀ (patch, outC) · dY (outC, G·plane), then col2im per image.
-                        T.gemm(transA: true, transB: false, m: s.patchSize, n: width, k: s.outChannels,
-                               alpha: 1, a: weight, lda: s.patchSize, b: block, ldb: width, beta: 0, c: cols, ldc: width)
-                        for j in 0..<count {
-                            let dx = dInput + (n0 + j) * inImage
-                            dx.update(repeating: 0, count: inImage)
-                            col2im(dx, cols + j * plane, s, rowStride: width)
-                        }
-                    }
+                    block = UnsafePointer(chunkBlock)
+                }
+                for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
+                // dW partial (outC, patch) = dY (outC, G·plane) · colsᵀ (G·plane, patch)
+                T.gemm(transA: false, transB: true, m: s.outChannels, n: s.patchSize, k: width,
+                       alpha: 1, a: block, lda: width, b: cols, ldb: width, beta: 0,
+                       c: partials + chunk * s.weightCount, ldc: s.patchSize)
+                if let dInput {
+                    // dCols (patch, G·plane) = Wᵀ (patch, outC) · dY (outC, G·plane), then col2im per image.
+                    T.gemm(transA: true, transB: false, m: s.patchSize, n: width, k: s.outChannels,
+                           alpha: 1, a: weight, lda: s.patchSize, b: block, ldb: width, beta: 0, c: cols, ldc: width)
+                    for j in 0..<count { col2im(dInput + (n0 + j) * inImage, cols + j * plane, s, rowStride: width) }
                 }
             }
         }
-        addPartials(dWeight, partials, count: weightCount, partials: chunkCount)
     }
 
     /// total[i] += Σ_c partials[c·count + i], the partials added in order c = 0, 1, … (the
     /// deterministic reduction of per-chunk gradients), parallel over i.
     static func addPartials<T: GEMMScalar>(_ total: UnsafeMutablePointer<T>, _ partials: UnsafePointer<T>, count: Int, partials n: Int) {
-        Parallel.forRanges(count, work: n * count) { r in
-            for c in 0..<n {
+        Parallel.forRanges(count, work: n * count, AddPartials(total: total, partials: partials, count: count, partialCount: n))
+    }
+
+    /// `addPartials` on elements `items`.
+    struct AddPartials<T: GEMMScalar>: ParallelLoop {
+        let total: UnsafeMutablePointer<T>, partials: UnsafePointer<T>, count: Int, partialCount: Int
+        func run(_ items: Range<Int>, worker: Int) {
+            for c in 0..<partialCount {
                 let p = partials + c * count
-                for i in r { total[i] += p[i] }
+                for i in items { total[i] += p[i] }
             }
         }
     }
@@ -343,16 +368,18 @@ public enum Conv2d {
         }
     }
 
-    /// The adjoint of `im2colSameSize`: the wrapped-around entries of each tap's row (which
-    /// copied a neighbouring row's pixel) are zeroed, then the row is added to dx shifted back,
-    /// one contiguous loop.
+    /// The adjoint of `im2colSameSize`, **writing** dx: the centre tap (no shift, nothing
+    /// wrapped) is copied, then each other tap's row, its wrapped-around entries (which copied a
+    /// neighbouring row's pixel) zeroed, is added shifted back, one contiguous loop.
     static func col2imSameSize<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafeMutablePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
-        let h = s.height, w = s.width, n = h * w
+        let h = s.height, w = s.width, n = h * w, taps = s.kernelH * s.kernelW
+        let centre = s.padding * s.kernelW + s.padding
         for ic in 0..<s.inChannels {
             let dxc = dx + ic * n
+            dxc.update(from: columns + (ic * taps + centre) * plane, count: n)
             for ky in 0..<s.kernelH {
-                for kx in 0..<s.kernelW {
-                    let row = columns + ((ic * s.kernelH + ky) * s.kernelW + kx) * plane
+                for kx in 0..<s.kernelW where ky * s.kernelW + kx != centre {
+                    let row = columns + (ic * taps + ky * s.kernelW + kx) * plane
                     let ddx = kx - s.padding, shift = (ky - s.padding) * w + ddx
                     if ddx < 0 {
                         for oy in 0..<h { (row + oy * w).update(repeating: 0, count: -ddx) }
@@ -367,15 +394,16 @@ public enum Conv2d {
         }
     }
 
-    /// The adjoint of `im2col`: dx[ic, iy, ix] += every columns entry that copied x[ic, iy, ix].
-    /// One image, rows `rowStride` apart.
-    /// The columns are scratch: the same-size path zeroes their wrapped-around entries.
+    /// The adjoint of `im2col`, **writing** dx (one image): dx[ic, iy, ix] = Σ of every columns
+    /// entry that copied x[ic, iy, ix]. Rows `rowStride` apart. The columns are scratch: the
+    /// same-size path zeroes their wrapped-around entries.
     static func col2im<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ columns: UnsafeMutablePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
         let oh = s.outHeight, ow = s.outWidth
         if s.isSameSizeStride1 {
             col2imSameSize(dx, columns, s, rowStride: plane)
             return
         }
+        dx.update(repeating: 0, count: s.inChannels * s.height * s.width)
         for ic in 0..<s.inChannels {
             let dxc = dx + ic * s.height * s.width
             for ky in 0..<s.kernelH {
@@ -478,19 +506,23 @@ enum FloatKernels {
             let bottom = UnsafeRawPointer(input + row1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
             let i0 = lanes &+ Int32(truncatingIfNeeded: row0 + 2 * ox), i1 = lanes &+ Int32(truncatingIfNeeded: row1 + 2 * ox)
             var m = top.evenHalf, index = i0
-            @inline(__always) func consider(_ v: SIMD8<Float>, _ i: SIMD8<Int32>) {
-                let take = (v .> m) .| ((v .!= v) .& (m .== m))
-                m.replace(with: v, where: take)
-                index.replace(with: i, where: take)
-            }
-            consider(top.oddHalf, i0 &+ 1)
-            consider(bottom.evenHalf, i1)
-            consider(bottom.oddHalf, i1 &+ 1)
+            considerMax(top.oddHalf, i0 &+ 1, &m, &index)
+            considerMax(bottom.evenHalf, i1, &m, &index)
+            considerMax(bottom.oddHalf, i1 &+ 1, &m, &index)
             UnsafeMutableRawPointer(d + ox).storeBytes(of: m, as: SIMD8<Float>.self)
             UnsafeMutableRawPointer(argmax + ox).storeBytes(of: index, as: SIMD8<Int32>.self)
             ox += 8
         }
         return ox
+    }
+
+    /// Lanes where v beats the running maximum m (greater, or NaN over a number) take v and its index i.
+    /// (Not a local function capturing m: debug builds box captured variables, one allocation each.)
+    @inline(__always)
+    static func considerMax(_ v: SIMD8<Float>, _ i: SIMD8<Int32>, _ m: inout SIMD8<Float>, _ index: inout SIMD8<Int32>) {
+        let take = (v .> m) .| ((v .!= v) .& (m .== m))
+        m.replace(with: v, where: take)
+        index.replace(with: i, where: take)
     }
 
     /// d[ox] = max(r0[2ox], r0[2ox + 1], r1[2ox], r1[2ox + 1]) for ox < `outputs` in blocks of 8

@@ -46,14 +46,17 @@ extension Conv2d {
         }
     }
 
-    /// y (yh, yw) += Σ_{ky < kh, kx < kw} w[ky·kw + kx] · x[oy + ky, ox + kx]: the "valid" stencil of
+    /// y (yh, yw) += Σ_{ky < kh, kx < kw} w[ky·kw + kx] · x[oy + ky, ox + kx] (= when not
+    /// `accumulate`: the first input plane of a sum needs no zeroed output): the "valid" stencil of
     /// a zero-padded plane x, rows `xw` apart (yh = its height − kh + 1). The forward conv of one
     /// (output, input) plane pair runs it on the input padded by `padding`; its adjoint (the input
     /// gradient) on dy padded by k − 1 − padding with the kernel rotated (`flipped`). Every
     /// pixel takes the 8-wide SIMD loop (scalar tail); 3×3 kernels do all nine taps in one pass.
     @inline(__always)
     static func stencil<T: GEMMScalar>(_ y: UnsafeMutablePointer<T>, _ yh: Int, _ yw: Int, _ x: UnsafePointer<T>, _ xw: Int,
-                                       _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int) {
+                                       _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int, accumulate: Bool = true) {
+        if !accumulate && !(kh == 3 && kw == 3) { y.update(repeating: 0, count: yh * yw) }
+        let fresh = !accumulate && kh == 3 && kw == 3
         for oy in 0..<yh {
             let dst = y + oy * yw, top = x + oy * xw
             if kh == 3 && kw == 3 {
@@ -64,7 +67,7 @@ extension Conv2d {
                 let v6 = SIMD8<T>(repeating: w6), v7 = SIMD8<T>(repeating: w7), v8 = SIMD8<T>(repeating: w8)
                 var ox = 0
                 while ox + 8 <= yw {
-                    var acc: SIMD8<T> = load8(dst + ox)
+                    var acc: SIMD8<T> = fresh ? .zero : load8(dst + ox)
                     acc += v0 * load8(r0 + ox); acc += v1 * load8(r0 + ox + 1); acc += v2 * load8(r0 + ox + 2)
                     acc += v3 * load8(r1 + ox); acc += v4 * load8(r1 + ox + 1); acc += v5 * load8(r1 + ox + 2)
                     acc += v6 * load8(r2 + ox); acc += v7 * load8(r2 + ox + 1); acc += v8 * load8(r2 + ox + 2)
@@ -72,7 +75,7 @@ extension Conv2d {
                     ox += 8
                 }
                 while ox < yw {
-                    var acc: T = dst[ox]
+                    var acc: T = fresh ? 0 : dst[ox]
                     acc += w0 * r0[ox]; acc += w1 * r0[ox + 1]; acc += w2 * r0[ox + 2]
                     acc += w3 * r1[ox]; acc += w4 * r1[ox + 1]; acc += w5 * r1[ox + 2]
                     acc += w6 * r2[ox]; acc += w7 * r2[ox + 1]; acc += w8 * r2[ox + 2]
@@ -98,21 +101,52 @@ extension Conv2d {
         for i in 0..<count { into[i] = w[count - 1 - i] }
     }
 
-    /// g[ky, kx] += Σ_{oy, ox} dy[oy, ox] · x[oy + ky − padding, ox + kx − padding]: the weight
-    /// gradient of one (output plane, input plane) pair; each row a dot product with SIMD partial sums.
+    /// g[ky·kw + kx] = Σ_{oy < yh, ox < yw} dy[oy, ox] · xp[oy + ky, ox + kx] (written): the weight
+    /// gradient of one (output plane, input plane) pair, xp the input zero-padded as in the forward
+    /// (rows `xw` apart). 3×3 kernels take all nine taps in one pass over dy (nine 8-lane partial
+    /// sums, each dy vector loaded once); other kernels one tap at a time (`dot` per row).
     @inline(__always)
-    static func addStencilGradient<T: GEMMScalar>(_ g: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ x: UnsafePointer<T>, _ s: Conv2dShape) {
-        for ky in 0..<s.kernelH {
-            let (yLo, yHi) = validRange(offset: ky - s.padding, stride: 1, size: s.height, count: s.outHeight)
-            for kx in 0..<s.kernelW {
-                let (xLo, xHi) = validRange(offset: kx - s.padding, stride: 1, size: s.width, count: s.outWidth)
+    static func stencilGradient<T: GEMMScalar>(_ g: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ yh: Int, _ yw: Int,
+                                               _ xp: UnsafePointer<T>, _ xw: Int, _ kh: Int, _ kw: Int) {
+        guard kh == 3 && kw == 3 else {
+            for t in 0..<(kh * kw) {
                 var total = T(0)
-                for oy in yLo..<yHi {
-                    total += dot(dy + oy * s.outWidth + xLo, x + (oy - s.padding + ky) * s.width + (kx - s.padding) + xLo, xHi - xLo)
-                }
-                g[ky * s.kernelW + kx] += total
+                for oy in 0..<yh { total += dot(dy + oy * yw, xp + (oy + t / kw) * xw + t % kw, yw) }
+                g[t] = total
+            }
+            return
+        }
+        var a0 = SIMD8<T>.zero, a1 = SIMD8<T>.zero, a2 = SIMD8<T>.zero, a3 = SIMD8<T>.zero, a4 = SIMD8<T>.zero
+        var a5 = SIMD8<T>.zero, a6 = SIMD8<T>.zero, a7 = SIMD8<T>.zero, a8 = SIMD8<T>.zero
+        var t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0), t4 = T(0), t5 = T(0), t6 = T(0), t7 = T(0), t8 = T(0)
+        for oy in 0..<yh {
+            let d = dy + oy * yw, r0 = xp + oy * xw, r1 = r0 + xw, r2 = r1 + xw
+            var ox = 0
+            while ox + 8 <= yw {
+                let v: SIMD8<T> = load8(d + ox)
+                a0 += v * load8(r0 + ox); a1 += v * load8(r0 + ox + 1); a2 += v * load8(r0 + ox + 2)
+                a3 += v * load8(r1 + ox); a4 += v * load8(r1 + ox + 1); a5 += v * load8(r1 + ox + 2)
+                a6 += v * load8(r2 + ox); a7 += v * load8(r2 + ox + 1); a8 += v * load8(r2 + ox + 2)
+                ox += 8
+            }
+            while ox < yw {
+                let v = d[ox]
+                t0 += v * r0[ox]; t1 += v * r0[ox + 1]; t2 += v * r0[ox + 2]
+                t3 += v * r1[ox]; t4 += v * r1[ox + 1]; t5 += v * r1[ox + 2]
+                t6 += v * r2[ox]; t7 += v * r2[ox + 1]; t8 += v * r2[ox + 2]
+                ox += 1
             }
         }
+        g[0] = lanes(a0) + t0; g[1] = lanes(a1) + t1; g[2] = lanes(a2) + t2
+        g[3] = lanes(a3) + t3; g[4] = lanes(a4) + t4; g[5] = lanes(a5) + t5
+        g[6] = lanes(a6) + t6; g[7] = lanes(a7) + t7; g[8] = lanes(a8) + t8
+    }
+
+    /// The sum of v's eight lanes, added pairwise.
+    @inline(__always)
+    static func lanes<T: GEMMScalar>(_ v: SIMD8<T>) -> T {
+        let h = v.lowHalf + v.highHalf, q = h.lowHalf + h.highHalf
+        return q[0] + q[1]
     }
 
     /// Σ a[i]·b[i] over 0..<n: eight-lane SIMD partial sums, lanes added pairwise at the end.
@@ -123,8 +157,7 @@ extension Conv2d {
         while i + 8 <= n { acc += load8(a + i) * load8(b + i); i += 8 }
         var tail = T(0)
         while i < n { tail += a[i] * b[i]; i += 1 }
-        let h = acc.lowHalf + acc.highHalf, q = h.lowHalf + h.highHalf
-        return (q[0] + q[1]) + tail
+        return lanes(acc) + tail
     }
 
     /// `forward` on the direct path (same contract), parallel over images: each image's input
@@ -135,11 +168,22 @@ extension Conv2d {
         scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape,
         scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
     ) {
-        let plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
-        let ph = s.height + 2 * s.padding, pw = s.width + 2 * s.padding, padded = ph * pw
-        let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2), perWorker = directWorkerScratch(s)
-        Parallel.forWorkers(s.batch, workers: directWorkers(s)) { worker, images in
-            let xp = scratch + worker * perWorker, full = xp + s.inChannels * padded
+        Parallel.forWorkers(s.batch, workers: directWorkers(s),
+                            DirectForward(output: output, input: input, weight: weight, bias: bias, scratch: scratch, shape: s,
+                                          scale: scale, shift: shift, relu: relu, pooled: pooled))
+    }
+
+    /// `forwardDirect` on a worker's run of images.
+    struct DirectForward<T: GEMMScalar>: ParallelLoop {
+        let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?
+        let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
+        let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
+
+        func run(_ images: Range<Int>, worker: Int) {
+            let s = shape, plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
+            let pw = s.width + 2 * s.padding, padded = (s.height + 2 * s.padding) * pw
+            let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2)
+            let xp = scratch + worker * directWorkerScratch(s), full = xp + s.inChannels * padded
             for n in images {
                 for ic in 0..<s.inChannels {
                     padPlane(xp + ic * padded, input + (n * s.inChannels + ic) * inPlane, s.height, s.width, padY: s.padding, padX: s.padding)
@@ -148,9 +192,9 @@ extension Conv2d {
                     let q = n * s.outChannels + oc
                     // With pooling, the full-size plane lives only in this worker's scratch.
                     let y = pooled == nil ? output + q * plane : full
-                    y.update(repeating: 0, count: plane)
                     for ic in 0..<s.inChannels {
-                        stencil(y, s.outHeight, s.outWidth, xp + ic * padded, pw, weight + (oc * s.inChannels + ic) * taps, s.kernelH, s.kernelW)
+                        stencil(y, s.outHeight, s.outWidth, xp + ic * padded, pw, weight + (oc * s.inChannels + ic) * taps,
+                                s.kernelH, s.kernelW, accumulate: ic > 0)
                     }
                     finishPlane(y, UnsafePointer(y), channel: oc, bias: bias, scale: scale, shift: shift, relu: relu,
                                 pooled: pooled.map { $0 + q * pooledPlane }, s)
@@ -159,50 +203,65 @@ extension Conv2d {
         }
     }
 
-    /// `backward` on the direct path without the bias gradient (same contract otherwise): input
-    /// gradients parallel over input planes, weight gradients one partial per image.
+    /// `backward` on the direct path without the bias gradient (same contract otherwise), parallel
+    /// over images: input gradients by the adjoint stencil, weight gradients one partial per
+    /// image (summed in image order).
     static func backwardDirect<T: GEMMScalar>(
         dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>,
         dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
         scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape
     ) {
-        let plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
-        let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2), perWorker = directWorkerScratch(s), partials = scratch + directWorkers(s) * perWorker
-        if let dInput {
+        let taps = s.kernelH * s.kernelW
+        let partials = scratch + directWorkers(s) * directWorkerScratch(s), flips = partials + s.batch * s.weightCount
+        if dInput != nil {
             // Rotated kernels, (outC, inC, kH, kW) each flipped in place order: the adjoint stencil's.
-            let flips = partials + s.batch * s.weightCount
             for k in 0..<(s.outChannels * s.inChannels) { flipped(weight + k * taps, count: taps, into: flips + k * taps) }
-            let qy = s.kernelH - 1 - s.padding, qx = s.kernelW - 1 - s.padding
-            let ph = s.outHeight + 2 * qy, pw = s.outWidth + 2 * qx, padded = ph * pw
-            Parallel.forWorkers(s.batch, workers: directWorkers(s)) { worker, images in
-                let dyp = scratch + worker * perWorker
-                for n in images {
-                    for oc in 0..<s.outChannels {
-                        padPlane(dyp + oc * padded, dOutput + (n * s.outChannels + oc) * plane, s.outHeight, s.outWidth, padY: qy, padX: qx)
-                    }
-                    for ic in 0..<s.inChannels {
-                        let dx = dInput + (n * s.inChannels + ic) * inPlane
-                        dx.update(repeating: 0, count: inPlane)
-                        for oc in 0..<s.outChannels {
-                            stencil(dx, s.height, s.width, dyp + oc * padded, pw, flips + (oc * s.inChannels + ic) * taps, s.kernelH, s.kernelW)
-                        }
-                    }
-                }
-            }
         }
-        Parallel.forWorkers(s.batch, workers: directWorkers(s)) { _, range in
-            for n in range {
+        Parallel.forWorkers(s.batch, workers: directWorkers(s),
+                            DirectBackward(dInput: dInput, partials: partials, dOutput: dOutput, input: input, flips: flips,
+                                           scratch: scratch, shape: s))
+        addPartials(dWeight, partials, count: s.weightCount, partials: s.batch)
+    }
+
+    /// `backwardDirect` on a worker's run of images: per image, the weight-gradient partial from
+    /// the input padded as in the forward, then (unless first layer) the input gradient, each
+    /// input plane the sum of the rotated-kernel stencils of the output-gradient planes padded by
+    /// k − 1 − padding.
+    struct DirectBackward<T: GEMMScalar>: ParallelLoop {
+        let dInput: UnsafeMutablePointer<T>?, partials: UnsafeMutablePointer<T>
+        let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, flips: UnsafePointer<T>
+        let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
+
+        func run(_ images: Range<Int>, worker: Int) {
+            let s = shape, plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
+            let work = scratch + worker * directWorkerScratch(s)
+            let xw = s.width + 2 * s.padding, xPadded = (s.height + 2 * s.padding) * xw
+            let qy = s.kernelH - 1 - s.padding, qx = s.kernelW - 1 - s.padding
+            let dyw = s.outWidth + 2 * qx, dyPadded = (s.outHeight + 2 * qy) * dyw
+            for n in images {
+                for ic in 0..<s.inChannels {
+                    padPlane(work + ic * xPadded, input + (n * s.inChannels + ic) * inPlane, s.height, s.width, padY: s.padding, padX: s.padding)
+                }
                 let g = partials + n * s.weightCount
-                g.update(repeating: 0, count: s.weightCount)
                 for oc in 0..<s.outChannels {
                     for ic in 0..<s.inChannels {
-                        addStencilGradient(g + (oc * s.inChannels + ic) * taps, dOutput + (n * s.outChannels + oc) * plane,
-                                           input + (n * s.inChannels + ic) * inPlane, s)
+                        stencilGradient(g + (oc * s.inChannels + ic) * taps, dOutput + (n * s.outChannels + oc) * plane,
+                                        s.outHeight, s.outWidth, work + ic * xPadded, xw, s.kernelH, s.kernelW)
+                    }
+                }
+                guard let dInput else { continue }
+                for oc in 0..<s.outChannels {
+                    padPlane(work + oc * dyPadded, dOutput + (n * s.outChannels + oc) * plane, s.outHeight, s.outWidth, padY: qy, padX: qx)
+                }
+                for ic in 0..<s.inChannels {
+                    let dx = dInput + (n * s.inChannels + ic) * inPlane
+                    for oc in 0..<s.outChannels {
+                        stencil(dx, s.height, s.width, work + oc * dyPadded, dyw, flips + (oc * s.inChannels + ic) * taps,
+                                s.kernelH, s.kernelW, accumulate: oc > 0)
                     }
                 }
             }
         }
-        addPartials(dWeight, partials, count: s.weightCount, partials: s.batch)
     }
 }
 

@@ -289,12 +289,19 @@ public final class DonutNetwork<T: GEMMScalar> {
     public func loadInput(_ frames: UnsafePointer<T>, count: Int) {
         precondition(count == plannedBatch, "batch \(count) differs from the planned \(plannedBatch): call plan(batch:training:) first")
         let np = frameSize * frameSize, x = acts!.encoderInput[0]
-        Parallel.forRanges(count, work: count * np) { frameRange in
+        Parallel.forRanges(count, work: count * np, InputScaling(networkInput: x, frames: frames, pixelCount: np))
+    }
+
+    /// `loadInput` on frames `frames`: x_k = frame_k · n²/Σ frame_k.
+    struct InputScaling: ParallelLoop {
+        let networkInput: UnsafeMutablePointer<T>, frames: UnsafePointer<T>, pixelCount: Int
+        func run(_ frameRange: Range<Int>, worker: Int) {
+            let np = pixelCount
             for k in frameRange {
                 var s = 0.0
                 for i in 0..<np { s += Double(frames[k * np + i]) }
                 let scale = T(Double(np) / s)
-                for i in 0..<np { x[k * np + i] = frames[k * np + i] * scale }
+                for i in 0..<np { networkInput[k * np + i] = frames[k * np + i] * scale }
             }
         }
     }
@@ -350,10 +357,9 @@ public final class DonutNetwork<T: GEMMScalar> {
             let np = frameSize * frameSize
             a.parameters.withUnsafeBufferPointer { params in
                 a.targetSums.withUnsafeBufferPointer { sums in
-                    Parallel.forWorkers(b, workers: physicsShards.count) { i, r in
-                        physicsShards[i].forward(params.baseAddress! + r.lowerBound, count: r.count,
-                                                 targetSums: sums.baseAddress! + r.lowerBound, out: a.physicsOut + r.lowerBound * np)
-                    }
+                    Parallel.forWorkers(b, workers: physicsShards.count,
+                                        PhysicsShardsForward(shards: physicsShards, parameters: params.baseAddress!,
+                                                             targetSums: sums.baseAddress!, output: a.physicsOut, pixelCount: np))
                 }
             }
         }
@@ -378,6 +384,16 @@ public final class DonutNetwork<T: GEMMScalar> {
                     x = UnsafePointer(a.decConv[k])
                 }
             }
+        }
+    }
+
+    /// The physics forward on frames `frames`, by worker `worker`'s own physics layer.
+    struct PhysicsShardsForward: ParallelLoop {
+        let shards: [PhysicsLayer<T>], parameters: UnsafePointer<FrameParameters>, targetSums: UnsafePointer<Double>
+        let output: UnsafeMutablePointer<T>, pixelCount: Int
+        func run(_ frames: Range<Int>, worker: Int) {
+            shards[worker].forward(parameters + frames.lowerBound, count: frames.count,
+                                   targetSums: targetSums + frames.lowerBound, out: output + frames.lowerBound * pixelCount)
         }
     }
 
@@ -499,9 +515,16 @@ public final class DonutNetwork<T: GEMMScalar> {
     public func backwardPhysics(upstream: UnsafePointer<T>, gradients: UnsafeMutablePointer<Double>) {
         let b = acts!.batch, np = frameSize * frameSize
         serialBLAS {
-            Parallel.forWorkers(b, workers: physicsShards.count) { i, r in
-                physicsShards[i].backward(upstream: upstream + r.lowerBound * np, gradients: gradients + 4 * r.lowerBound)
-            }
+            Parallel.forWorkers(b, workers: physicsShards.count,
+                                PhysicsShardsBackward(shards: physicsShards, upstream: upstream, gradients: gradients, pixelCount: np))
+        }
+    }
+
+    /// `backwardPhysics` on frames `frames`, by the physics layer that ran their forward.
+    struct PhysicsShardsBackward: ParallelLoop {
+        let shards: [PhysicsLayer<T>], upstream: UnsafePointer<T>, gradients: UnsafeMutablePointer<Double>, pixelCount: Int
+        func run(_ frames: Range<Int>, worker: Int) {
+            shards[worker].backward(upstream: upstream + frames.lowerBound * pixelCount, gradients: gradients + 4 * frames.lowerBound)
         }
     }
 

@@ -316,7 +316,10 @@ public final class DonutNetwork<T: GEMMScalar> {
     private func forwardLayers(mode: ForwardMode, rng: inout SplitMix64, physics runPhysics: Bool, decoder runDecoder: Bool) {
         let a = acts!, b = a.batch, p = store.parameters
         var size = frameSize
-        for (k, block) in encoder.enumerated() {
+        // Layers by index, not `for x in array`: iterating an array of structs unspecialised (debug
+        // builds) allocates per element, and the allocation test (AllocationTests) runs in debug.
+        for k in encoder.indices {
+            let block = encoder[k]
             let shape = convShape(block, batch: b, size: size), count = shape.outputCount
             let next = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
             if !mode.batchStatistics && !(mode.dropout && settings.dropout > 0) {
@@ -342,7 +345,8 @@ public final class DonutNetwork<T: GEMMScalar> {
             size /= 2
         }
         var input = UnsafePointer(a.features)
-        for (i, l) in head.enumerated() {
+        for i in head.indices {
+            let l = head[i]
             Linear.forward(output: a.headOut[i], input: input, weight: p + l.weight.offset, bias: p + l.bias.offset,
                            batch: b, inFeatures: l.inFeatures, outFeatures: l.outFeatures)
             if i + 1 < head.count {
@@ -351,7 +355,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             }
         }
         let latent = mapping.latentCount
-        ScaledTanh.forward(output: a.latent, input: a.headOut.last!, count: b * latent)
+        ScaledTanh.forward(output: a.latent, input: a.headOut[head.count - 1], count: b * latent)
         for k in 0..<b { a.parameters[k] = mapping.parameters(a.latent + k * latent) }
         if runPhysics {
             let np = frameSize * frameSize
@@ -369,7 +373,8 @@ public final class DonutNetwork<T: GEMMScalar> {
             ReLU.forward(output: a.decoderInRelu!, input: a.decoderIn!, count: b * d.outFeatures)
             var s = bottleneckSize, x = UnsafePointer(a.decoderInRelu!)
             var bnIndex = 0
-            for (k, block) in decoder.enumerated() {
+            for k in decoder.indices {
+                let block = decoder[k]
                 Upsample2d.forward(output: a.upOut[k], input: x, batch: b, channels: block.inChannels, height: s, width: s)
                 s *= 2
                 let shape = convShape(block, batch: b, size: s)
@@ -473,7 +478,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             for k in 0..<b { mapping.addLatentGradient(a.gradTheta! + 4 * k, parameters: a.parameters[k], into: a.gradLatent! + k * latent) }
         }
         if weights.decoder > 0, decoderInput != nil {
-            let y = a.decConv.last!
+            let y = a.decConv[decoder.count - 1]
             let mae = MAELoss.forward(prediction: y, target: x, count: b * np)
             losses.decoderMAE = mae; losses.total += weights.decoder * mae
             MAELoss.backward(dPrediction: a.gradOutput!, prediction: y, target: x, count: b * np, weight: weights.decoder)

@@ -63,7 +63,9 @@ let package = Package(
 
         // MARK: Tests
         .testTarget(name: "DonutPhysicsTests", dependencies: ["DonutPhysics"]),
-        .testTarget(name: "DonutCoreTests", dependencies: ["DonutCore", "DonutPhysics", "DonutNN"]),
+        /// Counts the test process's heap allocations (replaces malloc & co.): "no allocation in a step".
+        .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
+        .testTarget(name: "DonutCoreTests", dependencies: ["DonutCore", "DonutPhysics", "DonutNN", "CAllocationCounter"]),
         .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI", "DonutNN"]),
         .testTarget(name: "DonutMPITests", dependencies: ["DonutMPI"]),
         /// Every layer's backward against central finite differences in Double; AdamW by hand.

@@ -289,12 +289,19 @@ public final class DonutNetwork<T: GEMMScalar> {
     public func loadInput(_ frames: UnsafePointer<T>, count: Int) {
         precondition(count == plannedBatch, "batch \(count) differs from the planned \(plannedBatch): call plan(batch:training:) first")
         let np = frameSize * frameSize, x = acts!.encoderInput[0]
-        Parallel.forRanges(count, work: count * np) { frameRange in
+        Parallel.forRanges(count, work: count * np, InputScaling(networkInput: x, frames: frames, pixelCount: np))
+    }
+
+    /// `loadInput` on frames `frames`: x_k = frame_k · n²/Σ frame_k.
+    struct InputScaling: ParallelLoop {
+        let networkInput: UnsafeMutablePointer<T>, frames: UnsafePointer<T>, pixelCount: Int
+        func run(_ frameRange: Range<Int>, worker: Int) {
+            let np = pixelCount
             for k in frameRange {
                 var s = 0.0
                 for i in 0..<np { s += Double(frames[k * np + i]) }
                 let scale = T(Double(np) / s)
-                for i in 0..<np { x[k * np + i] = frames[k * np + i] * scale }
+                for i in 0..<np { networkInput[k * np + i] = frames[k * np + i] * scale }
             }
         }
     }
@@ -309,7 +316,10 @@ public final class DonutNetwork<T: GEMMScalar> {
     private func forwardLayers(mode: ForwardMode, rng: inout SplitMix64, physics runPhysics: Bool, decoder runDecoder: Bool) {
         let a = acts!, b = a.batch, p = store.parameters
         var size = frameSize
-        for (k, block) in encoder.enumerated() {
+        // Layers by index, not `for x in array`: iterating an array of structs unspecialised (debug
+        // builds) allocates per element, and the allocation test (AllocationTests) runs in debug.
+        for k in encoder.indices {
+            let block = encoder[k]
             let shape = convShape(block, batch: b, size: size), count = shape.outputCount
             let next = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
             if !mode.batchStatistics && !(mode.dropout && settings.dropout > 0) {
@@ -335,7 +345,8 @@ public final class DonutNetwork<T: GEMMScalar> {
             size /= 2
         }
         var input = UnsafePointer(a.features)
-        for (i, l) in head.enumerated() {
+        for i in head.indices {
+            let l = head[i]
             Linear.forward(output: a.headOut[i], input: input, weight: p + l.weight.offset, bias: p + l.bias.offset,
                            batch: b, inFeatures: l.inFeatures, outFeatures: l.outFeatures)
             if i + 1 < head.count {
@@ -344,16 +355,15 @@ public final class DonutNetwork<T: GEMMScalar> {
             }
         }
         let latent = mapping.latentCount
-        ScaledTanh.forward(output: a.latent, input: a.headOut.last!, count: b * latent)
+        ScaledTanh.forward(output: a.latent, input: a.headOut[head.count - 1], count: b * latent)
         for k in 0..<b { a.parameters[k] = mapping.parameters(a.latent + k * latent) }
         if runPhysics {
             let np = frameSize * frameSize
             a.parameters.withUnsafeBufferPointer { params in
                 a.targetSums.withUnsafeBufferPointer { sums in
-                    Parallel.forWorkers(b, workers: physicsShards.count) { i, r in
-                        physicsShards[i].forward(params.baseAddress! + r.lowerBound, count: r.count,
-                                                 targetSums: sums.baseAddress! + r.lowerBound, out: a.physicsOut + r.lowerBound * np)
-                    }
+                    Parallel.forWorkers(b, workers: physicsShards.count,
+                                        PhysicsShardsForward(shards: physicsShards, parameters: params.baseAddress!,
+                                                             targetSums: sums.baseAddress!, output: a.physicsOut, pixelCount: np))
                 }
             }
         }
@@ -363,7 +373,8 @@ public final class DonutNetwork<T: GEMMScalar> {
             ReLU.forward(output: a.decoderInRelu!, input: a.decoderIn!, count: b * d.outFeatures)
             var s = bottleneckSize, x = UnsafePointer(a.decoderInRelu!)
             var bnIndex = 0
-            for (k, block) in decoder.enumerated() {
+            for k in decoder.indices {
+                let block = decoder[k]
                 Upsample2d.forward(output: a.upOut[k], input: x, batch: b, channels: block.inChannels, height: s, width: s)
                 s *= 2
                 let shape = convShape(block, batch: b, size: s)
@@ -378,6 +389,16 @@ public final class DonutNetwork<T: GEMMScalar> {
                     x = UnsafePointer(a.decConv[k])
                 }
             }
+        }
+    }
+
+    /// The physics forward on frames `frames`, by worker `worker`'s own physics layer.
+    struct PhysicsShardsForward: ParallelLoop {
+        let shards: [PhysicsLayer<T>], parameters: UnsafePointer<FrameParameters>, targetSums: UnsafePointer<Double>
+        let output: UnsafeMutablePointer<T>, pixelCount: Int
+        func run(_ frames: Range<Int>, worker: Int) {
+            shards[worker].forward(parameters + frames.lowerBound, count: frames.count,
+                                   targetSums: targetSums + frames.lowerBound, out: output + frames.lowerBound * pixelCount)
         }
     }
 
@@ -457,7 +478,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             for k in 0..<b { mapping.addLatentGradient(a.gradTheta! + 4 * k, parameters: a.parameters[k], into: a.gradLatent! + k * latent) }
         }
         if weights.decoder > 0, decoderInput != nil {
-            let y = a.decConv.last!
+            let y = a.decConv[decoder.count - 1]
             let mae = MAELoss.forward(prediction: y, target: x, count: b * np)
             losses.decoderMAE = mae; losses.total += weights.decoder * mae
             MAELoss.backward(dPrediction: a.gradOutput!, prediction: y, target: x, count: b * np, weight: weights.decoder)
@@ -499,9 +520,16 @@ public final class DonutNetwork<T: GEMMScalar> {
     public func backwardPhysics(upstream: UnsafePointer<T>, gradients: UnsafeMutablePointer<Double>) {
         let b = acts!.batch, np = frameSize * frameSize
         serialBLAS {
-            Parallel.forWorkers(b, workers: physicsShards.count) { i, r in
-                physicsShards[i].backward(upstream: upstream + r.lowerBound * np, gradients: gradients + 4 * r.lowerBound)
-            }
+            Parallel.forWorkers(b, workers: physicsShards.count,
+                                PhysicsShardsBackward(shards: physicsShards, upstream: upstream, gradients: gradients, pixelCount: np))
+        }
+    }
+
+    /// `backwardPhysics` on frames `frames`, by the physics layer that ran their forward.
+    struct PhysicsShardsBackward: ParallelLoop {
+        let shards: [PhysicsLayer<T>], upstream: UnsafePointer<T>, gradients: UnsafeMutablePointer<Double>, pixelCount: Int
+        func run(_ frames: Range<Int>, worker: Int) {
+            shards[worker].backward(upstream: upstream + frames.lowerBound * pixelCount, gradients: gradients + 4 * frames.lowerBound)
         }
     }
 

@@ -68,16 +68,9 @@ public struct NetworkInference {
                 let physicsOut = network.physicsOutput, scaled = network.input
                 residuals.withUnsafeMutableBufferPointer { r in
                     frames.withUnsafeBufferPointer { f in
-                        Parallel.forRanges(range.count, work: range.count * np) { ks in
-                            for k in ks {
-                                var mae = 0.0, total = 0.0
-                                for j in 0..<np {
-                                    mae += abs(Double(physicsOut[k * np + j] - scaled[k * np + j]))
-                                    total += Double(f[k * np + j])
-                                }
-                                r[k] = mae / Double(np) * total / Double(np)
-                            }
-                        }
+                        Parallel.forRanges(range.count, work: range.count * np,
+                                           PhysicsResidual(residuals: r.baseAddress!, physics: physicsOut, scaled: scaled,
+                                                           frames: f.baseAddress!, pixelCount: np))
                     }
                 }
                 for k in 0..<range.count where usable[k] {
@@ -118,5 +111,23 @@ public struct NetworkInference {
             start = range.upperBound
         }
         return out
+    }
+}
+
+/// `NetworkInference`'s residual of frames `frames`: mean |Î − x| over the n² pixels in the
+/// network's units (x scaled to mean 1), times the frame's mean counts Σ frame/n².
+struct PhysicsResidual: ParallelLoop {
+    let residuals: UnsafeMutablePointer<Double>
+    let physics: UnsafePointer<Float>, scaled: UnsafePointer<Float>, frames: UnsafePointer<Float>, pixelCount: Int
+    func run(_ frameRange: Range<Int>, worker: Int) {
+        let np = pixelCount
+        for k in frameRange {
+            var mae = 0.0, total = 0.0
+            for j in 0..<np {
+                mae += abs(Double(physics[k * np + j] - scaled[k * np + j]))
+                total += Double(frames[k * np + j])
+            }
+            residuals[k] = mae / Double(np) * total / Double(np)
+        }
     }
 }

@@ -140,7 +140,9 @@ public final class Trainer {
     /// Indices of the frames being loaded (scratch, sized once).
     var batchIDs: [Int]
     let pixelCount: Int
-    var firstLosses: [Double] = []
+    /// Sum and count of the first 10 steps' losses: the reference of the divergence test (a
+    /// sum, not an array: appending would allocate inside the first steps).
+    var firstLosses: (sum: Double, count: Int) = (0, 0)
     var pendingLosses: (sum: Double, decoder: Double, physics: Double, count: Int) = (0, 0, 0, 0)
     /// The step's reduction buffer: gradients, [running statistics], loss, decoder MAE, physics MAE, stop.
     var reduceBuffer: [Float]
@@ -251,12 +253,16 @@ public final class Trainer {
                 network.backwardSupervised(labels: $0.baseAddress!, labelScale: training.supervised.labelScale)
             }
         }
-        for t in cancelledBiases { network.store.gradient(t).update(repeating: 0, count: t.count) }
+        // By index: iterating an array of structs unspecialised (debug builds) allocates per element.
+        for i in cancelledBiases.indices {
+            let t = cancelledBiases[i]
+            network.store.gradient(t).update(repeating: 0, count: t.count)
+        }
         stopAgreed = stop
         if parallel.size > 1 { reduce(&losses) }
         guard losses.total.isFinite else { throw TrainingDiverged(step: step, loss: losses.total) }
-        if firstLosses.count < 10 { firstLosses.append(losses.total) }
-        else if losses.total > 100 * firstLosses.reduce(0, +) / Double(firstLosses.count) {
+        if firstLosses.count < 10 { firstLosses.sum += losses.total; firstLosses.count += 1 }
+        else if losses.total > 100 * firstLosses.sum / Double(firstLosses.count) {
             throw TrainingDiverged(step: step, loss: losses.total)
         }
         optimiser.step(network.store)

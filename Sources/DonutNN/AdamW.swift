@@ -31,8 +31,9 @@ public struct AdamW: Sendable, Hashable {
         let b1 = T(beta1), b2 = T(beta2), c1 = T(1 - beta1), c2 = T(1 - beta2), eps = T(epsilon)
         let invSqrtBc2 = T(1 / bc2.squareRoot())
         let p = store.parameters, g = store.gradients, m = store.firstMoments, v = store.secondMoments
-        for run in store.runs {
-            let group = store.groups[run.group]
+        // By index: iterating an array of tuples unspecialised (debug builds) allocates per element.
+        for r in store.runs.indices {
+            let run = store.runs[r], group = store.groups[run.group]
             let decay = T(1 - group.learningRate * group.weightDecay)
             let stepSize = T(group.learningRate / bc1)
             for i in run.offset..<(run.offset + run.count) {

@@ -31,19 +31,9 @@ public enum Dropout {
         let rows = sampleIDs?.count ?? 1
         precondition(count % rows == 0, "dropout: \(count) elements are not \(rows) equal rows")
         let row = count / rows, rowBlocks = (row + blockSize - 1) / blockSize
-        Parallel.forRanges(rows * rowBlocks, work: 4 * count) { r in
-            for q in r {
-                let k = q / rowBlocks, b = q % rowBlocks
-                let id = sampleIDs.map { UInt64($0[k]) } ?? 0
-                var g = SplitMix64.seeded(seed, stream: id << 32 | UInt64(b))
-                let lo = k * row + b * blockSize, hi = k * row + min(row, (b + 1) * blockSize)
-                for i in lo..<hi {
-                    let m = (g.next() >> 11) >= threshold ? keep : T(0)
-                    mask[i] = m
-                    output[i] = input[i] * m
-                }
-            }
-        }
+        Parallel.forRanges(rows * rowBlocks, work: 4 * count,
+                           DropoutForward(output: output, mask: mask, input: input, sampleIDs: sampleIDs, seed: seed,
+                                          threshold: threshold, keep: keep, row: row, rowBlocks: rowBlocks))
     }
 
     /// Eval mode: the identity (output written; a copy unless output and input are the same buffer).
@@ -55,8 +45,38 @@ public enum Dropout {
     /// dInput = dOutput ⊙ mask: **written** (=); may alias dOutput. mask from `forwardTraining`.
     public static func backward<T: GEMMScalar>(dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>,
                                                mask: UnsafePointer<T>, count: Int) {
-        Parallel.forRanges(count, work: count) { r in
-            for i in r { dInput[i] = dOutput[i] * mask[i] }
+        Parallel.forRanges(count, work: count, DropoutBackward(dInput: dInput, dOutput: dOutput, mask: mask))
+    }
+}
+
+/// `Dropout.forwardTraining` on mask blocks `blocks` (block q: row q / rowBlocks, block q % rowBlocks of it).
+struct DropoutForward<T: GEMMScalar>: ParallelLoop {
+    let output: UnsafeMutablePointer<T>, mask: UnsafeMutablePointer<T>, input: UnsafePointer<T>
+    let sampleIDs: [Int]?
+    /// The call's seed, the integer keep threshold ⌈p·2⁵³⌉ and the kept elements' scale 1/(1 − p).
+    let seed: UInt64, threshold: UInt64, keep: T
+    /// Elements per row and mask blocks per row.
+    let row: Int, rowBlocks: Int
+
+    func run(_ blocks: Range<Int>, worker: Int) {
+        for q in blocks {
+            let k = q / rowBlocks, b = q % rowBlocks
+            let id = sampleIDs.map { UInt64($0[k]) } ?? 0
+            var g = SplitMix64.seeded(seed, stream: id << 32 | UInt64(b))
+            let lo = k * row + b * Dropout.blockSize, hi = k * row + min(row, (b + 1) * Dropout.blockSize)
+            for i in lo..<hi {
+                let m = (g.next() >> 11) >= threshold ? keep : T(0)
+                mask[i] = m
+                output[i] = input[i] * m
+            }
         }
+    }
+}
+
+/// `Dropout.backward` on elements `items`.
+struct DropoutBackward<T: GEMMScalar>: ParallelLoop {
+    let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, mask: UnsafePointer<T>
+    func run(_ items: Range<Int>, worker: Int) {
+        for i in items { dInput[i] = dOutput[i] * mask[i] }
     }
 }

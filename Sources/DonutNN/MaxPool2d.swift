@@ -18,49 +18,9 @@ public enum MaxPool2d {
         precondition(batch * channels * height * width <= Int(Int32.max), "argmax indices are Int32")
         let oh = outputSize(height, kernel: kernel, stride: stride), ow = outputSize(width, kernel: kernel, stride: stride)
         // Parallel over (image, channel) planes; 2×2 stride 2 (the network's) has its own loop.
-        Parallel.forRanges(batch * channels, work: batch * channels * height * width) { r in
-            for p in r {
-                let base = p * height * width
-                if kernel == 2 && stride == 2 {
-                    for oy in 0..<oh {
-                        let r0 = base + 2 * oy * width, r1 = r0 + width, o = (p * oh + oy) * ow
-                        var start = 0
-                        if T.self == Float.self {
-                            start = FloatKernels.maxPool2ArgmaxRow(output.float + o, argmax + o, input.float, row0: r0, row1: r1, outputs: ow)
-                        }
-                        for ox in start..<ow {
-                            let i0 = r0 + 2 * ox
-                            var best = i0, bestValue = input[i0]
-                            var i = i0 + 1, v = input[i]
-                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                            i = r1 + 2 * ox; v = input[i]
-                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                            i += 1; v = input[i]
-                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                            output[o + ox] = bestValue
-                            argmax[o + ox] = Int32(truncatingIfNeeded: best)
-                        }
-                    }
-                    continue
-                }
-                for oy in 0..<oh {
-                    for ox in 0..<ow {
-                        var best = base + oy * stride * width + ox * stride
-                        var bestValue = input[best]
-                        for a in 0..<kernel {
-                            let row = base + (oy * stride + a) * width + ox * stride
-                            for b in 0..<kernel {
-                                let v = input[row + b]
-                                if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = row + b }
-                            }
-                        }
-                        let o = (p * oh + oy) * ow + ox
-                        output[o] = bestValue
-                        argmax[o] = Int32(best)
-                    }
-                }
-            }
-        }
+        Parallel.forRanges(batch * channels, work: batch * channels * height * width,
+                           MaxPoolForward(output: output, argmax: argmax, input: input, height: height, width: width,
+                                          kernel: kernel, stride: stride, outHeight: oh, outWidth: ow))
     }
 
     /// dInput[argmax[o]] += dOutput[o] after zeroing: dInput (batch, channels, height, width) is
@@ -72,11 +32,71 @@ public enum MaxPool2d {
         let oh = outputSize(height, kernel: kernel, stride: stride), ow = outputSize(width, kernel: kernel, stride: stride)
         // Each plane's maxima lie in that plane: zero and scatter plane by plane, in parallel.
         let inPlane = height * width, outPlane = oh * ow
-        Parallel.forRanges(batch * channels, work: batch * channels * inPlane) { r in
-            for p in r {
-                (dInput + p * inPlane).update(repeating: 0, count: inPlane)
-                for o in (p * outPlane)..<((p + 1) * outPlane) { dInput[Int(argmax[o])] += dOutput[o] }
+        Parallel.forRanges(batch * channels, work: batch * channels * inPlane,
+                           MaxPoolBackward(dInput: dInput, dOutput: dOutput, argmax: argmax, inPlane: inPlane, outPlane: outPlane))
+    }
+}
+
+/// `MaxPool2d.forward` on (image, channel) planes `planes`.
+struct MaxPoolForward<T: GEMMScalar>: ParallelLoop {
+    let output: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>, input: UnsafePointer<T>
+    let height: Int, width: Int, kernel: Int, stride: Int, outHeight: Int, outWidth: Int
+
+    func run(_ planes: Range<Int>, worker: Int) {
+        let oh = outHeight, ow = outWidth
+        for p in planes {
+            let base = p * height * width
+            if kernel == 2 && stride == 2 {
+                for oy in 0..<oh {
+                    let r0 = base + 2 * oy * width, r1 = r0 + width, o = (p * oh + oy) * ow
+                    var start = 0
+                    if T.self == Float.self {
+                        start = FloatKernels.maxPool2ArgmaxRow(output.float + o, argmax + o, input.float, row0: r0, row1: r1, outputs: ow)
+                    }
+                    for ox in start..<ow {
+                        let i0 = r0 + 2 * ox
+                        var best = i0, bestValue = input[i0]
+                        var i = i0 + 1, v = input[i]
+                        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+                        i = r1 + 2 * ox; v = input[i]
+                        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+                        i += 1; v = input[i]
+                        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+                        output[o + ox] = bestValue
+                        argmax[o + ox] = Int32(truncatingIfNeeded: best)
+                    }
+                }
+                continue
             }
+            for oy in 0..<oh {
+                for ox in 0..<ow {
+                    var best = base + oy * stride * width + ox * stride
+                    var bestValue = input[best]
+                    for a in 0..<kernel {
+                        let row = base + (oy * stride + a) * width + ox * stride
+                        for b in 0..<kernel {
+                            let v = input[row + b]
+                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = row + b }
+                        }
+                    }
+                    let o = (p * oh + oy) * ow + ox
+                    output[o] = bestValue
+                    argmax[o] = Int32(best)
+                }
+            }
+        }
+    }
+}
+
+/// `MaxPool2d.backward` on (image, channel) planes `planes`.
+struct MaxPoolBackward<T: GEMMScalar>: ParallelLoop {
+    let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, argmax: UnsafePointer<Int32>
+    let inPlane: Int, outPlane: Int
+
+    func run(_ planes: Range<Int>, worker: Int) {
+        for p in planes {
+            (dInput + p * inPlane).update(repeating: 0, count: inPlane)
+            for o in (p * outPlane)..<((p + 1) * outPlane) { dInput[Int(argmax[o])] += dOutput[o] }
         }
     }
 }

@@ -12,23 +12,8 @@ public enum Upsample2d {
     ) {
         precondition(scale >= 1)
         let ow = width * scale
-        Parallel.forRanges(batch * channels, work: batch * channels * height * ow * scale) { planes in
-            for p in planes {
-                let x = input + p * height * width, y = output + p * height * width * scale * scale
-                for iy in 0..<height {
-                    let src = x + iy * width, row = y + iy * scale * ow
-                    if scale == 2 {
-                        for ix in 0..<width { let v = src[ix]; row[2 * ix] = v; row[2 * ix + 1] = v }
-                    } else {
-                        for ix in 0..<width {
-                            let v = src[ix]
-                            for j in 0..<scale { row[ix * scale + j] = v }
-                        }
-                    }
-                    for r in 1..<scale { (row + r * ow).update(from: row, count: ow) }
-                }
-            }
-        }
+        Parallel.forRanges(batch * channels, work: batch * channels * height * ow * scale,
+                           UpsampleForward(output: output, input: input, height: height, width: width, scale: scale))
     }
 
     /// dInput[n, c, iy, ix] = Σ_{s×s block} dOutput[n, c, iy·s + a, ix·s + b]: **written** (=).
@@ -39,23 +24,58 @@ public enum Upsample2d {
     ) {
         precondition(scale >= 1)
         let ow = width * scale
-        Parallel.forRanges(batch * channels, work: batch * channels * height * ow * scale) { planes in
-            for p in planes {
-                let dx = dInput + p * height * width, dy = dOutput + p * height * width * scale * scale
-                for iy in 0..<height {
-                    if scale == 2 {
-                        let r0 = dy + 2 * iy * ow, r1 = r0 + ow, d = dx + iy * width
-                        for ix in 0..<width { d[ix] = (r0[2 * ix] + r0[2 * ix + 1]) + (r1[2 * ix] + r1[2 * ix + 1]) }
-                        continue
-                    }
+        Parallel.forRanges(batch * channels, work: batch * channels * height * ow * scale,
+                           UpsampleBackward(dInput: dInput, dOutput: dOutput, height: height, width: width, scale: scale))
+    }
+}
+
+/// `Upsample2d.forward` on (image, channel) planes `planes`.
+struct UpsampleForward<T: GEMMScalar>: ParallelLoop {
+    let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>
+    let height: Int, width: Int, scale: Int
+
+    func run(_ planes: Range<Int>, worker: Int) {
+        let ow = width * scale
+        for p in planes {
+            let x = input + p * height * width, y = output + p * height * width * scale * scale
+            for iy in 0..<height {
+                let src = x + iy * width, row = y + iy * scale * ow
+                if scale == 2 {
+                    for ix in 0..<width { let v = src[ix]; row[2 * ix] = v; row[2 * ix + 1] = v }
+                } else {
                     for ix in 0..<width {
-                        var sum = T(0)
-                        for a in 0..<scale {
-                            let row = dy + (iy * scale + a) * ow + ix * scale
-                            for b in 0..<scale { sum += row[b] }
-                        }
-                        dx[iy * width + ix] = sum
+                        let v = src[ix]
+                        for j in 0..<scale { row[ix * scale + j] = v }
                     }
+                }
+                for r in 1..<scale { (row + r * ow).update(from: row, count: ow) }
+            }
+        }
+    }
+}
+
+/// `Upsample2d.backward` on (image, channel) planes `planes`.
+struct UpsampleBackward<T: GEMMScalar>: ParallelLoop {
+    let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>
+    let height: Int, width: Int, scale: Int
+
+    func run(_ planes: Range<Int>, worker: Int) {
+        let ow = width * scale
+        for p in planes {
+            let dx = dInput + p * height * width, dy = dOutput + p * height * width * scale * scale
+            for iy in 0..<height {
+                if scale == 2 {
+                    let r0 = dy + 2 * iy * ow, r1 = r0 + ow, d = dx + iy * width
+                    for ix in 0..<width { d[ix] = (r0[2 * ix] + r0[2 * ix + 1]) + (r1[2 * ix] + r1[2 * ix + 1]) }
+                    continue
+                }
+                for ix in 0..<width {
+                    var sum = T(0)
+                    for a in 0..<scale {
+                        let row = dy + (iy * scale + a) * ow + ix * scale
+                        for b in 0..<scale { sum += row[b] }
+                    }
+                    dx[iy * width + ix] = sum
                 }
             }
         }

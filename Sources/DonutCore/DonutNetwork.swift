@@ -295,6 +295,7 @@ public final class DonutNetwork<T: GEMMScalar> {
     /// `loadInput` on frames `frames`: x_k = frame_k · n²/Σ frame_k.
     struct InputScaling: ParallelLoop {
         let networkInput: UnsafeMutablePointer<T>, frames: UnsafePointer<T>, pixelCount: Int
+        @_specialize(where T == Float)
         func run(_ frameRange: Range<Int>, worker: Int) {
             let np = pixelCount
             for k in frameRange {
@@ -396,6 +397,7 @@ public final class DonutNetwork<T: GEMMScalar> {
     struct PhysicsShardsForward: ParallelLoop {
         let shards: [PhysicsLayer<T>], parameters: UnsafePointer<FrameParameters>, targetSums: UnsafePointer<Double>
         let output: UnsafeMutablePointer<T>, pixelCount: Int
+        @_specialize(where T == Float)
         func run(_ frames: Range<Int>, worker: Int) {
             shards[worker].forward(parameters + frames.lowerBound, count: frames.count,
                                    targetSums: targetSums + frames.lowerBound, out: output + frames.lowerBound * pixelCount)
@@ -528,6 +530,7 @@ public final class DonutNetwork<T: GEMMScalar> {
     /// `backwardPhysics` on frames `frames`, by the physics layer that ran their forward.
     struct PhysicsShardsBackward: ParallelLoop {
         let shards: [PhysicsLayer<T>], upstream: UnsafePointer<T>, gradients: UnsafeMutablePointer<Double>, pixelCount: Int
+        @_specialize(where T == Float)
         func run(_ frames: Range<Int>, worker: Int) {
             shards[worker].backward(upstream: upstream + frames.lowerBound * pixelCount, gradients: gradients + 4 * frames.lowerBound)
         }
@@ -568,9 +571,15 @@ public final class DonutNetwork<T: GEMMScalar> {
         ReLU.backward(dInput: t, dOutput: cur, output: a.decoderInRelu!, count: b * d.outFeatures)
         Linear.backward(dInput: nil, dWeight: g + d.weight.offset, dBias: g + d.bias.offset, dOutput: t,
                         input: a.latent, weight: p + d.weight.offset, batch: b, inFeatures: d.inFeatures, outFeatures: d.outFeatures)
-        // ∂L/∂z += ∂L/∂(decoder input) · W: added, the physics branch contributes too.
-        T.gemm(transA: false, transB: false, m: b, n: d.inFeatures, k: d.outFeatures, alpha: 1, a: t, lda: d.outFeatures,
-                   b: p + d.weight.offset, ldb: d.inFeatures, beta: 1, c: a.gradLatent!, ldc: d.inFeatures)
+        // ∂L/∂z += ∂L/∂(decoder input) · W: added, the physics branch contributes too. Formed
+        // transposed, (L × b) = Wᵀ · tᵀ in the (now free) column scratch, then added: OpenBLAS's
+        // SkylakeX kernels allocate on every call whose output has ≤ 8 columns (here L = 3–4).
+        let zT = a.columns
+        T.gemm(transA: true, transB: true, m: d.inFeatures, n: b, k: d.outFeatures, alpha: 1, a: p + d.weight.offset, lda: d.inFeatures,
+               b: t, ldb: d.outFeatures, beta: 0, c: zT, ldc: b)
+        for n in 0..<b {
+            for l in 0..<d.inFeatures { a.gradLatent![n * d.inFeatures + l] += zT[l * b + n] }
+        }
     }
 
     /// Head and encoder backward from gradLatent.

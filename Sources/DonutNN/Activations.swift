@@ -20,6 +20,7 @@ public enum ReLU {
 /// `ReLU.forward` on elements `items`.
 struct ReLUForward<T: GEMMScalar>: ParallelLoop {
     let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>
+    @_specialize(where T == Float)
     func run(_ items: Range<Int>, worker: Int) {
         for i in items { let v = input[i]; output[i] = v < 0 ? 0 : v }
     }
@@ -28,6 +29,7 @@ struct ReLUForward<T: GEMMScalar>: ParallelLoop {
 /// `ReLU.backward` on elements `items`.
 struct ReLUBackward<T: GEMMScalar>: ParallelLoop {
     let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, output: UnsafePointer<T>
+    @_specialize(where T == Float)
     func run(_ items: Range<Int>, worker: Int) {
         for i in items { dInput[i] = output[i] > 0 ? dOutput[i] : 0 }
     }

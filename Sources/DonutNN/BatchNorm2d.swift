@@ -61,6 +61,7 @@ public enum BatchNorm2d {
         let input: UnsafePointer<T>, gamma: UnsafePointer<T>, beta: UnsafePointer<T>
         let batch: Int, channels: Int, plane: Int, epsilon: Double, momentum: Double, relu: Bool
 
+        @_specialize(where T == Float)
         func run(_ range: Range<Int>, worker: Int) {
             let m = batch * plane
             for c in range {
@@ -118,6 +119,7 @@ public enum BatchNorm2d {
         let mean: UnsafePointer<T>, variance: UnsafePointer<T>?, invStd: UnsafePointer<T>?
         let channels: Int, plane: Int, epsilon: Double, relu: Bool
 
+        @_specialize(where T == Float)
         func run(_ planes: Range<Int>, worker: Int) {
             for q in planes {
                 let c = q % channels
@@ -167,6 +169,7 @@ public enum BatchNorm2d {
         let stats: UnsafePointer<Double>?, total: Double
         let batch: Int, channels: Int, plane: Int
 
+        @_specialize(where T == Float)
         func run(_ range: Range<Int>, worker: Int) {
             for c in range {
                 let mu = mean[c], inv = invStd[c]
@@ -190,14 +193,23 @@ public enum BatchNorm2d {
         }
     }
 
-    /// (Σ dy, Σ dy·(x − μ)) over channel c of the batch, each plane summed in T (four partial sums)
-    /// and totalled in Double. With `reluOutput`, dy is first gated by [y > 0] into dInput (ReLU's
+    /// (Σ dy, Σ dy·(x − μ)) over channel c of the batch, each plane summed in T (four partial sums;
+    /// Float: sixteen, the gate in the same pass, `FloatKernels`) and totalled in Double. With `reluOutput`, dy is first gated by [y > 0] into dInput (ReLU's
     /// backward fused; dInput is written anyway by the last pass).
     @inline(__always)
     static func gradientSums<T: GEMMScalar>(dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, input: UnsafePointer<T>,
                                             reluOutput: UnsafePointer<T>?, mu: T, channel c: Int,
                                             batch: Int, channels: Int, plane: Int) -> (Double, Double) {
         var sumDy = 0.0, sumDyXc = 0.0
+        if T.self == Float.self {
+            for n in 0..<batch {
+                let o = (n * channels + c) * plane
+                let (s, t) = FloatKernels.batchNormGradientSums((dInput + o).float, (dOutput + o).float, reluOutput.map { ($0 + o).float },
+                                                                (input + o).float, plane, Float(mu))
+                sumDy += Double(s); sumDyXc += Double(t)
+            }
+            return (sumDy, sumDyXc)
+        }
         for n in 0..<batch {
             let o = (n * channels + c) * plane
             var s0 = T(0), s1 = T(0), s2 = T(0), s3 = T(0), t0 = T(0), t1 = T(0), t2 = T(0), t3 = T(0)
@@ -312,6 +324,7 @@ public enum BatchNorm2d {
     struct ChannelSums<T: GEMMScalar>: ParallelLoop {
         let stats: UnsafeMutablePointer<Double>, input: UnsafePointer<T>, mean: UnsafePointer<T>?
         let batch: Int, channels: Int, plane: Int
+        @_specialize(where T == Float)
         func run(_ range: Range<Int>, worker: Int) {
             for c in range {
                 var total = 0.0
@@ -331,6 +344,7 @@ public enum BatchNorm2d {
         let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, input: UnsafePointer<T>
         let mean: UnsafePointer<T>, invStd: UnsafePointer<T>, reluOutput: UnsafePointer<T>?
         let batch: Int, channels: Int, plane: Int
+        @_specialize(where T == Float)
         func run(_ range: Range<Int>, worker: Int) {
             for c in range {
                 let (sumDy, sumDyXc) = gradientSums(dInput: dInput, dOutput: dOutput, input: input, reluOutput: reluOutput,

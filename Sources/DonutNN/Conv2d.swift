@@ -125,6 +125,7 @@ public enum Conv2d {
         let columns: UnsafeMutablePointer<T>, shape: Conv2dShape
         let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
 
+        @_specialize(where T == Float)
         func run(_ chunks: Range<Int>, worker: Int) {
             let s = shape, plane = s.outHeight * s.outWidth, g = chunkSize(s)
             let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
@@ -232,6 +233,7 @@ public enum Conv2d {
     /// in T (eight partial sums), planes totalled in Double.
     struct BiasGradient<T: GEMMScalar>: ParallelLoop {
         let dBias: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, shape: Conv2dShape
+        @_specialize(where T == Float)
         func run(_ channels: Range<Int>, worker: Int) {
             let plane = shape.outHeight * shape.outWidth, outImage = shape.outChannels * plane
             for oc in channels {
@@ -249,6 +251,7 @@ public enum Conv2d {
         let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>
         let columns: UnsafeMutablePointer<T>, shape: Conv2dShape
 
+        @_specialize(where T == Float)
         func run(_ chunks: Range<Int>, worker: Int) {
             let s = shape, plane = s.outHeight * s.outWidth, g = chunkSize(s)
             let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
@@ -288,6 +291,7 @@ public enum Conv2d {
     /// `addPartials` on elements `items`.
     struct AddPartials<T: GEMMScalar>: ParallelLoop {
         let total: UnsafeMutablePointer<T>, partials: UnsafePointer<T>, count: Int, partialCount: Int
+        @_specialize(where T == Float)
         func run(_ items: Range<Int>, worker: Int) {
             for c in 0..<partialCount {
                 let p = partials + c * count
@@ -358,13 +362,24 @@ public enum Conv2d {
                     for i in lo..<hi { row[i] = src[i] }
                     for i in hi..<n { row[i] = 0 }
                     // Columns whose source ox + dx fell outside the row (read the neighbouring row).
-                    if dx < 0 {
-                        for oy in 0..<h { (row + oy * w).update(repeating: 0, count: -dx) }
-                    } else if dx > 0 {
-                        for oy in 0..<h { (row + oy * w + w - dx).update(repeating: 0, count: dx) }
-                    }
+                    zeroWrapped(row, height: h, width: w, dx: dx)
                 }
             }
+        }
+    }
+
+    /// Zeroes, in each of the h rows (w wide) of a shifted tap row, the |dx| entries at the left
+    /// (dx < 0) or right (dx > 0) edge that wrapped around to a neighbouring image row. For the
+    /// 3×3 convs that is one element per row: a plain strided store (a memset call per row cost
+    /// more than the zeroing).
+    @inline(__always)
+    static func zeroWrapped<T: GEMMScalar>(_ row: UnsafeMutablePointer<T>, height h: Int, width w: Int, dx: Int) {
+        guard dx != 0 else { return }
+        let first = dx < 0 ? 0 : w - dx, count = abs(dx)
+        if count == 1 {
+            for oy in 0..<h { row[oy * w + first] = 0 }   // a strided store, not a memset idiom
+        } else {
+            for oy in 0..<h { (row + oy * w + first).update(repeating: 0, count: count) }
         }
     }
 
@@ -381,11 +396,7 @@ public enum Conv2d {
                 for kx in 0..<s.kernelW where ky * s.kernelW + kx != centre {
                     let row = columns + (ic * taps + ky * s.kernelW + kx) * plane
                     let ddx = kx - s.padding, shift = (ky - s.padding) * w + ddx
-                    if ddx < 0 {
-                        for oy in 0..<h { (row + oy * w).update(repeating: 0, count: -ddx) }
-                    } else if ddx > 0 {
-                        for oy in 0..<h { (row + oy * w + w - ddx).update(repeating: 0, count: ddx) }
-                    }
+                    zeroWrapped(row, height: h, width: w, dx: ddx)
                     let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
                     let dst = dxc + shift
                     for i in lo..<hi { dst[i] += row[i] }
@@ -462,6 +473,34 @@ enum FloatKernels {
             i += 16
         }
         while i < n { dx[i] = y[i] > 0 ? dy[i] : 0; i += 1 }
+    }
+
+    /// `BatchNorm2d.gradientSums` on one plane in one pass: g = dy, or with y (ReLU fused)
+    /// g = dy·[y > 0] stored to dx; returns (Σ g, Σ g·(x − μ)) from 16-lane partial sums.
+    @inline(__always)
+    static func batchNormGradientSums(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>?,
+                                      _ x: UnsafePointer<Float>, _ n: Int, _ mu: Float) -> (Float, Float) {
+        let zero = SIMD16<Float>(repeating: 0), vmu = SIMD16<Float>(repeating: mu)
+        var s = zero, t = zero
+        var i = 0
+        while i + 16 <= n {
+            var g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD16<Float>.self)
+            if let y {
+                g = zero.replacing(with: g, where: UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self) .> zero)
+                UnsafeMutableRawPointer(dx + i).storeBytes(of: g, as: SIMD16<Float>.self)
+            }
+            s += g
+            t += g * (UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) - vmu)
+            i += 16
+        }
+        var sTail: Float = 0, tTail: Float = 0
+        while i < n {
+            var g = dy[i]
+            if let y { g = y[i] > 0 ? g : 0; dx[i] = g }
+            sTail += g; tTail += g * (x[i] - mu)
+            i += 1
+        }
+        return (s.sum() + sTail, t.sum() + tTail)
     }
 
     /// `BatchNorm2d.inputGradient`: dx[i] = k·dy[i] − b − (x[i] − μ)·a (no fused multiply-add, as

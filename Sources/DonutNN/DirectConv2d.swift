@@ -179,6 +179,7 @@ extension Conv2d {
         let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
         let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
 
+        @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
             let s = shape, plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
             let pw = s.width + 2 * s.padding, padded = (s.height + 2 * s.padding) * pw
@@ -232,6 +233,7 @@ extension Conv2d {
         let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, flips: UnsafePointer<T>
         let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
 
+        @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
             let s = shape, plane = s.outHeight * s.outWidth, inPlane = s.height * s.width, taps = s.kernelH * s.kernelW
             let work = scratch + worker * directWorkerScratch(s)

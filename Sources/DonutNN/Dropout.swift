@@ -58,6 +58,7 @@ struct DropoutForward<T: GEMMScalar>: ParallelLoop {
     /// Elements per row and mask blocks per row.
     let row: Int, rowBlocks: Int
 
+    @_specialize(where T == Float)
     func run(_ blocks: Range<Int>, worker: Int) {
         for q in blocks {
             let k = q / rowBlocks, b = q % rowBlocks
@@ -76,6 +77,7 @@ struct DropoutForward<T: GEMMScalar>: ParallelLoop {
 /// `Dropout.backward` on elements `items`.
 struct DropoutBackward<T: GEMMScalar>: ParallelLoop {
     let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, mask: UnsafePointer<T>
+    @_specialize(where T == Float)
     func run(_ items: Range<Int>, worker: Int) {
         for i in items { dInput[i] = dOutput[i] * mask[i] }
     }

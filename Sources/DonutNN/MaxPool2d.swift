@@ -42,6 +42,7 @@ struct MaxPoolForward<T: GEMMScalar>: ParallelLoop {
     let output: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>, input: UnsafePointer<T>
     let height: Int, width: Int, kernel: Int, stride: Int, outHeight: Int, outWidth: Int
 
+    @_specialize(where T == Float)
     func run(_ planes: Range<Int>, worker: Int) {
         let oh = outHeight, ow = outWidth
         for p in planes {
@@ -93,6 +94,7 @@ struct MaxPoolBackward<T: GEMMScalar>: ParallelLoop {
     let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, argmax: UnsafePointer<Int32>
     let inPlane: Int, outPlane: Int
 
+    @_specialize(where T == Float)
     func run(_ planes: Range<Int>, worker: Int) {
         for p in planes {
             (dInput + p * inPlane).update(repeating: 0, count: inPlane)

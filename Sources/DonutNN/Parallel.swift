@@ -75,41 +75,6 @@ public enum Parallel {
         }
     }
 
-    // TRANSITION (removed once every call site passes a ParallelLoop): the closure forms.
-    @inline(__always)
-    public static func forWorkers(_ items: Int, workers: Int, _ body: (Int, Range<Int>) -> Void) {
-        let t = min(items, workers)
-        if t <= 1 {
-            if items > 0 { body(0, 0..<items) }
-            return
-        }
-        performClosure(t) { i in body(i, (i * items / t)..<((i + 1) * items / t)) }
-    }
-
-    @inline(__always)
-    public static func forRanges(_ items: Int, work: Int, _ body: (Range<Int>) -> Void) {
-        let t = min(items, threads)
-        if t <= 1 || work < minimumWork {
-            if items > 0 { body(0..<items) }
-            return
-        }
-        performClosure(t) { i in body((i * items / t)..<((i + 1) * items / t)) }
-    }
-
-    struct ClosureJob { let run: (Int) -> Void }
-
-    @inline(__always)
-    static func performClosure(_ iterations: Int, _ work: (Int) -> Void) {
-        withoutActuallyEscaping(work) { work in
-            var job = ClosureJob(run: work)
-            withUnsafeMutablePointer(to: &job) { p in
-                WorkerPool.shared.run(iterations, UnsafeMutableRawPointer(p)) { context, i in
-                    context!.assumingMemoryBound(to: ClosureJob.self).pointee.run(i)
-                }
-            }
-        }
-    }
-
     /// Σ p[0..<n] with eight partial sums (vectorisable; at most ~√(n/8)·ulp relative error,
     /// callers total the per-row results in Double).
     @inline(__always)
@@ -146,6 +111,12 @@ public enum Parallel {
 /// computes a contiguous range of the loop's items (images, channels, planes, chunks). A value
 /// rather than a closure so that handing it to the worker threads allocates nothing (see
 /// `Parallel.perform`); `Parallel.forRanges` and `Parallel.forWorkers` take one.
+///
+/// A conformer generic over the scalar marks `run` with `@_specialize(where T == Float)`: the
+/// workers reach `run` through the conformance's witness table, which for a generic struct holds
+/// the unspecialised body (SIMD and arithmetic through witness calls, measured ~10× slower);
+/// the attribute makes that body branch to its Float specialisation. (The calling thread's
+/// share and one-thread runs call the caller's own specialisation directly.)
 public protocol ParallelLoop {
     /// Computes `items`; `worker` is the index of the range (0..<workers), for per-worker scratch.
     func run(_ items: Range<Int>, worker: Int)

@@ -34,6 +34,7 @@ struct UpsampleForward<T: GEMMScalar>: ParallelLoop {
     let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>
     let height: Int, width: Int, scale: Int
 
+    @_specialize(where T == Float)
     func run(_ planes: Range<Int>, worker: Int) {
         let ow = width * scale
         for p in planes {
@@ -59,6 +60,7 @@ struct UpsampleBackward<T: GEMMScalar>: ParallelLoop {
     let dInput: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>
     let height: Int, width: Int, scale: Int
 
+    @_specialize(where T == Float)
     func run(_ planes: Range<Int>, worker: Int) {
         let ow = width * scale
         for p in planes {

@@ -14,7 +14,7 @@ import Synchronization
 ///
 /// Waiting spins first: a training step hands the pool ~100 jobs a few µs to a few hundred µs
 /// apart, and a futex sleep and wake-up costs tens of µs of latency each way on a VM. Workers
-/// (and the caller waiting for them) poll for `spinLimit` rounds, then sleep on a condition
+/// (and the caller waiting for them) poll for `spinNanoseconds`, then sleep on a condition
 /// variable; the `sleepingWorkers` / `callerSleeping` counts tell the other side whether a
 /// wake-up call is needed (sequentially consistent, so a sleeper and a publisher cannot both
 /// miss each other).
@@ -23,8 +23,27 @@ final class WorkerPool: @unchecked Sendable {
 
     typealias Work = @convention(c) (UnsafeMutableRawPointer?, Int) -> Void
 
-    /// Polls of the job counter before a thread sleeps (~20–50 µs).
-    static let spinLimit = 20_000
+    /// How long a thread polls before it sleeps: longer than the serial stretches inside a step
+    /// (the optimiser, the linear head), short enough not to hold a core between steps.
+    static let spinNanoseconds: UInt64 = 300_000
+
+    /// Polls `condition` until it is false or `spinNanoseconds` have passed (the clock read every
+    /// 256 polls); returns whether it is still true.
+    @inline(__always)
+    static func spin(while condition: () -> Bool) -> Bool {
+        let start = monotonicNanoseconds()
+        while condition() {
+            for _ in 0..<256 where !condition() { return false }
+            if monotonicNanoseconds() &- start > spinNanoseconds { return condition() }
+        }
+        return false
+    }
+
+    static func monotonicNanoseconds() -> UInt64 {
+        var t = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &t)
+        return UInt64(t.tv_sec) &* 1_000_000_000 &+ UInt64(t.tv_nsec)
+    }
 
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
@@ -65,9 +84,7 @@ final class WorkerPool: @unchecked Sendable {
             pthread_mutex_lock(mutex); pthread_cond_broadcast(wake); pthread_mutex_unlock(mutex)
         }
         work(context, 0)
-        var spins = 0
-        while remaining.load(ordering: .acquiring) > 0 && spins < Self.spinLimit { spins += 1 }
-        if remaining.load(ordering: .acquiring) > 0 {
+        if Self.spin(while: { remaining.load(ordering: .acquiring) > 0 }) {
             pthread_mutex_lock(mutex)
             callerSleeping.store(true, ordering: .sequentiallyConsistent)
             while remaining.load(ordering: .sequentiallyConsistent) > 0 { pthread_cond_wait(done, mutex) }
@@ -102,9 +119,9 @@ final class WorkerPool: @unchecked Sendable {
     private func loop(index: Int, seen first: Int) -> Never {
         var seen = first
         while true {
-            var current = job.load(ordering: .acquiring), spins = 0
-            while current == seen && spins < Self.spinLimit { spins += 1; current = job.load(ordering: .acquiring) }
-            if current == seen {
+            var current = seen
+            let waiting = Self.spin(while: { current = job.load(ordering: .acquiring); return current == seen })
+            if waiting {
                 pthread_mutex_lock(mutex)
                 sleepingWorkers.add(1, ordering: .sequentiallyConsistent)
                 while current == seen {

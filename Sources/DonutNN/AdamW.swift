@@ -28,21 +28,35 @@ public struct AdamW: Sendable, Hashable {
         stepCount += 1
         let t = Double(stepCount)
         let bc1 = 1 - pow(beta1, t), bc2 = 1 - pow(beta2, t)
-        let b1 = T(beta1), b2 = T(beta2), c1 = T(1 - beta1), c2 = T(1 - beta2), eps = T(epsilon)
-        let invSqrtBc2 = T(1 / bc2.squareRoot())
         let p = store.parameters, g = store.gradients, m = store.firstMoments, v = store.secondMoments
         // By index: iterating an array of tuples unspecialised (debug builds) allocates per element.
         for r in store.runs.indices {
             let run = store.runs[r], group = store.groups[run.group]
-            let decay = T(1 - group.learningRate * group.weightDecay)
-            let stepSize = T(group.learningRate / bc1)
-            for i in run.offset..<(run.offset + run.count) {
-                let gi = g[i]
-                let mi = b1 * m[i] + c1 * gi
-                let vi = b2 * v[i] + c2 * gi * gi
-                m[i] = mi; v[i] = vi
-                p[i] = p[i] * decay - stepSize * mi / (vi.squareRoot() * invSqrtBc2 + eps)
-            }
+            let update = AdamWUpdate(parameters: p + run.offset, gradients: g + run.offset, firstMoments: m + run.offset,
+                                     secondMoments: v + run.offset, beta1: T(beta1), beta2: T(beta2), c1: T(1 - beta1), c2: T(1 - beta2), epsilon: T(epsilon),
+                                     invSqrtBc2: T(1 / bc2.squareRoot()), decay: T(1 - group.learningRate * group.weightDecay),
+                                     stepSize: T(group.learningRate / bc1))
+            Parallel.forRanges(run.count, work: 4 * run.count, update)
+        }
+    }
+}
+
+/// The AdamW update of elements `items` of one run of parameters sharing a group (element-wise:
+/// the same result on any number of threads).
+struct AdamWUpdate<T: GEMMScalar>: ParallelLoop {
+    let parameters: UnsafeMutablePointer<T>, gradients: UnsafePointer<T>
+    let firstMoments: UnsafeMutablePointer<T>, secondMoments: UnsafeMutablePointer<T>
+    let beta1: T, beta2: T, c1: T, c2: T, epsilon: T, invSqrtBc2: T, decay: T, stepSize: T
+
+    @_specialize(where T == Float)
+    func run(_ items: Range<Int>, worker: Int) {
+        let p = parameters, g = gradients, m = firstMoments, v = secondMoments
+        for i in items {
+            let gi = g[i]
+            let mi = beta1 * m[i] + c1 * gi
+            let vi = beta2 * v[i] + c2 * gi * gi
+            m[i] = mi; v[i] = vi
+            p[i] = p[i] * decay - stepSize * mi / (vi.squareRoot() * invSqrtBc2 + epsilon)
         }
     }
 }

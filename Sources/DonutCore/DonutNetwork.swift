@@ -189,7 +189,8 @@ public final class DonutNetwork<T: GEMMScalar> {
         var targetSums: [Double]
         var physicsOut: UnsafeMutablePointer<T>              // Î (batch × P)
         var decoderIn: UnsafeMutablePointer<T>?, decoderInRelu: UnsafeMutablePointer<T>?
-        var upOut: [UnsafeMutablePointer<T>] = [], decConv: [UnsafeMutablePointer<T>] = []
+        /// Up-sampled decoder inputs, only for blocks that do not fuse the up-sampling (`UpsampleConv2d`).
+        var upOut: [UnsafeMutablePointer<T>?] = [], decConv: [UnsafeMutablePointer<T>] = []
         var decRelu: [UnsafeMutablePointer<T>] = []
         var decMean: [UnsafeMutablePointer<T>] = [], decInvStd: [UnsafeMutablePointer<T>] = []
         // Backward scratch: two ping-pong buffers of the largest activation, latent and θ gradients.
@@ -259,14 +260,15 @@ public final class DonutNetwork<T: GEMMScalar> {
             var s = bottleneckSize
             for block in decoder {
                 let upCount = batch * block.inChannels * (2 * s) * (2 * s), outCount = batch * block.outChannels * (2 * s) * (2 * s)
-                a.upOut.append(a.floats(upCount)); a.decConv.append(a.floats(outCount))
+                let shape = convShape(block, batch: batch, size: 2 * s), fused = UpsampleConv2d.fuses(shape)
+                a.upOut.append(fused ? nil : a.floats(upCount)); a.decConv.append(a.floats(outCount))
                 if block.gamma != nil {
                     a.decRelu.append(a.floats(outCount))
                     a.decScale.append(a.floats(block.outChannels)); a.decShift.append(a.floats(block.outChannels))
                     a.decMean.append(a.floats(block.outChannels)); a.decInvStd.append(a.floats(block.outChannels))
                 }
                 largest = max(largest, max(upCount, outCount))
-                columns = max(columns, Conv2d.scratchCount(convShape(block, batch: batch, size: 2 * s)))
+                columns = max(columns, fused ? UpsampleConv2d.scratchCount(shape) : Conv2d.scratchCount(shape))
                 s *= 2
             }
         }
@@ -376,16 +378,25 @@ public final class DonutNetwork<T: GEMMScalar> {
             var bnIndex = 0
             for k in decoder.indices {
                 let block = decoder[k]
-                Upsample2d.forward(output: a.upOut[k], input: x, batch: b, channels: block.inChannels, height: s, width: s)
+                // Up-sample → conv: fused on the low-res input where `UpsampleConv2d` applies.
+                var input = x
+                if let up = a.upOut[k] {
+                    Upsample2d.forward(output: up, input: x, batch: b, channels: block.inChannels, height: s, width: s)
+                    input = UnsafePointer(up)
+                }
                 s *= 2
                 let shape = convShape(block, batch: b, size: s)
                 if block.gamma != nil {
-                    convBNReLU(block, mode: mode, input: a.upOut[k], convOut: a.decConv[k], output: a.decRelu[bnIndex],
+                    convBNReLU(block, mode: mode, input: input, convOut: a.decConv[k], output: a.decRelu[bnIndex],
                                mean: a.decMean[bnIndex], invStd: a.decInvStd[bnIndex], scale: a.decScale[bnIndex],
-                               shift: a.decShift[bnIndex], shape: shape)
+                               shift: a.decShift[bnIndex], shape: shape, upsampled: a.upOut[k] == nil)
                     x = UnsafePointer(a.decRelu[bnIndex]); bnIndex += 1
+                } else if a.upOut[k] == nil {
+                    UpsampleConv2d.forward(output: a.decConv[k], input: input, weight: p + block.weight.offset,
+                                           bias: p + block.bias.offset, columns: a.columns, shape: shape)
+                    x = UnsafePointer(a.decConv[k])
                 } else {
-                    Conv2d.forward(output: a.decConv[k], input: a.upOut[k], weight: p + block.weight.offset,
+                    Conv2d.forward(output: a.decConv[k], input: input, weight: p + block.weight.offset,
                                    bias: p + block.bias.offset, columns: a.columns, shape: shape)
                     x = UnsafePointer(a.decConv[k])
                 }
@@ -413,14 +424,19 @@ public final class DonutNetwork<T: GEMMScalar> {
     private func convBNReLU(_ block: ConvBN, mode: ForwardMode, input: UnsafePointer<T>, convOut: UnsafeMutablePointer<T>,
                             output: UnsafeMutablePointer<T>, mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>,
                             scale: UnsafeMutablePointer<T>, shift: UnsafeMutablePointer<T>, shape: Conv2dShape,
-                            pooled: UnsafeMutablePointer<T>? = nil) {
+                            pooled: UnsafeMutablePointer<T>? = nil, upsampled: Bool = false) {
         let p = store.parameters, gamma = p + block.gamma!.offset, beta = p + block.beta!.offset
         let columns = acts!.columns
         buffers.withUnsafeMutableBufferPointer { buf in
             let rm = buf.baseAddress! + block.runningMean, rv = buf.baseAddress! + block.runningVar
             if mode.batchStatistics {
-                Conv2d.forward(output: convOut, input: input, weight: p + block.weight.offset,
-                               bias: p + block.bias.offset, columns: columns, shape: shape)
+                if upsampled {
+                    UpsampleConv2d.forward(output: convOut, input: input, weight: p + block.weight.offset,
+                                           bias: p + block.bias.offset, columns: columns, shape: shape)
+                } else {
+                    Conv2d.forward(output: convOut, input: input, weight: p + block.weight.offset,
+                                   bias: p + block.bias.offset, columns: columns, shape: shape)
+                }
                 BatchNorm2d.forwardTraining(output: output, mean: mean, invStd: invStd, runningMean: rm, runningVar: rv,
                                             input: convOut, gamma: gamma, beta: beta, batch: shape.batch,
                                             channels: block.outChannels, height: shape.outHeight, width: shape.outWidth, relu: true,
@@ -428,8 +444,13 @@ public final class DonutNetwork<T: GEMMScalar> {
             } else {
                 BatchNorm2d.evalAffine(scale: scale, shift: shift, gamma: gamma, beta: beta, runningMean: rm, runningVar: rv,
                                        channels: block.outChannels)
-                Conv2d.forward(output: output, input: input, weight: p + block.weight.offset, bias: p + block.bias.offset,
-                               columns: columns, shape: shape, scale: scale, shift: shift, relu: true, pooled: pooled)
+                if upsampled {
+                    UpsampleConv2d.forward(output: output, input: input, weight: p + block.weight.offset, bias: p + block.bias.offset,
+                                           columns: columns, shape: shape, scale: scale, shift: shift, relu: true)
+                } else {
+                    Conv2d.forward(output: output, input: input, weight: p + block.weight.offset, bias: p + block.bias.offset,
+                                   columns: columns, shape: shape, scale: scale, shift: shift, relu: true, pooled: pooled)
+                }
             }
         }
     }
@@ -560,9 +581,18 @@ public final class DonutNetwork<T: GEMMScalar> {
                 cur = u; bnIndex -= 1
             }
             let t = other(cur, a)
-            Conv2d.backward(dInput: t, dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dOutput: cur,
-                            input: a.upOut[k], weight: p + block.weight.offset, columns: a.columns, shape: shape)
             s /= 2
+            guard let up = a.upOut[k] else {
+                // Fused up-sample → conv: the input gradient is the low-res one directly. Block k's
+                // input is block k − 1's ReLU output (every block but the last has BatchNorm + ReLU).
+                let input = k == 0 ? a.decoderInRelu! : a.decRelu[k - 1]
+                UpsampleConv2d.backward(dInput: t, dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dOutput: cur,
+                                        input: input, weight: p + block.weight.offset, columns: a.columns, shape: shape)
+                cur = t
+                continue
+            }
+            Conv2d.backward(dInput: t, dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dOutput: cur,
+                            input: up, weight: p + block.weight.offset, columns: a.columns, shape: shape)
             let u = other(t, a)
             Upsample2d.backward(dInput: u, dOutput: t, batch: b, channels: block.inChannels, height: s, width: s)
             cur = u

@@ -348,24 +348,40 @@ public enum Conv2d {
     /// (ky − p)·W + (kx − p) in flat index, one contiguous copy, then the columns that wrapped
     /// around a row edge are zeroed. Per-row loops of 4–32 elements were mostly overhead.
     static func im2colSameSize<T: GEMMScalar>(_ columns: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ s: Conv2dShape, rowStride plane: Int) {
-        let h = s.height, w = s.width, n = h * w
+        let h = s.height, w = s.width
         for ic in 0..<s.inChannels {
-            let xc = x + ic * n
             for ky in 0..<s.kernelH {
                 for kx in 0..<s.kernelW {
-                    let row = columns + ((ic * s.kernelH + ky) * s.kernelW + kx) * plane
-                    let dx = kx - s.padding, shift = (ky - s.padding) * w + dx
-                    // row[i] = x[i + shift] where that index is inside the image, else 0.
-                    let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
-                    let src = xc + shift
-                    for i in 0..<lo { row[i] = 0 }
-                    for i in lo..<hi { row[i] = src[i] }
-                    for i in hi..<n { row[i] = 0 }
-                    // Columns whose source ox + dx fell outside the row (read the neighbouring row).
-                    zeroWrapped(row, height: h, width: w, dx: dx)
+                    copyShifted(columns + ((ic * s.kernelH + ky) * s.kernelW + kx) * plane, x + ic * h * w, height: h, width: w,
+                                dy: ky - s.padding, dx: kx - s.padding)
                 }
             }
         }
+    }
+
+    /// row[y·w + x] = plane[(y + dy)·w + x + dx] where that pixel is inside the (h, w) plane, else 0:
+    /// one contiguous copy shifted by dy·w + dx in flat index, then the entries that wrapped
+    /// around a row edge zeroed. A row of the same-size im2col (and of `UpsampleConv2d`'s).
+    @inline(__always)
+    static func copyShifted<T: GEMMScalar>(_ row: UnsafeMutablePointer<T>, _ plane: UnsafePointer<T>, height h: Int, width w: Int, dy: Int, dx: Int) {
+        let n = h * w, shift = dy * w + dx
+        let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
+        let src = plane + shift
+        for i in 0..<lo { row[i] = 0 }
+        for i in lo..<hi { row[i] = src[i] }
+        for i in hi..<n { row[i] = 0 }
+        zeroWrapped(row, height: h, width: w, dx: dx)
+    }
+
+    /// The adjoint of `copyShifted`: plane[(y + dy)·w + x + dx] += row[y·w + x] for the pixels
+    /// inside; row is scratch (its wrapped-around entries are zeroed first).
+    @inline(__always)
+    static func addShifted<T: GEMMScalar>(_ plane: UnsafeMutablePointer<T>, _ row: UnsafeMutablePointer<T>, height h: Int, width w: Int, dy: Int, dx: Int) {
+        zeroWrapped(row, height: h, width: w, dx: dx)
+        let n = h * w, shift = dy * w + dx
+        let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
+        let dst = plane + shift
+        for i in lo..<hi { dst[i] += row[i] }
     }
 
     /// Zeroes, in each of the h rows (w wide) of a shifted tap row, the |dx| entries at the left
@@ -394,12 +410,8 @@ public enum Conv2d {
             dxc.update(from: columns + (ic * taps + centre) * plane, count: n)
             for ky in 0..<s.kernelH {
                 for kx in 0..<s.kernelW where ky * s.kernelW + kx != centre {
-                    let row = columns + (ic * taps + ky * s.kernelW + kx) * plane
-                    let ddx = kx - s.padding, shift = (ky - s.padding) * w + ddx
-                    zeroWrapped(row, height: h, width: w, dx: ddx)
-                    let lo = min(n, max(0, -shift)), hi = max(lo, min(n, n - shift))
-                    let dst = dxc + shift
-                    for i in lo..<hi { dst[i] += row[i] }
+                    addShifted(dxc, columns + (ic * taps + ky * s.kernelW + kx) * plane, height: h, width: w,
+                               dy: ky - s.padding, dx: kx - s.padding)
                 }
             }
         }

@@ -55,6 +55,10 @@ struct LinearLayer {
 ///     z → Linear → ReLU → K decoder blocks [Upsample2 → conv3×3 → BatchNorm → ReLU] (the last
 ///       without BatchNorm/ReLU) → reconstruction of x
 ///
+/// The decoder's Upsample2 → conv3×3 runs fused on the low-resolution input (`UpsampleConv2d`,
+/// 4/9 of the FLOPs) wherever it applies; the last block (one output channel) keeps the
+/// explicit up-sampling and `Conv2d`'s direct stencil.
+///
 /// Parameters live in one `ParameterStore` in three AdamW groups: "encoder" (convolutions,
 /// BatchNorm), "physics" (the head that maps features to the physical latent) and
 /// "decoder". BatchNorm running statistics are buffers, not parameters. Activations and

@@ -152,37 +152,44 @@ public enum Conv2d {
 
     /// The epilogue of one output plane (channel oc): dst = src + bias[oc], or with the eval
     /// BatchNorm affine (scale, shift) src·scale[oc] + (bias[oc]·scale[oc] + shift[oc]); then
-    /// max(·, 0) if relu; then, if `pooled` (that plane's (outH/2, outW/2) slot), its 2×2 max pool.
+    /// max(·, 0) if relu. With `pooled` (that plane's (outH/2, outW/2) slot) the plane's 2×2 max
+    /// pool of that is written there instead, dst untouched, computed pool first: the affine map
+    /// and ReLU are monotone in src (non-decreasing for a scale ≥ 0; non-increasing for a scale
+    /// < 0, where the window's minimum maps to its maximum), and so is their rounding, so pooling
+    /// src and finishing the quarter-size plane gives the same values with a quarter of the work.
     /// dst may be src.
     @inline(__always)
     static func finishPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, channel oc: Int,
                                            bias: UnsafePointer<T>?, scale: UnsafePointer<T>?, shift: UnsafePointer<T>?,
                                            relu: Bool, pooled: UnsafeMutablePointer<T>?, _ s: Conv2dShape) {
         let plane = s.outHeight * s.outWidth, b = bias?[oc] ?? 0
-        if let scale, let shift {
-            let a = scale[oc]
-            affine(dst, src, plane, a, b * a + shift[oc], relu: relu)
-        } else {
-            affine(dst, src, plane, 1, b, relu: relu)
+        var a = T(1), c = b
+        if let scale, let shift { a = scale[oc]; c = b * a + shift[oc] }
+        guard let pooled else {
+            affine(dst, src, plane, a, c, relu: relu)
+            return
         }
-        if let pooled { maxPool2(pooled, UnsafePointer(dst), height: s.outHeight, width: s.outWidth) }
+        pool2(pooled, src, height: s.outHeight, width: s.outWidth, lowest: a < 0)
+        affine(pooled, UnsafePointer(pooled), (s.outHeight / 2) * (s.outWidth / 2), a, c, relu: relu)
     }
 
-    /// dst (h/2, w/2) = 2×2 stride-2 max of src (h, w), NaN winning as in `MaxPool2d.forward`.
+    /// dst (h/2, w/2) = 2×2 stride-2 max of src (h, w), or the minimum if `lowest`; NaN winning
+    /// as in `MaxPool2d.forward`.
     @inline(__always)
-    static func maxPool2<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, height: Int, width: Int) {
+    static func pool2<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, height: Int, width: Int, lowest: Bool) {
         let oh = height / 2, ow = width / 2
+        @inline(__always) func wins(_ v: T, _ m: T) -> Bool { (lowest ? v < m : v > m) || (v.isNaN && !m.isNaN) }
         for oy in 0..<oh {
             let r0 = src + 2 * oy * width, r1 = r0 + width, d = dst + oy * ow
             var start = 0
             if T.self == Float.self {
-                start = FloatKernels.maxPool2Row(d.float, r0.float, r1.float, outputs: ow)
+                start = FloatKernels.pool2Row(d.float, r0.float, r1.float, outputs: ow, lowest: lowest)
             }
             for ox in start..<ow {
                 var m = r0[2 * ox]
-                var v = r0[2 * ox + 1]; if v > m || (v.isNaN && !m.isNaN) { m = v }
-                v = r1[2 * ox]; if v > m || (v.isNaN && !m.isNaN) { m = v }
-                v = r1[2 * ox + 1]; if v > m || (v.isNaN && !m.isNaN) { m = v }
+                var v = r0[2 * ox + 1]; if wins(v, m) { m = v }
+                v = r1[2 * ox]; if wins(v, m) { m = v }
+                v = r1[2 * ox + 1]; if wins(v, m) { m = v }
                 d[ox] = m
             }
         }
@@ -543,6 +550,17 @@ enum FloatKernels {
         a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a)))
     }
 
+    /// The smaller of a and b lane by lane, NaN winning.
+    @inline(__always)
+    static func minNaN(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+        a.replacing(with: b, where: (b .< a) .| ((b .!= b) .& (a .== a)))
+    }
+
+    @inline(__always)
+    static func minNaN(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+        a.replacing(with: b, where: (b .< a) .| ((b .!= b) .& (a .== a)))
+    }
+
     /// `MaxPool2d.forward`'s 2×2 stride-2 row in blocks of 8 outputs: d[ox] and argmax[ox] (flat
     /// input index) over input[row0 + 2ox], input[row0 + 2ox + 1], input[row1 + 2ox],
     /// input[row1 + 2ox + 1] in that order, a later element winning only if greater (or NaN over
@@ -576,15 +594,22 @@ enum FloatKernels {
         index.replace(with: i, where: take)
     }
 
-    /// d[ox] = max(r0[2ox], r0[2ox + 1], r1[2ox], r1[2ox + 1]) for ox < `outputs` in blocks of 8
-    /// (NaN winning); returns the first ox not done (the caller finishes the row).
+    /// d[ox] = max(r0[2ox], r0[2ox + 1], r1[2ox], r1[2ox + 1]) (min if `lowest`) for ox < `outputs`
+    /// in blocks of 8 (NaN winning); returns the first ox not done (the caller finishes the row).
     @inline(__always)
-    static func maxPool2Row(_ d: UnsafeMutablePointer<Float>, _ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>, outputs: Int) -> Int {
+    static func pool2Row(_ d: UnsafeMutablePointer<Float>, _ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>,
+                         outputs: Int, lowest: Bool) -> Int {
         var ox = 0
         while ox + 8 <= outputs {
-            let t = maxNaN(UnsafeRawPointer(r0 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self),
-                           UnsafeRawPointer(r1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self))
-            UnsafeMutableRawPointer(d + ox).storeBytes(of: maxNaN(t.evenHalf, t.oddHalf), as: SIMD8<Float>.self)
+            let top = UnsafeRawPointer(r0 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
+            let bottom = UnsafeRawPointer(r1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
+            let v: SIMD8<Float>
+            if lowest {
+                let t = minNaN(top, bottom); v = minNaN(t.evenHalf, t.oddHalf)
+            } else {
+                let t = maxNaN(top, bottom); v = maxNaN(t.evenHalf, t.oddHalf)
+            }
+            UnsafeMutableRawPointer(d + ox).storeBytes(of: v, as: SIMD8<Float>.self)
             ox += 8
         }
         return ox

@@ -15,7 +15,7 @@ final class FusedKernelTests: XCTestCase {
                                 kernelH: 3, kernelW: 3, stride: 1, padding: 1)
             let label = "batch \(batch) in \(inC) out \(outC) size \(size)"
             let x = Buffer(randomValues(s.inputCount, &rng).map(Float.init)), w = Buffer(randomValues(s.weightCount, &rng).map(Float.init))
-            let b = Buffer(randomValues(outC, &rng).map(Float.init)), gamma = Buffer(randomValues(outC, &rng, 0.5, 1.5).map(Float.init))
+            let b = Buffer(randomValues(outC, &rng).map(Float.init)), gamma = Buffer(randomValues(outC, &rng, -1.5, 1.5).map(Float.init))
             let beta = Buffer(randomValues(outC, &rng).map(Float.init)), rm = Buffer(randomValues(outC, &rng).map(Float.init))
             let rv = Buffer(randomValues(outC, &rng, 0.5, 2).map(Float.init))
             let cols = Buffer<Float>(repeating: .nan, count: Conv2d.scratchCount(s))
@@ -41,7 +41,13 @@ final class FusedKernelTests: XCTestCase {
             Conv2d.forward(output: fused.pointer, input: x.const, weight: w.const, bias: b.const, columns: cols.pointer, shape: s,
                            scale: scale.const, shift: shift.const, relu: true, pooled: fusedPool.pointer)
             assertClose(fusedPool.array, pool.array.map(Double.init), atol: 1e-5, rtol: 1e-5, label + " conv+BN+ReLU+pool")
-            keepAlive(x, w, b, gamma, beta, rm, rv, cols, y, bn, pool, scale, shift, fused, fusedPool)
+            // The pooled epilogue pools first and finishes the quarter plane (a minimum where the
+            // scale is negative): the same bits as pooling the finished plane. γ of both signs here.
+            XCTAssertTrue((0..<outC).contains { scale[$0] < 0 } && (0..<outC).contains { scale[$0] > 0 }, label)
+            let finishedPool = Buffer<Float>(repeating: .nan, count: pooledCount)
+            MaxPool2d.forward(output: finishedPool.pointer, argmax: arg, input: fused.const, batch: batch, channels: outC, height: size, width: size)
+            XCTAssertEqual(fusedPool.array, finishedPool.array, label + " pool-first epilogue vs pooling the finished plane")
+            keepAlive(x, w, b, gamma, beta, rm, rv, cols, y, bn, pool, scale, shift, fused, fusedPool, finishedPool)
         }
     }
 

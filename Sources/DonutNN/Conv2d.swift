@@ -162,15 +162,23 @@ public enum Conv2d {
     static func finishPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, channel oc: Int,
                                            bias: UnsafePointer<T>?, scale: UnsafePointer<T>?, shift: UnsafePointer<T>?,
                                            relu: Bool, pooled: UnsafeMutablePointer<T>?, _ s: Conv2dShape) {
-        let plane = s.outHeight * s.outWidth, b = bias?[oc] ?? 0
-        var a = T(1), c = b
-        if let scale, let shift { a = scale[oc]; c = b * a + shift[oc] }
+        let plane = s.outHeight * s.outWidth, (a, c) = epilogue(channel: oc, bias: bias, scale: scale, shift: shift)
         guard let pooled else {
             affine(dst, src, plane, a, c, relu: relu)
             return
         }
         pool2(pooled, src, height: s.outHeight, width: s.outWidth, lowest: a < 0)
         affine(pooled, UnsafePointer(pooled), (s.outHeight / 2) * (s.outWidth / 2), a, c, relu: relu)
+    }
+
+    /// The epilogue of channel oc as y ← a·y + c: (1, bias[oc]), or with the eval BatchNorm affine
+    /// (scale[oc], bias[oc]·scale[oc] + shift[oc]).
+    @inline(__always)
+    static func epilogue<T: GEMMScalar>(channel oc: Int, bias: UnsafePointer<T>?, scale: UnsafePointer<T>?,
+                                        shift: UnsafePointer<T>?) -> (T, T) {
+        let b = bias?[oc] ?? 0
+        guard let scale, let shift else { return (1, b) }
+        return (scale[oc], b * scale[oc] + shift[oc])
     }
 
     /// dst (h/2, w/2) = 2×2 stride-2 max of src (h, w), or the minimum if `lowest`; NaN winning

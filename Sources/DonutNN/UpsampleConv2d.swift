@@ -126,9 +126,7 @@ public enum UpsampleConv2d {
                            a: folded + cls * s.outChannels * patch, lda: patch, b: cols, ldb: width, beta: 0, c: block, ldc: width)
                     for j in 0..<count {
                         for oc in 0..<s.outChannels {
-                            let b = bias?[oc] ?? 0
-                            var a = T(1), c = b
-                            if let scale, let shift { a = scale[oc]; c = b * a + shift[oc] }
+                            let (a, c) = Conv2d.epilogue(channel: oc, bias: bias, scale: scale, shift: shift)
                             let src = block + oc * width + j * planeL
                             let dst = output + ((n0 + j) * s.outChannels + oc) * plane + py * s.width + px
                             for i in 0..<h {

@@ -412,6 +412,8 @@ public final class DonutNetwork<T: GEMMScalar> {
     struct PhysicsShardsForward: ParallelLoop {
         let shards: [PhysicsLayer<T>], parameters: UnsafePointer<FrameParameters>, targetSums: UnsafePointer<Double>
         let output: UnsafeMutablePointer<T>, pixelCount: Int
+        /// Shard i caches the forward of its frames for its backward: the frames stay bound to it.
+        static var fixedPartition: Bool { true }
         @_specialize(where T == Float)
         func run(_ frames: Range<Int>, worker: Int) {
             shards[worker].forward(parameters + frames.lowerBound, count: frames.count,
@@ -555,6 +557,7 @@ public final class DonutNetwork<T: GEMMScalar> {
     /// `backwardPhysics` on frames `frames`, by the physics layer that ran their forward.
     struct PhysicsShardsBackward: ParallelLoop {
         let shards: [PhysicsLayer<T>], upstream: UnsafePointer<T>, gradients: UnsafeMutablePointer<Double>, pixelCount: Int
+        static var fixedPartition: Bool { true }
         @_specialize(where T == Float)
         func run(_ frames: Range<Int>, worker: Int) {
             shards[worker].backward(upstream: upstream + frames.lowerBound * pixelCount, gradients: gradients + 4 * frames.lowerBound)

@@ -1,9 +1,10 @@
 import DonutBLAS
+import Synchronization
 
-/// Element-wise loops on the cores BLAS may use. The work is cut into `threads` fixed,
-/// contiguous ranges of independent items (planes, channels, images, blocks); every item is
-/// computed whole by one thread in the same order whatever the partition, so results are
-/// bit-identical run to run and for any thread count (no reduction crosses items).
+/// Element-wise loops on the cores BLAS may use. The work is a range of independent items
+/// (planes, channels, images, chunks) that the threads claim in contiguous blocks (`perform`);
+/// every item is computed whole by one thread in the same order whichever thread it is, so
+/// results are bit-identical run to run and for any thread count (no reduction crosses items).
 /// `threads` follows OpenBLAS's configured count (`OPENBLAS_NUM_THREADS=1` for MPI ranks ⇒
 /// serial loops too); inside `serialBLAS` sections these loops are what uses the cores.
 public enum Parallel {
@@ -27,9 +28,10 @@ public enum Parallel {
         return try body()
     }
 
-    /// Runs `loop` on `workers` fixed contiguous ranges covering 0..<items
-    /// (range i = [i·items/workers, (i+1)·items/workers)), concurrently; range i is `loop.run(range, worker: i)`
-    /// and worker i owns scratch slot i. With one worker (or no items) it runs on the calling thread.
+    /// Runs `loop` over 0..<items on `workers` threads concurrently: thread i calls
+    /// `loop.run(range, worker: i)` on the blocks it claims (`perform`; the fixed range
+    /// [i·items/workers, (i+1)·items/workers) for a `fixedPartition` loop) and owns scratch
+    /// slot i. With one worker (or no items) it runs on the calling thread.
     @inline(__always)
     public static func forWorkers<Loop: ParallelLoop>(_ items: Int, workers: Int, _ loop: Loop) {
         let t = min(items, workers)
@@ -52,26 +54,68 @@ public enum Parallel {
         perform(items, ranges: t, loop)
     }
 
-    /// What the workers read: the loop's address and type, and how 0..<items is cut.
+    /// What the workers read: the loop's address and type, how 0..<items is cut, and one cursor
+    /// per range, front·2³² + back of what is left of it (none for a `fixedPartition` loop).
     private struct Job {
-        let loop: UnsafeRawPointer, type: any ParallelLoop.Type, items: Int, ranges: Int
+        let loop: UnsafeRawPointer, type: any ParallelLoop.Type, items: Int, ranges: Int, grain: Int
+        let cursors: UnsafeMutablePointer<Atomic<Int>>?
     }
 
-    /// `loop` over `ranges` ranges of 0..<items on the `WorkerPool`, returning when all are done.
-    /// The loop value stays on this stack and its type travels as a metatype: nothing is boxed
-    /// (a closure handed to the pool needed one 32-byte heap box per call, the last allocation
-    /// of a training step).
+    /// `loop` over 0..<items on `ranges` threads of the `WorkerPool`, returning when all are done.
+    /// Thread i owns range i = [i·items/ranges, (i+1)·items/ranges) and takes blocks of `grain`
+    /// items from its front; a thread whose range is done takes blocks from the back of the
+    /// others'. So each thread keeps the items it had in the previous job (their data in its own
+    /// L2: handing out blocks round-robin instead measured 5 % slower) while a core slowed for a
+    /// moment (the VM's other tenants) gives its last blocks to the other instead of every job
+    /// waiting for it (~8 % of a training step with fixed halves). Every item is still computed
+    /// whole by whichever thread takes it, so results do not change. A `fixedPartition` loop
+    /// gets exactly range i on thread i.
+    /// The loop value and the cursors stay on this stack and the type travels as a metatype:
+    /// nothing is boxed (a closure handed to the pool needed one 32-byte heap box per call).
     @inline(__always)
     static func perform<Loop: ParallelLoop>(_ items: Int, ranges: Int, _ loop: Loop) {
+        precondition(items < 1 << 32, "at most 2³² − 1 items per loop")
         withUnsafePointer(to: loop) { loop in
-            var job = Job(loop: UnsafeRawPointer(loop), type: Loop.self, items: items, ranges: ranges)
-            withUnsafeMutablePointer(to: &job) { job in
-                WorkerPool.shared.run(ranges, UnsafeMutableRawPointer(job)) { context, i in
-                    let job = context!.assumingMemoryBound(to: Job.self)
-                    let n = job.pointee.items, t = job.pointee.ranges
-                    job.pointee.type.run(job.pointee.loop, (i * n / t)..<((i + 1) * n / t), worker: i)
+            withUnsafeTemporaryAllocation(of: Atomic<Int>.self, capacity: Loop.fixedPartition ? 0 : ranges) { cursors in
+                for i in 0..<cursors.count {
+                    (cursors.baseAddress! + i).initialize(to: Atomic((i * items / ranges) << 32 | (i + 1) * items / ranges))
                 }
+                // Blocks of about a quarter of a range, at least one item (chunks, images: one each).
+                var job = Job(loop: UnsafeRawPointer(loop), type: Loop.self, items: items, ranges: ranges,
+                              grain: max(1, items / (4 * ranges)), cursors: cursors.isEmpty ? nil : cursors.baseAddress)
+                withUnsafeMutablePointer(to: &job) { job in
+                    WorkerPool.shared.run(ranges, UnsafeMutableRawPointer(job)) { context, i in
+                        let work = context!.assumingMemoryBound(to: Job.self).pointee
+                        guard let owned = work.cursors else {
+                            let n = work.items, t = work.ranges
+                            work.type.run(work.loop, (i * n / t)..<((i + 1) * n / t), worker: i)
+                            return
+                        }
+                        while let block = Parallel.claim(owned + i, work.grain, fromFront: true) { work.type.run(work.loop, block, worker: i) }
+                        for k in 1..<work.ranges {
+                            let other = owned + (i + k) % work.ranges
+                            while let block = Parallel.claim(other, work.grain, fromFront: false) { work.type.run(work.loop, block, worker: i) }
+                        }
+                    }
+                }
+                for i in 0..<cursors.count { _ = (cursors.baseAddress! + i).move() }
             }
+        }
+    }
+
+    /// Takes up to `grain` items from the front (the owner) or the back (a helper) of what is left
+    /// in `cursor` (front·2³² + back); nil when nothing is left.
+    @inline(__always)
+    static func claim(_ cursor: UnsafeMutablePointer<Atomic<Int>>, _ grain: Int, fromFront: Bool) -> Range<Int>? {
+        var current = cursor.pointee.load(ordering: .relaxed)
+        while true {
+            let front = current >> 32, back = current & 0xFFFF_FFFF
+            guard front < back else { return nil }
+            let block = fromFront ? front..<min(back, front + grain) : max(front, back - grain)..<back
+            let next = fromFront ? block.upperBound << 32 | back : front << 32 | block.lowerBound
+            let (exchanged, original) = cursor.pointee.compareExchange(expected: current, desired: next, ordering: .relaxed)
+            if exchanged { return block }
+            current = original
         }
     }
 
@@ -118,11 +162,17 @@ public enum Parallel {
 /// the attribute makes that body branch to its Float specialisation. (The calling thread's
 /// share and one-thread runs call the caller's own specialisation directly.)
 public protocol ParallelLoop {
-    /// Computes `items`; `worker` is the index of the range (0..<workers), for per-worker scratch.
+    /// Computes `items`; `worker` is the index of the calling thread (0..<workers), for
+    /// per-worker scratch. Called once or several times per thread and job, on disjoint ranges.
     func run(_ items: Range<Int>, worker: Int)
+    /// Whether thread i must get exactly the fixed range i (state kept per worker between
+    /// jobs, e.g. the physics shards' caches); false (the default): blocks claimed dynamically.
+    static var fixedPartition: Bool { get }
 }
 
 extension ParallelLoop {
+    public static var fixedPartition: Bool { false }
+
     /// `run` on the loop stored at `loop` (the workers know its type only as a metatype).
     static func run(_ loop: UnsafeRawPointer, _ items: Range<Int>, worker: Int) {
         loop.assumingMemoryBound(to: Self.self).pointee.run(items, worker: worker)

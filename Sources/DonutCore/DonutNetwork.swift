@@ -186,6 +186,13 @@ public final class DonutNetwork<T: GEMMScalar> {
         var reluOut: [UnsafeMutablePointer<T>] = [], dropOut: [UnsafeMutablePointer<T>] = []
         var dropMask: [UnsafeMutablePointer<T>] = [], mean: [UnsafeMutablePointer<T>] = [], invStd: [UnsafeMutablePointer<T>] = []
         var poolArgmax: [UnsafeMutablePointer<Int32>] = []
+        /// Per encoder block, the conv's per-plane statistics (batch·outC·2) for BatchNorm.
+        var planeStatistics: [UnsafeMutablePointer<Double>] = []
+        /// Per encoder block, the conv output at each pooled maximum (`BatchNormReLUPool`).
+        var pooledInput: [UnsafeMutablePointer<T>] = []
+        /// Whether the last training forward ran the encoder blocks as conv → `BatchNormReLUPool`
+        /// (no dropout): its backward must match. (reluOut and dropOut are then not written.)
+        var encoderFused = false
         var features: UnsafeMutablePointer<T>               // last pool output (batch × featureCount)
         var headOut: [UnsafeMutablePointer<T>] = [], headRelu: UnsafeMutablePointer<T>?
         var latent: UnsafeMutablePointer<T>                  // z (batch × L)
@@ -246,6 +253,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             a.dropOut.append(a.floats(count)); a.dropMask.append(a.floats(count))
             a.mean.append(a.floats(block.outChannels)); a.invStd.append(a.floats(block.outChannels))
             a.poolArgmax.append(a.ints(count / 4))
+            a.planeStatistics.append(a.doubles(2 * batch * block.outChannels)); a.pooledInput.append(a.floats(count / 4))
             largest = max(largest, count)
             columns = max(columns, Conv2d.scratchCount(convShape(block, batch: batch, size: size)))
             size /= 2
@@ -334,6 +342,24 @@ public final class DonutNetwork<T: GEMMScalar> {
                 convBNReLU(block, mode: mode, input: a.encoderInput[k], convOut: a.convOut[k], output: a.reluOut[k],
                            mean: a.mean[k], invStd: a.invStd[k], scale: a.bnScale[k], shift: a.bnShift[k], shape: shape,
                            pooled: next)
+                size /= 2
+                continue
+            }
+            a.encoderFused = mode.batchStatistics && !(mode.dropout && settings.dropout > 0)
+            if a.encoderFused {
+                // Training without dropout: the conv writes its planes' statistics, then BatchNorm,
+                // ReLU and the pool in one pass (`BatchNormReLUPool`).
+                let p = store.parameters
+                Conv2d.forward(output: a.convOut[k], input: a.encoderInput[k], weight: p + block.weight.offset,
+                               bias: p + block.bias.offset, columns: a.columns, shape: shape, planeStatistics: a.planeStatistics[k])
+                buffers.withUnsafeMutableBufferPointer { buf in
+                    BatchNormReLUPool.forwardTraining(pooled: next, argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k], mean: a.mean[k], invStd: a.invStd[k],
+                                                      runningMean: buf.baseAddress! + block.runningMean,
+                                                      runningVar: buf.baseAddress! + block.runningVar,
+                                                      input: a.convOut[k], planeStatistics: a.planeStatistics[k],
+                                                      gamma: p + block.gamma!.offset, beta: p + block.beta!.offset, batch: b,
+                                                      channels: block.outChannels, height: size, width: size, synchronise: batchNormReducer)
+                }
                 size /= 2
                 continue
             }
@@ -642,6 +668,21 @@ public final class DonutNetwork<T: GEMMScalar> {
             let block = encoder[k]
             size *= 2
             let shape = convShape(block, batch: b, size: size), count = shape.outputCount
+            if a.encoderFused {
+                let pooled = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
+                BatchNormReLUPool.backwardTraining(dInput: dOther, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
+                                                   dInputSums: g + block.bias.offset, dPooled: dCurrent, pooled: pooled,
+                                                   argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k], input: a.convOut[k],
+                                                   gamma: p + block.gamma!.offset,
+                                                   mean: a.mean[k], invStd: a.invStd[k], batch: b, channels: block.outChannels,
+                                                   height: size, width: size, synchronise: batchNormReducer)
+                swap(&dCurrent, &dOther)
+                Conv2d.backward(dInput: k > 0 ? dOther : nil, dWeight: g + block.weight.offset, dBias: nil,
+                                dOutput: dCurrent, input: a.encoderInput[k], weight: p + block.weight.offset,
+                                columns: a.columns, shape: shape)
+                swap(&dCurrent, &dOther)
+                continue
+            }
             MaxPool2d.backward(dInput: dOther, dOutput: dCurrent, argmax: a.poolArgmax[k], batch: b,
                                channels: block.outChannels, height: size, width: size)
             swap(&dCurrent, &dOther)

@@ -87,6 +87,35 @@ public enum BatchNorm2d {
         }
     }
 
+    /// (Σ y, Σ (y − ȳ)²) of one plane of n values, ȳ = Σ y / n: the statistics a conv's epilogue
+    /// writes per output plane while it is in cache (`Conv2d.forward(planeStatistics:)`), from
+    /// which the batch statistics follow exactly (`channelStatistics`) without passes of their own.
+    /// Sums in T with eight partial sums, totalled in Double, as `forwardTraining`; the squares
+    /// about the plane mean rounded to T, corrected: Σ(y − ȳ_T)² = Σ(y − ȳ)² + n·(ȳ − ȳ_T)².
+    @inline(__always)
+    public static func planeStatistics<T: GEMMScalar>(_ y: UnsafePointer<T>, _ n: Int) -> (sum: Double, squares: Double) {
+        let sum = Double(Parallel.sum(y, n)), mean = sum / Double(n), meanT = T(mean)
+        let d = mean - Double(meanT)
+        return (sum, max(0, Double(Parallel.sumSquares(y, n, minus: meanT)) - Double(n) * d * d))
+    }
+
+    /// Channel c's (Σ y, Σ (y − μ)²) over the batch from its planes' `planeStatistics` (stats[2q],
+    /// stats[2q + 1] for plane q = n·channels + c, `plane` values each), about μ = `mean`, or about
+    /// the batch's own mean when nil (Chan et al.'s pairwise update: Σ_q [Q_q + m·(S_q/m − μ)²]).
+    @inline(__always)
+    static func channelStatistics(_ stats: UnsafePointer<Double>, channel c: Int, batch: Int, channels: Int, plane: Int,
+                                  mean: Double? = nil) -> (sum: Double, squares: Double) {
+        var sum = 0.0
+        for n in 0..<batch { sum += stats[2 * (n * channels + c)] }
+        let mu = mean ?? sum / Double(batch * plane), m = Double(plane)
+        var squares = 0.0
+        for n in 0..<batch {
+            let q = n * channels + c, d = stats[2 * q] / m - mu
+            squares += stats[2 * q + 1] + m * d * d
+        }
+        return (sum, squares)
+    }
+
     /// The eval-mode transform as y = scale·x + shift per channel: scale = γ/√(runningVar + ε),
     /// shift = β − runningMean·scale. scale, shift (channels) written.
     public static func evalAffine<T: GEMMScalar>(

@@ -100,21 +100,25 @@ public enum Conv2d {
     /// - pooled (batch, outC, outH/2, outW/2) or nil: if given, a 2×2 stride-2 max pool
     ///   (`MaxPool2d`, no argmax: inference only) of the result is written here instead and
     ///   `output` is not touched; the full-size result only passes through the cached GEMM block.
+    /// - planeStatistics (batch·outC·2) or nil: for each output plane q = n·outC + oc, written
+    ///   while the plane is in cache: [2q] = Σ y, [2q + 1] = Σ (y − ȳ)² (`BatchNorm2d.planeStatistics`),
+    ///   what a training BatchNorm after the conv needs instead of two passes of its own. Not with `pooled`.
     public static func forward<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, input: UnsafePointer<T>,
         weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
         columns: UnsafeMutablePointer<T>, shape s: Conv2dShape,
         scale: UnsafePointer<T>? = nil, shift: UnsafePointer<T>? = nil, relu: Bool = false,
-        pooled: UnsafeMutablePointer<T>? = nil
+        pooled: UnsafeMutablePointer<T>? = nil, planeStatistics: UnsafeMutablePointer<Double>? = nil
     ) {
         precondition((scale == nil) == (shift == nil), "scale and shift come together")
+        precondition(pooled == nil || planeStatistics == nil, "plane statistics need the full-size output")
         if usesDirect(s) {
             forwardDirect(output: output, input: input, weight: weight, bias: bias, scratch: columns, shape: s,
-                          scale: scale, shift: shift, relu: relu, pooled: pooled)
+                          scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: planeStatistics)
             return
         }
         let loop = ForwardChunks(output: output, input: input, weight: weight, bias: bias, columns: columns, shape: s,
-                                 scale: scale, shift: shift, relu: relu, pooled: pooled)
+                                 scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: planeStatistics)
         serialBLAS { Parallel.forWorkers(chunkCount(s), workers: workerCount(s), loop) }
     }
 
@@ -124,6 +128,7 @@ public enum Conv2d {
         let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?
         let columns: UnsafeMutablePointer<T>, shape: Conv2dShape
         let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
+        let statistics: UnsafeMutablePointer<Double>?
 
         @_specialize(where T == Float)
         func run(_ chunks: Range<Int>, worker: Int) {
@@ -143,7 +148,8 @@ public enum Conv2d {
                     for oc in 0..<s.outChannels {
                         let src = block + oc * width + j * plane, image = (n0 + j) * s.outChannels + oc
                         finishPlane(pooled == nil ? output + image * plane : src, UnsafePointer(src), channel: oc, bias: bias,
-                                    scale: scale, shift: shift, relu: relu, pooled: pooled.map { $0 + image * (s.outHeight / 2) * (s.outWidth / 2) }, s)
+                                    scale: scale, shift: shift, relu: relu, pooled: pooled.map { $0 + image * (s.outHeight / 2) * (s.outWidth / 2) },
+                                    statistics: statistics.map { $0 + 2 * image }, s)
                     }
                 }
             }
@@ -157,14 +163,16 @@ public enum Conv2d {
     /// and ReLU are monotone in src (non-decreasing for a scale ≥ 0; non-increasing for a scale
     /// < 0, where the window's minimum maps to its maximum), and so is their rounding, so pooling
     /// src and finishing the quarter-size plane gives the same values with a quarter of the work.
-    /// dst may be src.
+    /// dst may be src. `statistics` (2 values): the plane statistics of dst (`BatchNorm2d.planeStatistics`).
     @inline(__always)
     static func finishPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, channel oc: Int,
                                            bias: UnsafePointer<T>?, scale: UnsafePointer<T>?, shift: UnsafePointer<T>?,
-                                           relu: Bool, pooled: UnsafeMutablePointer<T>?, _ s: Conv2dShape) {
+                                           relu: Bool, pooled: UnsafeMutablePointer<T>?, statistics: UnsafeMutablePointer<Double>?,
+                                           _ s: Conv2dShape) {
         let plane = s.outHeight * s.outWidth, (a, c) = epilogue(channel: oc, bias: bias, scale: scale, shift: shift)
         guard let pooled else {
             affine(dst, src, plane, a, c, relu: relu)
+            if let statistics { (statistics[0], statistics[1]) = BatchNorm2d.planeStatistics(UnsafePointer(dst), plane) }
             return
         }
         pool2(pooled, src, height: s.outHeight, width: s.outWidth, lowest: a < 0)
@@ -503,9 +511,9 @@ enum FloatKernels {
     }
 
     /// `BatchNorm2d.gradientSums` on one plane in one pass: g = dy, or with y (ReLU fused)
-    /// g = dy·[y > 0] stored to dx; returns (Σ g, Σ g·(x − μ)) from 16-lane partial sums.
+    /// g = dy·[y > 0], stored to dx if given; returns (Σ g, Σ g·(x − μ)) from 16-lane partial sums.
     @inline(__always)
-    static func batchNormGradientSums(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>?,
+    static func batchNormGradientSums(_ dx: UnsafeMutablePointer<Float>?, _ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>?,
                                       _ x: UnsafePointer<Float>, _ n: Int, _ mu: Float) -> (Float, Float) {
         let zero = SIMD16<Float>(repeating: 0), vmu = SIMD16<Float>(repeating: mu)
         var s = zero, t = zero
@@ -514,7 +522,7 @@ enum FloatKernels {
             var g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD16<Float>.self)
             if let y {
                 g = zero.replacing(with: g, where: UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self) .> zero)
-                UnsafeMutableRawPointer(dx + i).storeBytes(of: g, as: SIMD16<Float>.self)
+                if let dx { UnsafeMutableRawPointer(dx + i).storeBytes(of: g, as: SIMD16<Float>.self) }
             }
             s += g
             t += g * (UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) - vmu)
@@ -523,7 +531,7 @@ enum FloatKernels {
         var sTail: Float = 0, tTail: Float = 0
         while i < n {
             var g = dy[i]
-            if let y { g = y[i] > 0 ? g : 0; dx[i] = g }
+            if let y { g = y[i] > 0 ? g : 0; dx?[i] = g }
             sTail += g; tTail += g * (x[i] - mu)
             i += 1
         }
@@ -545,6 +553,24 @@ enum FloatKernels {
             i += 16
         }
         while i < n { dx[i] = k * dy[i] - b - (x[i] - mu) * a; i += 1 }
+    }
+
+    /// `BatchNormReLUPool.baseGradient`: dx[i] = −b − (x[i] − μ)·a, returns Σ dx (16-lane partial sums).
+    @inline(__always)
+    static func batchNormBaseGradient(_ dx: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, _ n: Int,
+                                      _ b: Float, _ mu: Float, _ a: Float) -> Float {
+        let vb = SIMD16<Float>(repeating: b), vmu = SIMD16<Float>(repeating: mu), va = SIMD16<Float>(repeating: a)
+        var sum = SIMD16<Float>(repeating: 0)
+        var i = 0
+        while i + 16 <= n {
+            let v = -vb - (UnsafeRawPointer(x + i).loadUnaligned(as: SIMD16<Float>.self) - vmu) * va
+            UnsafeMutableRawPointer(dx + i).storeBytes(of: v, as: SIMD16<Float>.self)
+            sum += v
+            i += 16
+        }
+        var tail: Float = 0
+        while i < n { let v = -b - (x[i] - mu) * a; dx[i] = v; tail += v; i += 1 }
+        return sum.sum() + tail
     }
 
     /// The larger of a and b lane by lane, NaN winning (b replaces a if b > a, or if b is NaN and a is not).
@@ -572,16 +598,17 @@ enum FloatKernels {
     /// `MaxPool2d.forward`'s 2×2 stride-2 row in blocks of 8 outputs: d[ox] and argmax[ox] (flat
     /// input index) over input[row0 + 2ox], input[row0 + 2ox + 1], input[row1 + 2ox],
     /// input[row1 + 2ox + 1] in that order, a later element winning only if greater (or NaN over
-    /// a number), as the scalar loop. Returns the first ox not done.
+    /// a number), as the scalar loop; `indexBase` is added to the indices. Returns the first ox not done.
     @inline(__always)
     static func maxPool2ArgmaxRow(_ d: UnsafeMutablePointer<Float>, _ argmax: UnsafeMutablePointer<Int32>, _ input: UnsafePointer<Float>,
-                                  row0: Int, row1: Int, outputs: Int) -> Int {
+                                  row0: Int, row1: Int, outputs: Int, indexBase: Int = 0) -> Int {
         let lanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
         var ox = 0
         while ox + 8 <= outputs {
             let top = UnsafeRawPointer(input + row0 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
             let bottom = UnsafeRawPointer(input + row1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
-            let i0 = lanes &+ Int32(truncatingIfNeeded: row0 + 2 * ox), i1 = lanes &+ Int32(truncatingIfNeeded: row1 + 2 * ox)
+            let i0 = lanes &+ Int32(truncatingIfNeeded: indexBase + row0 + 2 * ox)
+            let i1 = lanes &+ Int32(truncatingIfNeeded: indexBase + row1 + 2 * ox)
             var m = top.evenHalf, index = i0
             considerMax(top.oddHalf, i0 &+ 1, &m, &index)
             considerMax(bottom.evenHalf, i1, &m, &index)

@@ -166,11 +166,12 @@ extension Conv2d {
     static func forwardDirect<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
         scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape,
-        scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
+        scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?,
+        statistics: UnsafeMutablePointer<Double>?
     ) {
         Parallel.forWorkers(s.batch, workers: directWorkers(s),
                             DirectForward(output: output, input: input, weight: weight, bias: bias, scratch: scratch, shape: s,
-                                          scale: scale, shift: shift, relu: relu, pooled: pooled))
+                                          scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: statistics))
     }
 
     /// `forwardDirect` on a worker's run of images.
@@ -178,6 +179,7 @@ extension Conv2d {
         let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?
         let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
         let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
+        let statistics: UnsafeMutablePointer<Double>?
 
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
@@ -198,7 +200,7 @@ extension Conv2d {
                                 s.kernelH, s.kernelW, accumulate: ic > 0)
                     }
                     finishPlane(y, UnsafePointer(y), channel: oc, bias: bias, scale: scale, shift: shift, relu: relu,
-                                pooled: pooled.map { $0 + q * pooledPlane }, s)
+                                pooled: pooled.map { $0 + q * pooledPlane }, statistics: statistics.map { $0 + 2 * q }, s)
                 }
             }
         }

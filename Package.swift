@@ -12,6 +12,15 @@ import PackageDescription
 /// (`donut bench forward`). Release only; debug builds keep fast compiles.
 let specialiseAcrossModules: [SwiftSetting] = [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]
 
+/// `DonutKernelsAVX2` alone is compiled for AVX2 + FMA (Haswell and later, every AMD Zen);
+/// `DonutNN` calls it only after CPUID says the CPU has both (`CDonutCPU`), so the binary still
+/// runs on any x86-64. Other architectures build it without the flag and never call it.
+#if arch(x86_64)
+let avx2Kernels: [SwiftSetting] = [.unsafeFlags(["-target-cpu", "haswell"])]
+#else
+let avx2Kernels: [SwiftSetting] = []
+#endif
+
 let package = Package(
     name: "Donut",
     products: [
@@ -35,7 +44,7 @@ let package = Package(
         /// Forward models (box = published reference, smooth = differentiable), geometry, gradients.
         .target(name: "DonutPhysics", dependencies: ["DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// Tensors and layers with forward and backward side by side.
-        .target(name: "DonutNN", dependencies: ["DonutBLAS"], swiftSettings: specialiseAcrossModules),
+        .target(name: "DonutNN", dependencies: ["DonutBLAS", "DonutKernelsAVX2", "CDonutCPU"], swiftSettings: specialiseAcrossModules),
         /// Models, correlation fit, phantoms: the math that composes Physics and NN.
         .target(name: "DonutCore", dependencies: ["DonutPhysics", "DonutNN", "DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// HDF5 (serial and MPI-IO), NeXus result maps, .npy, YAML configs, PNG quick-looks.
@@ -49,6 +58,10 @@ let package = Package(
         // MARK: Implementation details
         /// Row-major GEMM over OpenBLAS for Float and Double (the one BLAS entry point).
         .target(name: "DonutBLAS", dependencies: ["CBLAS"], swiftSettings: specialiseAcrossModules),
+        /// Float stencils of the direct convolution built for AVX2 + FMA (see `avx2Kernels`).
+        .target(name: "DonutKernelsAVX2", swiftSettings: avx2Kernels),
+        /// CPUID: whether the AVX2 + FMA kernels may run.
+        .target(name: "CDonutCPU"),
         // C interop
         /// `static inline` accessors for MPI/HDF5 macros; no API of its own.
         .target(name: "CDonutBridge", dependencies: ["CMPI", "CHDF5"]),
@@ -69,7 +82,7 @@ let package = Package(
         .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI", "DonutNN"]),
         .testTarget(name: "DonutMPITests", dependencies: ["DonutMPI"]),
         /// Every layer's backward against central finite differences in Double; AdamW by hand.
-        .testTarget(name: "DonutNNTests", dependencies: ["DonutNN"]),
+        .testTarget(name: "DonutNNTests", dependencies: ["DonutNN", "DonutKernelsAVX2"]),
         /// Runs the built `donut` binary, including under `mpirun -np 2`.
         .testTarget(name: "DonutCLITests", dependencies: ["donut", "DonutIO", "DonutCore", "DonutPhysics"]),
     ]

@@ -1,4 +1,18 @@
 import DonutBLAS
+import DonutKernelsAVX2
+import CDonutCPU
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// What the CPU can run beyond baseline x86-64, asked once (CPUID).
+public enum CPUFeatures {
+    /// AVX2 and FMA (with the OS saving YMM state): the `DonutKernelsAVX2` stencils may run.
+    /// `DONUT_NO_AVX2=1` in the environment turns them off (to compare, or to rule them out).
+    public static let avx2FMA: Bool = donut_cpu_has_avx2_fma() != 0 && getenv("DONUT_NO_AVX2") == nil
+}
 
 /// Direct (stencil) convolution for the shapes where im2col + GEMM is a poor fit: stride 1 with
 /// one input channel (the encoder's first conv: a K = 9 GEMM) or one output channel (the
@@ -52,9 +66,14 @@ extension Conv2d {
     /// (output, input) plane pair runs it on the input padded by `padding`; its adjoint (the input
     /// gradient) on dy padded by k − 1 − padding with the kernel rotated (`flipped`). Every
     /// pixel takes the 8-wide SIMD loop (scalar tail); 3×3 kernels do all nine taps in one pass.
+    /// Float 3×3 on a CPU with AVX2 + FMA: `StencilAVX2.stencil3x3` (fused multiply-adds, 8 lanes).
     @inline(__always)
     static func stencil<T: GEMMScalar>(_ y: UnsafeMutablePointer<T>, _ yh: Int, _ yw: Int, _ x: UnsafePointer<T>, _ xw: Int,
                                        _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int, accumulate: Bool = true) {
+        if T.self == Float.self && kh == 3 && kw == 3 && CPUFeatures.avx2FMA {
+            StencilAVX2.stencil3x3(y.float, yh, yw, x.float, xw, w.float, accumulate: accumulate)
+            return
+        }
         if !accumulate && !(kh == 3 && kw == 3) { y.update(repeating: 0, count: yh * yw) }
         let fresh = !accumulate && kh == 3 && kw == 3
         for oy in 0..<yh {
@@ -105,9 +124,14 @@ extension Conv2d {
     /// gradient of one (output plane, input plane) pair, xp the input zero-padded as in the forward
     /// (rows `xw` apart). 3×3 kernels take all nine taps in one pass over dy (nine 8-lane partial
     /// sums, each dy vector loaded once); other kernels one tap at a time (`dot` per row).
+    /// Float 3×3 on a CPU with AVX2 + FMA: `StencilAVX2.stencilGradient3x3`.
     @inline(__always)
     static func stencilGradient<T: GEMMScalar>(_ g: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ yh: Int, _ yw: Int,
                                                _ xp: UnsafePointer<T>, _ xw: Int, _ kh: Int, _ kw: Int) {
+        if T.self == Float.self && kh == 3 && kw == 3 && CPUFeatures.avx2FMA {
+            StencilAVX2.stencilGradient3x3(g.float, dy.float, yh, yw, xp.float, xw)
+            return
+        }
         guard kh == 3 && kw == 3 else {
             for t in 0..<(kh * kw) {
                 var total = T(0)

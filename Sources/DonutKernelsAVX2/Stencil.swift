@@ -1,0 +1,98 @@
+/// The direct convolution's 3×3 stencils in Float, compiled for AVX2 + FMA (this module alone
+/// is built with `-target-cpu haswell`; see Package.swift). Swift has no per-function target
+/// attribute, so the wide-vector code lives in its own module and `DonutNN` calls it only when
+/// the CPU has AVX2 and FMA (`DonutNN.CPUFeatures`, from CPUID); elsewhere the baseline x86-64
+/// build (SSE2: 4 lanes, no fused multiply-add) runs the generic kernels in `DirectConv2d`.
+/// The entry points are `@inline(never)`: inlined into a caller, the body would be compiled with
+/// the caller's baseline flags.
+///
+/// Same contracts as `Conv2d.stencil` / `Conv2d.stencilGradient` for a 3×3 kernel; fused
+/// multiply-adds (one rounding instead of two) and, in the forward, the kernel rows summed
+/// separately, so results agree with the generic kernels to Float rounding, not bit for bit.
+public enum StencilAVX2 {
+    @inline(__always)
+    static func load(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+
+    /// y (yh, yw) += Σ_{ky, kx < 3} w[3ky + kx] · x[oy + ky, ox + kx] (= when not `accumulate`), x zero-padded
+    /// with rows `xw` apart.
+    @inline(never)
+    public static func stencil3x3(_ y: UnsafeMutablePointer<Float>, _ yh: Int, _ yw: Int, _ x: UnsafePointer<Float>, _ xw: Int,
+                                  _ w: UnsafePointer<Float>, accumulate: Bool) {
+        let v0 = SIMD8<Float>(repeating: w[0]), v1 = SIMD8<Float>(repeating: w[1]), v2 = SIMD8<Float>(repeating: w[2])
+        let v3 = SIMD8<Float>(repeating: w[3]), v4 = SIMD8<Float>(repeating: w[4]), v5 = SIMD8<Float>(repeating: w[5])
+        let v6 = SIMD8<Float>(repeating: w[6]), v7 = SIMD8<Float>(repeating: w[7]), v8 = SIMD8<Float>(repeating: w[8])
+        // Each kernel row its own chain of three fused multiply-adds, 16 outputs per step: six
+        // independent chains instead of one of nine (the FMA latency, not its rate, bound the
+        // single chain).
+        @inline(__always) func row(_ r: UnsafePointer<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) -> SIMD8<Float> {
+            var t = a * load(r)
+            t.addProduct(b, load(r + 1)); t.addProduct(c, load(r + 2))
+            return t
+        }
+        for oy in 0..<yh {
+            let dst = y + oy * yw, r0 = x + oy * xw, r1 = r0 + xw, r2 = r1 + xw
+            var ox = 0
+            while ox + 16 <= yw {
+                let p = row(r0 + ox, v0, v1, v2), q = row(r1 + ox, v3, v4, v5), r = row(r2 + ox, v6, v7, v8)
+                let p2 = row(r0 + ox + 8, v0, v1, v2), q2 = row(r1 + ox + 8, v3, v4, v5), r2v = row(r2 + ox + 8, v6, v7, v8)
+                var acc = p + (q + r), acc2 = p2 + (q2 + r2v)
+                if accumulate { acc += load(dst + ox); acc2 += load(dst + ox + 8) }
+                UnsafeMutableRawPointer(dst + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(dst + ox + 8).storeBytes(of: acc2, as: SIMD8<Float>.self)
+                ox += 16
+            }
+            while ox + 8 <= yw {
+                var acc = row(r0 + ox, v0, v1, v2) + (row(r1 + ox, v3, v4, v5) + row(r2 + ox, v6, v7, v8))
+                if accumulate { acc += load(dst + ox) }
+                UnsafeMutableRawPointer(dst + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
+                ox += 8
+            }
+            while ox < yw {
+                var acc: Float = accumulate ? dst[ox] : 0
+                acc.addProduct(w[0], r0[ox]); acc.addProduct(w[1], r0[ox + 1]); acc.addProduct(w[2], r0[ox + 2])
+                acc.addProduct(w[3], r1[ox]); acc.addProduct(w[4], r1[ox + 1]); acc.addProduct(w[5], r1[ox + 2])
+                acc.addProduct(w[6], r2[ox]); acc.addProduct(w[7], r2[ox + 1]); acc.addProduct(w[8], r2[ox + 2])
+                dst[ox] = acc
+                ox += 1
+            }
+        }
+    }
+
+    /// g[3ky + kx] = Σ_{oy < yh, ox < yw} dy[oy, ox] · xp[oy + ky, ox + kx] (written): the weight gradient
+    /// of one (output, input) plane pair, nine 8-lane partial sums, dy loaded once per vector.
+    @inline(never)
+    public static func stencilGradient3x3(_ g: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ yh: Int, _ yw: Int,
+                                          _ xp: UnsafePointer<Float>, _ xw: Int) {
+        var a0 = SIMD8<Float>.zero, a1 = SIMD8<Float>.zero, a2 = SIMD8<Float>.zero, a3 = SIMD8<Float>.zero, a4 = SIMD8<Float>.zero
+        var a5 = SIMD8<Float>.zero, a6 = SIMD8<Float>.zero, a7 = SIMD8<Float>.zero, a8 = SIMD8<Float>.zero
+        var t0: Float = 0, t1: Float = 0, t2: Float = 0, t3: Float = 0, t4: Float = 0, t5: Float = 0, t6: Float = 0, t7: Float = 0, t8: Float = 0
+        for oy in 0..<yh {
+            let d = dy + oy * yw, r0 = xp + oy * xw, r1 = r0 + xw, r2 = r1 + xw
+            var ox = 0
+            while ox + 8 <= yw {
+                let v = load(d + ox)
+                a0.addProduct(v, load(r0 + ox)); a1.addProduct(v, load(r0 + ox + 1)); a2.addProduct(v, load(r0 + ox + 2))
+                a3.addProduct(v, load(r1 + ox)); a4.addProduct(v, load(r1 + ox + 1)); a5.addProduct(v, load(r1 + ox + 2))
+                a6.addProduct(v, load(r2 + ox)); a7.addProduct(v, load(r2 + ox + 1)); a8.addProduct(v, load(r2 + ox + 2))
+                ox += 8
+            }
+            while ox < yw {
+                let v = d[ox]
+                t0.addProduct(v, r0[ox]); t1.addProduct(v, r0[ox + 1]); t2.addProduct(v, r0[ox + 2])
+                t3.addProduct(v, r1[ox]); t4.addProduct(v, r1[ox + 1]); t5.addProduct(v, r1[ox + 2])
+                t6.addProduct(v, r2[ox]); t7.addProduct(v, r2[ox + 1]); t8.addProduct(v, r2[ox + 2])
+                ox += 1
+            }
+        }
+        g[0] = lanes(a0) + t0; g[1] = lanes(a1) + t1; g[2] = lanes(a2) + t2
+        g[3] = lanes(a3) + t3; g[4] = lanes(a4) + t4; g[5] = lanes(a5) + t5
+        g[6] = lanes(a6) + t6; g[7] = lanes(a7) + t7; g[8] = lanes(a8) + t8
+    }
+
+    /// The sum of v's eight lanes, added pairwise (as `Conv2d.lanes`).
+    @inline(__always)
+    static func lanes(_ v: SIMD8<Float>) -> Float {
+        let h = v.lowHalf + v.highHalf, q = h.lowHalf + h.highHalf
+        return q[0] + q[1]
+    }
+}

@@ -105,10 +105,9 @@ final class WorkerPool: @unchecked Sendable {
     private func start(index: Int, seen: Int) {
         var thread = pthread_t()
         let argument = Unmanaged.passRetained(Start(self, index, seen)).toOpaque()
-        let status = pthread_create(&thread, nil, { argument in
+        let status = pthread_create(&thread, nil, { argument -> UnsafeMutableRawPointer? in
             let start = Unmanaged<Start>.fromOpaque(argument!).takeRetainedValue()
-            start.pool.loop(index: start.index, seen: start.seen)
-            return nil
+            start.pool.loop(index: start.index, seen: start.seen)   // never returns
         }, argument)
         precondition(status == 0, "pthread_create failed (\(status))")
         pthread_detach(thread)

@@ -57,7 +57,9 @@ struct LinearLayer {
 ///
 /// The decoder's Upsample2 → conv3×3 runs fused on the low-resolution input (`UpsampleConv2d`,
 /// 4/9 of the FLOPs) wherever it applies; the last block (one output channel) keeps the
-/// explicit up-sampling and `Conv2d`'s direct stencil.
+/// explicit up-sampling and `Conv2d`'s direct stencil. In training without dropout each encoder
+/// block's BatchNorm → ReLU → max pool is one layer (`BatchNormReLUPool`) on batch statistics
+/// the conv writes per plane (`Conv2d.forward(planeStatistics:)`); with dropout, the layers one by one.
 ///
 /// Parameters live in one `ParameterStore` in three AdamW groups: "encoder" (convolutions,
 /// BatchNorm), "physics" (the head that maps features to the physical latent) and

@@ -4,10 +4,13 @@
 // inside forward/backward (scratch sizes from `scratchCount`). Layout NCHW, row-major; generic
 // over GEMMScalar (Float runs, Double checks against finite differences in DonutNNTests).
 //   Conv2d.swift          Conv2dShape, Conv2d (im2col + one GEMM per image, col2im backward)
-//   DirectConv2d.swift    Conv2d's direct stencil path (one input or one output channel)
+//   DirectConv2d.swift    Conv2d's direct stencil path (one input or one output channel); CPUFeatures
+//                         (Float 3×3 stencils run from the DonutKernelsAVX2 module when CPUID has AVX2 + FMA)
 //   Upsample2d.swift      nearest ×s upsampling (the decoder: upsample then conv)
 //   UpsampleConv2d.swift  nearest ×2 upsample → 3×3 conv fused (sub-pixel: four 2×2 convs on the low-res input)
 //   BatchNorm2d.swift     training (batch statistics, PyTorch running-stat update) and eval
+//   BatchNormReLUPool.swift  training BatchNorm → ReLU → 2×2 max pool fused (the encoder block's tail),
+//                         batch statistics from the conv's per-plane statistics
 //   Activations.swift     ReLU, ScaledTanh (LeCun 1.7159·tanh(2x/3))
 //   MaxPool2d.swift       k×k stride-s max pooling with an Int32 argmax cache
 //   Linear.swift          y = x·Wᵀ + b by GEMM
@@ -16,6 +19,7 @@
 //   Random.swift          SplitMix64 (seeded initialisation and dropout masks)
 //   ParameterStore.swift  flat parameter/gradient/moment buffers, named views, groups, init helpers
 //   AdamW.swift           torch.optim.AdamW over the flat buffers, per-group lr and weight decay
-//   Parallel.swift        loops over the cores as `ParallelLoop` values (fixed partitions: thread-count independent)
+//   Parallel.swift        loops over the cores as `ParallelLoop` values (own range first, then the back of the
+//                         others': items computed whole by one thread, results thread-count independent)
 //   WorkerPool.swift      the pthreads behind `Parallel` (spin, then sleep; no allocation per job)
 import DonutBLAS

@@ -211,15 +211,24 @@ public enum BatchNorm2d {
                     dGamma[c] += T(sumDyXc * Double(inv))
                     dBeta[c] += T(sumDy)
                 }
-                // dx = γ·inv·(dy − mean(dy) − x̂·mean(dy·x̂)) = k·dy − k·meanDy − (x − μ)·k·inv·meanDyXhat
-                let k = gamma[c] * inv
-                let a = k * T(sumDyXc * Double(inv) / total) * inv, b = k * T(sumDy / total)
+                let (k, a, b) = BatchNorm2d.inputGradientCoefficients(gamma: gamma[c], invStd: inv, sumDy: sumDy,
+                                                                     sumDyXc: sumDyXc, total: total)
                 for n in 0..<batch {
                     let o = (n * channels + c) * plane
                     inputGradient(dInput + o, reluOutput == nil ? dOutput + o : UnsafePointer(dInput + o), input + o, plane, k, b, mu, a)
                 }
             }
         }
+    }
+
+    /// (k, a, b) of the training backward's dx = k·dy − b − (x − μ)·a for one channel:
+    /// dx = γ·inv·(dy − mean(dy) − x̂·mean(dy·x̂)), so k = γ·inv, b = k·Σdy/M, a = k·inv·(Σ dy·(x − μ))·inv/M
+    /// (M = `total` values, inv = 1/√(σ² + ε)).
+    @inline(__always)
+    static func inputGradientCoefficients<T: GEMMScalar>(gamma: T, invStd inv: T, sumDy: Double, sumDyXc: Double,
+                                                         total: Double) -> (k: T, a: T, b: T) {
+        let k = gamma * inv
+        return (k, k * T(sumDyXc * Double(inv) / total) * inv, k * T(sumDy / total))
     }
 
     /// (Σ dy, Σ dy·(x − μ)) over channel c of the batch, each plane summed in T (four partial sums;

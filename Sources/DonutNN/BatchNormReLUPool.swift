@@ -97,16 +97,9 @@ public enum BatchNormReLUPool {
                                                                    row0: 0, row1: w, outputs: ow, indexBase: top)
                         }
                         for ox in start..<ow {
-                            // MaxPool2d.forward's order: a later element wins only if greater (or NaN over a number).
-                            var best = 2 * ox, bestValue = rows[best]
-                            var i = best + 1, v = rows[i]
-                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                            i = w + 2 * ox; v = rows[i]
-                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                            i += 1; v = rows[i]
-                            if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                            pooled[o + ox] = bestValue
-                            argmax[o + ox] = Int32(truncatingIfNeeded: top + best)
+                            let (value, index) = MaxPool2d.windowMax2(UnsafePointer(rows), 2 * ox, rowStride: w)
+                            pooled[o + ox] = value
+                            argmax[o + ox] = Int32(truncatingIfNeeded: top + index)
                         }
                         for ox in 0..<ow { pooledInput[o + ox] = input[Int(argmax[o + ox])] }   // rows still in L1
                     }
@@ -202,8 +195,8 @@ public enum BatchNormReLUPool {
                     dBeta[c] += T(sumG)
                 }
                 // dx = k·g − b − (x − μ)·a, as BatchNorm2d.backwardTraining.
-                let k = gamma[c] * inv
-                let a = k * T(sumGX * Double(inv) / total) * inv, b = k * T(sumG / total)
+                let (k, a, b) = BatchNorm2d.inputGradientCoefficients(gamma: gamma[c], invStd: inv, sumDy: sumG,
+                                                                     sumDyXc: sumGX, total: total)
                 var sumDx = 0.0
                 for n in 0..<batch {
                     let q = n * channels + c, o = q * pooledPlane

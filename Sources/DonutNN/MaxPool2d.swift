@@ -37,6 +37,23 @@ public enum MaxPool2d {
     }
 }
 
+extension MaxPool2d {
+    /// The 2×2 window p[i0], p[i0 + 1], p[i0 + rowStride], p[i0 + rowStride + 1]: its maximum and
+    /// that element's index, taken in this order, a later element winning only if greater (or NaN
+    /// over a number) — PyTorch's rule (first maximum on ties, NaN propagates).
+    @inline(__always)
+    static func windowMax2<T: GEMMScalar>(_ p: UnsafePointer<T>, _ i0: Int, rowStride: Int) -> (value: T, index: Int) {
+        var best = i0, bestValue = p[i0]
+        var i = i0 + 1, v = p[i]
+        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+        i = i0 + rowStride; v = p[i]
+        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+        i += 1; v = p[i]
+        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
+        return (bestValue, best)
+    }
+}
+
 /// `MaxPool2d.forward` on (image, channel) planes `planes`.
 struct MaxPoolForward<T: GEMMScalar>: ParallelLoop {
     let output: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>, input: UnsafePointer<T>
@@ -55,16 +72,9 @@ struct MaxPoolForward<T: GEMMScalar>: ParallelLoop {
                         start = FloatKernels.maxPool2ArgmaxRow(output.float + o, argmax + o, input.float, row0: r0, row1: r1, outputs: ow)
                     }
                     for ox in start..<ow {
-                        let i0 = r0 + 2 * ox
-                        var best = i0, bestValue = input[i0]
-                        var i = i0 + 1, v = input[i]
-                        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                        i = r1 + 2 * ox; v = input[i]
-                        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                        i += 1; v = input[i]
-                        if v > bestValue || (v.isNaN && !bestValue.isNaN) { bestValue = v; best = i }
-                        output[o + ox] = bestValue
-                        argmax[o + ox] = Int32(truncatingIfNeeded: best)
+                        let (value, index) = MaxPool2d.windowMax2(input, r0 + 2 * ox, rowStride: width)
+                        output[o + ox] = value
+                        argmax[o + ox] = Int32(truncatingIfNeeded: index)
                     }
                 }
                 continue

@@ -90,12 +90,13 @@ func writeTinyConfig(in folder: URL) throws -> String {
     }
 }
 
-/// The DONUT preset with a tiny network (4→8 channels, 8 hidden units, dropout 0.2 so MC
-/// sigmas exist) and the given schedule, written as YAML to `folder/name`; returns the path.
+/// The DONUT preset with a tiny network (4→8 channels, 8 hidden units, dropout 0.2 by default so
+/// MC sigmas exist; 0 takes the fused BatchNorm → ReLU → pool encoder path) and the given
+/// schedule, written as YAML to `folder/name`; returns the path.
 func writeTinyTrainingPreset(in folder: URL, name: String = "train.yaml", batch: Int = 4, epochs: Int,
-                             validation: Double = 0.1, checkpointEvery: Int, seed: Int = 1) throws -> String {
+                             validation: Double = 0.1, checkpointEvery: Int, seed: Int = 1, dropout: Double = 0.2) throws -> String {
     var t = TrainingConfig.donutPaper
-    t.network = NetworkSettings(encoderChannels: [4, 8], dropout: 0.2, hiddenUnits: 8, predictThickness: false, decoder: true)
+    t.network = NetworkSettings(encoderChannels: [4, 8], dropout: dropout, hiddenUnits: 8, predictThickness: false, decoder: true)
     t.schedule = Schedule(batchSize: batch, epochs: epochs, validationFraction: validation, checkpointEvery: checkpointEvery, seed: seed)
     let path = folder.appendingPathComponent(name).path
     try ConfigFile.yaml(of: t).write(toFile: path, atomically: true, encoding: .utf8)

@@ -20,9 +20,10 @@ final class DataParallelTrainingTests: XCTestCase {
     func path(_ name: String) -> String { dir.appendingPathComponent(name).path }
 
     /// A training preset with per-rank batch `batch`.
-    func preset(_ name: String, batch: Int, epochs: Int, validation: Double = 0.1, checkpointEvery: Int = 1000) throws -> String {
+    func preset(_ name: String, batch: Int, epochs: Int, validation: Double = 0.1, checkpointEvery: Int = 1000,
+                dropout: Double = 0.2) throws -> String {
         try writeTinyTrainingPreset(in: dir, name: name, batch: batch, epochs: epochs, validation: validation,
-                                    checkpointEvery: checkpointEvery, seed: 7)
+                                    checkpointEvery: checkpointEvery, seed: 7, dropout: dropout)
     }
 
     /// max |a − b| over max |a|, per tensor (the worst tensor).
@@ -41,15 +42,18 @@ final class DataParallelTrainingTests: XCTestCase {
     }
 
     /// np 2 × batch b ≡ np 1 × batch 2b after ≥ 100 steps (DONUT with measured and simulated
-    /// frames, and supervised NanobeamNN), with synchronised BatchNorm, the replica check on
-    /// and the gradient allreduce in several buckets.
+    /// frames, with dropout and without — the fused `BatchNormReLUPool` encoder path — and
+    /// supervised NanobeamNN), with synchronised BatchNorm, the replica check on and the
+    /// gradient allreduce in several buckets.
     func testTwoRanksMatchOneRankWithTheDoubledBatch() throws {
         // 36 training frames, 2 measured per global batch: 18 steps per epoch. 27 library
         // entries for supervised training, 4 per global batch: 6 steps per epoch.
-        for (name, args, epochs, validation) in [("donut", ["--scan", "scan.h5", "--library", "lib.h5", "--mix", "0.5"], 6, 0.1),
-                                                 ("supervised", ["--supervised", "--library", "lib.h5"], 17, 0.25)] {
-            let one = try preset("\(name)-one.yaml", batch: 4, epochs: epochs, validation: validation)
-            let two = try preset("\(name)-two.yaml", batch: 2, epochs: epochs, validation: validation)
+        let donutArgs = ["--scan", "scan.h5", "--library", "lib.h5", "--mix", "0.5"]
+        for (name, args, epochs, validation, dropout) in [("donut", donutArgs, 6, 0.1, 0.2),
+                                                          ("donut-fused", donutArgs, 6, 0.1, 0.0),
+                                                          ("supervised", ["--supervised", "--library", "lib.h5"], 17, 0.25, 0.2)] {
+            let one = try preset("\(name)-one.yaml", batch: 4, epochs: epochs, validation: validation, dropout: dropout)
+            let two = try preset("\(name)-two.yaml", batch: 2, epochs: epochs, validation: validation, dropout: dropout)
             assertSucceeded(try donut(["train"] + args + ["--training", one, "--out", "\(name)-one.h5"], in: dir), "\(name) np 1")
             // Buckets of 4 KB: the ~9 KB gradient buffer goes in three allreduces.
             let r = try donut(["train"] + args + ["--training", two, "--out", "\(name)-two.h5", "--sync-batchnorm", "--check-replicas",

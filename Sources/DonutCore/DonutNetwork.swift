@@ -193,7 +193,8 @@ public final class DonutNetwork<T: GEMMScalar> {
         /// Per encoder block, the conv output at each pooled maximum (`BatchNormReLUPool`).
         var pooledInput: [UnsafeMutablePointer<T>] = []
         /// Whether the last training forward ran the encoder blocks as conv → `BatchNormReLUPool`
-        /// (no dropout): its backward must match. (reluOut and dropOut are then not written.)
+        /// (no dropout): its backward must match. (reluOut, dropOut and dropMask are then one-element
+        /// placeholders: `plan` sizes them only for a network with dropout.)
         var encoderFused = false
         var features: UnsafeMutablePointer<T>               // last pool output (batch × featureCount)
         var headOut: [UnsafeMutablePointer<T>] = [], headRelu: UnsafeMutablePointer<T>?
@@ -250,9 +251,12 @@ public final class DonutNetwork<T: GEMMScalar> {
         a.encoderInput = [a.floats(batch * np)]   // block k's input; the last pool output becomes `features`
         for block in encoder {
             let count = batch * block.outChannels * size * size
-            a.convOut.append(a.floats(count)); a.reluOut.append(a.floats(count))
+            // The ReLU output and the dropout buffers exist only with dropout: without it training
+            // takes `BatchNormReLUPool` and inference pools in the conv epilogue, neither stores them.
+            let dropoutCount = settings.dropout > 0 ? count : 0
+            a.convOut.append(a.floats(count)); a.reluOut.append(a.floats(dropoutCount))
             a.bnScale.append(a.floats(block.outChannels)); a.bnShift.append(a.floats(block.outChannels))
-            a.dropOut.append(a.floats(count)); a.dropMask.append(a.floats(count))
+            a.dropOut.append(a.floats(dropoutCount)); a.dropMask.append(a.floats(dropoutCount))
             a.mean.append(a.floats(block.outChannels)); a.invStd.append(a.floats(block.outChannels))
             a.poolArgmax.append(a.ints(count / 4))
             a.planeStatistics.append(a.doubles(2 * batch * block.outChannels)); a.pooledInput.append(a.floats(count / 4))
@@ -351,7 +355,6 @@ public final class DonutNetwork<T: GEMMScalar> {
             if a.encoderFused {
                 // Training without dropout: the conv writes its planes' statistics, then BatchNorm,
                 // ReLU and the pool in one pass (`BatchNormReLUPool`).
-                let p = store.parameters
                 Conv2d.forward(output: a.convOut[k], input: a.encoderInput[k], weight: p + block.weight.offset,
                                bias: p + block.bias.offset, columns: a.columns, shape: shape, planeStatistics: a.planeStatistics[k])
                 buffers.withUnsafeMutableBufferPointer { buf in

@@ -89,7 +89,7 @@ public enum BatchNorm2d {
 
     /// (Σ y, Σ (y − ȳ)²) of one plane of n values, ȳ = Σ y / n: the statistics a conv's epilogue
     /// writes per output plane while it is in cache (`Conv2d.forward(planeStatistics:)`), from
-    /// which the batch statistics follow exactly (`channelStatistics`) without passes of their own.
+    /// which the batch statistics follow exactly (`channelSum`, `channelSquares`) without passes of their own.
     /// Sums in T with eight partial sums, totalled in Double, as `forwardTraining`; the squares
     /// about the plane mean rounded to T, corrected: Σ(y − ȳ_T)² = Σ(y − ȳ)² + n·(ȳ − ȳ_T)².
     @inline(__always)
@@ -99,21 +99,27 @@ public enum BatchNorm2d {
         return (sum, max(0, Double(Parallel.sumSquares(y, n, minus: meanT)) - Double(n) * d * d))
     }
 
-    /// Channel c's (Σ y, Σ (y − μ)²) over the batch from its planes' `planeStatistics` (stats[2q],
-    /// stats[2q + 1] for plane q = n·channels + c, `plane` values each), about μ = `mean`, or about
-    /// the batch's own mean when nil (Chan et al.'s pairwise update: Σ_q [Q_q + m·(S_q/m − μ)²]).
+    /// Channel c's Σ y over the batch from its planes' `planeStatistics` (stats[2q] for plane
+    /// q = n·channels + c).
     @inline(__always)
-    static func channelStatistics(_ stats: UnsafePointer<Double>, channel c: Int, batch: Int, channels: Int, plane: Int,
-                                  mean: Double? = nil) -> (sum: Double, squares: Double) {
+    static func channelSum(_ stats: UnsafePointer<Double>, channel c: Int, batch: Int, channels: Int) -> Double {
         var sum = 0.0
         for n in 0..<batch { sum += stats[2 * (n * channels + c)] }
-        let mu = mean ?? sum / Double(batch * plane), m = Double(plane)
+        return sum
+    }
+
+    /// Channel c's Σ (y − μ)² over the batch from its planes' `planeStatistics` (stats[2q],
+    /// stats[2q + 1], `plane` values each): Chan et al.'s pairwise update Σ_q [Q_q + m·(S_q/m − μ)²].
+    @inline(__always)
+    static func channelSquares(_ stats: UnsafePointer<Double>, channel c: Int, batch: Int, channels: Int, plane: Int,
+                               about mu: Double) -> Double {
+        let m = Double(plane)
         var squares = 0.0
         for n in 0..<batch {
             let q = n * channels + c, d = stats[2 * q] / m - mu
             squares += stats[2 * q + 1] + m * d * d
         }
-        return (sum, squares)
+        return squares
     }
 
     /// The eval-mode transform as y = scale·x + shift per channel: scale = γ/√(runningVar + ε),

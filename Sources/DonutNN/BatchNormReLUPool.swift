@@ -7,7 +7,7 @@ import DonutBLAS
 /// passes over the largest activations of the network:
 ///
 /// Forward. The batch statistics come from the per-plane statistics the conv wrote with its
-/// output (`Conv2d.forward(planeStatistics:)`, `BatchNorm2d.channelStatistics`): no pass of
+/// output (`Conv2d.forward(planeStatistics:)`, `BatchNorm2d.channelSum`/`channelSquares`): no pass of
 /// their own. Then one pass per plane: y = max(scale·x + shift, 0) two rows at a time into a
 /// stack buffer, pooled with argmax straight from there. The ReLU output is never stored.
 ///
@@ -47,15 +47,15 @@ public enum BatchNormReLUPool {
                 // Channel sums and squares about μ (over every replica's batch when synchronised).
                 let sums = sumBuffer.baseAddress!, squares = squareBuffer.baseAddress!
                 for c in 0..<channels {
-                    sums[c] = BatchNorm2d.channelStatistics(stats, channel: c, batch: batch, channels: channels, plane: plane).sum
+                    sums[c] = BatchNorm2d.channelSum(stats, channel: c, batch: batch, channels: channels)
                 }
                 sums[channels] = Double(batch * plane)
                 reduce?(sums, channels + 1)
                 let total = sums[channels]
                 precondition(total > 1, "BatchNorm2d training needs more than one value per channel")
                 for c in 0..<channels {
-                    squares[c] = BatchNorm2d.channelStatistics(stats, channel: c, batch: batch, channels: channels, plane: plane,
-                                                               mean: sums[c] / total).squares
+                    squares[c] = BatchNorm2d.channelSquares(stats, channel: c, batch: batch, channels: channels, plane: plane,
+                                                            about: sums[c] / total)
                 }
                 reduce?(squares, channels)
                 for c in 0..<channels {

@@ -56,8 +56,8 @@ struct LinearLayer {
 ///       without BatchNorm/ReLU) → reconstruction of x
 ///
 /// The decoder's Upsample2 → conv3×3 runs fused on the low-resolution input (`UpsampleConv2d`,
-/// 4/9 of the FLOPs) wherever it applies; the last block (one output channel) keeps the
-/// explicit up-sampling and `Conv2d`'s direct stencil. In training without dropout each encoder
+/// 4/9 of the FLOPs, no up-sampled activation): four class GEMMs per block, and for the last
+/// block (one output channel) four 2×2 direct stencils. In training without dropout each encoder
 /// block's BatchNorm → ReLU → max pool is one layer (`BatchNormReLUPool`) on batch statistics
 /// the conv writes per plane (`Conv2d.forward(planeStatistics:)`); with dropout, the layers one by one.
 ///

@@ -1,4 +1,4 @@
-/// The direct convolution's 3×3 stencils in Float, compiled for AVX2 + FMA (this module alone
+/// The direct convolution's 3×3 stencils (and `UpsampleConv2d`'s 2×2 ones) in Float, compiled for AVX2 + FMA (this module alone
 /// is built with `-target-cpu haswell`; see Package.swift). Swift has no per-function target
 /// attribute, so the wide-vector code lives in its own module and `DonutNN` calls it only when
 /// the CPU has AVX2 and FMA (`DonutNN.CPUFeatures`, from CPUID); elsewhere the baseline x86-64
@@ -6,7 +6,7 @@
 /// The entry points are `@inline(never)`: inlined into a caller, the body would be compiled with
 /// the caller's baseline flags.
 ///
-/// Same contracts as `Conv2d.stencil` / `Conv2d.stencilGradient` for a 3×3 kernel; fused
+/// Same contracts as `Conv2d.stencil` / `Conv2d.stencilGradient` for a 3×3 (2×2) kernel; fused
 /// multiply-adds (one rounding instead of two) and, in the forward, the kernel rows summed
 /// separately, so results agree with the generic kernels to Float rounding, not bit for bit.
 public enum StencilAVX2 {
@@ -87,6 +87,80 @@ public enum StencilAVX2 {
         g[0] = lanes(a0) + t0; g[1] = lanes(a1) + t1; g[2] = lanes(a2) + t2
         g[3] = lanes(a3) + t3; g[4] = lanes(a4) + t4; g[5] = lanes(a5) + t5
         g[6] = lanes(a6) + t6; g[7] = lanes(a7) + t7; g[8] = lanes(a8) + t8
+    }
+
+    /// y (yh, yw) += Σ_{a, b < 2} w[2a + b] · x[oy + a, ox + b] (= when not `accumulate`), rows of x
+    /// `xw` apart: the 2×2 stencil of `UpsampleConv2d`'s direct path (one sub-pixel class). The
+    /// two kernel rows are separate chains, 16 outputs per step.
+    @inline(never)
+    public static func stencil2x2(_ y: UnsafeMutablePointer<Float>, _ yh: Int, _ yw: Int, _ x: UnsafePointer<Float>, _ xw: Int,
+                                  _ w: UnsafePointer<Float>, accumulate: Bool) {
+        let v0 = SIMD8<Float>(repeating: w[0]), v1 = SIMD8<Float>(repeating: w[1])
+        let v2 = SIMD8<Float>(repeating: w[2]), v3 = SIMD8<Float>(repeating: w[3])
+        @inline(__always) func row(_ r: UnsafePointer<Float>, _ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
+            var t = a * load(r)
+            t.addProduct(b, load(r + 1))
+            return t
+        }
+        for oy in 0..<yh {
+            let dst = y + oy * yw, r0 = x + oy * xw, r1 = r0 + xw
+            var ox = 0
+            while ox + 16 <= yw {
+                var acc = row(r0 + ox, v0, v1) + row(r1 + ox, v2, v3)
+                var acc2 = row(r0 + ox + 8, v0, v1) + row(r1 + ox + 8, v2, v3)
+                if accumulate { acc += load(dst + ox); acc2 += load(dst + ox + 8) }
+                UnsafeMutableRawPointer(dst + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(dst + ox + 8).storeBytes(of: acc2, as: SIMD8<Float>.self)
+                ox += 16
+            }
+            while ox + 8 <= yw {
+                var acc = row(r0 + ox, v0, v1) + row(r1 + ox, v2, v3)
+                if accumulate { acc += load(dst + ox) }
+                UnsafeMutableRawPointer(dst + ox).storeBytes(of: acc, as: SIMD8<Float>.self)
+                ox += 8
+            }
+            while ox < yw {
+                var acc: Float = accumulate ? dst[ox] : 0
+                acc.addProduct(w[0], r0[ox]); acc.addProduct(w[1], r0[ox + 1])
+                acc.addProduct(w[2], r1[ox]); acc.addProduct(w[3], r1[ox + 1])
+                dst[ox] = acc
+                ox += 1
+            }
+        }
+    }
+
+    /// g[2a + b] = Σ_{oy < yh, ox < yw} dy[oy, ox] · xp[oy + a, ox + b] (written): the weight gradient
+    /// of one 2×2 stencil, four 8-lane partial sums per half of a 16-output step.
+    @inline(never)
+    public static func stencilGradient2x2(_ g: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ yh: Int, _ yw: Int,
+                                          _ xp: UnsafePointer<Float>, _ xw: Int) {
+        var a0 = SIMD8<Float>.zero, a1 = SIMD8<Float>.zero, a2 = SIMD8<Float>.zero, a3 = SIMD8<Float>.zero
+        var b0 = SIMD8<Float>.zero, b1 = SIMD8<Float>.zero, b2 = SIMD8<Float>.zero, b3 = SIMD8<Float>.zero
+        var t0: Float = 0, t1: Float = 0, t2: Float = 0, t3: Float = 0
+        for oy in 0..<yh {
+            let d = dy + oy * yw, r0 = xp + oy * xw, r1 = r0 + xw
+            var ox = 0
+            while ox + 16 <= yw {
+                let v = load(d + ox), u = load(d + ox + 8)
+                a0.addProduct(v, load(r0 + ox)); a1.addProduct(v, load(r0 + ox + 1))
+                a2.addProduct(v, load(r1 + ox)); a3.addProduct(v, load(r1 + ox + 1))
+                b0.addProduct(u, load(r0 + ox + 8)); b1.addProduct(u, load(r0 + ox + 9))
+                b2.addProduct(u, load(r1 + ox + 8)); b3.addProduct(u, load(r1 + ox + 9))
+                ox += 16
+            }
+            while ox + 8 <= yw {
+                let v = load(d + ox)
+                a0.addProduct(v, load(r0 + ox)); a1.addProduct(v, load(r0 + ox + 1))
+                a2.addProduct(v, load(r1 + ox)); a3.addProduct(v, load(r1 + ox + 1))
+                ox += 8
+            }
+            while ox < yw {
+                let v = d[ox]
+                t0.addProduct(v, r0[ox]); t1.addProduct(v, r0[ox + 1]); t2.addProduct(v, r1[ox]); t3.addProduct(v, r1[ox + 1])
+                ox += 1
+            }
+        }
+        g[0] = lanes(a0 + b0) + t0; g[1] = lanes(a1 + b1) + t1; g[2] = lanes(a2 + b2) + t2; g[3] = lanes(a3 + b3) + t3
     }
 
     /// The sum of v's eight lanes, added pairwise (as `Conv2d.lanes`).

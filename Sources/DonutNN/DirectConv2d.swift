@@ -66,13 +66,13 @@ extension Conv2d {
     /// (output, input) plane pair runs it on the input padded by `padding`; its adjoint (the input
     /// gradient) on dy padded by k − 1 − padding with the kernel rotated (`flipped`). Every
     /// pixel takes the 8-wide SIMD loop (scalar tail); 3×3 kernels do all nine taps in one pass.
-    /// Float 3×3 on a CPU with AVX2 + FMA: `StencilAVX2.stencil3x3` (fused multiply-adds, 8 lanes).
+    /// Float 3×3 or 2×2 on a CPU with AVX2 + FMA: `StencilAVX2.stencil3x3` / `stencil2x2` (fused multiply-adds, 8 lanes).
     @inline(__always)
     static func stencil<T: GEMMScalar>(_ y: UnsafeMutablePointer<T>, _ yh: Int, _ yw: Int, _ x: UnsafePointer<T>, _ xw: Int,
                                        _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int, accumulate: Bool = true) {
-        if T.self == Float.self && kh == 3 && kw == 3 && CPUFeatures.avx2FMA {
-            StencilAVX2.stencil3x3(y.float, yh, yw, x.float, xw, w.float, accumulate: accumulate)
-            return
+        if T.self == Float.self && CPUFeatures.avx2FMA {
+            if kh == 3 && kw == 3 { StencilAVX2.stencil3x3(y.float, yh, yw, x.float, xw, w.float, accumulate: accumulate); return }
+            if kh == 2 && kw == 2 { StencilAVX2.stencil2x2(y.float, yh, yw, x.float, xw, w.float, accumulate: accumulate); return }
         }
         if !accumulate && !(kh == 3 && kw == 3) { y.update(repeating: 0, count: yh * yw) }
         let fresh = !accumulate && kh == 3 && kw == 3
@@ -124,13 +124,13 @@ extension Conv2d {
     /// gradient of one (output plane, input plane) pair, xp the input zero-padded as in the forward
     /// (rows `xw` apart). 3×3 kernels take all nine taps in one pass over dy (nine 8-lane partial
     /// sums, each dy vector loaded once); other kernels one tap at a time (`dot` per row).
-    /// Float 3×3 on a CPU with AVX2 + FMA: `StencilAVX2.stencilGradient3x3`.
+    /// Float 3×3 or 2×2 on a CPU with AVX2 + FMA: `StencilAVX2.stencilGradient3x3` / `stencilGradient2x2`.
     @inline(__always)
     static func stencilGradient<T: GEMMScalar>(_ g: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ yh: Int, _ yw: Int,
                                                _ xp: UnsafePointer<T>, _ xw: Int, _ kh: Int, _ kw: Int) {
-        if T.self == Float.self && kh == 3 && kw == 3 && CPUFeatures.avx2FMA {
-            StencilAVX2.stencilGradient3x3(g.float, dy.float, yh, yw, xp.float, xw)
-            return
+        if T.self == Float.self && CPUFeatures.avx2FMA {
+            if kh == 3 && kw == 3 { StencilAVX2.stencilGradient3x3(g.float, dy.float, yh, yw, xp.float, xw); return }
+            if kh == 2 && kw == 2 { StencilAVX2.stencilGradient2x2(g.float, dy.float, yh, yw, xp.float, xw); return }
         }
         guard kh == 3 && kw == 3 else {
             for t in 0..<(kh * kw) {

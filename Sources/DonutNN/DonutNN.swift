@@ -5,9 +5,10 @@
 // over GEMMScalar (Float runs, Double checks against finite differences in DonutNNTests).
 //   Conv2d.swift          Conv2dShape, Conv2d (im2col + one GEMM per image, col2im backward)
 //   DirectConv2d.swift    Conv2d's direct stencil path (one input or one output channel); CPUFeatures
-//                         (Float 3×3 stencils run from the DonutKernelsAVX2 module when CPUID has AVX2 + FMA)
+//                         (Float 3×3 and 2×2 stencils run from the DonutKernelsAVX2 module when CPUID has AVX2 + FMA)
 //   Upsample2d.swift      nearest ×s upsampling (the decoder: upsample then conv)
-//   UpsampleConv2d.swift  nearest ×2 upsample → 3×3 conv fused (sub-pixel: four 2×2 convs on the low-res input)
+//   UpsampleConv2d.swift  nearest ×2 upsample → 3×3 conv fused (sub-pixel: four 2×2 convs on the low-res input,
+//                         as class GEMMs, or 2×2 direct stencils for one output channel)
 //   BatchNorm2d.swift     training (batch statistics, PyTorch running-stat update) and eval
 //   BatchNormReLUPool.swift  training BatchNorm → ReLU → 2×2 max pool fused (the encoder block's tail),
 //                         batch statistics from the conv's per-plane statistics

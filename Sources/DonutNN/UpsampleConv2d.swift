@@ -17,17 +17,27 @@ import DonutBLAS
 /// and no up-sampled activation. The weights stay the 3×3 ones (checkpoints unchanged); the
 /// gradient folds back: dW[oc, ic, ky, kx] = Σ_classes dW'[py, px][oc, ic, a(py, ky), a(px, kx)].
 ///
+/// One output channel (the decoder's last block) takes a direct path instead: per class a 2×2
+/// stencil of the zero-padded low-res planes (`usesDirect`), as `Conv2d`'s direct path.
+///
 /// `shape` is the conv's on the up-sampled image (height, width even); inputs and input
 /// gradients are (batch, inC, height/2, width/2). Threading and determinism as `Conv2d`: chunks
-/// of images fixed by the shape, one weight-gradient partial per chunk summed in chunk order.
+/// of images fixed by the shape, one weight-gradient partial per chunk summed in chunk order
+/// (direct path: images, one partial per image).
 /// Checked against `Upsample2d` → `Conv2d` in the tests.
 public enum UpsampleConv2d {
     /// Whether `s` (the conv on the up-sampled image) takes this path: 3×3, stride 1, padding 1,
-    /// even size and not one of `Conv2d`'s direct shapes (one input or output channel).
+    /// even size, and either one output channel (the direct path, `usesDirect`) or more than one
+    /// input channel (the class GEMMs; one input channel would make them K = 4 products).
     public static func fuses(_ s: Conv2dShape) -> Bool {
         s.kernelH == 3 && s.kernelW == 3 && s.stride == 1 && s.padding == 1 && s.height % 2 == 0 && s.width % 2 == 0
-            && !Conv2d.usesDirect(s)
+            && (usesDirect(s) || s.inChannels > 1)
     }
+
+    /// One output channel (the decoder's last conv): each class is a 2×2 stencil of the zero-padded
+    /// low-res planes (`Conv2d.stencil`), summed over the input channels; the class GEMMs would be
+    /// M = 1 products over 4·inC-row columns.
+    public static func usesDirect(_ s: Conv2dShape) -> Bool { s.outChannels == 1 }
 
     /// The low-resolution 3×3 shape whose chunking (`Conv2d.chunkSize`) this path uses: its
     /// columns (9·inC rows) bound ours (4·inC) from above.
@@ -49,6 +59,7 @@ public enum UpsampleConv2d {
     /// Scratch elements `forward` and `backward` need: a worker scratch per thread, the four
     /// folded kernels, then one 3×3 weight-gradient partial per chunk.
     public static func scratchCount(_ s: Conv2dShape) -> Int {
+        if usesDirect(s) { return directScratchCount(s) }
         let low = lowShape(s)
         return Conv2d.workerCount(low) * workerScratch(s) + 4 * s.outChannels * classPatch(s) + Conv2d.chunkCount(low) * s.weightCount
     }
@@ -95,6 +106,14 @@ public enum UpsampleConv2d {
         scale: UnsafePointer<T>? = nil, shift: UnsafePointer<T>? = nil, relu: Bool = false
     ) {
         precondition(fuses(s) && (scale == nil) == (shift == nil))
+        if usesDirect(s) {
+            let folded = columns + Conv2d.directWorkers(s) * directWorkerScratch(s)
+            foldWeights(folded, weight, s)
+            Parallel.forWorkers(s.batch, workers: Conv2d.directWorkers(s),
+                                DirectForward(output: output, input: input, folded: folded, bias: bias, scratch: columns, shape: s,
+                                              scale: scale, shift: shift, relu: relu))
+            return
+        }
         let low = lowShape(s), folded = columns + Conv2d.workerCount(low) * workerScratch(s)
         foldWeights(folded, weight, s)
         let loop = ForwardChunks(output: output, input: input, folded: folded, bias: bias, columns: columns, shape: s,
@@ -153,11 +172,15 @@ public enum UpsampleConv2d {
         columns: UnsafeMutablePointer<T>, shape s: Conv2dShape
     ) {
         precondition(fuses(s))
-        let low = lowShape(s), folded = columns + Conv2d.workerCount(low) * workerScratch(s)
-        let partials = folded + 4 * s.outChannels * classPatch(s)
         if let dBias {
             Parallel.forRanges(s.outChannels, work: s.outputCount, Conv2d.BiasGradient(dBias: dBias, dOutput: dOutput, shape: s))
         }
+        if usesDirect(s) {
+            backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s)
+            return
+        }
+        let low = lowShape(s), folded = columns + Conv2d.workerCount(low) * workerScratch(s)
+        let partials = folded + 4 * s.outChannels * classPatch(s)
         foldWeights(folded, weight, s)
         let loop = BackwardChunks(dInput: dInput, partials: partials, dOutput: dOutput, input: input, folded: folded,
                                   columns: columns, shape: s)
@@ -221,6 +244,130 @@ public enum UpsampleConv2d {
                                 }
                             }
                         }
+                    }
+                }
+            }
+        }
+    }
+
+    // MARK: Direct path (one output channel)
+
+    /// Elements of one direct-path worker's scratch: the zero-padded low-res input planes
+    /// (inC, h + 2, w + 2), then forward the four class planes (h, w), backward the four class
+    /// planes of the output gradient, unpadded and padded, and the 2×2 gradient of one class.
+    static func directWorkerScratch(_ s: Conv2dShape) -> Int {
+        let h = s.height / 2, w = s.width / 2, padded = (h + 2) * (w + 2)
+        return s.inChannels * padded + 4 * h * w + 4 * padded + 4
+    }
+
+    /// Direct path scratch: a worker scratch per thread, the four folded kernels, the four
+    /// rotated folded kernels (the adjoint's), one 3×3 weight-gradient partial per image.
+    static func directScratchCount(_ s: Conv2dShape) -> Int {
+        Conv2d.directWorkers(s) * directWorkerScratch(s) + 8 * s.outChannels * classPatch(s) + s.batch * s.weightCount
+    }
+
+    /// `forward` on the direct path for a worker's run of images: the image's low-res planes
+    /// padded once, each class z (h, w) = Σ_ic 2×2 stencil of input plane ic at offset (py, px)
+    /// (padded indices), then the classes interleaved into the output plane with the epilogue.
+    struct DirectForward<T: GEMMScalar>: ParallelLoop {
+        let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, folded: UnsafePointer<T>, bias: UnsafePointer<T>?
+        let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
+        let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool
+
+        @_specialize(where T == Float)
+        func run(_ images: Range<Int>, worker: Int) {
+            let s = shape, h = s.height / 2, w = s.width / 2, planeL = h * w, pw = w + 2, padded = (h + 2) * pw
+            let perClass = classPatch(s)   // outC = 1: a class's folded kernel is (inC, 2, 2)
+            let xp = scratch + worker * directWorkerScratch(s), z = xp + s.inChannels * padded
+            let (a, c) = Conv2d.epilogue(channel: 0, bias: bias, scale: scale, shift: shift)
+            let zero = T(0)
+            for n in images {
+                for ic in 0..<s.inChannels {
+                    Conv2d.padPlane(xp + ic * padded, input + (n * s.inChannels + ic) * planeL, h, w, padY: 1, padX: 1)
+                }
+                for cls in 0..<4 {
+                    let py = cls / 2, px = cls % 2
+                    for ic in 0..<s.inChannels {
+                        Conv2d.stencil(z + cls * planeL, h, w, xp + ic * padded + py * pw + px, pw, folded + cls * perClass + 4 * ic,
+                                       2, 2, accumulate: ic > 0)
+                    }
+                }
+                let y = output + n * s.height * s.width
+                for i in 0..<h {
+                    for py in 0..<2 {
+                        let dst = y + (2 * i + py) * s.width, z0 = z + 2 * py * planeL + i * w, z1 = z0 + planeL
+                        for j in 0..<w {
+                            let v0 = z0[j] * a + c, v1 = z1[j] * a + c
+                            dst[2 * j] = relu && v0 < zero ? zero : v0
+                            dst[2 * j + 1] = relu && v1 < zero ? zero : v1
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `backward` on the direct path without the bias gradient (same contract): per image the
+    /// output gradient split into its four classes, each class's 2×2 weight gradient folded back
+    /// onto the 3×3 taps into the image's partial (summed in image order), and the input gradient
+    /// as the sum of the classes' adjoint stencils (rotated folded kernels on the padded classes).
+    static func backwardDirect<T: GEMMScalar>(
+        dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, input: UnsafePointer<T>,
+        weight: UnsafePointer<T>, scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape
+    ) {
+        let folded = scratch + Conv2d.directWorkers(s) * directWorkerScratch(s), kernels = 4 * classPatch(s)
+        let rotated = folded + kernels, partials = rotated + kernels
+        foldWeights(folded, weight, s)
+        for k in 0..<(kernels / 4) { Conv2d.flipped(folded + 4 * k, count: 4, into: rotated + 4 * k) }
+        Parallel.forWorkers(s.batch, workers: Conv2d.directWorkers(s),
+                            DirectBackward(dInput: dInput, partials: partials, dOutput: dOutput, input: input, rotated: rotated,
+                                           scratch: scratch, shape: s))
+        Conv2d.addPartials(dWeight, partials, count: s.weightCount, partials: s.batch)
+    }
+
+    /// `backwardDirect` on a worker's run of images.
+    struct DirectBackward<T: GEMMScalar>: ParallelLoop {
+        let dInput: UnsafeMutablePointer<T>?, partials: UnsafeMutablePointer<T>
+        let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, rotated: UnsafePointer<T>
+        let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
+
+        @_specialize(where T == Float)
+        func run(_ images: Range<Int>, worker: Int) {
+            let s = shape, h = s.height / 2, w = s.width / 2, planeL = h * w, pw = w + 2, padded = (h + 2) * pw
+            let perClass = classPatch(s)
+            let xp = scratch + worker * directWorkerScratch(s), dz = xp + s.inChannels * padded
+            let dzp = dz + 4 * planeL, g4 = dzp + 4 * padded
+            for n in images {
+                for ic in 0..<s.inChannels {
+                    Conv2d.padPlane(xp + ic * padded, input + (n * s.inChannels + ic) * planeL, h, w, padY: 1, padX: 1)
+                }
+                let dy = dOutput + n * s.height * s.width
+                for i in 0..<h {
+                    for py in 0..<2 {
+                        let src = dy + (2 * i + py) * s.width, z0 = dz + 2 * py * planeL + i * w, z1 = z0 + planeL
+                        for j in 0..<w { z0[j] = src[2 * j]; z1[j] = src[2 * j + 1] }
+                    }
+                }
+                let partial = partials + n * s.weightCount
+                partial.update(repeating: 0, count: s.weightCount)
+                for cls in 0..<4 {
+                    let py = cls / 2, px = cls % 2
+                    for ic in 0..<s.inChannels {
+                        Conv2d.stencilGradient(g4, dz + cls * planeL, h, w, xp + ic * padded + py * pw + px, pw, 2, 2)
+                        let d = partial + 9 * ic
+                        for ky in 0..<3 {
+                            for kx in 0..<3 { d[3 * ky + kx] += g4[2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)] }
+                        }
+                    }
+                }
+                guard let dInput else { continue }
+                for cls in 0..<4 { Conv2d.padPlane(dzp + cls * padded, dz + cls * planeL, h, w, padY: 1, padX: 1) }
+                for ic in 0..<s.inChannels {
+                    let dx = dInput + (n * s.inChannels + ic) * planeL
+                    for cls in 0..<4 {
+                        let py = cls / 2, px = cls % 2
+                        Conv2d.stencil(dx, h, w, dzp + cls * padded + (1 - py) * pw + (1 - px), pw, rotated + cls * perClass + 4 * ic,
+                                       2, 2, accumulate: cls > 0)
                     }
                 }
             }

@@ -51,6 +51,10 @@ final class UpsampleConvTests: XCTestCase {
             Conv2dShape(batch: 17, inChannels: 32, height: 32, width: 32, outChannels: 16, kernelH: 3, kernelW: 3, padding: 1), // decoder 3, several chunks
             Conv2dShape(batch: 1, inChannels: 3, height: 2, width: 2, outChannels: 2, kernelH: 3, kernelW: 3, padding: 1),     // 1×1 low-res
             Conv2dShape(batch: 5, inChannels: 5, height: 6, width: 10, outChannels: 7, kernelH: 3, kernelW: 3, padding: 1),    // odd channels, not square
+            // The direct path (one output channel): the decoder's last block, and awkward ones.
+            Conv2dShape(batch: 3, inChannels: 16, height: 64, width: 64, outChannels: 1, kernelH: 3, kernelW: 3, padding: 1),  // decoder 4
+            Conv2dShape(batch: 1, inChannels: 1, height: 2, width: 2, outChannels: 1, kernelH: 3, kernelW: 3, padding: 1),     // 1×1 low-res, one channel
+            Conv2dShape(batch: 4, inChannels: 3, height: 6, width: 38, outChannels: 1, kernelH: 3, kernelW: 3, padding: 1),    // widths 19: vector and tail
         ]
         for (i, s) in shapes.enumerated() {
             check(s, seed: 900 + UInt64(i), epilogue: false)
@@ -59,14 +63,19 @@ final class UpsampleConvTests: XCTestCase {
     }
 
     func testShapesItDoesNotTake() {
-        XCTAssertFalse(UpsampleConv2d.fuses(Conv2dShape(batch: 2, inChannels: 16, height: 64, width: 64, outChannels: 1, kernelH: 3, kernelW: 3, padding: 1)))
+        XCTAssertFalse(UpsampleConv2d.fuses(Conv2dShape(batch: 2, inChannels: 1, height: 64, width: 64, outChannels: 4, kernelH: 3, kernelW: 3, padding: 1)))
         XCTAssertFalse(UpsampleConv2d.fuses(Conv2dShape(batch: 2, inChannels: 4, height: 7, width: 8, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1)))
         XCTAssertFalse(UpsampleConv2d.fuses(Conv2dShape(batch: 2, inChannels: 4, height: 8, width: 8, outChannels: 3, kernelH: 3, kernelW: 3, padding: 0)))
     }
 
-    /// Float, one vs two threads: the same bits (chunks fixed by the shape, partials in chunk order).
+    /// Float, one vs two threads: the same bits (chunks fixed by the shape, partials in chunk
+    /// order; on the direct path, images whole and partials in image order).
     func testThreadCountDoesNotChangeResults() {
-        let s = Conv2dShape(batch: 16, inChannels: 32, height: 32, width: 32, outChannels: 16, kernelH: 3, kernelW: 3, padding: 1)
+        for outChannels in [16, 1] { checkThreadCount(Conv2dShape(batch: 16, inChannels: 32, height: 32, width: 32, outChannels: outChannels,
+                                                                  kernelH: 3, kernelW: 3, padding: 1)) }
+    }
+
+    func checkThreadCount(_ s: Conv2dShape) {
         var rng = SplitMix64(seed: 77)
         let lowCount = s.batch * s.inChannels * s.height * s.width / 4
         let x = Buffer<Float>(randomValues(lowCount, &rng).map { Float($0) })

@@ -17,17 +17,24 @@ import DonutBLAS
 /// mixed: their absolute scales differ and a thickness that rode on brightness would
 /// absorb the difference (the failure the DONUT paper reports).
 ///
+/// The factors are built as in physics refinement (`smoothPatternAndJacobian`): A and its
+/// derivatives and [B; B′] (B′ = ∂B/∂qy: ∂B/∂ε = χ·dG/dε·B′, ∂B/∂χ = G·π/180·B′) by recurrences
+/// along the zone-plate grid, and the products with the zone-plate mask M as banded GEMMs
+/// (`bandedTimesMask`; M is symmetric, so A·Mᵀ = A·M).
+///
 /// Caches and scratch are allocated once for `capacity` frames; a larger batch is an
 /// explicit `reserve`, never an allocation inside a step.
 public final class PhysicsLayer<T: GEMMScalar> {
     public let model: ForwardModel<T>
     public private(set) var capacity = 0
     let n: Int, m: Int
-    /// Per frame: A (n×m), [∂εA; ∂ωA; ∂tA] (3n×m), [B; ∂εB; ∂χB] (3n×m), B·M (n×m), raw I (n×n).
+    /// Per frame: A (n×m), [∂εA; ∂ωA; ∂tA] (3n×m), [B; B′] (2n×m), B·M (n×m), raw I (n×n).
     var a, dA, bs, bm, raw: UnsafeMutablePointer<T>
     /// Scratch of backward: ∂L/∂A and ∂L/∂B (n×m each), A·Mᵀ (n×m), ∂L/∂I (n×n).
     var gradA, gradB, am, gradRaw: UnsafeMutablePointer<T>
     var sums: [Double] = [], scales: [Double] = []
+    /// Per frame, ∂B/∂ε and ∂B/∂χ as multiples of B′: χ·dG/dε and G·π/180.
+    var epsilonB: [Double] = [], chiB: [Double] = []
     var batch = 0
 
     public init(model: ForwardModel<T>, capacity: Int) {
@@ -47,9 +54,9 @@ public final class PhysicsLayer<T: GEMMScalar> {
         guard count > capacity else { return }
         for p in [a, dA, bs, bm, raw] { p.deallocate() }
         a = .allocate(capacity: count * n * m); dA = .allocate(capacity: 3 * count * n * m)
-        bs = .allocate(capacity: 3 * count * n * m); bm = .allocate(capacity: count * n * m)
+        bs = .allocate(capacity: 2 * count * n * m); bm = .allocate(capacity: count * n * m)
         raw = .allocate(capacity: count * n * n)
-        sums = .init(repeating: 0, count: count); scales = sums
+        sums = .init(repeating: 0, count: count); scales = sums; epsilonB = sums; chiB = sums
         capacity = count
     }
 
@@ -60,14 +67,14 @@ public final class PhysicsLayer<T: GEMMScalar> {
         batch = count
         let nm = n * m, np = n * n
         for k in 0..<count {
-            model.fillSmoothA(params[k], a: a + k * nm, dA: dA + 3 * k * nm)
-            model.fillSmoothB(params[k], bs: bs + 3 * k * nm)
+            let p = params[k], gs = model.geometry.g(strain: p.strain)
+            model.fillSmoothARecurrence(p, a: a + k * nm, dA: dA + 3 * k * nm, thickness: true)
+            model.fillSmoothBRecurrence(p, bs: bs + 2 * k * nm, derivative: true)
+            epsilonB[k] = p.tiltUDDeg * .pi / 180 * (-gs / (1 + p.strain)); chiB[k] = gs * .pi / 180
         }
-        // B·M for every frame: B_k is the first n rows of each 3n-row block, so one GEMM per frame
-        // (the ∂B rows are not needed forward).
+        // B·M for every frame (the B′ rows are not needed forward), then I = B·M·Aᵀ.
         for k in 0..<count {
-            T.gemm(transA: false, transB: false, m: n, n: m, k: m, alpha: 1, a: bs + 3 * k * nm, lda: m,
-                   b: model.maskPointer, ldb: m, beta: 0, c: bm + k * nm, ldc: m)
+            model.bandedTimesMask(bs + 2 * k * nm, rows: n, into: bm + k * nm)
             T.gemm(transA: false, transB: true, m: n, n: n, k: m, alpha: 1, a: bm + k * nm, lda: m,
                    b: a + k * nm, ldb: m, beta: 0, c: raw + k * np, ldc: n)
             var s = 0.0
@@ -91,23 +98,23 @@ public final class PhysicsLayer<T: GEMMScalar> {
             let s = sums[k], scale = scales[k]
             let shift = s > 0 ? gi / s : 0
             for i in 0..<np { gradRaw[i] = T(scale * (Double(g[i]) - shift)) }
-            // ∂L/∂A (x,u) = Σ_y ∂L/∂I(y,x)·BM(y,u);  ∂L/∂B (y,v) = Σ_x ∂L/∂I(y,x)·(A·Mᵀ)(x,v)
+            // ∂L/∂A (x,u) = Σ_y ∂L/∂I(y,x)·BM(y,u);  ∂L/∂B (y,v) = Σ_x ∂L/∂I(y,x)·(A·Mᵀ)(x,v), A·Mᵀ = A·M
             T.gemm(transA: true, transB: false, m: n, n: m, k: n, alpha: 1, a: gradRaw, lda: n,
                    b: bm + k * nm, ldb: m, beta: 0, c: gradA, ldc: m)
-            T.gemm(transA: false, transB: true, m: n, n: m, k: m, alpha: 1, a: a + k * nm, lda: m,
-                   b: model.maskPointer, ldb: m, beta: 0, c: am, ldc: m)
+            model.bandedTimesMask(a + k * nm, rows: n, into: am)
             T.gemm(transA: false, transB: false, m: n, n: m, k: n, alpha: 1, a: gradRaw, lda: n,
                    b: am, ldb: m, beta: 0, c: gradB, ldc: m)
-            let dAk = dA + 3 * k * nm, bk = bs + 3 * k * nm
-            var ge = 0.0, gw = 0.0, gc = 0.0, gt = 0.0
+            let dAk = dA + 3 * k * nm, bPrime = bs + 2 * k * nm + nm
+            var ge = 0.0, gw = 0.0, gb = 0.0, gt = 0.0
             for i in 0..<nm {
-                let ga = Double(gradA[i]), gb = Double(gradB[i])
-                ge += ga * Double(dAk[i]) + gb * Double(bk[nm + i])
+                let ga = Double(gradA[i])
+                ge += ga * Double(dAk[i])
                 gw += ga * Double(dAk[nm + i])
-                gc += gb * Double(bk[2 * nm + i])
+                gb += Double(gradB[i]) * Double(bPrime[i])
                 gt += ga * Double(dAk[2 * nm + i])
             }
-            gradients[4 * k] = ge; gradients[4 * k + 1] = gw; gradients[4 * k + 2] = gc; gradients[4 * k + 3] = gt
+            gradients[4 * k] = ge + epsilonB[k] * gb; gradients[4 * k + 1] = gw
+            gradients[4 * k + 2] = chiB[k] * gb; gradients[4 * k + 3] = gt
         }
     }
 }

@@ -248,12 +248,16 @@ extension ForwardModel {
         for g0 in stride(from: 0, to: count, by: group) {
             let g1 = min(g0 + group, count)
             var lo = m, hi = 0
+            // Plain loops: `first(where:)` allocated per element in debug builds, and the physics
+            // layer runs this inside training steps (AllocationTests).
             for y in g0..<g1 {
                 let row = rows + y * m
-                if let first = (0..<m).first(where: { row[$0] != 0 }) {
-                    lo = min(lo, first)
-                    hi = max(hi, (first..<m).last(where: { row[$0] != 0 })! + 1)
-                }
+                var first = 0
+                while first < m && row[first] == 0 { first += 1 }
+                guard first < m else { continue }
+                var last = m - 1
+                while row[last] == 0 { last -= 1 }
+                lo = min(lo, first); hi = max(hi, last + 1)
             }
             guard lo < hi else { (out + g0 * m).update(repeating: 0, count: (g1 - g0) * m); continue }
             T.gemm(transA: false, transB: false, m: g1 - g0, n: m, k: hi - lo, alpha: 1,

@@ -249,7 +249,7 @@ public enum Conv2d {
         }
         let loop = BackwardChunks(dInput: dInput, partials: partials, dOutput: dOutput, input: input, weight: weight, columns: columns, shape: s)
         serialBLAS { Parallel.forWorkers(chunkCount(s), workers: workerCount(s), loop) }
-        addPartials(dWeight, partials, count: s.weightCount, partials: chunkCount(s))
+        addTransposedPartials(dWeight, partials, rows: s.outChannels, columns: s.patchSize, partials: chunkCount(s))
     }
 
     /// dBias[oc] += Σ_{n, oy, ox} dOutput[n, oc, oy, ox] for channels `channels`: each plane summed
@@ -268,7 +268,7 @@ public enum Conv2d {
     }
 
     /// `backward` (GEMM path) on a worker's run of chunks: the chunk's weight-gradient partial
-    /// (beta 0) and, unless first layer, its input gradient by col2im.
+    /// (beta 0, transposed: (patch, outC)) and, unless first layer, its input gradient by col2im.
     struct BackwardChunks<T: GEMMScalar>: ParallelLoop {
         let dInput: UnsafeMutablePointer<T>?, partials: UnsafeMutablePointer<T>
         let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>
@@ -291,10 +291,12 @@ public enum Conv2d {
                     block = UnsafePointer(chunkBlock)
                 }
                 for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
-                // dW partial (outC, patch) = dY (outC, G·plane) · colsᵀ (G·plane, patch)
-                T.gemm(transA: false, transB: true, m: s.outChannels, n: s.patchSize, k: width,
-                       alpha: 1, a: block, lda: width, b: cols, ldb: width, beta: 0,
-                       c: partials + chunk * s.weightCount, ldc: s.patchSize)
+                // dWᵀ partial (patch, outC) = cols (patch, G·plane) · dYᵀ (G·plane, outC). OpenBLAS
+                // runs this orientation 10–25 % faster than dY · colsᵀ on the encoder's shapes
+                // (patch ≫ outC); `addTransposedPartials` turns it back.
+                T.gemm(transA: false, transB: true, m: s.patchSize, n: s.outChannels, k: width,
+                       alpha: 1, a: cols, lda: width, b: block, ldb: width, beta: 0,
+                       c: partials + chunk * s.weightCount, ldc: s.outChannels)
                 if let dInput {
                     // dCols (patch, G·plane) = Wᵀ (patch, outC) · dY (outC, G·plane), then col2im per image.
                     T.gemm(transA: true, transB: false, m: s.patchSize, n: width, k: s.outChannels,
@@ -309,6 +311,33 @@ public enum Conv2d {
     /// deterministic reduction of per-chunk gradients), parallel over i.
     static func addPartials<T: GEMMScalar>(_ total: UnsafeMutablePointer<T>, _ partials: UnsafePointer<T>, count: Int, partials n: Int) {
         Parallel.forRanges(count, work: n * count, AddPartials(total: total, partials: partials, count: count, partialCount: n))
+    }
+
+    /// total (rows, columns) += Σ_c partials[c]ᵀ, each partial (columns, rows), added in order
+    /// c = 0, 1, … as `addPartials`, parallel over the elements of total.
+    static func addTransposedPartials<T: GEMMScalar>(_ total: UnsafeMutablePointer<T>, _ partials: UnsafePointer<T>,
+                                                     rows: Int, columns: Int, partials n: Int) {
+        Parallel.forRanges(rows * columns, work: n * rows * columns,
+                           AddTransposedPartials(total: total, partials: partials, rows: rows, columns: columns, partialCount: n))
+    }
+
+    /// `addTransposedPartials` on elements `items` of total.
+    struct AddTransposedPartials<T: GEMMScalar>: ParallelLoop {
+        let total: UnsafeMutablePointer<T>, partials: UnsafePointer<T>, rows: Int, columns: Int, partialCount: Int
+        @_specialize(where T == Float)
+        func run(_ items: Range<Int>, worker: Int) {
+            let count = rows * columns
+            for c in 0..<partialCount {
+                let p = partials + c * count
+                // Element i = row·columns + column reads p[column·rows + row]; no division per element.
+                var row = items.lowerBound / columns, column = items.lowerBound % columns
+                for i in items {
+                    total[i] += p[column * rows + row]
+                    column += 1
+                    if column == columns { column = 0; row += 1 }
+                }
+            }
+        }
     }
 
     /// `addPartials` on elements `items`.

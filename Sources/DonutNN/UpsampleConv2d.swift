@@ -50,7 +50,7 @@ public enum UpsampleConv2d {
     static func classPatch(_ s: Conv2dShape) -> Int { 4 * s.inChannels }
 
     /// One worker's scratch: a chunk's class columns (4·inC, G·planeL), its output block
-    /// (outC, G·planeL) and one class weight-gradient partial (outC, 4·inC).
+    /// (outC, G·planeL) and one class weight-gradient partial (4·inC, outC).
     static func workerScratch(_ s: Conv2dShape) -> Int {
         let width = Conv2d.chunkSize(lowShape(s)) * (s.height / 2) * (s.width / 2)
         return width * (classPatch(s) + s.outChannels) + s.outChannels * classPatch(s)
@@ -221,13 +221,17 @@ public enum UpsampleConv2d {
                         classColumns(cols + j * planeL, input + (n0 + j) * inImage, inChannels: s.inChannels,
                                      height: h, width: w, py: py, px: px, rowStride: width)
                     }
-                    // dW' (outC, 4·inC) = dY_class (outC, G·planeL) · colsᵀ, folded back onto the 3×3 taps.
-                    T.gemm(transA: false, transB: true, m: s.outChannels, n: patch, k: width, alpha: 1,
-                           a: block, lda: width, b: cols, ldb: width, beta: 0, c: classPartial, ldc: patch)
+                    // dW'ᵀ (4·inC, outC) = cols · dY_classᵀ (the faster orientation, as `Conv2d.backward`),
+                    // folded back onto the 3×3 taps: row (ic, a, b), column oc.
+                    T.gemm(transA: false, transB: true, m: patch, n: s.outChannels, k: width, alpha: 1,
+                           a: cols, lda: width, b: block, ldb: width, beta: 0, c: classPartial, ldc: s.outChannels)
                     for q in 0..<pairs {
-                        let f = classPartial + 4 * q, d = partial + 9 * q
+                        let oc = q / s.inChannels, ic = q % s.inChannels
+                        let f = classPartial + 4 * ic * s.outChannels + oc, d = partial + 9 * q
                         for ky in 0..<3 {
-                            for kx in 0..<3 { d[3 * ky + kx] += f[2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)] }
+                            for kx in 0..<3 {
+                                d[3 * ky + kx] += f[(2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)) * s.outChannels]
+                            }
                         }
                     }
                     guard let dInput else { continue }

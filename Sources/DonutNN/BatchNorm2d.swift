@@ -214,8 +214,7 @@ public enum BatchNorm2d {
                 } else {
                     (sumDy, sumDyXc) = gradientSums(dInput: dInput, dOutput: dOutput, input: input, reluOutput: reluOutput,
                                                     mu: mu, channel: c, batch: batch, channels: channels, plane: plane)
-                    dGamma[c] += T(sumDyXc * Double(inv))
-                    dBeta[c] += T(sumDy)
+                    addAffineGradients(dGamma, dBeta, channel: c, sumDy: sumDy, sumDyXc: sumDyXc, invStd: inv)
                 }
                 let (k, a, b) = BatchNorm2d.inputGradientCoefficients(gamma: gamma[c], invStd: inv, sumDy: sumDy,
                                                                      sumDyXc: sumDyXc, total: total)
@@ -225,6 +224,15 @@ public enum BatchNorm2d {
                 }
             }
         }
+    }
+
+    /// dγ[c] += Σ dy·(x − μ)·inv, dβ[c] += Σ dy: a channel's affine gradients from the sums its
+    /// training backward forms (this replica's, before any reduction).
+    @inline(__always)
+    static func addAffineGradients<T: GEMMScalar>(_ dGamma: UnsafeMutablePointer<T>, _ dBeta: UnsafeMutablePointer<T>, channel c: Int,
+                                                  sumDy: Double, sumDyXc: Double, invStd: T) {
+        dGamma[c] += T(sumDyXc * Double(invStd))
+        dBeta[c] += T(sumDy)
     }
 
     /// (k, a, b) of the training backward's dx = k·dy − b − (x − μ)·a for one channel:
@@ -393,8 +401,7 @@ public enum BatchNorm2d {
             for c in range {
                 let (sumDy, sumDyXc) = gradientSums(dInput: dInput, dOutput: dOutput, input: input, reluOutput: reluOutput,
                                                     mu: mean[c], channel: c, batch: batch, channels: channels, plane: plane)
-                dGamma[c] += T(sumDyXc * Double(invStd[c]))
-                dBeta[c] += T(sumDy)
+                addAffineGradients(dGamma, dBeta, channel: c, sumDy: sumDy, sumDyXc: sumDyXc, invStd: invStd[c])
                 stats[c] = sumDy; stats[channels + c] = sumDyXc
             }
         }

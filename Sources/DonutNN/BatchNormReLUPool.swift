@@ -191,8 +191,7 @@ public enum BatchNormReLUPool {
                     (sumG, sumGX) = (stats[c], stats[channels + c])
                 } else {
                     (sumG, sumGX) = gradientSums(channel: c)
-                    dGamma[c] += T(sumGX * Double(inv))
-                    dBeta[c] += T(sumG)
+                    BatchNorm2d.addAffineGradients(dGamma, dBeta, channel: c, sumDy: sumG, sumDyXc: sumGX, invStd: inv)
                 }
                 // dx = k·g − b − (x − μ)·a, as BatchNorm2d.backwardTraining.
                 let (k, a, b) = BatchNorm2d.inputGradientCoefficients(gamma: gamma[c], invStd: inv, sumDy: sumG,
@@ -223,8 +222,8 @@ public enum BatchNormReLUPool {
         func run(_ range: Range<Int>, worker: Int) {
             for c in range {
                 let (sumG, sumGX) = backward.gradientSums(channel: c)
-                backward.dGamma[c] += T(sumGX * Double(backward.invStd[c]))
-                backward.dBeta[c] += T(sumG)
+                BatchNorm2d.addAffineGradients(backward.dGamma, backward.dBeta, channel: c, sumDy: sumG, sumDyXc: sumGX,
+                                               invStd: backward.invStd[c])
                 stats[c] = sumG; stats[backward.channels + c] = sumGX
             }
         }

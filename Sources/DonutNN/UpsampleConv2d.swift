@@ -68,6 +68,15 @@ public enum UpsampleConv2d {
     @inline(__always)
     static func offset(parity p: Int, tap k: Int) -> Int { (k + 1 - p) / 2 }
 
+    /// d[3·ky + kx] += f[(2·a(py, ky) + a(px, kx))·stride] for the nine taps: a class's 2×2 weight
+    /// gradient (elements `stride` apart) folded back onto the 3×3 kernel, the adjoint of `foldWeights`.
+    @inline(__always)
+    static func addUnfolded<T: GEMMScalar>(_ d: UnsafeMutablePointer<T>, _ f: UnsafePointer<T>, stride: Int, py: Int, px: Int) {
+        for ky in 0..<3 {
+            for kx in 0..<3 { d[3 * ky + kx] += f[(2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)) * stride] }
+        }
+    }
+
     /// folded[cls] (outC, inC, 2, 2) = W' of class cls = 2·py + px, from weight (outC, inC, 3, 3).
     static func foldWeights<T: GEMMScalar>(_ folded: UnsafeMutablePointer<T>, _ weight: UnsafePointer<T>, _ s: Conv2dShape) {
         let pairs = s.outChannels * s.inChannels, perClass = 4 * pairs
@@ -227,12 +236,7 @@ public enum UpsampleConv2d {
                            a: cols, lda: width, b: block, ldb: width, beta: 0, c: classPartial, ldc: s.outChannels)
                     for q in 0..<pairs {
                         let oc = q / s.inChannels, ic = q % s.inChannels
-                        let f = classPartial + 4 * ic * s.outChannels + oc, d = partial + 9 * q
-                        for ky in 0..<3 {
-                            for kx in 0..<3 {
-                                d[3 * ky + kx] += f[(2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)) * s.outChannels]
-                            }
-                        }
+                        addUnfolded(partial + 9 * q, classPartial + 4 * ic * s.outChannels + oc, stride: s.outChannels, py: py, px: px)
                     }
                     guard let dInput else { continue }
                     // dCols (4·inC, G·planeL) = W'ᵀ · dY_class, added back to the low-res pixels it read.
@@ -358,10 +362,7 @@ public enum UpsampleConv2d {
                     let py = cls / 2, px = cls % 2
                     for ic in 0..<s.inChannels {
                         Conv2d.stencilGradient(g4, dz + cls * planeL, h, w, xp + ic * padded + py * pw + px, pw, 2, 2)
-                        let d = partial + 9 * ic
-                        for ky in 0..<3 {
-                            for kx in 0..<3 { d[3 * ky + kx] += g4[2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)] }
-                        }
+                        addUnfolded(partial + 9 * ic, g4, stride: 1, py: py, px: px)
                     }
                 }
                 guard let dInput else { continue }

@@ -67,10 +67,10 @@ public final class PhysicsLayer<T: GEMMScalar> {
         batch = count
         let nm = n * m, np = n * n
         for k in 0..<count {
-            let p = params[k], gs = model.geometry.g(strain: p.strain)
+            let p = params[k]
             model.fillSmoothARecurrence(p, a: a + k * nm, dA: dA + 3 * k * nm, thickness: true)
             model.fillSmoothBRecurrence(p, bs: bs + 2 * k * nm, derivative: true)
-            epsilonB[k] = p.tiltUDDeg * .pi / 180 * (-gs / (1 + p.strain)); chiB[k] = gs * .pi / 180
+            (epsilonB[k], chiB[k]) = model.bPrimeScales(p)
         }
         // B·M for every frame (the B′ rows are not needed forward), then I = B·M·Aᵀ.
         for k in 0..<count {

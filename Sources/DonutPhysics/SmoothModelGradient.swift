@@ -239,6 +239,13 @@ extension ForwardModel {
         }
     }
 
+    /// ∂B/∂ε and ∂B/∂χ as multiples of B′ = ∂B/∂qy at p: χ·dG/dε (χ in radians, dG/dε = −G/(1 + ε))
+    /// and G·π/180 (per degree of χ).
+    func bPrimeScales(_ p: FrameParameters) -> (epsilon: Double, chi: Double) {
+        let gs = geometry.g(strain: p.strain)
+        return (p.tiltUDDeg * .pi / 180 * (-gs / (1 + p.strain)), gs * .pi / 180)
+    }
+
     /// out = rows·M for `rows` (count × m) whose non-zeros are a short run per row that moves
     /// along with the row (B and B′: ~14 of 128 points inside the 6σ cutoff, shifted by the
     /// upsampling per detector row). Groups of 8 rows are one GEMM over the union of their
@@ -289,8 +296,7 @@ extension ForwardModel {
         let k = thickness ? 3 : 2
         T.gemm(transA: false, transB: true, m: n, n: k * n, k: m, alpha: 1,
                a: w.bms, lda: m, b: w.dA, ldb: m, beta: 0, c: w.r2, ldc: k * n)
-        let gs = geometry.g(strain: p.strain), dG = -gs / (1 + p.strain)
-        let epsB = T(p.tiltUDDeg * .pi / 180 * dG), chiB = T(gs * .pi / 180)
+        let scales = bPrimeScales(p), epsB = T(scales.epsilon), chiB = T(scales.chi)
         for y in 0..<n {
             for x in 0..<n {
                 let i = y * n + x, row = y * k * n

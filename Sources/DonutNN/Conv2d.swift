@@ -147,7 +147,7 @@ public enum Conv2d {
                 for j in 0..<count {
                     for oc in 0..<s.outChannels {
                         let src = block + oc * width + j * plane, image = (n0 + j) * s.outChannels + oc
-                        finishPlane(pooled == nil ? output + image * plane : src, UnsafePointer(src), channel: oc, bias: bias,
+                        finishPlane(pooled == nil ? output + image * plane : src, src, channel: oc, bias: bias,
                                     scale: scale, shift: shift, relu: relu, pooled: pooled.map { $0 + image * (s.outHeight / 2) * (s.outWidth / 2) },
                                     statistics: statistics.map { $0 + 2 * image }, s)
                     }
@@ -163,15 +163,16 @@ public enum Conv2d {
     /// and ReLU are monotone in src (non-decreasing for a scale ≥ 0; non-increasing for a scale
     /// < 0, where the window's minimum maps to its maximum), and so is their rounding, so pooling
     /// src and finishing the quarter-size plane gives the same values with a quarter of the work.
-    /// dst may be src. `statistics` (2 values): the plane statistics of dst (`BatchNorm2d.planeStatistics`).
+    /// dst may be src; with `pooled`, src is scratch (`pool2` overwrites it). `statistics` (2
+    /// values): the plane statistics of dst (`BatchNorm2d.planeStatistics`).
     @inline(__always)
-    static func finishPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, channel oc: Int,
+    static func finishPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafeMutablePointer<T>, channel oc: Int,
                                            bias: UnsafePointer<T>?, scale: UnsafePointer<T>?, shift: UnsafePointer<T>?,
                                            relu: Bool, pooled: UnsafeMutablePointer<T>?, statistics: UnsafeMutablePointer<Double>?,
                                            _ s: Conv2dShape) {
         let plane = s.outHeight * s.outWidth, (a, c) = epilogue(channel: oc, bias: bias, scale: scale, shift: shift)
         guard let pooled else {
-            affine(dst, src, plane, a, c, relu: relu)
+            affine(dst, UnsafePointer(src), plane, a, c, relu: relu)
             if let statistics { (statistics[0], statistics[1]) = BatchNorm2d.planeStatistics(UnsafePointer(dst), plane) }
             return
         }
@@ -190,18 +191,19 @@ public enum Conv2d {
     }
 
     /// dst (h/2, w/2) = 2×2 stride-2 max of src (h, w), or the minimum if `lowest`; NaN winning
-    /// as in `MaxPool2d.forward`.
+    /// as in `MaxPool2d.forward`. src is scratch: in Float with w even, `FloatKernels.pool2Flat`
+    /// overwrites its first (h/2)·w elements.
     @inline(__always)
-    static func pool2<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, height: Int, width: Int, lowest: Bool) {
+    static func pool2<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafeMutablePointer<T>, height: Int, width: Int, lowest: Bool) {
+        if T.self == Float.self && width % 2 == 0 {
+            FloatKernels.pool2Flat(dst.float, src.float, height: height, width: width, lowest: lowest)
+            return
+        }
         let oh = height / 2, ow = width / 2
         @inline(__always) func wins(_ v: T, _ m: T) -> Bool { (lowest ? v < m : v > m) || (v.isNaN && !m.isNaN) }
         for oy in 0..<oh {
             let r0 = src + 2 * oy * width, r1 = r0 + width, d = dst + oy * ow
-            var start = 0
-            if T.self == Float.self {
-                start = FloatKernels.pool2Row(d.float, r0.float, r1.float, outputs: ow, lowest: lowest)
-            }
-            for ox in start..<ow {
+            for ox in 0..<ow {
                 var m = r0[2 * ox]
                 var v = r0[2 * ox + 1]; if wins(v, m) { m = v }
                 v = r1[2 * ox]; if wins(v, m) { m = v }
@@ -603,25 +605,37 @@ enum FloatKernels {
     }
 
     /// The larger of a and b lane by lane, NaN winning (b replaces a if b > a, or if b is NaN and a is not).
+    /// On 4 lanes, the baseline build's vector width: a comparison mask of 8 or 16 Float lanes is
+    /// packed and unpacked between the compares and the blend there (three times the instructions).
     @inline(__always)
-    static func maxNaN(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+    static func maxNaN(_ a: SIMD4<Float>, _ b: SIMD4<Float>) -> SIMD4<Float> {
         a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a)))
     }
 
     @inline(__always)
     static func maxNaN(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
-        a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a)))
+        SIMD8(lowHalf: maxNaN(a.lowHalf, b.lowHalf), highHalf: maxNaN(a.highHalf, b.highHalf))
     }
 
-    /// The smaller of a and b lane by lane, NaN winning.
     @inline(__always)
-    static func minNaN(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+    static func maxNaN(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+        SIMD16(lowHalf: maxNaN(a.lowHalf, b.lowHalf), highHalf: maxNaN(a.highHalf, b.highHalf))
+    }
+
+    /// The smaller of a and b lane by lane, NaN winning; 4 lanes at a time as `maxNaN`.
+    @inline(__always)
+    static func minNaN(_ a: SIMD4<Float>, _ b: SIMD4<Float>) -> SIMD4<Float> {
         a.replacing(with: b, where: (b .< a) .| ((b .!= b) .& (a .== a)))
     }
 
     @inline(__always)
     static func minNaN(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> {
-        a.replacing(with: b, where: (b .< a) .| ((b .!= b) .& (a .== a)))
+        SIMD8(lowHalf: minNaN(a.lowHalf, b.lowHalf), highHalf: minNaN(a.highHalf, b.highHalf))
+    }
+
+    @inline(__always)
+    static func minNaN(_ a: SIMD16<Float>, _ b: SIMD16<Float>) -> SIMD16<Float> {
+        SIMD16(lowHalf: minNaN(a.lowHalf, b.lowHalf), highHalf: minNaN(a.highHalf, b.highHalf))
     }
 
     /// `MaxPool2d.forward`'s 2×2 stride-2 row in blocks of 8 outputs: d[ox] and argmax[ox] (flat
@@ -658,25 +672,41 @@ enum FloatKernels {
         index.replace(with: i, where: take)
     }
 
-    /// d[ox] = max(r0[2ox], r0[2ox + 1], r1[2ox], r1[2ox + 1]) (min if `lowest`) for ox < `outputs`
-    /// in blocks of 8 (NaN winning); returns the first ox not done (the caller finishes the row).
+    /// `Conv2d.pool2` for an even width w in two flat passes. First each row pair's lane-wise
+    /// maximum overwrites row r of src (at r·w: for r ≥ 1 before both rows still to be read, 2r·w ≥
+    /// r·w + w); then consecutive pairs of those (h/2)·w values are the windows (w is even, so no
+    /// pair straddles two rows): 8 outputs per step whatever w, where pooling row by row left the
+    /// network's 8-wide planes (4 outputs a row) to a scalar loop with a branch per element.
     @inline(__always)
-    static func pool2Row(_ d: UnsafeMutablePointer<Float>, _ r0: UnsafePointer<Float>, _ r1: UnsafePointer<Float>,
-                         outputs: Int, lowest: Bool) -> Int {
-        var ox = 0
-        while ox + 8 <= outputs {
-            let top = UnsafeRawPointer(r0 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
-            let bottom = UnsafeRawPointer(r1 + 2 * ox).loadUnaligned(as: SIMD16<Float>.self)
-            let v: SIMD8<Float>
-            if lowest {
-                let t = minNaN(top, bottom); v = minNaN(t.evenHalf, t.oddHalf)
-            } else {
-                let t = maxNaN(top, bottom); v = maxNaN(t.evenHalf, t.oddHalf)
+    static func pool2Flat(_ d: UnsafeMutablePointer<Float>, _ src: UnsafeMutablePointer<Float>, height: Int, width w: Int, lowest: Bool) {
+        @inline(__always) func wins(_ v: Float, _ m: Float) -> Bool { (lowest ? v < m : v > m) || (v.isNaN && !m.isNaN) }
+        let oh = height / 2
+        for r in 0..<oh {
+            let r0 = src + 2 * r * w, r1 = r0 + w, out = src + r * w
+            var x = 0
+            while x + 16 <= w {
+                let top = UnsafeRawPointer(r0 + x).loadUnaligned(as: SIMD16<Float>.self)
+                let bottom = UnsafeRawPointer(r1 + x).loadUnaligned(as: SIMD16<Float>.self)
+                UnsafeMutableRawPointer(out + x).storeBytes(of: lowest ? minNaN(top, bottom) : maxNaN(top, bottom), as: SIMD16<Float>.self)
+                x += 16
             }
-            UnsafeMutableRawPointer(d + ox).storeBytes(of: v, as: SIMD8<Float>.self)
-            ox += 8
+            while x + 8 <= w {
+                let top = UnsafeRawPointer(r0 + x).loadUnaligned(as: SIMD8<Float>.self)
+                let bottom = UnsafeRawPointer(r1 + x).loadUnaligned(as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(out + x).storeBytes(of: lowest ? minNaN(top, bottom) : maxNaN(top, bottom), as: SIMD8<Float>.self)
+                x += 8
+            }
+            while x < w { let v = r1[x], m = r0[x]; out[x] = wins(v, m) ? v : m; x += 1 }
         }
-        return ox
+        let n = oh * (w / 2)
+        var k = 0
+        while k + 8 <= n {
+            let v = UnsafeRawPointer(src + 2 * k).loadUnaligned(as: SIMD16<Float>.self)
+            UnsafeMutableRawPointer(d + k).storeBytes(of: lowest ? minNaN(v.evenHalf, v.oddHalf) : maxNaN(v.evenHalf, v.oddHalf),
+                                                      as: SIMD8<Float>.self)
+            k += 8
+        }
+        while k < n { let v = src[2 * k + 1], m = src[2 * k]; d[k] = wins(v, m) ? v : m; k += 1 }
     }
 }
 

@@ -223,7 +223,7 @@ extension Conv2d {
                         stencil(y, s.outHeight, s.outWidth, xp + ic * padded, pw, weight + (oc * s.inChannels + ic) * taps,
                                 s.kernelH, s.kernelW, accumulate: ic > 0)
                     }
-                    finishPlane(y, UnsafePointer(y), channel: oc, bias: bias, scale: scale, shift: shift, relu: relu,
+                    finishPlane(y, y, channel: oc, bias: bias, scale: scale, shift: shift, relu: relu,
                                 pooled: pooled.map { $0 + q * pooledPlane }, statistics: statistics.map { $0 + 2 * q }, s)
                 }
             }

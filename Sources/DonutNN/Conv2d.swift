@@ -527,6 +527,37 @@ enum FloatKernels {
         }
     }
 
+    /// `UpsampleConv2d.interleaveRow` 4 pixel pairs at a time (the affine as `affine`, then an
+    /// unpack of the two classes); returns the first j not done.
+    @inline(__always)
+    static func interleaveRow(_ row: UnsafeMutablePointer<Float>, _ even: UnsafePointer<Float>, _ odd: UnsafePointer<Float>,
+                              _ w: Int, _ a: Float, _ c: Float, relu: Bool) -> Int {
+        let va = SIMD4<Float>(repeating: a), vc = SIMD4<Float>(repeating: c), zero = SIMD4<Float>(repeating: 0)
+        var j = 0
+        while j + 4 <= w {
+            var u = UnsafeRawPointer(even + j).loadUnaligned(as: SIMD4<Float>.self) * va + vc
+            var v = UnsafeRawPointer(odd + j).loadUnaligned(as: SIMD4<Float>.self) * va + vc
+            if relu { u.replace(with: zero, where: u .< zero); v.replace(with: zero, where: v .< zero) }
+            UnsafeMutableRawPointer(row + 2 * j).storeBytes(of: SIMD8(u[0], v[0], u[1], v[1], u[2], v[2], u[3], v[3]), as: SIMD8<Float>.self)
+            j += 4
+        }
+        return j
+    }
+
+    /// `UpsampleConv2d.deinterleaveRow` 4 pixel pairs at a time; returns the first j not done.
+    @inline(__always)
+    static func deinterleaveRow(_ even: UnsafeMutablePointer<Float>, _ odd: UnsafeMutablePointer<Float>,
+                                _ row: UnsafePointer<Float>, _ w: Int) -> Int {
+        var j = 0
+        while j + 4 <= w {
+            let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(even + j).storeBytes(of: v.evenHalf, as: SIMD4<Float>.self)
+            UnsafeMutableRawPointer(odd + j).storeBytes(of: v.oddHalf, as: SIMD4<Float>.self)
+            j += 4
+        }
+        return j
+    }
+
     /// `BatchNorm2d.reluGate`: dx[i] = dy[i] where y[i] > 0, else 0 (NaN in y gives 0, as the scalar loop).
     @inline(__always)
     static func reluGate(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) {

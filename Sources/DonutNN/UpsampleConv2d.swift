@@ -49,11 +49,35 @@ public enum UpsampleConv2d {
     /// Rows of one class's columns and elements of one class's folded kernel.
     static func classPatch(_ s: Conv2dShape) -> Int { 4 * s.inChannels }
 
-    /// One worker's scratch: a chunk's class columns (4·inC, G·planeL), its output block
-    /// (outC, G·planeL) and one class weight-gradient partial (4·inC, outC).
+    /// One worker's scratch: a chunk's class columns (4·inC, G·planeL), the four classes' output
+    /// blocks (4, outC, G·planeL) and one class weight-gradient partial (4·inC, outC).
     static func workerScratch(_ s: Conv2dShape) -> Int {
         let width = Conv2d.chunkSize(lowShape(s)) * (s.height / 2) * (s.width / 2)
-        return width * (classPatch(s) + s.outChannels) + s.outChannels * classPatch(s)
+        return width * (classPatch(s) + 4 * s.outChannels) + s.outChannels * classPatch(s)
+    }
+
+    /// Output row 2i + py of a plane from its classes (py, 0) and (py, 1), rows `even` and `odd`
+    /// (w low-res pixels each): row[2j] = f(even[j]), row[2j + 1] = f(odd[j]), f(v) = v·a + c, then
+    /// max(·, 0) if relu (`Conv2d.affine`'s arithmetic).
+    @inline(__always)
+    static func interleaveRow<T: GEMMScalar>(_ row: UnsafeMutablePointer<T>, _ even: UnsafePointer<T>, _ odd: UnsafePointer<T>,
+                                             _ w: Int, _ a: T, _ c: T, relu: Bool) {
+        var j = 0
+        if T.self == Float.self { j = FloatKernels.interleaveRow(row.float, even.float, odd.float, w, Float(a), Float(c), relu: relu) }
+        while j < w {
+            let u = even[j] * a + c, v = odd[j] * a + c
+            row[2 * j] = relu && u < 0 ? 0 : u
+            row[2 * j + 1] = relu && v < 0 ? 0 : v
+            j += 1
+        }
+    }
+
+    /// The adjoint split of a row of 2w pixels into its classes: even[j] = row[2j], odd[j] = row[2j + 1].
+    @inline(__always)
+    static func deinterleaveRow<T: GEMMScalar>(_ even: UnsafeMutablePointer<T>, _ odd: UnsafeMutablePointer<T>, _ row: UnsafePointer<T>, _ w: Int) {
+        var j = 0
+        if T.self == Float.self { j = FloatKernels.deinterleaveRow(even.float, odd.float, row.float, w) }
+        while j < w { even[j] = row[2 * j]; odd[j] = row[2 * j + 1]; j += 1 }
     }
 
     /// Scratch elements `forward` and `backward` need: a worker scratch per thread, the four
@@ -141,9 +165,9 @@ public enum UpsampleConv2d {
         func run(_ chunks: Range<Int>, worker: Int) {
             let s = shape, h = s.height / 2, w = s.width / 2, planeL = h * w, plane = s.height * s.width
             let g = Conv2d.chunkSize(lowShape(s)), patch = classPatch(s), inImage = s.inChannels * planeL
-            let cols = columns + worker * workerScratch(s), block = cols + g * planeL * patch
+            let cols = columns + worker * workerScratch(s), blocks = cols + g * planeL * patch
             for chunk in chunks {
-                let n0 = chunk * g, count = min(g, s.batch - n0), width = count * planeL
+                let n0 = chunk * g, count = min(g, s.batch - n0), width = count * planeL, classBlock = s.outChannels * width
                 for cls in 0..<4 {
                     let py = cls / 2, px = cls % 2
                     for j in 0..<count {
@@ -151,18 +175,18 @@ public enum UpsampleConv2d {
                                      height: h, width: w, py: py, px: px, rowStride: width)
                     }
                     T.gemm(transA: false, transB: false, m: s.outChannels, n: width, k: patch, alpha: 1,
-                           a: folded + cls * s.outChannels * patch, lda: patch, b: cols, ldb: width, beta: 0, c: block, ldc: width)
-                    for j in 0..<count {
-                        for oc in 0..<s.outChannels {
-                            let (a, c) = Conv2d.epilogue(channel: oc, bias: bias, scale: scale, shift: shift)
-                            let src = block + oc * width + j * planeL
-                            let dst = output + ((n0 + j) * s.outChannels + oc) * plane + py * s.width + px
-                            for i in 0..<h {
-                                let sr = src + i * w, dr = dst + 2 * i * s.width
-                                for jj in 0..<w {
-                                    let v = sr[jj] * a + c
-                                    dr[2 * jj] = relu && v < 0 ? 0 : v
-                                }
+                           a: folded + cls * s.outChannels * patch, lda: patch, b: cols, ldb: width, beta: 0,
+                           c: blocks + cls * classBlock, ldc: width)
+                }
+                // The four classes interleaved into the output rows, one contiguous row at a time.
+                for j in 0..<count {
+                    for oc in 0..<s.outChannels {
+                        let (a, c) = Conv2d.epilogue(channel: oc, bias: bias, scale: scale, shift: shift)
+                        let src = blocks + oc * width + j * planeL, dst = output + ((n0 + j) * s.outChannels + oc) * plane
+                        for i in 0..<h {
+                            for py in 0..<2 {
+                                let even = src + 2 * py * classBlock + i * w
+                                interleaveRow(dst + (2 * i + py) * s.width, even, even + classBlock, w, a, c, relu: relu)
                             }
                         }
                     }
@@ -209,24 +233,28 @@ public enum UpsampleConv2d {
         func run(_ chunks: Range<Int>, worker: Int) {
             let s = shape, h = s.height / 2, w = s.width / 2, planeL = h * w, plane = s.height * s.width
             let g = Conv2d.chunkSize(lowShape(s)), patch = classPatch(s), inImage = s.inChannels * planeL
-            let cols = columns + worker * workerScratch(s), block = cols + g * planeL * patch
-            let classPartial = block + g * planeL * s.outChannels, pairs = s.outChannels * s.inChannels
+            let cols = columns + worker * workerScratch(s), blocks = cols + g * planeL * patch
+            let classPartial = blocks + 4 * g * planeL * s.outChannels, pairs = s.outChannels * s.inChannels
             for chunk in chunks {
-                let n0 = chunk * g, count = min(g, s.batch - n0), width = count * planeL
+                let n0 = chunk * g, count = min(g, s.batch - n0), width = count * planeL, classBlock = s.outChannels * width
                 let partial = partials + chunk * s.weightCount
                 partial.update(repeating: 0, count: s.weightCount)
                 if let dInput { (dInput + n0 * inImage).update(repeating: 0, count: count * inImage) }
-                for cls in 0..<4 {
-                    let py = cls / 2, px = cls % 2
-                    for j in 0..<count {
-                        for oc in 0..<s.outChannels {
-                            let src = dOutput + ((n0 + j) * s.outChannels + oc) * plane + py * s.width + px
-                            let dst = block + oc * width + j * planeL
-                            for i in 0..<h {
-                                let sr = src + 2 * i * s.width, dr = dst + i * w
-                                for jj in 0..<w { dr[jj] = sr[2 * jj] }
+                // The output gradients split into the four classes' blocks, one contiguous row at a time.
+                for j in 0..<count {
+                    for oc in 0..<s.outChannels {
+                        let src = dOutput + ((n0 + j) * s.outChannels + oc) * plane, dst = blocks + oc * width + j * planeL
+                        for i in 0..<h {
+                            for py in 0..<2 {
+                                let even = dst + 2 * py * classBlock + i * w
+                                deinterleaveRow(even, even + classBlock, src + (2 * i + py) * s.width, w)
                             }
                         }
+                    }
+                }
+                for cls in 0..<4 {
+                    let py = cls / 2, px = cls % 2, block = blocks + cls * classBlock
+                    for j in 0..<count {
                         classColumns(cols + j * planeL, input + (n0 + j) * inImage, inChannels: s.inChannels,
                                      height: h, width: w, py: py, px: px, rowStride: width)
                     }

@@ -205,7 +205,7 @@ public final class Trainer {
         }
         if parallel.size > 1 && parallel.synchronisedBatchNorm {
             let sum = parallel.sumDoubles, clock = clock
-            network.batchNormReducer = { p, n in clock.time(8 * n) { sum(p, n) } }
+            network.batchNormReducer = BatchNorm2d.Reducer { p, n in clock.time(8 * n) { sum(p, n) } }
         }
     }
 

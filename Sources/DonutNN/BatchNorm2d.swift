@@ -12,10 +12,41 @@ import DonutBLAS
 /// The running statistics are buffers, not trainable parameters: the caller keeps them (and
 /// checkpoints them) beside the `ParameterStore`.
 public enum BatchNorm2d {
-    /// Sums `count` Doubles over the data-parallel replicas in place (an MPI allreduce-sum,
-    /// wired by the caller: DonutNN knows nothing of MPI). Given to the training forward and
-    /// backward, it makes BatchNorm **synchronised**: statistics over the global batch.
-    public typealias Reducer = (UnsafeMutablePointer<Double>, Int) -> Void
+    /// Sums `count` Doubles over the data-parallel replicas in place (`sum`: an MPI
+    /// allreduce-sum, wired by the caller: DonutNN knows nothing of MPI). Given to the training
+    /// forward and backward, it makes BatchNorm **synchronised**: statistics over the global batch.
+    ///
+    /// It also owns the buffer those sums travel in (2·channels + 1 Doubles per layer), grown to
+    /// the widest layer on the first step: a temporary of that size leaves the stack from 64
+    /// channels on (`withUnsafeTemporaryAllocation` keeps at most 1 KB there), which was a heap
+    /// allocation per synchronised layer per step. One reducer per network (not shared by
+    /// threads); the layers use its buffer one at a time.
+    public final class Reducer {
+        public let sum: (UnsafeMutablePointer<Double>, Int) -> Void
+        private var storage: UnsafeMutablePointer<Double>
+        private var capacity = 0
+
+        public init(_ sum: @escaping (UnsafeMutablePointer<Double>, Int) -> Void) {
+            self.sum = sum
+            storage = .allocate(capacity: 1)
+        }
+
+        deinit { storage.deallocate() }
+
+        /// Sums `count` Doubles at p over the replicas, in place.
+        @inline(__always)
+        public func callAsFunction(_ p: UnsafeMutablePointer<Double>, _ count: Int) { sum(p, count) }
+
+        /// The reducer's buffer, at least `count` Doubles (contents undefined); valid until the next call.
+        func buffer(_ count: Int) -> UnsafeMutablePointer<Double> {
+            if count > capacity {
+                storage.deallocate()
+                storage = .allocate(capacity: count)
+                capacity = count
+            }
+            return storage
+        }
+    }
     public static let defaultEpsilon = 1e-5
     public static let defaultMomentum = 0.1
 
@@ -316,35 +347,33 @@ public enum BatchNorm2d {
         batch: Int, channels: Int, plane: Int, epsilon: Double, momentum: Double, relu: Bool, reduce: Reducer
     ) {
         let m = batch * plane
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels + 1) { buf in
-            let stats = buf.baseAddress!
-            Parallel.forRanges(channels, work: batch * channels * plane,
-                               ChannelSums(stats: stats, input: input, mean: nil, batch: batch, channels: channels, plane: plane))
-            stats[channels] = Double(m)
-            reduce(stats, channels + 1)
-            let total = stats[channels]
-            precondition(total > 1, "BatchNorm2d training needs more than one value per channel")
-            for c in 0..<channels {
-                let mu = stats[c] / total
-                mean[c] = T(mu)
-                runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * mu)
-            }
-            // Σ(x − μ_T)² = Σ(x − μ)² + M_r·(μ − μ_T)²: remove the rounding of μ to T (local count).
-            for c in 0..<channels { let dm = stats[c] / total - Double(mean[c]); stats[channels + 1 + c] = Double(m) * dm * dm }
-            Parallel.forRanges(channels, work: batch * channels * plane,
-                               ChannelSums(stats: stats, input: input, mean: mean, batch: batch, channels: channels, plane: plane))
-            for c in 0..<channels { stats[c] -= stats[channels + 1 + c] }
-            reduce(stats, channels)
-            for c in 0..<channels {
-                let sq = max(0, stats[c])
-                let inv = 1 / (sq / total + epsilon).squareRoot()
-                invStd[c] = T(inv)
-                runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * sq / (total - 1))
-            }
-            Parallel.forRanges(batch * channels, work: batch * channels * plane,
-                               NormalisePlanes(output: output, input: input, gamma: gamma, beta: beta, mean: mean, variance: nil,
-                                           invStd: invStd, channels: channels, plane: plane, epsilon: 0, relu: relu))
+        let stats = reduce.buffer(2 * channels + 1)
+        Parallel.forRanges(channels, work: batch * channels * plane,
+                           ChannelSums(stats: stats, input: input, mean: nil, batch: batch, channels: channels, plane: plane))
+        stats[channels] = Double(m)
+        reduce(stats, channels + 1)
+        let total = stats[channels]
+        precondition(total > 1, "BatchNorm2d training needs more than one value per channel")
+        for c in 0..<channels {
+            let mu = stats[c] / total
+            mean[c] = T(mu)
+            runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * mu)
         }
+        // Σ(x − μ_T)² = Σ(x − μ)² + M_r·(μ − μ_T)²: remove the rounding of μ to T (local count).
+        for c in 0..<channels { let dm = stats[c] / total - Double(mean[c]); stats[channels + 1 + c] = Double(m) * dm * dm }
+        Parallel.forRanges(channels, work: batch * channels * plane,
+                           ChannelSums(stats: stats, input: input, mean: mean, batch: batch, channels: channels, plane: plane))
+        for c in 0..<channels { stats[c] -= stats[channels + 1 + c] }
+        reduce(stats, channels)
+        for c in 0..<channels {
+            let sq = max(0, stats[c])
+            let inv = 1 / (sq / total + epsilon).squareRoot()
+            invStd[c] = T(inv)
+            runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * sq / (total - 1))
+        }
+        Parallel.forRanges(batch * channels, work: batch * channels * plane,
+                           NormalisePlanes(output: output, input: input, gamma: gamma, beta: beta, mean: mean, variance: nil,
+                                       invStd: invStd, channels: channels, plane: plane, epsilon: 0, relu: relu))
     }
 
     /// Training backward through the statistics of every replica's batch: Σ dy and Σ dy·(x − μ)
@@ -357,18 +386,16 @@ public enum BatchNorm2d {
         mean: UnsafePointer<T>, invStd: UnsafePointer<T>,
         batch: Int, channels: Int, plane: Int, reluOutput: UnsafePointer<T>?, reduce: Reducer
     ) {
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels + 1) { buf in
-            let stats = buf.baseAddress!
-            Parallel.forRanges(channels, work: 2 * batch * channels * plane,
-                               ReplicaGradientSums(stats: stats, dGamma: dGamma, dBeta: dBeta, dInput: dInput, dOutput: dOutput, input: input,
-                                                   mean: mean, invStd: invStd, reluOutput: reluOutput, batch: batch, channels: channels, plane: plane))
-            stats[2 * channels] = Double(batch * plane)
-            reduce(stats, 2 * channels + 1)
-            Parallel.forRanges(channels, work: batch * channels * plane,
-                               TrainingBackward(dInput: dInput, dGamma: dGamma, dBeta: dBeta, dOutput: dOutput, input: input, gamma: gamma,
-                                                mean: mean, invStd: invStd, reluOutput: reluOutput, stats: stats, total: stats[2 * channels],
-                                                batch: batch, channels: channels, plane: plane))
-        }
+        let stats = reduce.buffer(2 * channels + 1)
+        Parallel.forRanges(channels, work: 2 * batch * channels * plane,
+                           ReplicaGradientSums(stats: stats, dGamma: dGamma, dBeta: dBeta, dInput: dInput, dOutput: dOutput, input: input,
+                                               mean: mean, invStd: invStd, reluOutput: reluOutput, batch: batch, channels: channels, plane: plane))
+        stats[2 * channels] = Double(batch * plane)
+        reduce(stats, 2 * channels + 1)
+        Parallel.forRanges(channels, work: batch * channels * plane,
+                           TrainingBackward(dInput: dInput, dGamma: dGamma, dBeta: dBeta, dOutput: dOutput, input: input, gamma: gamma,
+                                            mean: mean, invStd: invStd, reluOutput: reluOutput, stats: stats, total: stats[2 * channels],
+                                            batch: batch, channels: channels, plane: plane))
     }
 
     /// Per channel of `channels`: stats[c] = Σ x (mean nil) or Σ (x − mean[c])², each plane in T

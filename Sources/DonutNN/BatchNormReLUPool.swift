@@ -40,30 +40,38 @@ public enum BatchNormReLUPool {
         precondition(height >= 2 && width >= 2, "a 2×2 pool needs planes of at least 2×2")
         precondition(batch * channels * height * width <= Int(Int32.max), "argmax indices are Int32")
         let plane = height * width
-        // Two buffers, not one of 2·channels + 1: each stays under the 1 KB that
-        // withUnsafeTemporaryAllocation keeps on the stack (no heap allocation in a step).
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: channels + 1) { sumBuffer in
-            withUnsafeTemporaryAllocation(of: Double.self, capacity: channels) { squareBuffer in
-                // Channel sums and squares about μ (over every replica's batch when synchronised).
-                let sums = sumBuffer.baseAddress!, squares = squareBuffer.baseAddress!
-                for c in 0..<channels {
-                    sums[c] = BatchNorm2d.channelSum(stats, channel: c, batch: batch, channels: channels)
-                }
-                sums[channels] = Double(batch * plane)
-                reduce?(sums, channels + 1)
-                let total = sums[channels]
-                precondition(total > 1, "BatchNorm2d training needs more than one value per channel")
-                for c in 0..<channels {
-                    squares[c] = BatchNorm2d.channelSquares(stats, channel: c, batch: batch, channels: channels, plane: plane,
-                                                            about: sums[c] / total)
-                }
-                reduce?(squares, channels)
-                for c in 0..<channels {
-                    let mu = sums[c] / total, sq = max(0, squares[c])
-                    let inv = 1 / (sq / total + epsilon).squareRoot()
-                    mean[c] = T(mu); invStd[c] = T(inv)
-                    runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * mu)
-                    runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * sq / (total - 1))
+        // Channel sums and squares about μ (over every replica's batch when synchronised), into
+        // `sums` (channels + 1) and `squares` (channels).
+        func statistics(_ sums: UnsafeMutablePointer<Double>, _ squares: UnsafeMutablePointer<Double>) {
+            for c in 0..<channels {
+                sums[c] = BatchNorm2d.channelSum(stats, channel: c, batch: batch, channels: channels)
+            }
+            sums[channels] = Double(batch * plane)
+            reduce?(sums, channels + 1)
+            let total = sums[channels]
+            precondition(total > 1, "BatchNorm2d training needs more than one value per channel")
+            for c in 0..<channels {
+                squares[c] = BatchNorm2d.channelSquares(stats, channel: c, batch: batch, channels: channels, plane: plane,
+                                                        about: sums[c] / total)
+            }
+            reduce?(squares, channels)
+            for c in 0..<channels {
+                let mu = sums[c] / total, sq = max(0, squares[c])
+                let inv = 1 / (sq / total + epsilon).squareRoot()
+                mean[c] = T(mu); invStd[c] = T(inv)
+                runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * mu)
+                runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * sq / (total - 1))
+            }
+        }
+        if let reduce {
+            let buffer = reduce.buffer(2 * channels + 1)
+            statistics(buffer, buffer + channels + 1)
+        } else {
+            // Two buffers, not one of 2·channels + 1: each stays under the 1 KB that
+            // withUnsafeTemporaryAllocation keeps on the stack (up to 127 channels).
+            withUnsafeTemporaryAllocation(of: Double.self, capacity: channels + 1) { sums in
+                withUnsafeTemporaryAllocation(of: Double.self, capacity: channels) { squares in
+                    statistics(sums.baseAddress!, squares.baseAddress!)
                 }
             }
         }
@@ -130,14 +138,12 @@ public enum BatchNormReLUPool {
             return
         }
         // Synchronised: every replica's Σ g, Σ g·(x − μ) and count, then dx with the totals.
-        withUnsafeTemporaryAllocation(of: Double.self, capacity: 2 * channels + 1) { buffer in
-            let stats = buffer.baseAddress!
-            Parallel.forRanges(channels, work: batch * channels * plane / 2, ReplicaSums(backward: loop, stats: stats))
-            stats[2 * channels] = Double(batch * plane)
-            reduce(stats, 2 * channels + 1)
-            loop.stats = UnsafePointer(stats); loop.total = stats[2 * channels]
-            Parallel.forRanges(channels, work: 2 * batch * channels * plane, loop)
-        }
+        let stats = reduce.buffer(2 * channels + 1)
+        Parallel.forRanges(channels, work: batch * channels * plane / 2, ReplicaSums(backward: loop, stats: stats))
+        stats[2 * channels] = Double(batch * plane)
+        reduce(stats, 2 * channels + 1)
+        loop.stats = UnsafePointer(stats); loop.total = stats[2 * channels]
+        Parallel.forRanges(channels, work: 2 * batch * channels * plane, loop)
     }
 
     /// The backward on channels `channels`: with `stats` nil, this batch's sums (and dGamma,

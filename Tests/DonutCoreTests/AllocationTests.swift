@@ -39,7 +39,10 @@ final class AllocationTests: XCTestCase {
 
     /// The default DONUT network (published preset: 64×64 frames, batch 16) trained on
     /// paper-phantom frames, `threads` worker threads; returns the allocations of the counted steps.
-    func allocationsPerDonutSteps(threads: Int) throws -> UInt {
+    /// `synchronisedBatchNorm`: BatchNorm's statistics go through a reducer, as under MPI (here
+    /// one replica's: the sums are left as they are), the path whose 2·channels + 1 sums leave
+    /// the stack from 64 channels on.
+    func allocationsPerDonutSteps(threads: Int, synchronisedBatchNorm: Bool = false) throws -> UInt {
         try Parallel.withThreads(threads) {
             let config = DonutConfig.srio3LSAT002
             var training = TrainingConfig.donutPaper
@@ -56,6 +59,7 @@ final class AllocationTests: XCTestCase {
             let trainer = try Trainer(network: network, training: training, mode: .donut,
                                       data: TrainingData(measured: frames, measuredCount: count, library: nil,
                                                          simulatedFraction: 0, peakPhotons: 7))
+            if synchronisedBatchNorm { network.batchNormReducer = BatchNorm2d.Reducer { _, _ in } }
             return try countedSteps(trainer, order: Array(0..<count))
         }
     }
@@ -93,6 +97,11 @@ final class AllocationTests: XCTestCase {
 
     func testDonutStepAllocatesNothingOnTwoThreads() throws {
         XCTAssertEqual(try allocationsPerDonutSteps(threads: 2), 0, "heap allocations in \(Self.countedSteps) DONUT steps, 2 threads, OpenBLAS \(OpenBLASCore.current)")
+    }
+
+    func testDonutStepWithSynchronisedBatchNormAllocatesNothing() throws {
+        XCTAssertEqual(try allocationsPerDonutSteps(threads: 2, synchronisedBatchNorm: true), 0,
+                       "heap allocations in \(Self.countedSteps) DONUT steps with synchronised BatchNorm, 2 threads")
     }
 
     func testSupervisedStepAllocatesNothing() throws {

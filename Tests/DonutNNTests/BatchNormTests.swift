@@ -184,7 +184,7 @@ final class TwoReplicas: @unchecked Sendable {
     func set(_ rank: Int, _ r: Replica) { condition.lock(); parts[rank] = r; condition.unlock() }
 
     func reducer(_ rank: Int) -> BatchNorm2d.Reducer {
-        return { p, count in
+        BatchNorm2d.Reducer { p, count in
             self.condition.lock(); defer { self.condition.unlock() }
             let mine = self.round
             self.deposits[rank] = Array(UnsafeBufferPointer(start: p, count: count))

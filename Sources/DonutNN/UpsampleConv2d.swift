@@ -316,7 +316,6 @@ public enum UpsampleConv2d {
             let perClass = classPatch(s)   // outC = 1: a class's folded kernel is (inC, 2, 2)
             let xp = scratch + worker * directWorkerScratch(s), z = xp + s.inChannels * padded
             let (a, c) = Conv2d.epilogue(channel: 0, bias: bias, scale: scale, shift: shift)
-            let zero = T(0)
             for n in images {
                 for ic in 0..<s.inChannels {
                     Conv2d.padPlane(xp + ic * padded, input + (n * s.inChannels + ic) * planeL, h, w, padY: 1, padX: 1)
@@ -331,12 +330,8 @@ public enum UpsampleConv2d {
                 let y = output + n * s.height * s.width
                 for i in 0..<h {
                     for py in 0..<2 {
-                        let dst = y + (2 * i + py) * s.width, z0 = z + 2 * py * planeL + i * w, z1 = z0 + planeL
-                        for j in 0..<w {
-                            let v0 = z0[j] * a + c, v1 = z1[j] * a + c
-                            dst[2 * j] = relu && v0 < zero ? zero : v0
-                            dst[2 * j + 1] = relu && v1 < zero ? zero : v1
-                        }
+                        let even = z + 2 * py * planeL + i * w
+                        interleaveRow(y + (2 * i + py) * s.width, even, even + planeL, w, a, c, relu: relu)
                     }
                 }
             }
@@ -380,8 +375,8 @@ public enum UpsampleConv2d {
                 let dy = dOutput + n * s.height * s.width
                 for i in 0..<h {
                     for py in 0..<2 {
-                        let src = dy + (2 * i + py) * s.width, z0 = dz + 2 * py * planeL + i * w, z1 = z0 + planeL
-                        for j in 0..<w { z0[j] = src[2 * j]; z1[j] = src[2 * j + 1] }
+                        let even = dz + 2 * py * planeL + i * w
+                        deinterleaveRow(even, even + planeL, dy + (2 * i + py) * s.width, w)
                     }
                 }
                 let partial = partials + n * s.weightCount

@@ -49,11 +49,13 @@ public enum UpsampleConv2d {
     /// Rows of one class's columns and elements of one class's folded kernel.
     static func classPatch(_ s: Conv2dShape) -> Int { 4 * s.inChannels }
 
-    /// One worker's scratch: a chunk's class columns (4·inC, G·planeL), the four classes' output
-    /// blocks (4, outC, G·planeL) and one class weight-gradient partial (4·inC, outC).
+    /// One worker's scratch: a chunk's class columns (4·inC, G·planeL), then the forward's four
+    /// class output blocks (4, outC, G·planeL) or the backward's 4×4 columns of the output
+    /// gradient (16·outC, G·planeL, `gradientColumns`), and one class weight-gradient partial
+    /// (4·inC, outC).
     static func workerScratch(_ s: Conv2dShape) -> Int {
         let width = Conv2d.chunkSize(lowShape(s)) * (s.height / 2) * (s.width / 2)
-        return width * (classPatch(s) + 4 * s.outChannels) + s.outChannels * classPatch(s)
+        return width * (classPatch(s) + 16 * s.outChannels) + s.outChannels * classPatch(s)
     }
 
     /// Output row 2i + py of a plane from its classes (py, 0) and (py, 1), rows `even` and `odd`
@@ -81,7 +83,8 @@ public enum UpsampleConv2d {
     }
 
     /// Scratch elements `forward` and `backward` need: a worker scratch per thread, the four
-    /// folded kernels, then one 3×3 weight-gradient partial per chunk.
+    /// folded kernels (the forward's) or the adjoint's 4×4 kernel (the backward's; as many
+    /// elements), then one 3×3 weight-gradient partial per chunk.
     public static func scratchCount(_ s: Conv2dShape) -> Int {
         if usesDirect(s) { return directScratchCount(s) }
         let low = lowShape(s)
@@ -111,6 +114,61 @@ public enum UpsampleConv2d {
                 let w = weight + 9 * q, f = folded + cls * perClass + 4 * q
                 for ky in 0..<3 {
                     for kx in 0..<3 { f[2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)] += w[3 * ky + kx] }
+                }
+            }
+        }
+    }
+
+    /// The adjoint's kernel (inC, outC, 4, 4): the input gradient is a stride-2 correlation of dY
+    /// with it, dx[ic, u, v] = Σ_{oc, r, c} K[ic, oc, r, c] · dY[oc, 2u − 1 + r, 2v − 1 + c]. Row
+    /// r = 3 − py − 2a of the 4×4 window is output parity py read at low-res offset a (each (py, a)
+    /// once), so K[ic, oc, r, c] = W'[py(r), px(c)][oc, ic, a(r), b(c)] with py(r) = (r + 1) mod 2,
+    /// a(r) = (3 − py(r) − r)/2 — the folded kernels transposed and regrouped.
+    static func foldAdjointWeights<T: GEMMScalar>(_ kernel: UnsafeMutablePointer<T>, _ weight: UnsafePointer<T>, _ s: Conv2dShape) {
+        kernel.update(repeating: 0, count: 16 * s.outChannels * s.inChannels)
+        for ic in 0..<s.inChannels {
+            for oc in 0..<s.outChannels {
+                let w = weight + 9 * (oc * s.inChannels + ic), k = kernel + 16 * (ic * s.outChannels + oc)
+                for ky in 0..<3 {
+                    for kx in 0..<3 {
+                        for py in 0..<2 {
+                            for px in 0..<2 { k[4 * windowTap(parity: py, tap: ky) + windowTap(parity: px, tap: kx)] += w[3 * ky + kx] }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// r = 3 − p − 2·a(p, k): the row (column) of the adjoint's 4×4 window that 3×3 tap k lands on
+    /// for output parity p.
+    @inline(__always)
+    static func windowTap(parity p: Int, tap k: Int) -> Int { 3 - p - 2 * offset(parity: p, tap: k) }
+
+    /// The 4×4 columns of one image's output gradient for the adjoint: row (oc, r, c) (rows
+    /// `rowStride` apart, 16 per channel) holds dY[oc, 2u − 1 + r, 2v − 1 + c] at low-res pixel
+    /// (u, v), zero outside. Rows (oc, py + 1, px + 1) are the class blocks dY[oc, 2u + py, 2v + px].
+    static func gradientColumns<T: GEMMScalar>(_ columns: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, outChannels: Int,
+                                               height h: Int, width w: Int, rowStride: Int) {
+        let wide = 2 * w
+        for oc in 0..<outChannels {
+            let plane = dy + oc * 4 * h * w
+            for r in 0..<4 {
+                let base = columns + (16 * oc + 4 * r) * rowStride
+                for u in 0..<h {
+                    let c0 = base + u * w, c1 = c0 + rowStride, c2 = c1 + rowStride, c3 = c2 + rowStride
+                    let y = 2 * u - 1 + r
+                    guard y >= 0 && y < 2 * h else {
+                        c0.update(repeating: 0, count: w); c1.update(repeating: 0, count: w)
+                        c2.update(repeating: 0, count: w); c3.update(repeating: 0, count: w)
+                        continue
+                    }
+                    // c = 1, 2: columns 2v, 2v + 1; c = 0: 2v − 1 (the odd ones a step right); c = 3: 2v + 2.
+                    deinterleaveRow(c1, c2, plane + y * wide, w)
+                    c0[0] = 0
+                    (c0 + 1).update(from: c2, count: w - 1)
+                    c3.update(from: c1 + 1, count: w - 1)
+                    c3[w - 1] = 0
                 }
             }
         }
@@ -212,74 +270,64 @@ public enum UpsampleConv2d {
             backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s)
             return
         }
-        let low = lowShape(s), folded = columns + Conv2d.workerCount(low) * workerScratch(s)
-        let partials = folded + 4 * s.outChannels * classPatch(s)
-        foldWeights(folded, weight, s)
-        let loop = BackwardChunks(dInput: dInput, partials: partials, dOutput: dOutput, input: input, folded: folded,
+        let low = lowShape(s), kernel = columns + Conv2d.workerCount(low) * workerScratch(s)
+        let partials = kernel + 4 * s.outChannels * classPatch(s)
+        if dInput != nil { foldAdjointWeights(kernel, weight, s) }
+        let loop = BackwardChunks(dInput: dInput, partials: partials, dOutput: dOutput, input: input, kernel: kernel,
                                   columns: columns, shape: s)
         serialBLAS { Parallel.forWorkers(Conv2d.chunkCount(low), workers: Conv2d.workerCount(low), loop) }
         Conv2d.addPartials(dWeight, partials, count: s.weightCount, partials: Conv2d.chunkCount(low))
     }
 
-    /// `backward` on a worker's run of chunks: per class, the class's output gradients gathered
-    /// into a block, its weight-gradient partial folded back to 3×3 into the chunk's partial,
-    /// and (unless skipped) its input gradient added by the adjoint of `classColumns`.
+    /// `backward` on a worker's run of chunks: the output gradients' 4×4 columns
+    /// (`gradientColumns`), per class the weight-gradient partial (its class block is every 16th
+    /// row of them) folded back to 3×3 into the chunk's partial, and (unless skipped) the input
+    /// gradient as one GEMM with the adjoint's kernel (`foldAdjointWeights`), K = 16·outC.
     struct BackwardChunks<T: GEMMScalar>: ParallelLoop {
         let dInput: UnsafeMutablePointer<T>?, partials: UnsafeMutablePointer<T>
-        let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, folded: UnsafePointer<T>
+        let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, kernel: UnsafePointer<T>
         let columns: UnsafeMutablePointer<T>, shape: Conv2dShape
 
         @_specialize(where T == Float)
         func run(_ chunks: Range<Int>, worker: Int) {
-            let s = shape, h = s.height / 2, w = s.width / 2, planeL = h * w, plane = s.height * s.width
+            let s = shape, h = s.height / 2, w = s.width / 2, planeL = h * w
             let g = Conv2d.chunkSize(lowShape(s)), patch = classPatch(s), inImage = s.inChannels * planeL
-            let cols = columns + worker * workerScratch(s), blocks = cols + g * planeL * patch
-            let classPartial = blocks + 4 * g * planeL * s.outChannels, pairs = s.outChannels * s.inChannels
+            let cols = columns + worker * workerScratch(s), dyColumns = cols + g * planeL * patch
+            let classPartial = dyColumns + 16 * g * planeL * s.outChannels, pairs = s.outChannels * s.inChannels
             for chunk in chunks {
-                let n0 = chunk * g, count = min(g, s.batch - n0), width = count * planeL, classBlock = s.outChannels * width
+                let n0 = chunk * g, count = min(g, s.batch - n0), width = count * planeL
                 let partial = partials + chunk * s.weightCount
                 partial.update(repeating: 0, count: s.weightCount)
-                if let dInput { (dInput + n0 * inImage).update(repeating: 0, count: count * inImage) }
-                // The output gradients split into the four classes' blocks, one contiguous row at a time.
                 for j in 0..<count {
-                    for oc in 0..<s.outChannels {
-                        let src = dOutput + ((n0 + j) * s.outChannels + oc) * plane, dst = blocks + oc * width + j * planeL
-                        for i in 0..<h {
-                            for py in 0..<2 {
-                                let even = dst + 2 * py * classBlock + i * w
-                                deinterleaveRow(even, even + classBlock, src + (2 * i + py) * s.width, w)
-                            }
-                        }
-                    }
+                    gradientColumns(dyColumns + j * planeL, dOutput + (n0 + j) * s.outChannels * 4 * planeL,
+                                    outChannels: s.outChannels, height: h, width: w, rowStride: width)
                 }
                 for cls in 0..<4 {
-                    let py = cls / 2, px = cls % 2, block = blocks + cls * classBlock
+                    let py = cls / 2, px = cls % 2
                     for j in 0..<count {
                         classColumns(cols + j * planeL, input + (n0 + j) * inImage, inChannels: s.inChannels,
                                      height: h, width: w, py: py, px: px, rowStride: width)
                     }
                     // dW'ᵀ (4·inC, outC) = cols · dY_classᵀ (the faster orientation, as `Conv2d.backward`),
-                    // folded back onto the 3×3 taps: row (ic, a, b), column oc.
+                    // dY_class being rows (oc, py + 1, px + 1) of the 4×4 columns; folded back onto the 3×3
+                    // taps: row (ic, a, b), column oc.
                     T.gemm(transA: false, transB: true, m: patch, n: s.outChannels, k: width, alpha: 1,
-                           a: cols, lda: width, b: block, ldb: width, beta: 0, c: classPartial, ldc: s.outChannels)
+                           a: cols, lda: width, b: dyColumns + (4 * (py + 1) + px + 1) * width, ldb: 16 * width,
+                           beta: 0, c: classPartial, ldc: s.outChannels)
                     for q in 0..<pairs {
                         let oc = q / s.inChannels, ic = q % s.inChannels
                         addUnfolded(partial + 9 * q, classPartial + 4 * ic * s.outChannels + oc, stride: s.outChannels, py: py, px: px)
                     }
-                    guard let dInput else { continue }
-                    // dCols (4·inC, G·planeL) = W'ᵀ · dY_class, added back to the low-res pixels it read.
-                    T.gemm(transA: true, transB: false, m: patch, n: width, k: s.outChannels, alpha: 1,
-                           a: folded + cls * s.outChannels * patch, lda: patch, b: block, ldb: width, beta: 0, c: cols, ldc: width)
-                    for j in 0..<count {
-                        let dx = dInput + (n0 + j) * inImage
-                        for ic in 0..<s.inChannels {
-                            for a in 0..<2 {
-                                for b in 0..<2 {
-                                    Conv2d.addShifted(dx + ic * planeL, cols + ((ic * 2 + a) * 2 + b) * width + j * planeL,
-                                                      height: h, width: w, dy: py + a - 1, dx: px + b - 1)
-                                }
-                            }
-                        }
+                }
+                guard let dInput else { continue }
+                // dx (inC, G·planeL) = K (inC, 16·outC) · the 4×4 columns, then each image's planes to their place.
+                let dx = count == 1 ? dInput + n0 * inImage : cols
+                T.gemm(transA: false, transB: false, m: s.inChannels, n: width, k: 16 * s.outChannels, alpha: 1,
+                       a: kernel, lda: 16 * s.outChannels, b: dyColumns, ldb: width, beta: 0, c: dx, ldc: width)
+                guard count > 1 else { continue }
+                for j in 0..<count {
+                    for ic in 0..<s.inChannels {
+                        (dInput + (n0 + j) * inImage + ic * planeL).update(from: cols + ic * width + j * planeL, count: planeL)
                     }
                 }
             }

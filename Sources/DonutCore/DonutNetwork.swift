@@ -192,6 +192,8 @@ public final class DonutNetwork<T: GEMMScalar> {
         var planeStatistics: [UnsafeMutablePointer<Double>] = []
         /// Per encoder block, the conv output at each pooled maximum (`BatchNormReLUPool`).
         var pooledInput: [UnsafeMutablePointer<T>] = []
+        /// Double scratch of the first block's `ConvBlockBackward` (training plans whose first conv takes it).
+        var firstBlockMoments: UnsafeMutablePointer<Double>?
         /// Whether the last training forward ran the encoder blocks as conv → `BatchNormReLUPool`
         /// (no dropout): its backward must match. (reluOut, dropOut and dropMask are then one-element
         /// placeholders: `plan` sizes them only for a network with dropout.)
@@ -289,6 +291,11 @@ public final class DonutNetwork<T: GEMMScalar> {
                 columns = max(columns, fused ? UpsampleConv2d.scratchCount(shape) : Conv2d.scratchCount(shape))
                 s *= 2
             }
+        }
+        if training, let first = encoder.first, ConvBlockBackward.applies(convShape(first, batch: batch, size: n)) {
+            let shape = convShape(first, batch: batch, size: n)
+            columns = max(columns, ConvBlockBackward.scratchCount(shape))
+            a.firstBlockMoments = a.doubles(ConvBlockBackward.doubleScratchCount(shape))
         }
         a.columns = a.floats(columns)
         if training {
@@ -675,6 +682,16 @@ public final class DonutNetwork<T: GEMMScalar> {
             let shape = convShape(block, batch: b, size: size), count = shape.outputCount
             if a.encoderFused {
                 let pooled = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
+                if k == 0, let moments = a.firstBlockMoments {
+                    // No input gradient needed: the conv's gradients without the block's dense dx.
+                    ConvBlockBackward.backward(dWeight: g + block.weight.offset, dBias: g + block.bias.offset,
+                                               dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
+                                               dPooled: dCurrent, pooled: pooled, argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k],
+                                               input: a.encoderInput[k], weight: p + block.weight.offset, bias: p + block.bias.offset,
+                                               gamma: p + block.gamma!.offset, mean: a.mean[k], invStd: a.invStd[k], shape: shape,
+                                               scratch: a.columns, doubles: moments, synchronise: batchNormReducer)
+                    continue
+                }
                 BatchNormReLUPool.backwardTraining(dInput: dOther, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
                                                    dInputSums: g + block.bias.offset, dPooled: dCurrent, pooled: pooled,
                                                    argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k], input: a.convOut[k],

@@ -27,15 +27,25 @@ public enum ConvBlockBackward {
         s.isSameSizeStride1 && s.patchSize <= maximumPatch && s.height % 2 == 0 && s.width % 2 == 0
     }
 
-    /// T scratch: the zero-padded input planes of the batch (batch·inC·(H + kH − 1)·(W + kW − 1)).
+    /// T scratch: the zero-padded input planes of the batch (`paddedCount`), then per thread one
+    /// image's centred patch columns (patch, H·W) and its Gram matrix (patch²). Depends on
+    /// `Parallel.threads`, as `Conv2d.scratchCount`.
     public static func scratchCount(_ s: Conv2dShape) -> Int {
-        s.batch * s.inChannels * (s.height + s.kernelH - 1) * (s.width + s.kernelW - 1)
+        paddedCount(s) + Parallel.threads * workerScratch(s)
     }
 
-    /// Double scratch: per image S and Σ c cᵀ, their totals, per channel H, and the sums.
+    /// The padded planes, batch·inC·(H + kH − 1)·(W + kW − 1), and 4 elements of slack (the 3×3
+    /// gather reads 4-wide rows).
+    static func paddedCount(_ s: Conv2dShape) -> Int {
+        s.batch * s.inChannels * (s.height + s.kernelH - 1) * (s.width + s.kernelW - 1) + 4
+    }
+
+    static func workerScratch(_ s: Conv2dShape) -> Int { s.patchSize * (s.height * s.width + s.patchSize) }
+
+    /// Double scratch: per image and for the batch, S (patch) and a Gram matrix (patch²); per
+    /// channel H (patch) and the sums.
     public static func doubleScratchCount(_ s: Conv2dShape) -> Int {
-        let m = s.patchSize * (s.patchSize + 1)
-        return (s.batch + 1) * m + s.outChannels * (s.patchSize + 3) + 1
+        (s.batch + 1) * s.patchSize * (s.patchSize + 1) + s.outChannels * (s.patchSize + 3) + 1
     }
 
     /// - dWeight (outC, inC, kH, kW), dBias, dGamma, dBeta (outC): **add** (+=), as the two layers' backwards.
@@ -52,11 +62,25 @@ public enum ConvBlockBackward {
         precondition(applies(s))
         let patch = s.patchSize, m = patch * (patch + 1), channels = s.outChannels, plane = s.height * s.width
         let perImage = doubles, totals = doubles + s.batch * m, h = totals + m, sums = h + channels * patch
-        // Input moments per image (parallel), totalled in image order.
-        Parallel.forRanges(s.batch, work: s.batch * plane * m, PatchMoments(moments: perImage, padded: scratch, input: input, shape: s))
-        totals.update(repeating: 0, count: m)
+        // Input moments per image (parallel), then the batch's S and centred Gram in image order.
+        serialBLAS {
+            Parallel.forRanges(s.batch, work: s.batch * plane * patch, PatchMoments(moments: perImage, scratch: scratch, input: input, shape: s))
+        }
+        let pixels = Double(s.batch * plane), sTotal = totals, gram = totals + patch
+        sTotal.update(repeating: 0, count: patch)
         for n in 0..<s.batch {
-            for i in 0..<m { totals[i] += perImage[n * m + i] }
+            for t in 0..<patch { sTotal[t] += perImage[n * m + t] }
+        }
+        // Σ_p (c − c̄)(c − c̄)ᵀ = Σ_n [G_n + P_n·(c̄_n − c̄)(c̄_n − c̄)ᵀ], G_n centred on image n's mean c̄_n.
+        gram.update(repeating: 0, count: patch * patch)
+        for n in 0..<s.batch {
+            let image = perImage + n * m, g = image + patch, count = Double(plane)
+            for t in 0..<patch {
+                let dt = image[t] / count - sTotal[t] / pixels
+                for u in 0..<patch {
+                    gram[t * patch + u] += g[t * patch + u] + count * dt * (image[u] / count - sTotal[u] / pixels)
+                }
+            }
         }
         // Per channel: Σ g, Σ g·(x − μ) (the BatchNorm sums) and H.
         let gradients = WindowGradients(h: h, sums: sums, dPooled: dPooled, pooled: pooled, argmax: argmax, pooledInput: pooledInput,
@@ -78,12 +102,6 @@ public enum ConvBlockBackward {
         } else {
             for c in 0..<channels { localG[c] = sums[c] }
         }
-        // Gc = Σ c cᵀ − S·Sᵀ/P (upper triangle stored row-wise after S, see PatchMoments).
-        let pixels = Double(s.batch * plane), sTotal = totals
-        func centredGram(_ t: Int, _ u: Int) -> Double {
-            let (i, j) = t <= u ? (t, u) : (u, t)
-            return totals[patch + triangleIndex(i, j, patch)] - sTotal[i] * sTotal[j] / pixels
-        }
         for c in 0..<channels {
             let (k, a, b) = BatchNorm2d.inputGradientCoefficients(gamma: gamma[c], invStd: invStd[c], sumDy: sums[c],
                                                                  sumDyXc: sums[channels + c], total: total)
@@ -93,80 +111,76 @@ public enum ConvBlockBackward {
             let offset = xMean - Double(mean[c])
             for t in 0..<patch {
                 var wg = 0.0
-                for u in 0..<patch { wg += Double(w[u]) * centredGram(u, t) }
+                for u in 0..<patch { wg += Double(w[u]) * gram[u * patch + t] }
                 dWeight[c * patch + t] += T(kd * h[c * patch + t] - bd * sTotal[t] - ad * (wg + offset * sTotal[t]))
             }
             dBias[c] += T(kd * localG[c] - bd * pixels - ad * pixels * offset)
         }
     }
 
-    /// Index of (i, j), i ≤ j, in the row-wise upper triangle of an n×n matrix.
-    @inline(__always)
-    static func triangleIndex(_ i: Int, _ j: Int, _ n: Int) -> Int { i * n - i * (i - 1) / 2 + (j - i) }
-
-    /// Per image n of `images`: its input planes zero-padded into `padded` (kept for the window
-    /// pass), then moments[n] = (S (patch), Σ c cᵀ (upper triangle, row-wise)) over its pixels.
-    /// Row products are exact in Double (Float · Float) and summed in Double.
+    /// Per image n of `images`: its input planes zero-padded into the scratch's first part (kept
+    /// for the window pass), then moments[n] = (S_n (patch), G_n (patch × patch)): the sums of its
+    /// patches and their Gram matrix centred on the image's mean patch, one GEMM over its centred
+    /// columns (the centring keeps Float accumulation from cancelling; `backward` recombines the
+    /// images exactly in Double).
     struct PatchMoments<T: GEMMScalar>: ParallelLoop {
-        let moments: UnsafeMutablePointer<Double>, padded: UnsafeMutablePointer<T>, input: UnsafePointer<T>, shape: Conv2dShape
+        let moments: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<T>, input: UnsafePointer<T>, shape: Conv2dShape
 
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
-            let s = shape, patch = s.patchSize, m = patch * (patch + 1), taps = s.kernelH * s.kernelW
-            let pw = s.width + s.kernelW - 1, ph = s.height + s.kernelH - 1, paddedPlane = ph * pw
+            let s = shape, patch = s.patchSize, m = patch * (patch + 1), taps = s.kernelH * s.kernelW, plane = s.height * s.width
+            let pw = s.width + s.kernelW - 1, paddedPlane = (s.height + s.kernelH - 1) * pw
+            let columns = scratch + paddedCount(s) + worker * workerScratch(s), gram = columns + patch * plane
             for n in images {
-                let planes = padded + n * s.inChannels * paddedPlane, out = moments + n * m
+                let planes = scratch + n * s.inChannels * paddedPlane, out = moments + n * m
                 for ic in 0..<s.inChannels {
-                    Conv2d.padPlane(planes + ic * paddedPlane, input + (n * s.inChannels + ic) * s.height * s.width,
+                    Conv2d.padPlane(planes + ic * paddedPlane, input + (n * s.inChannels + ic) * plane,
                                     s.height, s.width, padY: s.padding, padX: s.padding)
                 }
-                // Tap t reads plane t / taps at offset (ky, kx) = ((t % taps) / kW, t % kW).
-                func origin(_ t: Int) -> UnsafePointer<T> {
-                    let tap = t % taps
-                    return UnsafePointer(planes + (t / taps) * paddedPlane + (tap / s.kernelW) * pw + tap % s.kernelW)
-                }
                 for t in 0..<patch {
-                    let a = origin(t)
-                    var sum = 0.0
-                    for y in 0..<s.height { sum += rowDot(a + y * pw, nil, s.width) }
-                    out[t] = sum
-                    for u in t..<patch {
-                        let b = origin(u)
-                        var product = 0.0
-                        for y in 0..<s.height { product += rowDot(a + y * pw, b + y * pw, s.width) }
-                        out[patch + triangleIndex(t, u, patch)] = product
-                    }
+                    // Tap t reads plane t / taps at offset (ky, kx) = ((t % taps) / kW, t % kW).
+                    let tap = t % taps, row = columns + t * plane
+                    let origin = planes + (t / taps) * paddedPlane + (tap / s.kernelW) * pw + tap % s.kernelW
+                    for y in 0..<s.height { (row + y * s.width).update(from: origin + y * pw, count: s.width) }
+                    let sum = Parallel.sum(UnsafePointer(row), plane)
+                    out[t] = Double(sum)
+                    let mean = sum / T(plane)
+                    for i in 0..<plane { row[i] -= mean }
                 }
+                T.gemm(transA: false, transB: true, m: patch, n: patch, k: plane, alpha: 1, a: columns, lda: plane,
+                       b: columns, ldb: plane, beta: 0, c: gram, ldc: patch)
+                for i in 0..<(patch * patch) { out[patch + i] = Double(gram[i]) }
             }
         }
     }
 
-    /// Σ_i a[i]·b[i] (b nil: Σ a[i]) in Double over n values: Float products are exact in Double.
+    /// One plane's windows for a one-channel 3×3 conv: Σ g·(its maximum's patch) as three 4-wide
+    /// rows (the 4th lane unused), Σ g and Σ g·(x − μ), in Float lanes. Branch-free: a shut window
+    /// (pooled ≤ 0 or NaN) adds g = 0, and the maximum's row within its window is a select — both
+    /// are coin flips that a branch mispredicted half the time. `plane`: the padded input plane
+    /// (width + 2), `base`: the flat index of the conv output plane that argmax indexes into.
     @inline(__always)
-    static func rowDot<T: GEMMScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>?, _ n: Int) -> Double {
-        var i = 0
-        var total = 0.0
-        if T.self == Float.self {
-            let af = a.float, bf = b?.float
-            var acc0 = SIMD8<Double>(), acc1 = SIMD8<Double>()
-            while i + 16 <= n {
-                let x0 = SIMD8<Double>(UnsafeRawPointer(af + i).loadUnaligned(as: SIMD8<Float>.self))
-                let x1 = SIMD8<Double>(UnsafeRawPointer(af + i + 8).loadUnaligned(as: SIMD8<Float>.self))
-                if let bf {
-                    acc0 += x0 * SIMD8<Double>(UnsafeRawPointer(bf + i).loadUnaligned(as: SIMD8<Float>.self))
-                    acc1 += x1 * SIMD8<Double>(UnsafeRawPointer(bf + i + 8).loadUnaligned(as: SIMD8<Float>.self))
-                } else {
-                    acc0 += x0; acc1 += x1
-                }
-                i += 16
+    static func gather3x3(dPooled: UnsafePointer<Float>, pooled: UnsafePointer<Float>, argmax: UnsafePointer<Int32>,
+                          pooledInput: UnsafePointer<Float>, mu: Float, plane: UnsafePointer<Float>, base: Int, width w: Int,
+                          height: Int) -> (SIMD4<Float>, SIMD4<Float>, SIMD4<Float>, Float, Float) {
+        let pw = w + 2, ow = w / 2, oh = height / 2
+        var r0 = SIMD4<Float>(), r1 = SIMD4<Float>(), r2 = SIMD4<Float>(), sg: Float = 0, sgx: Float = 0
+        for oy in 0..<oh {
+            let o = oy * ow, top = base + 2 * oy * w, corners = UnsafeRawPointer(plane + 2 * oy * pw)
+            for ox in 0..<ow {
+                let i = o &+ ox
+                let open: UInt32 = pooled[i] > 0 ? ~0 : 0   // a mask, not a branch
+                let g = Float(bitPattern: dPooled[i].bitPattern & open)
+                sg += g; sgx += g * (pooledInput[i] - mu)
+                // Offset within the window's two rows, then the padded-plane offset of the patch corner.
+                let r = Int(argmax[i]) &- top, down = r >= w ? pw &- w : 0
+                let f = corners + 4 * (r &+ down), gf = SIMD4<Float>(repeating: g)
+                r0 += gf * f.loadUnaligned(as: SIMD4<Float>.self)
+                r1 += gf * f.loadUnaligned(fromByteOffset: 4 * pw, as: SIMD4<Float>.self)
+                r2 += gf * f.loadUnaligned(fromByteOffset: 8 * pw, as: SIMD4<Float>.self)
             }
-            total = (acc0 + acc1).sum()
         }
-        while i < n {
-            total += Double(a[i]) * (b.map { Double($0[i]) } ?? 1)
-            i += 1
-        }
-        return total
+        return (r0, r1, r2, sg, sgx)
     }
 
     /// Per channel c of `channels`, over every image: sums[c] = Σ g, sums[channels + c] =
@@ -196,15 +210,27 @@ public enum ConvBlockBackward {
                         for n in 0..<s.batch {
                             let q = n * channels + c, base = q * plane, planes = padded + n * s.inChannels * paddedPlane
                             var sg = T(0), sgx = T(0)
-                            for oy in 0..<oh {
-                                let o = (q * oh + oy) * ow, secondRow = base + (2 * oy + 1) * w
-                                for ox in 0..<ow {
-                                    guard pooled[o + ox] > 0 else { continue }
-                                    let g = dPooled[o + ox], index = Int(argmax[o + ox])
-                                    sg += g; sgx += g * (pooledInput[o + ox] - mu)
-                                    let y = index >= secondRow ? 2 * oy + 1 : 2 * oy, x = index - base - y * w
-                                    let corner = planes + y * pw + x, gd = Double(g)
-                                    for t in 0..<patch { acc[t] += gd * Double(corner[offsets[t]]) }
+                            if T.self == Float.self && patch == 9 && taps == 9 {
+                                let o = q * oh * ow
+                                let (r0, r1, r2, g, gx) = gather3x3(dPooled: (dPooled + o).float, pooled: (pooled + o).float, argmax: argmax + o,
+                                                                    pooledInput: (pooledInput + o).float, mu: Float(mu), plane: planes.float,
+                                                                    base: base, width: w, height: s.height)
+                                for kx in 0..<3 {
+                                    acc[kx] += Double(r0[kx]); acc[3 + kx] += Double(r1[kx]); acc[6 + kx] += Double(r2[kx])
+                                }
+                                sg = T(g); sgx = T(gx)
+                            } else {
+                                // Each open window: g, and its maximum's patch from the padded planes.
+                                for oy in 0..<oh {
+                                    let o = (q * oh + oy) * ow, secondRow = base + (2 * oy + 1) * w
+                                    for ox in 0..<ow {
+                                        guard pooled[o + ox] > 0 else { continue }
+                                        let g = dPooled[o + ox], index = Int(argmax[o + ox])
+                                        sg += g; sgx += g * (pooledInput[o + ox] - mu)
+                                        let y = index >= secondRow ? 2 * oy + 1 : 2 * oy, x = index - base - y * w
+                                        let corner = planes + y * pw + x, gd = Double(g)
+                                        for t in 0..<patch { acc[t] += gd * Double(corner[offsets[t]]) }
+                                    }
                                 }
                             }
                             sumG += Double(sg); sumGX += Double(sgx)

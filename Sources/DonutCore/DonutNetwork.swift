@@ -192,8 +192,9 @@ public final class DonutNetwork<T: GEMMScalar> {
         var planeStatistics: [UnsafeMutablePointer<Double>] = []
         /// Per encoder block, the conv output at each pooled maximum (`BatchNormReLUPool`).
         var pooledInput: [UnsafeMutablePointer<T>] = []
-        /// Double scratch of the first block's `ConvBlockBackward` (training plans whose first conv takes it).
-        var firstBlockMoments: UnsafeMutablePointer<Double>?
+        /// The first block's padded input and patch moments when it trains as one
+        /// `ConvBatchNormReLUPool` (training plans whose first conv takes it; its convOut is then unused).
+        var firstBlockPadded: UnsafeMutablePointer<T>?, firstBlockMoments: UnsafeMutablePointer<Double>?
         /// Whether the last training forward ran the encoder blocks as conv → `BatchNormReLUPool`
         /// (no dropout): its backward must match. (reluOut, dropOut and dropMask are then one-element
         /// placeholders: `plan` sizes them only for a network with dropout.)
@@ -292,10 +293,11 @@ public final class DonutNetwork<T: GEMMScalar> {
                 s *= 2
             }
         }
-        if training, let first = encoder.first, ConvBlockBackward.applies(convShape(first, batch: batch, size: n)) {
+        if training, let first = encoder.first, ConvBatchNormReLUPool.applies(convShape(first, batch: batch, size: n)) {
             let shape = convShape(first, batch: batch, size: n)
-            columns = max(columns, ConvBlockBackward.scratchCount(shape))
-            a.firstBlockMoments = a.doubles(ConvBlockBackward.doubleScratchCount(shape))
+            columns = max(columns, ConvBatchNormReLUPool.scratchCount(shape))
+            a.firstBlockPadded = a.floats(ConvBatchNormReLUPool.paddedCount(shape))
+            a.firstBlockMoments = a.doubles(ConvBatchNormReLUPool.momentsCount(shape))
         }
         a.columns = a.floats(columns)
         if training {
@@ -359,6 +361,19 @@ public final class DonutNetwork<T: GEMMScalar> {
                 continue
             }
             a.encoderFused = mode.batchStatistics && !(mode.dropout && settings.dropout > 0)
+            if a.encoderFused, k == 0, let padded = a.firstBlockPadded, let moments = a.firstBlockMoments {
+                // The first block whole, its conv output never stored (`ConvBatchNormReLUPool`).
+                buffers.withUnsafeMutableBufferPointer { buf in
+                    ConvBatchNormReLUPool.forwardTraining(
+                        pooled: next, argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k], mean: a.mean[k], invStd: a.invStd[k],
+                        runningMean: buf.baseAddress! + block.runningMean, runningVar: buf.baseAddress! + block.runningVar,
+                        input: a.encoderInput[k], weight: p + block.weight.offset, bias: p + block.bias.offset,
+                        gamma: p + block.gamma!.offset, beta: p + block.beta!.offset, shape: shape, padded: padded, moments: moments,
+                        scratch: a.columns, synchronise: batchNormReducer)
+                }
+                size /= 2
+                continue
+            }
             if a.encoderFused {
                 // Training without dropout: the conv writes its planes' statistics, then BatchNorm,
                 // ReLU and the pool in one pass (`BatchNormReLUPool`).
@@ -682,14 +697,14 @@ public final class DonutNetwork<T: GEMMScalar> {
             let shape = convShape(block, batch: b, size: size), count = shape.outputCount
             if a.encoderFused {
                 let pooled = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
-                if k == 0, let moments = a.firstBlockMoments {
+                if k == 0, let padded = a.firstBlockPadded, let moments = a.firstBlockMoments {
                     // No input gradient needed: the conv's gradients without the block's dense dx.
-                    ConvBlockBackward.backward(dWeight: g + block.weight.offset, dBias: g + block.bias.offset,
-                                               dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
-                                               dPooled: dCurrent, pooled: pooled, argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k],
-                                               input: a.encoderInput[k], weight: p + block.weight.offset, bias: p + block.bias.offset,
-                                               gamma: p + block.gamma!.offset, mean: a.mean[k], invStd: a.invStd[k], shape: shape,
-                                               scratch: a.columns, doubles: moments, synchronise: batchNormReducer)
+                    ConvBatchNormReLUPool.backwardTraining(
+                        dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dGamma: g + block.gamma!.offset,
+                        dBeta: g + block.beta!.offset, dPooled: dCurrent, pooled: pooled, argmax: a.poolArgmax[k],
+                        pooledInput: a.pooledInput[k], weight: p + block.weight.offset, bias: p + block.bias.offset,
+                        gamma: p + block.gamma!.offset, mean: a.mean[k], invStd: a.invStd[k], shape: shape, padded: padded,
+                        moments: moments, synchronise: batchNormReducer)
                     continue
                 }
                 BatchNormReLUPool.backwardTraining(dInput: dOther, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,

@@ -40,27 +40,40 @@ public enum BatchNormReLUPool {
         precondition(height >= 2 && width >= 2, "a 2×2 pool needs planes of at least 2×2")
         precondition(batch * channels * height * width <= Int(Int32.max), "argmax indices are Int32")
         let plane = height * width
-        // Channel sums and squares about μ (over every replica's batch when synchronised), into
-        // `sums` (channels + 1) and `squares` (channels).
-        func statistics(_ sums: UnsafeMutablePointer<Double>, _ squares: UnsafeMutablePointer<Double>) {
-            for c in 0..<channels {
-                sums[c] = BatchNorm2d.channelSum(stats, channel: c, batch: batch, channels: channels)
-            }
-            sums[channels] = Double(batch * plane)
+        batchStatistics(mean: mean, invStd: invStd, runningMean: runningMean, runningVar: runningVar, channels: channels,
+                        count: Double(batch * plane), epsilon: epsilon, momentum: momentum, synchronise: reduce,
+                        sum: { c in BatchNorm2d.channelSum(stats, channel: c, batch: batch, channels: channels) },
+                        squares: { c, mu in BatchNorm2d.channelSquares(stats, channel: c, batch: batch, channels: channels, plane: plane, about: mu) })
+        Parallel.forRanges(batch * channels, work: batch * channels * plane,
+                           NormaliseReLUPool(pooled: pooled, argmax: argmax, pooledInput: pooledInput, input: input, gamma: gamma, beta: beta,
+                                             mean: mean, invStd: invStd, channels: channels, height: height, width: width))
+    }
+
+    /// The training statistics of every channel from this replica's sums: Σ x (`sum(c)`, over
+    /// `count` values) and Σ (x − μ)² about the batch mean μ (`squares(c, μ)`), both totalled over
+    /// every replica when synchronised (`reduce`). Writes mean and invStd = 1/√(σ² + ε) (biased σ²)
+    /// and updates the running statistics (unbiased variance, `BatchNorm2d.forwardTraining`'s rules).
+    @inline(__always)
+    static func batchStatistics<T: GEMMScalar>(
+        mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>, runningMean: UnsafeMutablePointer<T>,
+        runningVar: UnsafeMutablePointer<T>, channels: Int, count: Double, epsilon: Double, momentum: Double,
+        synchronise reduce: BatchNorm2d.Reducer?, sum: (Int) -> Double, squares: (Int, Double) -> Double
+    ) {
+        // Sums (channels + 1: the count last) and squares (channels), reduced in place when synchronised.
+        func statistics(_ sums: UnsafeMutablePointer<Double>, _ sq: UnsafeMutablePointer<Double>) {
+            for c in 0..<channels { sums[c] = sum(c) }
+            sums[channels] = count
             reduce?(sums, channels + 1)
             let total = sums[channels]
             precondition(total > 1, "BatchNorm2d training needs more than one value per channel")
+            for c in 0..<channels { sq[c] = squares(c, sums[c] / total) }
+            reduce?(sq, channels)
             for c in 0..<channels {
-                squares[c] = BatchNorm2d.channelSquares(stats, channel: c, batch: batch, channels: channels, plane: plane,
-                                                        about: sums[c] / total)
-            }
-            reduce?(squares, channels)
-            for c in 0..<channels {
-                let mu = sums[c] / total, sq = max(0, squares[c])
-                let inv = 1 / (sq / total + epsilon).squareRoot()
+                let mu = sums[c] / total, v = max(0, sq[c])
+                let inv = 1 / (v / total + epsilon).squareRoot()
                 mean[c] = T(mu); invStd[c] = T(inv)
                 runningMean[c] = T((1 - momentum) * Double(runningMean[c]) + momentum * mu)
-                runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * sq / (total - 1))
+                runningVar[c] = T((1 - momentum) * Double(runningVar[c]) + momentum * v / (total - 1))
             }
         }
         if let reduce {
@@ -70,14 +83,11 @@ public enum BatchNormReLUPool {
             // Two buffers, not one of 2·channels + 1: each stays under the 1 KB that
             // withUnsafeTemporaryAllocation keeps on the stack (up to 127 channels).
             withUnsafeTemporaryAllocation(of: Double.self, capacity: channels + 1) { sums in
-                withUnsafeTemporaryAllocation(of: Double.self, capacity: channels) { squares in
-                    statistics(sums.baseAddress!, squares.baseAddress!)
+                withUnsafeTemporaryAllocation(of: Double.self, capacity: channels) { sq in
+                    statistics(sums.baseAddress!, sq.baseAddress!)
                 }
             }
         }
-        Parallel.forRanges(batch * channels, work: batch * channels * plane,
-                           NormaliseReLUPool(pooled: pooled, argmax: argmax, pooledInput: pooledInput, input: input, gamma: gamma, beta: beta,
-                                             mean: mean, invStd: invStd, channels: channels, height: height, width: width))
     }
 
     /// The forward's pass on planes `planes` (q = n·channels + c).
@@ -98,22 +108,33 @@ public enum BatchNormReLUPool {
                     let scale = gamma[c] * invStd[c], shift = beta[c] - mean[c] * scale
                     for oy in 0..<oh {
                         let top = q * height * w + 2 * oy * w, o = (q * oh + oy) * ow
-                        Conv2d.affine(rows, input + top, 2 * w, scale, shift, relu: true)
-                        var start = 0
-                        if T.self == Float.self {
-                            start = FloatKernels.maxPool2ArgmaxRow(pooled.float + o, argmax + o, UnsafePointer(rows.float),
-                                                                   row0: 0, row1: w, outputs: ow, indexBase: top)
-                        }
-                        for ox in start..<ow {
-                            let (value, index) = MaxPool2d.windowMax2(UnsafePointer(rows), 2 * ox, rowStride: w)
-                            pooled[o + ox] = value
-                            argmax[o + ox] = Int32(truncatingIfNeeded: top + index)
-                        }
-                        for ox in 0..<ow { pooledInput[o + ox] = input[Int(argmax[o + ox])] }   // rows still in L1
+                        poolRowPair(pooled + o, argmax + o, pooledInput + o, input + top, rows, scale, shift, width: w, indexBase: top)
                     }
                 }
             }
         }
+    }
+
+    /// One row pair of the forward: y = max(x·scale + shift, 0) of rows x (2·width, contiguous)
+    /// into `rows`, then width/2 pooled maxima with their argmax (indexBase + offset in the pair)
+    /// and x there (pooledInput).
+    @inline(__always)
+    static func poolRowPair<T: GEMMScalar>(_ pooled: UnsafeMutablePointer<T>, _ argmax: UnsafeMutablePointer<Int32>,
+                                           _ pooledInput: UnsafeMutablePointer<T>, _ x: UnsafePointer<T>, _ rows: UnsafeMutablePointer<T>,
+                                           _ scale: T, _ shift: T, width w: Int, indexBase top: Int) {
+        let ow = w / 2
+        Conv2d.affine(rows, x, 2 * w, scale, shift, relu: true)
+        var start = 0
+        if T.self == Float.self {
+            start = FloatKernels.maxPool2ArgmaxRow(pooled.float, argmax, UnsafePointer(rows.float),
+                                                   row0: 0, row1: w, outputs: ow, indexBase: top)
+        }
+        for ox in start..<ow {
+            let (value, index) = MaxPool2d.windowMax2(UnsafePointer(rows), 2 * ox, rowStride: w)
+            pooled[ox] = value
+            argmax[ox] = Int32(truncatingIfNeeded: top + index)
+        }
+        for ox in 0..<ow { pooledInput[ox] = x[Int(argmax[ox]) - top] }   // rows still in L1
     }
 
     /// - dInput (batch, channels, height, width): **written** (=), ∂L/∂x.

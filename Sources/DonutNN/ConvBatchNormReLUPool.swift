@@ -1,80 +1,91 @@
 import DonutBLAS
 
-/// The backward of a whole encoder block, conv → BatchNorm → ReLU → MaxPool2d(2, 2), when the
-/// conv's input gradient is not needed (the network's first block): the conv's weight and bias
-/// gradients straight from ∂L/∂pooled, without the dense ∂L/∂x (the block's largest array, written
-/// and read twice by `BatchNormReLUPool.backwardTraining` then `Conv2d.backward`).
+/// A whole encoder block in training, conv → BatchNorm → ReLU → MaxPool2d(2, 2), for a conv with
+/// a small patch whose input gradient is not needed (the network's first block: one input
+/// channel, 3×3). Same function and gradients as `Conv2d.forward(planeStatistics:)` →
+/// `BatchNormReLUPool` and back, without the block's largest array, the conv output x (and its
+/// gradient): 4 MB each at batch 16, written and read twice per step by the layer pair.
 ///
-/// With c_p the conv's input patch at output pixel p (patch values, zero outside), x_p = W·c_p + bias
-/// and `BatchNormReLUPool`'s dx_p = k·g_p − b − (x_p − μ)·a (g_p nonzero only at the window maxima):
+/// Everything the batch statistics and the weight gradient need of x comes from the moments of
+/// the conv's input patches c_p (patch values at output pixel p, zero outside; P pixels):
+/// S = Σ_p c_p and the centred Gram matrix Gc = Σ_p (c_p − c̄)(c_p − c̄)ᵀ (`PatchMoments`). With
+/// x_p = W·c_p + bias:
+///
+///     Σ_p x_p = W·S + P·bias,  Σ_p (x_p − μ)² = W·Gc·Wᵀ + P·(x̄ − μ)²        (forward)
+///
+/// so the forward computes x one plane at a time in L1 (`Conv2d.stencil`) and normalises, rectifies
+/// and pools it at once. Backward, with `BatchNormReLUPool`'s dx_p = k·g_p − b − (x_p − μ)·a
+/// (g_p nonzero only at the window maxima):
 ///
 ///     dW[oc, t] = Σ_p dx_p·c_p[t] = k·H[oc, t] − b·S[t] − a·(W·Gc + (x̄ − μ)·Sᵀ)[oc, t]
 ///     dbias[oc] = Σ_p dx_p       = k·Σ_p g_p − b·P − a·P·(x̄ − μ)
 ///
-/// with H[oc, t] = Σ_windows g·c_argmax[t] (one gather per window maximum), S = Σ_p c_p,
-/// Gc = Σ_p c_p c_pᵀ − S·Sᵀ/P (the patches' centred Gram matrix, input only) and x̄ = W·S/P + bias
-/// the batch's mean of x (P pixels). S and Σ c cᵀ are summed in Double from exact Float products,
-/// so the centring loses nothing; the result equals the two-layer backward up to rounding (checked
-/// in Double to 1e-10 against `BatchNormReLUPool.backwardTraining` → `Conv2d.backward`).
-public enum ConvBlockBackward {
+/// with H[oc, t] = Σ_windows g·c_argmax[t], one patch gathered per window maximum. Checked against
+/// the layer pair in Double (1e-10) and Float, and with synchronised replicas.
+public enum ConvBatchNormReLUPool {
     /// Patches at most this long: the Gram matrix costs patch² products per pixel (the encoder's
     /// first conv: 9).
     public static let maximumPatch = 16
 
-    /// Whether a block whose conv has shape `s` takes this backward: stride 1, same-size output,
+    /// Whether a block whose conv has shape `s` can take this path: stride 1, same-size output,
     /// a patch of at most `maximumPatch` values, even planes (the 2×2 pool).
     public static func applies(_ s: Conv2dShape) -> Bool {
         s.isSameSizeStride1 && s.patchSize <= maximumPatch && s.height % 2 == 0 && s.width % 2 == 0
     }
 
-    /// T scratch: the zero-padded input planes of the batch (`paddedCount`), then per thread one
-    /// image's centred patch columns (patch, H·W) and its Gram matrix (patch²). Depends on
-    /// `Parallel.threads`, as `Conv2d.scratchCount`.
-    public static func scratchCount(_ s: Conv2dShape) -> Int {
-        paddedCount(s) + Parallel.threads * workerScratch(s)
-    }
-
-    /// The padded planes, batch·inC·(H + kH − 1)·(W + kW − 1), and 4 elements of slack (the 3×3
-    /// gather reads 4-wide rows).
-    static func paddedCount(_ s: Conv2dShape) -> Int {
+    /// The zero-padded input planes, batch·inC·(H + kH − 1)·(W + kW − 1), and 4 elements of slack
+    /// (the 3×3 gather reads 4-wide rows): written by the forward, read by the backward.
+    public static func paddedCount(_ s: Conv2dShape) -> Int {
         s.batch * s.inChannels * (s.height + s.kernelH - 1) * (s.width + s.kernelW - 1) + 4
     }
 
-    static func workerScratch(_ s: Conv2dShape) -> Int { s.patchSize * (s.height * s.width + s.patchSize) }
+    /// T scratch, per thread: one image's centred patch columns (patch, H·W) and their Gram matrix
+    /// (patch²), or one output plane and a row pair. Depends on `Parallel.threads`, as
+    /// `Conv2d.scratchCount`.
+    public static func scratchCount(_ s: Conv2dShape) -> Int { Parallel.threads * workerScratch(s) }
 
-    /// Double scratch: per image and for the batch, S (patch) and a Gram matrix (patch²); per
-    /// channel H (patch) and the sums.
-    public static func doubleScratchCount(_ s: Conv2dShape) -> Int {
+    static func workerScratch(_ s: Conv2dShape) -> Int {
+        let plane = s.height * s.width
+        return max(s.patchSize * (plane + s.patchSize), plane + 2 * s.width)
+    }
+
+    /// Double storage, written by the forward and read by the backward: per image and for the
+    /// batch, S (patch) and a Gram matrix (patch²); per channel H (patch) and the sums.
+    public static func momentsCount(_ s: Conv2dShape) -> Int {
         (s.batch + 1) * s.patchSize * (s.patchSize + 1) + s.outChannels * (s.patchSize + 3) + 1
     }
 
-    /// - dWeight (outC, inC, kH, kW), dBias, dGamma, dBeta (outC): **add** (+=), as the two layers' backwards.
-    /// - dPooled, pooled, argmax, pooledInput, mean, invStd, gamma: as `BatchNormReLUPool.backwardTraining`.
-    /// - input (batch, inC, H, W): the conv's input; weight, bias: the conv's.
-    /// - synchronise: the forward's reducer (Σ g and Σ g·(x − μ) over every replica's batch).
-    public static func backward<T: GEMMScalar>(
-        dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>, dGamma: UnsafeMutablePointer<T>, dBeta: UnsafeMutablePointer<T>,
-        dPooled: UnsafePointer<T>, pooled: UnsafePointer<T>, argmax: UnsafePointer<Int32>, pooledInput: UnsafePointer<T>,
-        input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
-        gamma: UnsafePointer<T>, mean: UnsafePointer<T>, invStd: UnsafePointer<T>, shape s: Conv2dShape,
-        scratch: UnsafeMutablePointer<T>, doubles: UnsafeMutablePointer<Double>, synchronise reduce: BatchNorm2d.Reducer? = nil
+    /// - pooled (batch, outC, H/2, W/2), argmax, pooledInput, mean, invStd, runningMean, runningVar:
+    ///   as `BatchNormReLUPool.forwardTraining` (argmax indexes a (batch, outC, H, W) x never stored).
+    /// - input (batch, inC, H, W), weight, bias, gamma, beta: the block's input and parameters.
+    /// - padded (`paddedCount`), moments (`momentsCount`): written, **kept for backward**;
+    ///   scratch: `scratchCount` elements.
+    public static func forwardTraining<T: GEMMScalar>(
+        pooled: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>, pooledInput: UnsafeMutablePointer<T>,
+        mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>,
+        runningMean: UnsafeMutablePointer<T>, runningVar: UnsafeMutablePointer<T>,
+        input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>, gamma: UnsafePointer<T>, beta: UnsafePointer<T>,
+        shape s: Conv2dShape, padded: UnsafeMutablePointer<T>, moments: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<T>,
+        epsilon: Double = BatchNorm2d.defaultEpsilon, momentum: Double = BatchNorm2d.defaultMomentum,
+        synchronise reduce: BatchNorm2d.Reducer? = nil
     ) {
         precondition(applies(s))
-        let patch = s.patchSize, m = patch * (patch + 1), channels = s.outChannels, plane = s.height * s.width
-        let perImage = doubles, totals = doubles + s.batch * m, h = totals + m, sums = h + channels * patch
+        precondition(s.outputCount <= Int(Int32.max), "argmax indices are Int32")
+        let patch = s.patchSize, m = patch * (patch + 1), plane = s.height * s.width
         // Input moments per image (parallel), then the batch's S and centred Gram in image order.
         serialBLAS {
-            Parallel.forRanges(s.batch, work: s.batch * plane * patch, PatchMoments(moments: perImage, scratch: scratch, input: input, shape: s))
+            Parallel.forRanges(s.batch, work: s.batch * plane * patch,
+                               PatchMoments(moments: moments, padded: padded, scratch: scratch, input: input, shape: s))
         }
-        let pixels = Double(s.batch * plane), sTotal = totals, gram = totals + patch
+        let sTotal = moments + s.batch * m, gram = sTotal + patch, pixels = Double(s.batch * plane)
         sTotal.update(repeating: 0, count: patch)
         for n in 0..<s.batch {
-            for t in 0..<patch { sTotal[t] += perImage[n * m + t] }
+            for t in 0..<patch { sTotal[t] += moments[n * m + t] }
         }
         // Σ_p (c − c̄)(c − c̄)ᵀ = Σ_n [G_n + P_n·(c̄_n − c̄)(c̄_n − c̄)ᵀ], G_n centred on image n's mean c̄_n.
         gram.update(repeating: 0, count: patch * patch)
         for n in 0..<s.batch {
-            let image = perImage + n * m, g = image + patch, count = Double(plane)
+            let image = moments + n * m, g = image + patch, count = Double(plane)
             for t in 0..<patch {
                 let dt = image[t] / count - sTotal[t] / pixels
                 for u in 0..<patch {
@@ -82,15 +93,87 @@ public enum ConvBlockBackward {
                 }
             }
         }
+        // Σ x = W·S + P·bias; Σ (x − μ)² = W·Gc·Wᵀ + P·(x̄ − μ)².
+        func xSum(_ c: Int) -> Double {
+            var sum = pixels * Double(bias[c])
+            for t in 0..<patch { sum += Double(weight[c * patch + t]) * sTotal[t] }
+            return sum
+        }
+        BatchNormReLUPool.batchStatistics(
+            mean: mean, invStd: invStd, runningMean: runningMean, runningVar: runningVar, channels: s.outChannels,
+            count: pixels, epsilon: epsilon, momentum: momentum, synchronise: reduce, sum: xSum,
+            squares: { c, mu in
+                let w = weight + c * patch
+                var quadratic = 0.0
+                for t in 0..<patch {
+                    var row = 0.0
+                    for u in 0..<patch { row += gram[t * patch + u] * Double(w[u]) }
+                    quadratic += Double(w[t]) * row
+                }
+                let offset = xSum(c) / pixels - mu
+                return quadratic + pixels * offset * offset
+            })
+        Parallel.forRanges(s.batch * s.outChannels, work: s.batch * s.outChannels * plane * (patch + 2),
+                           ConvNormaliseReLUPool(pooled: pooled, argmax: argmax, pooledInput: pooledInput, padded: padded,
+                                                 weight: weight, bias: bias, gamma: gamma, beta: beta, mean: mean, invStd: invStd,
+                                                 scratch: scratch, shape: s))
+    }
+
+    /// The forward's pass on planes `planes` (q = n·outC + c): x = bias + Σ_ic stencil of the padded
+    /// input plane into the worker's scratch, then `BatchNormReLUPool.poolRowPair` row pair by row pair.
+    struct ConvNormaliseReLUPool<T: GEMMScalar>: ParallelLoop {
+        let pooled: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>, pooledInput: UnsafeMutablePointer<T>
+        let padded: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>
+        let gamma: UnsafePointer<T>, beta: UnsafePointer<T>, mean: UnsafePointer<T>, invStd: UnsafePointer<T>
+        let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
+
+        @_specialize(where T == Float)
+        func run(_ planes: Range<Int>, worker: Int) {
+            let s = shape, w = s.width, plane = s.height * w, oh = s.height / 2, ow = w / 2, taps = s.kernelH * s.kernelW
+            let pw = w + s.kernelW - 1, paddedPlane = (s.height + s.kernelH - 1) * pw
+            let x = scratch + worker * workerScratch(s), rows = x + plane
+            for q in planes {
+                let n = q / s.outChannels, c = q % s.outChannels
+                x.update(repeating: bias[c], count: plane)
+                for ic in 0..<s.inChannels {
+                    Conv2d.stencil(x, s.height, w, padded + (n * s.inChannels + ic) * paddedPlane, pw,
+                                   weight + (c * s.inChannels + ic) * taps, s.kernelH, s.kernelW, accumulate: true)
+                }
+                // As BatchNorm2d.forwardTraining: y = x·scale + shift, then ReLU.
+                let scale = gamma[c] * invStd[c], shift = beta[c] - mean[c] * scale
+                for oy in 0..<oh {
+                    let o = (q * oh + oy) * ow
+                    BatchNormReLUPool.poolRowPair(pooled + o, argmax + o, pooledInput + o, x + 2 * oy * w, rows, scale, shift,
+                                                  width: w, indexBase: q * plane + 2 * oy * w)
+                }
+            }
+        }
+    }
+
+    /// - dWeight (outC, inC, kH, kW), dBias, dGamma, dBeta (outC): **add** (+=), as the two layers' backwards.
+    /// - dPooled: ∂L/∂pooled; pooled, argmax, pooledInput, mean, invStd, padded, moments: from
+    ///   `forwardTraining` (moments: its per-channel part is overwritten); weight, bias, gamma: the block's.
+    /// - synchronise: the forward's reducer (Σ g and Σ g·(x − μ) over every replica's batch).
+    public static func backwardTraining<T: GEMMScalar>(
+        dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>, dGamma: UnsafeMutablePointer<T>, dBeta: UnsafeMutablePointer<T>,
+        dPooled: UnsafePointer<T>, pooled: UnsafePointer<T>, argmax: UnsafePointer<Int32>, pooledInput: UnsafePointer<T>,
+        weight: UnsafePointer<T>, bias: UnsafePointer<T>, gamma: UnsafePointer<T>, mean: UnsafePointer<T>, invStd: UnsafePointer<T>,
+        shape s: Conv2dShape, padded: UnsafePointer<T>, moments: UnsafeMutablePointer<Double>,
+        synchronise reduce: BatchNorm2d.Reducer? = nil
+    ) {
+        precondition(applies(s))
+        let patch = s.patchSize, m = patch * (patch + 1), channels = s.outChannels, plane = s.height * s.width
+        let sTotal = moments + s.batch * m, gram = sTotal + patch, h = sTotal + m, sums = h + channels * patch
+        let pixels = Double(s.batch * plane)
         // Per channel: Σ g, Σ g·(x − μ) (the BatchNorm sums) and H.
         let gradients = WindowGradients(h: h, sums: sums, dPooled: dPooled, pooled: pooled, argmax: argmax, pooledInput: pooledInput,
-                                        mean: mean, padded: scratch, shape: s)
+                                        mean: mean, padded: padded, shape: s)
         Parallel.forRanges(channels, work: s.batch * channels * plane / 4 * (patch + 3), gradients)
         for c in 0..<channels {
             BatchNorm2d.addAffineGradients(dGamma, dBeta, channel: c, sumDy: sums[c], sumDyXc: sums[channels + c], invStd: invStd[c])
         }
         let localG = sums + 2 * channels   // this replica's Σ g, kept for the bias gradient
-        var total = Double(s.batch * plane)
+        var total = pixels
         if let reduce {
             let shared = reduce.buffer(2 * channels + 1)
             shared.update(from: sums, count: 2 * channels)
@@ -118,21 +201,22 @@ public enum ConvBlockBackward {
         }
     }
 
-    /// Per image n of `images`: its input planes zero-padded into the scratch's first part (kept
-    /// for the window pass), then moments[n] = (S_n (patch), G_n (patch × patch)): the sums of its
+    /// Per image n of `images`: its input planes zero-padded into `padded` (kept for the planes'
+    /// convolution and the backward's window gathers), then moments[n] = (S_n (patch), G_n (patch × patch)): the sums of its
     /// patches and their Gram matrix centred on the image's mean patch, one GEMM over its centred
     /// columns (the centring keeps Float accumulation from cancelling; `backward` recombines the
     /// images exactly in Double).
     struct PatchMoments<T: GEMMScalar>: ParallelLoop {
-        let moments: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<T>, input: UnsafePointer<T>, shape: Conv2dShape
+        let moments: UnsafeMutablePointer<Double>, padded: UnsafeMutablePointer<T>, scratch: UnsafeMutablePointer<T>
+        let input: UnsafePointer<T>, shape: Conv2dShape
 
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
             let s = shape, patch = s.patchSize, m = patch * (patch + 1), taps = s.kernelH * s.kernelW, plane = s.height * s.width
             let pw = s.width + s.kernelW - 1, paddedPlane = (s.height + s.kernelH - 1) * pw
-            let columns = scratch + paddedCount(s) + worker * workerScratch(s), gram = columns + patch * plane
+            let columns = scratch + worker * workerScratch(s), gram = columns + patch * plane
             for n in images {
-                let planes = scratch + n * s.inChannels * paddedPlane, out = moments + n * m
+                let planes = padded + n * s.inChannels * paddedPlane, out = moments + n * m
                 for ic in 0..<s.inChannels {
                     Conv2d.padPlane(planes + ic * paddedPlane, input + (n * s.inChannels + ic) * plane,
                                     s.height, s.width, padY: s.padding, padX: s.padding)

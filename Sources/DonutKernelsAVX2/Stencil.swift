@@ -163,6 +163,23 @@ public enum StencilAVX2 {
         g[0] = lanes(a0 + b0) + t0; g[1] = lanes(a1 + b1) + t1; g[2] = lanes(a2 + b2) + t2; g[3] = lanes(a3 + b3) + t3
     }
 
+    /// Σ a[i]·b[i] over n values: four 8-lane fused multiply-add chains, then the tail
+    /// (`ConvBatchNormReLUPool`'s patch Gram matrix).
+    @inline(never)
+    public static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var s0 = SIMD8<Float>(), s1 = s0, s2 = s0, s3 = s0
+        var i = 0
+        while i + 32 <= n {
+            s0.addProduct(load(a + i), load(b + i)); s1.addProduct(load(a + i + 8), load(b + i + 8))
+            s2.addProduct(load(a + i + 16), load(b + i + 16)); s3.addProduct(load(a + i + 24), load(b + i + 24))
+            i += 32
+        }
+        while i + 8 <= n { s0.addProduct(load(a + i), load(b + i)); i += 8 }
+        var tail: Float = 0
+        while i < n { tail += a[i] * b[i]; i += 1 }
+        return lanes((s0 + s1) + (s2 + s3)) + tail
+    }
+
     /// The sum of v's eight lanes, added pairwise (as `Conv2d.lanes`).
     @inline(__always)
     static func lanes(_ v: SIMD8<Float>) -> Float {

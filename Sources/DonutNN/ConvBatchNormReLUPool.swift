@@ -1,4 +1,5 @@
 import DonutBLAS
+import DonutKernelsAVX2
 
 /// A whole encoder block in training, conv → BatchNorm → ReLU → MaxPool2d(2, 2), for a conv with
 /// a small patch whose input gradient is not needed (the network's first block: one input
@@ -39,14 +40,13 @@ public enum ConvBatchNormReLUPool {
         s.batch * s.inChannels * (s.height + s.kernelH - 1) * (s.width + s.kernelW - 1) + 4
     }
 
-    /// T scratch, per thread: one image's centred patch columns (patch, H·W) and their Gram matrix
-    /// (patch²), or one output plane and a row pair. Depends on `Parallel.threads`, as
+    /// T scratch, per thread: one image's centred padded input planes, or one output plane and a
+    /// row pair. Depends on `Parallel.threads`, as
     /// `Conv2d.scratchCount`.
     public static func scratchCount(_ s: Conv2dShape) -> Int { Parallel.threads * workerScratch(s) }
 
     static func workerScratch(_ s: Conv2dShape) -> Int {
-        let plane = s.height * s.width
-        return max(s.patchSize * (plane + s.patchSize), plane + 2 * s.width)
+        max(s.inChannels * (s.height + s.kernelH - 1) * (s.width + s.kernelW - 1), s.height * s.width + 2 * s.width)
     }
 
     /// Double storage, written by the forward and read by the backward: per image and for the
@@ -213,27 +213,46 @@ public enum ConvBatchNormReLUPool {
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
             let s = shape, patch = s.patchSize, m = patch * (patch + 1), taps = s.kernelH * s.kernelW, plane = s.height * s.width
-            let pw = s.width + s.kernelW - 1, paddedPlane = (s.height + s.kernelH - 1) * pw
-            let columns = scratch + worker * workerScratch(s), gram = columns + patch * plane
+            let pw = s.width + s.kernelW - 1, paddedPlane = (s.height + s.kernelH - 1) * pw, pixels = Double(plane)
+            // A tap's window, read as one run of the padded plane: its H rows of W plus the pw − W
+            // columns between rows (not the last row's), subtracted again below.
+            let run = (s.height - 1) * pw + s.width, extra = pw - s.width
+            let centred = scratch + worker * workerScratch(s)
             for n in images {
                 let planes = padded + n * s.inChannels * paddedPlane, out = moments + n * m
                 for ic in 0..<s.inChannels {
-                    Conv2d.padPlane(planes + ic * paddedPlane, input + (n * s.inChannels + ic) * plane,
-                                    s.height, s.width, padY: s.padding, padX: s.padding)
+                    let x = input + (n * s.inChannels + ic) * plane
+                    Conv2d.padPlane(planes + ic * paddedPlane, x, s.height, s.width, padY: s.padding, padX: s.padding)
+                    // Centred on the image's mean pixel a (the zero border too: a patch value 0 becomes −a).
+                    let a = Parallel.sum(x, plane) / T(plane), q = centred + ic * paddedPlane, p = planes + ic * paddedPlane
+                    for i in 0..<paddedPlane { q[i] = p[i] - a }
+                }
+                // Tap t reads plane t / taps at offset (ky, kx) = ((t % taps) / kW, t % kW).
+                func origin(_ t: Int) -> Int { let tap = t % taps; return (t / taps) * paddedPlane + (tap / s.kernelW) * pw + tap % s.kernelW }
+                func between(_ t: Int, _ u: Int) -> T {   // the products of the skipped columns between rows
+                    let a = centred + origin(t) + s.width, b = centred + origin(u) + s.width
+                    var sum = T(0)
+                    for y in 0..<(s.height - 1) { for k in 0..<extra { sum += a[y * pw + k] * b[y * pw + k] } }
+                    return sum
                 }
                 for t in 0..<patch {
-                    // Tap t reads plane t / taps at offset (ky, kx) = ((t % taps) / kW, t % kW).
-                    let tap = t % taps, row = columns + t * plane
-                    let origin = planes + (t / taps) * paddedPlane + (tap / s.kernelW) * pw + tap % s.kernelW
-                    for y in 0..<s.height { (row + y * s.width).update(from: origin + y * pw, count: s.width) }
-                    let sum = Parallel.sum(UnsafePointer(row), plane)
-                    out[t] = Double(sum)
-                    let mean = sum / T(plane)
-                    for i in 0..<plane { row[i] -= mean }
+                    let ones = centred + origin(t)
+                    var sum = Parallel.sum(ones, run)
+                    for y in 0..<(s.height - 1) { for k in 0..<extra { sum -= ones[y * pw + s.width + k] } }
+                    out[t] = Double(sum)   // Σ (c_t − a) for now
+                    for u in t..<patch {
+                        let g = Double(centredDot(ones, centred + origin(u), run) - between(t, u))
+                        out[patch + t * patch + u] = g; out[patch + u * patch + t] = g
+                    }
                 }
-                T.gemm(transA: false, transB: true, m: patch, n: patch, k: plane, alpha: 1, a: columns, lda: plane,
-                       b: columns, ldb: plane, beta: 0, c: gram, ldc: patch)
-                for i in 0..<(patch * patch) { out[patch + i] = Double(gram[i]) }
+                // About the image's own mean patch m_n = a + Σ(c − a)/P: G −= P·(m_n − a)(m_n − a)ᵀ; S_n = Σ c.
+                for t in 0..<patch {
+                    for u in 0..<patch { out[patch + t * patch + u] -= out[t] * out[u] / pixels }
+                }
+                for t in 0..<patch {
+                    let a = Double(Parallel.sum(input + (n * s.inChannels + t / taps) * plane, plane) / T(plane))
+                    out[t] += a * pixels
+                }
             }
         }
     }
@@ -265,6 +284,21 @@ public enum ConvBatchNormReLUPool {
             }
         }
         return (r0, r1, r2, sg, sgx)
+    }
+
+    /// Σ a[i]·b[i] over n values, four 8-lane partial sums (one chain would wait on its adds);
+    /// Float with AVX2 + FMA: `StencilAVX2.dot`.
+    @inline(__always)
+    static func centredDot<T: GEMMScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int) -> T {
+        if T.self == Float.self && CPUFeatures.avx2FMA { return T(StencilAVX2.dot(a.float, b.float, n)) }
+        var s0 = SIMD8<T>(repeating: 0), s1 = s0, s2 = s0, s3 = s0
+        var i = 0
+        while i + 32 <= n {
+            s0 += load8(a + i) * load8(b + i); s1 += load8(a + i + 8) * load8(b + i + 8)
+            s2 += load8(a + i + 16) * load8(b + i + 16); s3 += load8(a + i + 24) * load8(b + i + 24)
+            i += 32
+        }
+        return Conv2d.lanes((s0 + s1) + (s2 + s3)) + Conv2d.dot(a + i, b + i, n - i)
     }
 
     /// Per channel c of `channels`, over every image: sums[c] = Σ g, sums[channels + c] =

@@ -47,6 +47,18 @@ final class StencilAVX2Tests: XCTestCase {
               stencil: { StencilAVX2.stencil3x3($0, $1, $2, $3, $4, $5, accumulate: $6) }, gradient: StencilAVX2.stencilGradient3x3)
     }
 
+    /// The dot product of `ConvBatchNormReLUPool`'s Gram matrix: lengths through the 32-wide
+    /// step, the 8-wide step and the tail.
+    func testDotMatchesDoubleSum() throws {
+        try XCTSkipUnless(CPUFeatures.avx2FMA, "no AVX2 + FMA on this CPU")
+        var rng = SplitMix64(seed: 93)
+        for n in [0, 5, 8, 31, 32, 77, 4224] {
+            let a = randomValues(n, &rng).map(Float.init), b = randomValues(n, &rng).map(Float.init)
+            let expected = zip(a, b).reduce(0.0) { $0 + Double($1.0) * Double($1.1) }
+            XCTAssertEqual(Double(StencilAVX2.dot(a, b, n)), expected, accuracy: 1e-5 * max(1, Double(n).squareRoot()), "n \(n)")
+        }
+    }
+
     /// The 2×2 kernels of `UpsampleConv2d`'s direct path.
     func testTwoByTwoStencilsMatchDoubleSums() throws {
         try XCTSkipUnless(CPUFeatures.avx2FMA, "no AVX2 + FMA on this CPU")

@@ -121,22 +121,12 @@ final class BatchNormReLUPoolTests: XCTestCase {
         let shape = (4, 3, 6, 5), (_, c, h, w) = shape, plane = h * w, pooledPlane = (h / 2) * (w / 2)
         let (x, dp, gamma, beta) = inputs(shape, &rng)
         let whole: Result<Double> = run(x, dp, gamma: gamma, beta: beta, shape: shape, fused: true)
-        final class Parts: @unchecked Sendable { var results: [Result<Double>?] = [nil, nil]; let lock = NSLock() }
-        let parts = Parts(), replicas = TwoReplicas(), group = DispatchGroup()
-        for rank in 0..<2 {
-            group.enter()
-            Thread {
-                let rows = (2 * rank)..<(2 * rank + 2)
-                let xs = Array(x[(rows.lowerBound * c * plane)..<(rows.upperBound * c * plane)])
-                let ds = Array(dp[(rows.lowerBound * c * pooledPlane)..<(rows.upperBound * c * pooledPlane)])
-                let r: Result<Double> = self.run(xs, ds, gamma: gamma, beta: beta, shape: (2, c, h, w), fused: true,
-                                                 reduce: replicas.reducer(rank))
-                parts.lock.lock(); parts.results[rank] = r; parts.lock.unlock()
-                group.leave()
-            }.start()
+        let (a, b) = TwoReplicas.run { rank, reducer -> Result<Double> in
+            let rows = (2 * rank)..<(2 * rank + 2)
+            let xs = Array(x[(rows.lowerBound * c * plane)..<(rows.upperBound * c * plane)])
+            let ds = Array(dp[(rows.lowerBound * c * pooledPlane)..<(rows.upperBound * c * pooledPlane)])
+            return self.run(xs, ds, gamma: gamma, beta: beta, shape: (2, c, h, w), fused: true, reduce: reducer)
         }
-        group.wait()
-        let a = parts.results[0]!, b = parts.results[1]!
         assertClose(a.pooled + b.pooled, whole.pooled, 1e-12, "pooled")
         assertClose(a.mean + a.invStd + a.running, whole.mean + whole.invStd + whole.running, 1e-12, "statistics, replica 0")
         assertClose(b.mean + b.invStd + b.running, whole.mean + whole.invStd + whole.running, 1e-12, "statistics, replica 1")

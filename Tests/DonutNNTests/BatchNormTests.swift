@@ -197,3 +197,29 @@ final class TwoReplicas: @unchecked Sendable {
         }
     }
 }
+
+/// Results of the two replica threads of `TwoReplicas.run`, in rank order.
+final class ReplicaResults<R>: @unchecked Sendable {
+    let body: (Int, BatchNorm2d.Reducer) -> R
+    var results: [R?] = [nil, nil]
+    let lock = NSLock()
+    init(_ body: @escaping (Int, BatchNorm2d.Reducer) -> R) { self.body = body }
+}
+
+extension TwoReplicas {
+    /// body(rank, reducer) for ranks 0 and 1 on two threads at once (each synchronised reduction
+    /// waits for the other replica), results in rank order.
+    static func run<R>(_ body: @escaping (Int, BatchNorm2d.Reducer) -> R) -> (R, R) {
+        let replicas = TwoReplicas(), box = ReplicaResults(body), group = DispatchGroup()
+        for rank in 0..<2 {
+            group.enter()
+            Thread {
+                let r = box.body(rank, replicas.reducer(rank))
+                box.lock.lock(); box.results[rank] = r; box.lock.unlock()
+                group.leave()
+            }.start()
+        }
+        group.wait()
+        return (box.results[0]!, box.results[1]!)
+    }
+}

@@ -134,22 +134,13 @@ final class ConvBatchNormReLUPoolTests: XCTestCase {
         let whole: Result<Double> = run(s, x: v.x, weight: v.weight, bias: v.bias, gamma: v.gamma, beta: v.beta,
                                         dPooled: v.dPooled, fused: true)
         let half = Conv2dShape(batch: 2, inChannels: 1, height: 6, width: 8, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1)
-        final class Parts: @unchecked Sendable { var results: [Result<Double>?] = [nil, nil]; let lock = NSLock() }
-        let parts = Parts(), replicas = TwoReplicas(), group = DispatchGroup()
         let inImage = s.inputCount / s.batch, pooledImage = s.outputCount / 4 / s.batch
-        for rank in 0..<2 {
-            group.enter()
-            Thread {
-                let xs = Array(v.x[(2 * rank * inImage)..<((2 * rank + 2) * inImage)])
-                let ds = Array(v.dPooled[(2 * rank * pooledImage)..<((2 * rank + 2) * pooledImage)])
-                let r: Result<Double> = self.run(half, x: xs, weight: v.weight, bias: v.bias, gamma: v.gamma, beta: v.beta,
-                                                 dPooled: ds, fused: true, reduce: replicas.reducer(rank))
-                parts.lock.lock(); parts.results[rank] = r; parts.lock.unlock()
-                group.leave()
-            }.start()
+        let (a, b) = TwoReplicas.run { rank, reducer -> Result<Double> in
+            let xs = Array(v.x[(2 * rank * inImage)..<((2 * rank + 2) * inImage)])
+            let ds = Array(v.dPooled[(2 * rank * pooledImage)..<((2 * rank + 2) * pooledImage)])
+            return self.run(half, x: xs, weight: v.weight, bias: v.bias, gamma: v.gamma, beta: v.beta, dPooled: ds, fused: true,
+                            reduce: reducer)
         }
-        group.wait()
-        let a = parts.results[0]!, b = parts.results[1]!
         assertClose(a.pooled + b.pooled, whole.pooled, 1e-10, "pooled")
         assertClose(a.statistics, whole.statistics, 1e-10, "statistics, replica 0")
         assertClose(b.statistics, whole.statistics, 1e-10, "statistics, replica 1")

@@ -4,8 +4,8 @@ import DonutKernelsAVX2
 /// A whole encoder block in training, conv → BatchNorm → ReLU → MaxPool2d(2, 2), for a conv with
 /// a small patch whose input gradient is not needed (the network's first block: one input
 /// channel, 3×3). Same function and gradients as `Conv2d.forward(planeStatistics:)` →
-/// `BatchNormReLUPool` and back, without the block's largest array, the conv output x (and its
-/// gradient): 4 MB each at batch 16, written and read twice per step by the layer pair.
+/// `BatchNormReLUPool` and back, without the block's largest arrays, the conv output x and its
+/// gradient (4 MB each at batch 16, which the layer pair writes and reads back every step).
 ///
 /// Everything the batch statistics and the weight gradient need of x comes from the moments of
 /// the conv's input patches c_p (patch values at output pixel p, zero outside; P pixels):
@@ -41,8 +41,7 @@ public enum ConvBatchNormReLUPool {
     }
 
     /// T scratch, per thread: one image's centred padded input planes, or one output plane and a
-    /// row pair. Depends on `Parallel.threads`, as
-    /// `Conv2d.scratchCount`.
+    /// row pair. Depends on `Parallel.threads`, as `Conv2d.scratchCount`.
     public static func scratchCount(_ s: Conv2dShape) -> Int { Parallel.threads * workerScratch(s) }
 
     static func workerScratch(_ s: Conv2dShape) -> Int {
@@ -202,10 +201,12 @@ public enum ConvBatchNormReLUPool {
     }
 
     /// Per image n of `images`: its input planes zero-padded into `padded` (kept for the planes'
-    /// convolution and the backward's window gathers), then moments[n] = (S_n (patch), G_n (patch × patch)): the sums of its
-    /// patches and their Gram matrix centred on the image's mean patch, one GEMM over its centred
-    /// columns (the centring keeps Float accumulation from cancelling; `backward` recombines the
-    /// images exactly in Double).
+    /// convolution and the backward's window gathers), then moments[n] = (S_n (patch), G_n
+    /// (patch × patch)): the sums of its patches and their Gram matrix about the image's mean
+    /// patch m_n. The products are taken about the image's mean pixel a (close to m_n, so Float
+    /// accumulation does not cancel), as 45 dot products over the centred padded planes, then
+    /// moved to m_n by the parallel-axis rule G_n = G(a) − P·(m_n − a)(m_n − a)ᵀ in Double;
+    /// `forwardTraining` recombines the images the same way about the batch mean.
     struct PatchMoments<T: GEMMScalar>: ParallelLoop {
         let moments: UnsafeMutablePointer<Double>, padded: UnsafeMutablePointer<T>, scratch: UnsafeMutablePointer<T>
         let input: UnsafePointer<T>, shape: Conv2dShape

@@ -48,6 +48,23 @@ public enum ConvBatchNormReLUPool {
         max(s.inChannels * (s.height + s.kernelH - 1) * (s.width + s.kernelW - 1), s.height * s.width + 2 * s.width)
     }
 
+    /// Offset of patch value t from a pixel's top-left patch corner in the padded planes: tap t
+    /// reads input plane t / (kH·kW) at (ky, kx) = ((t mod kH·kW) / kW, t mod kW).
+    @inline(__always)
+    static func tapOffset(_ t: Int, _ s: Conv2dShape) -> Int {
+        let taps = s.kernelH * s.kernelW, tap = t % taps, pw = s.width + s.kernelW - 1
+        return (t / taps) * (s.height + s.kernelH - 1) * pw + (tap / s.kernelW) * pw + tap % s.kernelW
+    }
+
+    /// x̄ = W·S/P + bias: the mean conv output of channel c over the P pixels whose patches sum to S.
+    @inline(__always)
+    static func meanOutput<T: GEMMScalar>(channel c: Int, weight: UnsafePointer<T>, bias: UnsafePointer<T>,
+                                          patchSums: UnsafePointer<Double>, pixels: Double, patch: Int) -> Double {
+        var sum = pixels * Double(bias[c])
+        for t in 0..<patch { sum += Double(weight[c * patch + t]) * patchSums[t] }
+        return sum / pixels
+    }
+
     /// Double storage, written by the forward and read by the backward: per image and for the
     /// batch, S (patch) and a Gram matrix (patch²); per channel H (patch) and the sums.
     public static func momentsCount(_ s: Conv2dShape) -> Int {
@@ -92,15 +109,13 @@ public enum ConvBatchNormReLUPool {
                 }
             }
         }
-        // Σ x = W·S + P·bias; Σ (x − μ)² = W·Gc·Wᵀ + P·(x̄ − μ)².
-        func xSum(_ c: Int) -> Double {
-            var sum = pixels * Double(bias[c])
-            for t in 0..<patch { sum += Double(weight[c * patch + t]) * sTotal[t] }
-            return sum
+        // Σ x = P·x̄ = W·S + P·bias; Σ (x − μ)² = W·Gc·Wᵀ + P·(x̄ − μ)².
+        func xMean(_ c: Int) -> Double {
+            meanOutput(channel: c, weight: weight, bias: bias, patchSums: sTotal, pixels: pixels, patch: patch)
         }
         BatchNormReLUPool.batchStatistics(
             mean: mean, invStd: invStd, runningMean: runningMean, runningVar: runningVar, channels: s.outChannels,
-            count: pixels, epsilon: epsilon, momentum: momentum, synchronise: reduce, sum: xSum,
+            count: pixels, epsilon: epsilon, momentum: momentum, synchronise: reduce, sum: { c in pixels * xMean(c) },
             squares: { c, mu in
                 let w = weight + c * patch
                 var quadratic = 0.0
@@ -109,7 +124,7 @@ public enum ConvBatchNormReLUPool {
                     for u in 0..<patch { row += gram[t * patch + u] * Double(w[u]) }
                     quadratic += Double(w[t]) * row
                 }
-                let offset = xSum(c) / pixels - mu
+                let offset = xMean(c) - mu
                 return quadratic + pixels * offset * offset
             })
         Parallel.forRanges(s.batch * s.outChannels, work: s.batch * s.outChannels * plane * (patch + 2),
@@ -172,25 +187,22 @@ public enum ConvBatchNormReLUPool {
             BatchNorm2d.addAffineGradients(dGamma, dBeta, channel: c, sumDy: sums[c], sumDyXc: sums[channels + c], invStd: invStd[c])
         }
         let localG = sums + 2 * channels   // this replica's Σ g, kept for the bias gradient
+        localG.update(from: sums, count: channels)
         var total = pixels
         if let reduce {
             let shared = reduce.buffer(2 * channels + 1)
             shared.update(from: sums, count: 2 * channels)
             shared[2 * channels] = total
-            for c in 0..<channels { localG[c] = sums[c] }
             reduce(shared, 2 * channels + 1)
             sums.update(from: shared, count: 2 * channels)
             total = shared[2 * channels]
-        } else {
-            for c in 0..<channels { localG[c] = sums[c] }
         }
         for c in 0..<channels {
             let (k, a, b) = BatchNorm2d.inputGradientCoefficients(gamma: gamma[c], invStd: invStd[c], sumDy: sums[c],
                                                                  sumDyXc: sums[channels + c], total: total)
             let w = weight + c * patch, kd = Double(k), ad = Double(a), bd = Double(b)
-            var xMean = Double(bias[c])
-            for t in 0..<patch { xMean += Double(w[t]) * sTotal[t] / pixels }
-            let offset = xMean - Double(mean[c])
+            let offset = meanOutput(channel: c, weight: weight, bias: bias, patchSums: sTotal, pixels: pixels, patch: patch)
+                - Double(mean[c])
             for t in 0..<patch {
                 var wg = 0.0
                 for u in 0..<patch { wg += Double(w[u]) * gram[u * patch + t] }
@@ -219,40 +231,39 @@ public enum ConvBatchNormReLUPool {
             // columns between rows (not the last row's), subtracted again below.
             let run = (s.height - 1) * pw + s.width, extra = pw - s.width
             let centred = scratch + worker * workerScratch(s)
-            for n in images {
-                let planes = padded + n * s.inChannels * paddedPlane, out = moments + n * m
-                for ic in 0..<s.inChannels {
-                    let x = input + (n * s.inChannels + ic) * plane
-                    Conv2d.padPlane(planes + ic * paddedPlane, x, s.height, s.width, padY: s.padding, padX: s.padding)
-                    // Centred on the image's mean pixel a (the zero border too: a patch value 0 becomes −a).
-                    let a = Parallel.sum(x, plane) / T(plane), q = centred + ic * paddedPlane, p = planes + ic * paddedPlane
-                    for i in 0..<paddedPlane { q[i] = p[i] - a }
-                }
-                // Tap t reads plane t / taps at offset (ky, kx) = ((t % taps) / kW, t % kW).
-                func origin(_ t: Int) -> Int { let tap = t % taps; return (t / taps) * paddedPlane + (tap / s.kernelW) * pw + tap % s.kernelW }
-                func between(_ t: Int, _ u: Int) -> T {   // the products of the skipped columns between rows
-                    let a = centred + origin(t) + s.width, b = centred + origin(u) + s.width
-                    var sum = T(0)
-                    for y in 0..<(s.height - 1) { for k in 0..<extra { sum += a[y * pw + k] * b[y * pw + k] } }
-                    return sum
-                }
-                for t in 0..<patch {
-                    let ones = centred + origin(t)
-                    var sum = Parallel.sum(ones, run)
-                    for y in 0..<(s.height - 1) { for k in 0..<extra { sum -= ones[y * pw + s.width + k] } }
-                    out[t] = Double(sum)   // Σ (c_t − a) for now
-                    for u in t..<patch {
-                        let g = Double(centredDot(ones, centred + origin(u), run) - between(t, u))
-                        out[patch + t * patch + u] = g; out[patch + u * patch + t] = g
+            // Each input channel's mean pixel, for S_n below.
+            withUnsafeTemporaryAllocation(of: T.self, capacity: s.inChannels) { meanPixel in
+                for n in images {
+                    let planes = padded + n * s.inChannels * paddedPlane, out = moments + n * m
+                    for ic in 0..<s.inChannels {
+                        let x = input + (n * s.inChannels + ic) * plane
+                        Conv2d.padPlane(planes + ic * paddedPlane, x, s.height, s.width, padY: s.padding, padX: s.padding)
+                        // Centred on the image's mean pixel a (the zero border too: a patch value 0 becomes −a).
+                        let a = Parallel.sum(x, plane) / T(plane), q = centred + ic * paddedPlane, p = planes + ic * paddedPlane
+                        meanPixel[ic] = a
+                        for i in 0..<paddedPlane { q[i] = p[i] - a }
                     }
-                }
-                // About the image's own mean patch m_n = a + Σ(c − a)/P: G −= P·(m_n − a)(m_n − a)ᵀ; S_n = Σ c.
-                for t in 0..<patch {
-                    for u in 0..<patch { out[patch + t * patch + u] -= out[t] * out[u] / pixels }
-                }
-                for t in 0..<patch {
-                    let a = Double(Parallel.sum(input + (n * s.inChannels + t / taps) * plane, plane) / T(plane))
-                    out[t] += a * pixels
+                    func between(_ t: Int, _ u: Int) -> T {   // the products of the skipped columns between rows
+                        let a = centred + tapOffset(t, s) + s.width, b = centred + tapOffset(u, s) + s.width
+                        var sum = T(0)
+                        for y in 0..<(s.height - 1) { for k in 0..<extra { sum += a[y * pw + k] * b[y * pw + k] } }
+                        return sum
+                    }
+                    for t in 0..<patch {
+                        let ones = centred + tapOffset(t, s)
+                        var sum = Parallel.sum(ones, run)
+                        for y in 0..<(s.height - 1) { for k in 0..<extra { sum -= ones[y * pw + s.width + k] } }
+                        out[t] = Double(sum)   // Σ (c_t − a) for now
+                        for u in t..<patch {
+                            let g = Double(dot(ones, centred + tapOffset(u, s), run) - between(t, u))
+                            out[patch + t * patch + u] = g; out[patch + u * patch + t] = g
+                        }
+                    }
+                    // About the image's own mean patch m_n = a + Σ(c − a)/P: G −= P·(m_n − a)(m_n − a)ᵀ; S_n = Σ c.
+                    for t in 0..<patch {
+                        for u in 0..<patch { out[patch + t * patch + u] -= out[t] * out[u] / pixels }
+                    }
+                    for t in 0..<patch { out[t] += Double(meanPixel[t / taps]) * pixels }
                 }
             }
         }
@@ -287,19 +298,12 @@ public enum ConvBatchNormReLUPool {
         return (r0, r1, r2, sg, sgx)
     }
 
-    /// Σ a[i]·b[i] over n values, four 8-lane partial sums (one chain would wait on its adds);
-    /// Float with AVX2 + FMA: `StencilAVX2.dot`.
+    /// Σ a[i]·b[i] over n values: `StencilAVX2.dot` (four FMA chains) for Float on a CPU with
+    /// AVX2 + FMA, else `Conv2d.dot`.
     @inline(__always)
-    static func centredDot<T: GEMMScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int) -> T {
+    static func dot<T: GEMMScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int) -> T {
         if T.self == Float.self && CPUFeatures.avx2FMA { return T(StencilAVX2.dot(a.float, b.float, n)) }
-        var s0 = SIMD8<T>(repeating: 0), s1 = s0, s2 = s0, s3 = s0
-        var i = 0
-        while i + 32 <= n {
-            s0 += load8(a + i) * load8(b + i); s1 += load8(a + i + 8) * load8(b + i + 8)
-            s2 += load8(a + i + 16) * load8(b + i + 16); s3 += load8(a + i + 24) * load8(b + i + 24)
-            i += 32
-        }
-        return Conv2d.lanes((s0 + s1) + (s2 + s3)) + Conv2d.dot(a + i, b + i, n - i)
+        return Conv2d.dot(a, b, n)
     }
 
     /// Per channel c of `channels`, over every image: sums[c] = Σ g, sums[channels + c] =
@@ -317,11 +321,7 @@ public enum ConvBatchNormReLUPool {
             let pw = w + s.kernelW - 1, paddedPlane = (s.height + s.kernelH - 1) * pw
             withUnsafeTemporaryAllocation(of: Double.self, capacity: patch) { acc in
                 withUnsafeTemporaryAllocation(of: Int.self, capacity: patch) { offsets in
-                    // Offset of tap t from a pixel's top-left patch corner in the padded planes.
-                    for t in 0..<patch {
-                        let tap = t % taps
-                        offsets[t] = (t / taps) * paddedPlane + (tap / s.kernelW) * pw + tap % s.kernelW
-                    }
+                    for t in 0..<patch { offsets[t] = tapOffset(t, s) }
                     for c in range {
                         let mu = mean[c]
                         var sumG = 0.0, sumGX = 0.0

@@ -214,6 +214,8 @@ public final class DonutNetwork<T: GEMMScalar> {
         var gradA: UnsafeMutablePointer<T>?, gradB: UnsafeMutablePointer<T>?
         var gradLatent: UnsafeMutablePointer<T>?, gradTheta: UnsafeMutablePointer<Double>?
         var gradPhysics: UnsafeMutablePointer<T>?, gradOutput: UnsafeMutablePointer<T>?
+        /// Per-frame loss sums (`MAELoss.frames`).
+        var frameLoss: UnsafeMutablePointer<Double>?
         var columns: UnsafeMutablePointer<T>
         private var owned: [UnsafeMutableRawPointer] = []
 
@@ -304,6 +306,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             a.gradA = a.floats(largest); a.gradB = a.floats(largest)
             a.gradLatent = a.floats(batch * latent); a.gradTheta = a.doubles(batch * 4)
             a.gradPhysics = a.floats(batch * np); a.gradOutput = a.floats(batch * np)
+            a.frameLoss = a.doubles(batch)
         }
         acts = a; plannedBatch = batch; plannedForTraining = training
     }
@@ -545,25 +548,25 @@ public final class DonutNetwork<T: GEMMScalar> {
         a.gradLatent!.update(repeating: 0, count: b * latent)
         var losses = NetworkLosses(total: 0, decoderMAE: .nan, physicsMAE: .nan, supervisedMSE: .nan)
         if weights.physics > 0 {
-            let mae = MAELoss.forward(prediction: a.physicsOut, target: x, count: b * np)
-            losses.physicsMAE = mae
             if weights.physicsLoss == "poisson" {
                 let floor = Self.poissonFloorCounts
+                losses.physicsMAE = MAELoss.frames(prediction: a.physicsOut, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!)
                 losses.total += weights.physics * PoissonDeviance.forward(prediction: a.physicsOut, target: x, count: b * np, floor: floor)
                 PoissonDeviance.backward(dPrediction: a.gradPhysics!, prediction: a.physicsOut, target: x, count: b * np,
                                          floor: floor, weight: weights.physics)
             } else {
-                losses.total += weights.physics * mae
-                MAELoss.backward(dPrediction: a.gradPhysics!, prediction: a.physicsOut, target: x, count: b * np, weight: weights.physics)
+                losses.physicsMAE = MAELoss.frames(prediction: a.physicsOut, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!,
+                                                   dPrediction: a.gradPhysics!, weight: weights.physics)
+                losses.total += weights.physics * losses.physicsMAE
             }
             backwardPhysics(upstream: a.gradPhysics!, gradients: a.gradTheta!)
             for k in 0..<b { mapping.addLatentGradient(a.gradTheta! + 4 * k, parameters: a.parameters[k], into: a.gradLatent! + k * latent) }
         }
         if weights.decoder > 0, decoderInput != nil {
             let y = a.decConv[decoder.count - 1]
-            let mae = MAELoss.forward(prediction: y, target: x, count: b * np)
+            let mae = MAELoss.frames(prediction: y, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!,
+                                     dPrediction: a.gradOutput!, weight: weights.decoder)
             losses.decoderMAE = mae; losses.total += weights.decoder * mae
-            MAELoss.backward(dPrediction: a.gradOutput!, prediction: y, target: x, count: b * np, weight: weights.decoder)
             backwardDecoder(from: a.gradOutput!)
         }
         backwardEncoder()

@@ -1,4 +1,5 @@
 import XCTest
+import DonutBLAS
 import Foundation
 import DonutNN
 
@@ -265,6 +266,43 @@ final class LossTests: XCTestCase {
         assertClose(d.array, [1.0 / 3, 0, 1.0 / 3], atol: 1e-16, rtol: 1e-15, "MAE gradient")
         MSELoss.backward(dPrediction: d.pointer, prediction: yhat.const, target: y.const, count: 3, weight: 0.5)
         assertClose(d.array, [0.5 * 2.0 / 3, 0, 0.5 * 6.0 / 3], atol: 1e-16, rtol: 1e-15, "MSE gradient, weight 0.5")
+    }
+
+    /// `MAELoss.frames` over several frames (pixel counts off the 8- and 256-element blocks):
+    /// the value against a plain Double sum, the gradient against `backward`'s sign/count, in
+    /// Double and Float, and the same bits on one thread as on two.
+    func testFramesMatchPlainSumOnAnyThreadCount() {
+        var rng = SplitMix64(seed: 19)
+        for (frames, pixels) in [(1, 3), (3, 301), (5, 1201)] {
+            let count = frames * pixels
+            let target = randomValues(count, &rng), offsets = randomValues(count, &rng)
+            var prediction = (0..<count).map { target[$0] + offsets[$0] }
+            prediction[0] = target[0]   // an exact match: gradient 0
+            let expected = (0..<count).reduce(0.0) { $0 + abs(prediction[$1] - target[$1]) } / Double(count)
+            func check<T: GEMMScalar>(_: T.Type, rtol: Double) {
+                let p = Buffer(prediction.map { T($0) }), t = Buffer(target.map { T($0) }), sums = Buffer<Double>(repeating: .nan, count: frames)
+                let pe = p.array.map(Double.init), te = t.array.map(Double.init)
+                let exact = (0..<count).reduce(0.0) { $0 + abs(pe[$1] - te[$1]) } / Double(count)
+                var values: [Double] = [], gradients: [[T]] = []
+                for threads in [1, 2] {
+                    let d = Buffer<T>(repeating: 7, count: count)
+                    let value = Parallel.withThreads(threads) {
+                        MAELoss.frames(prediction: p.const, target: t.const, frames: frames, framePixels: pixels, frameSums: sums.pointer,
+                                       dPrediction: d.pointer, weight: 1.5)
+                    }
+                    values.append(value); gradients.append(d.array)
+                }
+                let label = "\(frames) × \(pixels) \(T.self)"
+                XCTAssertEqual(values[0], exact, accuracy: rtol * exact, label)
+                XCTAssertEqual(values[0], expected, accuracy: T.self == Double.self ? 1e-14 : 1e-6, label)
+                XCTAssertEqual(values[0].bitPattern, values[1].bitPattern, "\(label): one thread and two")
+                XCTAssertEqual(gradients[0], gradients[1], "\(label): gradient, one thread and two")
+                let g = T(1.5 / Double(count))
+                XCTAssertEqual(gradients[0], (0..<count).map { pe[$0] > te[$0] ? g : pe[$0] < te[$0] ? -g : 0 }, "\(label): gradient")
+            }
+            check(Double.self, rtol: 1e-14)
+            check(Float.self, rtol: 1e-6)
+        }
     }
 
     func testGradientsMatchCentralDifferences() {

@@ -104,16 +104,31 @@ public enum UpsampleConv2d {
         }
     }
 
-    /// folded[cls] (outC, inC, 2, 2) = W' of class cls = 2·py + px, from weight (outC, inC, 3, 3).
+    /// folded[cls] (outC, inC, 2, 2) = W' of class cls = 2·py + px, from weight (outC, inC, 3, 3);
+    /// the (oc, ic) pairs split over the cores (`FoldWeights`): done serially before every
+    /// forward it was ~0.5 % of a training step with both cores but one waiting.
     static func foldWeights<T: GEMMScalar>(_ folded: UnsafeMutablePointer<T>, _ weight: UnsafePointer<T>, _ s: Conv2dShape) {
-        let pairs = s.outChannels * s.inChannels, perClass = 4 * pairs
-        folded.update(repeating: 0, count: 4 * perClass)
-        for cls in 0..<4 {
-            let py = cls / 2, px = cls % 2
-            for q in 0..<pairs {
-                let w = weight + 9 * q, f = folded + cls * perClass + 4 * q
-                for ky in 0..<3 {
-                    for kx in 0..<3 { f[2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)] += w[3 * ky + kx] }
+        let pairs = s.outChannels * s.inChannels
+        Parallel.forRanges(pairs, work: 40 * pairs, FoldWeights(folded: folded, weight: weight, pairs: pairs))
+    }
+
+    /// `foldWeights` on the (oc, ic) pairs `range`: each class's 2×2 kernel summed from zero in
+    /// tap order (ky, then kx).
+    struct FoldWeights<T: GEMMScalar>: ParallelLoop {
+        let folded: UnsafeMutablePointer<T>, weight: UnsafePointer<T>, pairs: Int
+
+        @_specialize(where T == Float)
+        func run(_ range: Range<Int>, worker: Int) {
+            for q in range {
+                let w = weight + 9 * q
+                for cls in 0..<4 {
+                    let py = cls / 2, px = cls % 2
+                    var f = SIMD4<T>.zero
+                    for ky in 0..<3 {
+                        for kx in 0..<3 { f[2 * offset(parity: py, tap: ky) + offset(parity: px, tap: kx)] += w[3 * ky + kx] }
+                    }
+                    let out = folded + cls * 4 * pairs + 4 * q
+                    out[0] = f[0]; out[1] = f[1]; out[2] = f[2]; out[3] = f[3]
                 }
             }
         }
@@ -123,18 +138,32 @@ public enum UpsampleConv2d {
     /// with it, dx[ic, u, v] = Σ_{oc, r, c} K[ic, oc, r, c] · dY[oc, 2u − 1 + r, 2v − 1 + c]. Row
     /// r = 3 − py − 2a of the 4×4 window is output parity py read at low-res offset a (each (py, a)
     /// once), so K[ic, oc, r, c] = W'[py(r), px(c)][oc, ic, a(r), b(c)] with py(r) = (r + 1) mod 2,
-    /// a(r) = (3 − py(r) − r)/2 — the folded kernels transposed and regrouped.
+    /// a(r) = (3 − py(r) − r)/2 — the folded kernels transposed and regrouped. The input channels
+    /// split over the cores (`FoldAdjointWeights`), as `foldWeights`.
     static func foldAdjointWeights<T: GEMMScalar>(_ kernel: UnsafeMutablePointer<T>, _ weight: UnsafePointer<T>, _ s: Conv2dShape) {
-        kernel.update(repeating: 0, count: 16 * s.outChannels * s.inChannels)
-        for ic in 0..<s.inChannels {
-            for oc in 0..<s.outChannels {
-                let w = weight + 9 * (oc * s.inChannels + ic), k = kernel + 16 * (ic * s.outChannels + oc)
-                for ky in 0..<3 {
-                    for kx in 0..<3 {
-                        for py in 0..<2 {
-                            for px in 0..<2 { k[4 * windowTap(parity: py, tap: ky) + windowTap(parity: px, tap: kx)] += w[3 * ky + kx] }
+        Parallel.forRanges(s.inChannels, work: 160 * s.inChannels * s.outChannels,
+                           FoldAdjointWeights(kernel: kernel, weight: weight, inChannels: s.inChannels, outChannels: s.outChannels))
+    }
+
+    /// `foldAdjointWeights` on the input channels `range`: each 4×4 kernel summed from zero in
+    /// tap order (ky, kx, py, px).
+    struct FoldAdjointWeights<T: GEMMScalar>: ParallelLoop {
+        let kernel: UnsafeMutablePointer<T>, weight: UnsafePointer<T>, inChannels: Int, outChannels: Int
+
+        @_specialize(where T == Float)
+        func run(_ range: Range<Int>, worker: Int) {
+            for ic in range {
+                for oc in 0..<outChannels {
+                    let w = weight + 9 * (oc * inChannels + ic)
+                    var k = SIMD16<T>.zero
+                    for ky in 0..<3 {
+                        for kx in 0..<3 {
+                            for py in 0..<2 {
+                                for px in 0..<2 { k[4 * windowTap(parity: py, tap: ky) + windowTap(parity: px, tap: kx)] += w[3 * ky + kx] }
+                            }
                         }
                     }
+                    UnsafeMutableRawPointer(kernel + 16 * (ic * outChannels + oc)).storeBytes(of: k, as: SIMD16<T>.self)
                 }
             }
         }

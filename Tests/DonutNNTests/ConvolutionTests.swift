@@ -130,6 +130,44 @@ final class LinearTests: XCTestCase {
         }
     }
 
+    /// Shapes large enough to be cut into two column blocks (`Linear.blocks`), the DONUT head's
+    /// among them: forward and both gradients against the naive loops (Double 1e-12), and the
+    /// same bits on one thread as on two.
+    func testColumnBlocksMatchNaiveLoopsOnAnyThreadCount() {
+        var rng = SplitMix64(seed: 8)
+        for (batch, inF, outF) in [(5, 131, 101), (16, 1024, 128), (16, 4, 1024)] {
+            XCTAssertEqual(Linear.blocks(batch: batch, inFeatures: inF, outFeatures: outF, columns: outF), 2, "forward (\(batch), \(inF)) → \(outF) is split")
+            let x = Buffer(randomValues(batch * inF, &rng)), w = Buffer(randomValues(outF * inF, &rng))
+            let b = Buffer(randomValues(outF, &rng)), g = Buffer(randomValues(batch * outF, &rng))
+            var runs: [[Double]] = []
+            for threads in [1, 2] {
+                let y = Buffer<Double>(repeating: .nan, count: batch * outF), dx = Buffer<Double>(repeating: .nan, count: batch * inF)
+                let dw = Buffer<Double>(repeating: 0.5, count: outF * inF), db = Buffer<Double>(repeating: 0.5, count: outF)
+                Parallel.withThreads(threads) {
+                    Linear.forward(output: y.pointer, input: x.const, weight: w.const, bias: b.const, batch: batch, inFeatures: inF, outFeatures: outF)
+                    Linear.backward(dInput: dx.pointer, dWeight: dw.pointer, dBias: db.pointer, dOutput: g.const, input: x.const,
+                                    weight: w.const, batch: batch, inFeatures: inF, outFeatures: outF)
+                }
+                let label = "linear (\(batch), \(inF)) → \(outF), \(threads) thread(s)"
+                assertClose(y.array, naiveLinear(x.array, w.array, b.array, batch: batch, inFeatures: inF, outFeatures: outF),
+                            atol: 1e-12, rtol: 1e-12, "\(label): output")
+                var expectedDx = [Double](repeating: 0, count: batch * inF), expectedDw = [Double](repeating: 0.5, count: outF * inF)
+                for n in 0..<batch {
+                    for o in 0..<outF {
+                        for i in 0..<inF {
+                            expectedDx[n * inF + i] += g[n * outF + o] * w[o * inF + i]
+                            expectedDw[o * inF + i] += g[n * outF + o] * x[n * inF + i]
+                        }
+                    }
+                }
+                assertClose(dx.array, expectedDx, atol: 1e-12, rtol: 1e-12, "\(label): input gradient")
+                assertClose(dw.array, expectedDw, atol: 1e-12, rtol: 1e-12, "\(label): weight gradient")
+                runs.append(y.array + dx.array + dw.array + db.array)
+            }
+            XCTAssertEqual(runs[0], runs[1], "linear (\(batch), \(inF)) → \(outF): one thread and two give the same bits")
+        }
+    }
+
     func testBackwardMatchesCentralDifferences() {
         var rng = SplitMix64(seed: 7)
         for (batch, inF, outF) in [(1, 1, 1), (1, 5, 3), (3, 7, 2)] {

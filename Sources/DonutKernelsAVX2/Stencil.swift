@@ -163,6 +163,57 @@ public enum StencilAVX2 {
         g[0] = lanes(a0 + b0) + t0; g[1] = lanes(a1 + b1) + t1; g[2] = lanes(a2 + b2) + t2; g[3] = lanes(a3 + b3) + t3
     }
 
+    /// pooled (ph, pw) = the 2×2 stride-2 maximum (the minimum if `lowest`; NaN winning, as
+    /// `Conv2d.pool2`) of the 3×3 stencil y[oy, ox] = Σ w[3ky + kx]·x[oy + ky, ox + kx] of a
+    /// zero-padded plane x of 2ph + 2 rows, y never stored: the inference path of a first conv
+    /// (one input channel) with its pooled epilogue, which wrote and re-read y once per output
+    /// channel. x comes as its even and odd columns, rows `xw` apart (even[r·xw + j] = x[r, 2j],
+    /// odd[r·xw + j] = x[r, 2j + 1], j ≤ pw): y's even columns read (even[j], odd[j], even[j + 1]),
+    /// its odd ones (odd[j], even[j + 1], odd[j + 1]), all plain loads, and a pooling window's four
+    /// values are one lane of four vectors. Each y vector is `stencil3x3`'s vector arithmetic and
+    /// the window is reduced in `pool2Flat`'s order (rows, then columns): the same bits as those
+    /// two wherever `stencil3x3` takes its vector loop. pw ≥ 8; a last partial block is
+    /// recomputed overlapping the previous one.
+    @inline(never)
+    public static func stencil3x3Pool(_ pooled: UnsafeMutablePointer<Float>, _ ph: Int, _ pw: Int,
+                                      even: UnsafePointer<Float>, odd: UnsafePointer<Float>, _ xw: Int,
+                                      _ w: UnsafePointer<Float>, lowest: Bool) {
+        precondition(pw >= 8)
+        let v0 = SIMD8<Float>(repeating: w[0]), v1 = SIMD8<Float>(repeating: w[1]), v2 = SIMD8<Float>(repeating: w[2])
+        let v3 = SIMD8<Float>(repeating: w[3]), v4 = SIMD8<Float>(repeating: w[4]), v5 = SIMD8<Float>(repeating: w[5])
+        let v6 = SIMD8<Float>(repeating: w[6]), v7 = SIMD8<Float>(repeating: w[7]), v8 = SIMD8<Float>(repeating: w[8])
+        @inline(__always) func row(_ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
+                                   _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) -> SIMD8<Float> {
+            var t = a * load(x0)
+            t.addProduct(b, load(x1)); t.addProduct(c, load(x2))
+            return t
+        }
+        /// y at row oy, columns 2j + parity for the 8 lanes from j.
+        @inline(__always) func conv(_ oy: Int, _ j: Int, oddColumns: Bool) -> SIMD8<Float> {
+            let e = even + oy * xw + j, o = odd + oy * xw + j
+            let x0 = oddColumns ? o : e, x1 = oddColumns ? e + 1 : o, x2 = oddColumns ? o + 1 : e + 1
+            let p = row(x0, x1, x2, v0, v1, v2), q = row(x0 + xw, x1 + xw, x2 + xw, v3, v4, v5)
+            let r = row(x0 + 2 * xw, x1 + 2 * xw, x2 + 2 * xw, v6, v7, v8)
+            return p + (q + r)
+        }
+        /// The planes with P's NaN-winning maximum or minimum, chosen once (a branch per window
+        /// measured slower).
+        @inline(__always) func pool<P: WindowPick>(_: P.Type) {
+            for i in 0..<ph {
+                let dst = pooled + i * pw
+                var j = 0
+                while j < pw {
+                    if j + 8 > pw { j = pw - 8 }
+                    let evenColumns = P.pick(conv(2 * i, j, oddColumns: false), conv(2 * i + 1, j, oddColumns: false))
+                    let oddColumns = P.pick(conv(2 * i, j, oddColumns: true), conv(2 * i + 1, j, oddColumns: true))
+                    UnsafeMutableRawPointer(dst + j).storeBytes(of: P.pick(evenColumns, oddColumns), as: SIMD8<Float>.self)
+                    j += 8
+                }
+            }
+        }
+        if lowest { pool(PickSmaller.self) } else { pool(PickGreater.self) }
+    }
+
     /// Σ a[i]·b[i] over n values: four 8-lane fused multiply-add chains, then the tail
     /// (`ConvBatchNormReLUPool`'s patch Gram matrix).
     @inline(never)
@@ -186,4 +237,18 @@ public enum StencilAVX2 {
         let h = v.lowHalf + v.highHalf, q = h.lowHalf + h.highHalf
         return q[0] + q[1]
     }
+}
+
+/// A pooling window's winner of two 8-lane values: a, or b where b wins (`Conv2d.pool2`'s rule:
+/// greater, or smaller for a minimum; a NaN b beats a number, a NaN a stays).
+protocol WindowPick { static func pick(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> }
+
+enum PickGreater: WindowPick {
+    @inline(__always)
+    static func pick(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: (b .> a) .| ((b .!= b) .& (a .== a))) }
+}
+
+enum PickSmaller: WindowPick {
+    @inline(__always)
+    static func pick(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: (b .< a) .| ((b .!= b) .& (a .== a))) }
 }

@@ -45,6 +45,28 @@ extension Conv2d {
         directWorkers(s) * directWorkerScratch(s) + (s.batch + 1) * s.weightCount
     }
 
+    /// Whether the direct forward's pooled epilogue runs as `StencilAVX2.stencil3x3Pool` for `s`:
+    /// Float on a CPU with AVX2 + FMA, one input plane, 3×3, padding 1, even sizes and at least
+    /// 16 columns (a pooled row of 8 lanes).
+    static func pooledStencil(_ s: Conv2dShape) -> Bool {
+        CPUFeatures.avx2FMA && s.inChannels == 1 && s.kernelH == 3 && s.kernelW == 3 && s.stride == 1 && s.padding == 1
+            && s.height % 2 == 0 && s.width % 2 == 0 && s.width >= 16
+    }
+
+    /// The zero-padded plane (h + 2, w + 2) of src (h, w), w even, as its even and odd columns,
+    /// rows of w/2 + 1 (`stencil3x3Pool`'s layout): padded column 2j + 1 is src column 2j, 2j
+    /// src column 2j − 1.
+    static func padPlaneEvenOdd(_ even: UnsafeMutablePointer<Float>, _ odd: UnsafeMutablePointer<Float>, _ src: UnsafePointer<Float>,
+                                _ h: Int, _ w: Int) {
+        let xw = w / 2 + 1
+        for r in 0..<(h + 2) {
+            let e = even + r * xw, o = odd + r * xw
+            guard r >= 1 && r <= h else { e.update(repeating: 0, count: xw); o.update(repeating: 0, count: xw); continue }
+            UpsampleConv2d.deinterleaveRow(o, e + 1, src + (r - 1) * w, w / 2)
+            e[0] = 0; o[w / 2] = 0
+        }
+    }
+
     /// dst (h + 2·padY, w + 2·padX) = src (h, w) with a zero border (a negative padding crops).
     @inline(__always)
     static func padPlane<T: GEMMScalar>(_ dst: UnsafeMutablePointer<T>, _ src: UnsafePointer<T>, _ h: Int, _ w: Int, padY: Int, padX: Int) {
@@ -211,7 +233,20 @@ extension Conv2d {
             let pw = s.width + 2 * s.padding, padded = (s.height + 2 * s.padding) * pw
             let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2)
             let xp = scratch + worker * directWorkerScratch(s), full = xp + s.inChannels * padded
+            let evenOdd = T.self == Float.self && pooledStencil(s) && pooled != nil && statistics == nil
             for n in images {
+                if evenOdd, let pooled {
+                    // One input plane, pooled epilogue: the conv planes are never stored (`stencil3x3Pool`).
+                    let xw = s.width / 2 + 1, even = xp.float, odd = even + (s.height + 2) * xw
+                    padPlaneEvenOdd(even, odd, (input + n * inPlane).float, s.height, s.width)
+                    for oc in 0..<s.outChannels {
+                        let (a, c) = epilogue(channel: oc, bias: bias, scale: scale, shift: shift), q = n * s.outChannels + oc
+                        StencilAVX2.stencil3x3Pool((pooled + q * pooledPlane).float, s.outHeight / 2, s.outWidth / 2, even: even, odd: odd, xw,
+                                                   (weight + oc * taps).float, lowest: a < 0)
+                        affine(pooled + q * pooledPlane, UnsafePointer(pooled + q * pooledPlane), pooledPlane, a, c, relu: relu)
+                    }
+                    continue
+                }
                 for ic in 0..<s.inChannels {
                     padPlane(xp + ic * padded, input + (n * s.inChannels + ic) * inPlane, s.height, s.width, padY: s.padding, padX: s.padding)
                 }

@@ -10,7 +10,7 @@ import DonutNN
 final class FusedKernelTests: XCTestCase {
     func testConvBatchNormReLUPoolMatchesLayerSequence() {
         var rng = SplitMix64(seed: 41)
-        for (batch, inC, outC, size) in [(5, 3, 8, 32), (2, 1, 16, 64), (3, 4, 6, 10)] {
+        for (batch, inC, outC, size) in [(5, 3, 8, 32), (2, 1, 16, 64), (3, 4, 6, 10), (3, 1, 7, 24), (1, 1, 6, 40)] {
             let s = Conv2dShape(batch: batch, inChannels: inC, height: size, width: size, outChannels: outC,
                                 kernelH: 3, kernelW: 3, stride: 1, padding: 1)
             let label = "batch \(batch) in \(inC) out \(outC) size \(size)"

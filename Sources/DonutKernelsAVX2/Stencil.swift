@@ -179,23 +179,7 @@ public enum StencilAVX2 {
                                       even: UnsafePointer<Float>, odd: UnsafePointer<Float>, _ xw: Int,
                                       _ w: UnsafePointer<Float>, lowest: Bool) {
         precondition(pw >= 8)
-        let v0 = SIMD8<Float>(repeating: w[0]), v1 = SIMD8<Float>(repeating: w[1]), v2 = SIMD8<Float>(repeating: w[2])
-        let v3 = SIMD8<Float>(repeating: w[3]), v4 = SIMD8<Float>(repeating: w[4]), v5 = SIMD8<Float>(repeating: w[5])
-        let v6 = SIMD8<Float>(repeating: w[6]), v7 = SIMD8<Float>(repeating: w[7]), v8 = SIMD8<Float>(repeating: w[8])
-        @inline(__always) func row(_ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
-                                   _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) -> SIMD8<Float> {
-            var t = a * load(x0)
-            t.addProduct(b, load(x1)); t.addProduct(c, load(x2))
-            return t
-        }
-        /// y at row oy, columns 2j + parity for the 8 lanes from j.
-        @inline(__always) func conv(_ oy: Int, _ j: Int, oddColumns: Bool) -> SIMD8<Float> {
-            let e = even + oy * xw + j, o = odd + oy * xw + j
-            let x0 = oddColumns ? o : e, x1 = oddColumns ? e + 1 : o, x2 = oddColumns ? o + 1 : e + 1
-            let p = row(x0, x1, x2, v0, v1, v2), q = row(x0 + xw, x1 + xw, x2 + xw, v3, v4, v5)
-            let r = row(x0 + 2 * xw, x1 + 2 * xw, x2 + 2 * xw, v6, v7, v8)
-            return p + (q + r)
-        }
+        let stencil = EvenOddStencil(w, even: even, odd: odd, xw)
         /// The planes with P's NaN-winning maximum or minimum, chosen once (a branch per window
         /// measured slower).
         @inline(__always) func pool<P: WindowPick>(_: P.Type) {
@@ -204,14 +188,72 @@ public enum StencilAVX2 {
                 var j = 0
                 while j < pw {
                     if j + 8 > pw { j = pw - 8 }
-                    let evenColumns = P.pick(conv(2 * i, j, oddColumns: false), conv(2 * i + 1, j, oddColumns: false))
-                    let oddColumns = P.pick(conv(2 * i, j, oddColumns: true), conv(2 * i + 1, j, oddColumns: true))
+                    let evenColumns = P.pick(stencil.conv(2 * i, j, oddColumns: false), stencil.conv(2 * i + 1, j, oddColumns: false))
+                    let oddColumns = P.pick(stencil.conv(2 * i, j, oddColumns: true), stencil.conv(2 * i + 1, j, oddColumns: true))
                     UnsafeMutableRawPointer(dst + j).storeBytes(of: P.pick(evenColumns, oddColumns), as: SIMD8<Float>.self)
                     j += 8
                 }
             }
         }
         if lowest { pool(PickSmaller.self) } else { pool(PickGreater.self) }
+    }
+
+    /// The training forward's variant of `stencil3x3Pool` (`ConvBatchNormReLUPool`, one input
+    /// plane): x = the stencil + bias (`stencil3x3` accumulating onto a plane of the bias),
+    /// y = max(x·scale + shift, 0) (`FloatKernels.affine`: a product, then a sum), and per window
+    /// the first maximum of y in window order — top left, top right, bottom left, bottom right; a
+    /// NaN over a number (`FloatKernels.maxPool2ArgmaxRow`). Writes the pooled y, its argmax
+    /// (the pixel's index in a plane `width` wide, plus indexBase) and x there (pooledInput);
+    /// the plane, its normalised rows and the gather of x at the argmax (the previous passes)
+    /// are never stored. Layout and overlapped last block as `stencil3x3Pool`.
+    @inline(never)
+    public static func stencil3x3PoolArgmax(_ pooled: UnsafeMutablePointer<Float>, _ argmax: UnsafeMutablePointer<Int32>,
+                                            _ pooledInput: UnsafeMutablePointer<Float>, _ ph: Int, _ pw: Int,
+                                            even: UnsafePointer<Float>, odd: UnsafePointer<Float>, _ xw: Int, _ w: UnsafePointer<Float>,
+                                            bias: Float, scale: Float, shift: Float, indexBase: Int, width: Int) {
+        precondition(pw >= 8)
+        let stencil = EvenOddStencil(w, even: even, odd: odd, xw)
+        let vb = SIMD8<Float>(repeating: bias), va = SIMD8<Float>(repeating: scale), vc = SIMD8<Float>(repeating: shift)
+        let zero = SIMD8<Float>(repeating: 0), lanes = SIMD8<Int32>(0, 2, 4, 6, 8, 10, 12, 14)
+        /// x = the stencil + bias (the bias last, as `stencil3x3` accumulating onto it).
+        @inline(__always) func conv(_ oy: Int, _ j: Int, oddColumns: Bool) -> SIMD8<Float> {
+            var x = stencil.conv(oy, j, oddColumns: oddColumns)
+            x += vb
+            return x
+        }
+        @inline(__always) func normalised(_ x: SIMD8<Float>) -> SIMD8<Float> {
+            var y = x * va + vc
+            y.replace(with: zero, where: y .< zero)
+            return y
+        }
+        for i in 0..<ph {
+            var j = 0
+            while j < pw {
+                if j + 8 > pw { j = pw - 8 }
+                let top = Int32(truncatingIfNeeded: indexBase + 2 * i * width + 2 * j), bottom = top &+ Int32(truncatingIfNeeded: width)
+                var x = conv(2 * i, j, oddColumns: false), m = normalised(x), index = lanes &+ top
+                let topOdd = conv(2 * i, j, oddColumns: true), bottomEven = conv(2 * i + 1, j, oddColumns: false)
+                let bottomOdd = conv(2 * i + 1, j, oddColumns: true)
+                consider(topOdd, normalised(topOdd), lanes &+ (top &+ 1), &x, &m, &index)
+                consider(bottomEven, normalised(bottomEven), lanes &+ bottom, &x, &m, &index)
+                consider(bottomOdd, normalised(bottomOdd), lanes &+ (bottom &+ 1), &x, &m, &index)
+                let o = i * pw + j
+                UnsafeMutableRawPointer(pooled + o).storeBytes(of: m, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(argmax + o).storeBytes(of: index, as: SIMD8<Int32>.self)
+                UnsafeMutableRawPointer(pooledInput + o).storeBytes(of: x, as: SIMD8<Float>.self)
+                j += 8
+            }
+        }
+    }
+
+    /// Lanes where y beats the running maximum m (greater, or NaN over a number) take y, its
+    /// index k and its x v (`FloatKernels.considerMax`; not a local function capturing m: debug
+    /// builds box captured variables, one allocation each).
+    @inline(__always)
+    static func consider(_ v: SIMD8<Float>, _ y: SIMD8<Float>, _ k: SIMD8<Int32>,
+                         _ x: inout SIMD8<Float>, _ m: inout SIMD8<Float>, _ index: inout SIMD8<Int32>) {
+        let take = (y .> m) .| ((y .!= y) .& (m .== m))
+        m.replace(with: y, where: take); index.replace(with: k, where: take); x.replace(with: v, where: take)
     }
 
     /// Σ a[i]·b[i] over n values: four 8-lane fused multiply-add chains, then the tail
@@ -251,4 +293,40 @@ enum PickGreater: WindowPick {
 enum PickSmaller: WindowPick {
     @inline(__always)
     static func pick(_ a: SIMD8<Float>, _ b: SIMD8<Float>) -> SIMD8<Float> { a.replacing(with: b, where: (b .< a) .| ((b .!= b) .& (a .== a))) }
+}
+
+/// A 3×3 kernel's taps as 8-lane broadcasts over a padded plane given as its even and odd columns
+/// (`StencilAVX2.stencil3x3Pool`'s layout): y at row oy, columns 2(j + l) + parity, l < 8, with
+/// `stencil3x3`'s vector arithmetic (each kernel row a product and two fused multiply-adds, the
+/// rows summed as p + (q + r)).
+struct EvenOddStencil {
+    let v0: SIMD8<Float>, v1: SIMD8<Float>, v2: SIMD8<Float>, v3: SIMD8<Float>, v4: SIMD8<Float>
+    let v5: SIMD8<Float>, v6: SIMD8<Float>, v7: SIMD8<Float>, v8: SIMD8<Float>
+    let even: UnsafePointer<Float>, odd: UnsafePointer<Float>, xw: Int
+
+    @inline(__always)
+    init(_ w: UnsafePointer<Float>, even: UnsafePointer<Float>, odd: UnsafePointer<Float>, _ xw: Int) {
+        v0 = SIMD8(repeating: w[0]); v1 = SIMD8(repeating: w[1]); v2 = SIMD8(repeating: w[2])
+        v3 = SIMD8(repeating: w[3]); v4 = SIMD8(repeating: w[4]); v5 = SIMD8(repeating: w[5])
+        v6 = SIMD8(repeating: w[6]); v7 = SIMD8(repeating: w[7]); v8 = SIMD8(repeating: w[8])
+        self.even = even; self.odd = odd; self.xw = xw
+    }
+
+    @inline(__always)
+    func row(_ x0: UnsafePointer<Float>, _ x1: UnsafePointer<Float>, _ x2: UnsafePointer<Float>,
+             _ a: SIMD8<Float>, _ b: SIMD8<Float>, _ c: SIMD8<Float>) -> SIMD8<Float> {
+        var t = a * StencilAVX2.load(x0)
+        t.addProduct(b, StencilAVX2.load(x1)); t.addProduct(c, StencilAVX2.load(x2))
+        return t
+    }
+
+    /// Even columns read (even[j], odd[j], even[j + 1]) of each row, odd ones (odd[j], even[j + 1], odd[j + 1]).
+    @inline(__always)
+    func conv(_ oy: Int, _ j: Int, oddColumns: Bool) -> SIMD8<Float> {
+        let e = even + oy * xw + j, o = odd + oy * xw + j
+        let x0 = oddColumns ? o : e, x1 = oddColumns ? e + 1 : o, x2 = oddColumns ? o + 1 : e + 1
+        let p = row(x0, x1, x2, v0, v1, v2), q = row(x0 + xw, x1 + xw, x2 + xw, v3, v4, v5)
+        let r = row(x0 + 2 * xw, x1 + 2 * xw, x2 + 2 * xw, v6, v7, v8)
+        return p + (q + r)
+    }
 }

@@ -146,6 +146,27 @@ public enum ConvBatchNormReLUPool {
             let s = shape, w = s.width, plane = s.height * w, oh = s.height / 2, ow = w / 2, taps = s.kernelH * s.kernelW
             let pw = w + s.kernelW - 1, paddedPlane = (s.height + s.kernelH - 1) * pw
             let x = scratch + worker * workerScratch(s), rows = x + plane
+            if T.self == Float.self && Conv2d.pooledStencil(s) {
+                // One input plane: the stencil, normalisation and pooling in registers
+                // (`StencilAVX2.stencil3x3PoolArgmax`) on the image's padded plane split into even
+                // and odd columns (the worker's scratch, redone when the image changes).
+                let xw = w / 2 + 1, even = x.float, odd = even + (s.height + 2) * xw
+                var image = -1
+                for q in planes {
+                    let n = q / s.outChannels, c = q % s.outChannels
+                    if n != image {
+                        image = n
+                        for r in 0..<(s.height + 2) {
+                            UpsampleConv2d.deinterleaveRow(even + r * xw, odd + r * xw, (padded + n * paddedPlane + r * pw).float, xw)
+                        }
+                    }
+                    let scale = gamma[c] * invStd[c], shift = beta[c] - mean[c] * scale, o = q * oh * ow
+                    StencilAVX2.stencil3x3PoolArgmax((pooled + o).float, argmax + o, (pooledInput + o).float, oh, ow, even: even, odd: odd, xw,
+                                                     (weight + c * taps).float, bias: Float(bias[c]), scale: Float(scale),
+                                                     shift: Float(shift), indexBase: q * plane, width: w)
+                }
+                return
+            }
             for q in planes {
                 let n = q / s.outChannels, c = q % s.outChannels
                 x.update(repeating: bias[c], count: plane)

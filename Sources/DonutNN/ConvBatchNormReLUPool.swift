@@ -14,8 +14,9 @@ import DonutKernelsAVX2
 ///
 ///     Σ_p x_p = W·S + P·bias,  Σ_p (x_p − μ)² = W·Gc·Wᵀ + P·(x̄ − μ)²        (forward)
 ///
-/// so the forward computes x one plane at a time in L1 (`Conv2d.stencil`) and normalises, rectifies
-/// and pools it at once. Backward, with `BatchNormReLUPool`'s dx_p = k·g_p − b − (x_p − μ)·a
+/// so the forward computes x one plane at a time in L1 (`Conv2d.stencil`; one input plane with
+/// AVX2: 8 pooled outputs at a time in registers, `StencilAVX2.stencil3x3PoolArgmax`) and
+/// normalises, rectifies and pools it at once. Backward, with `BatchNormReLUPool`'s dx_p = k·g_p − b − (x_p − μ)·a
 /// (g_p nonzero only at the window maxima):
 ///
 ///     dW[oc, t] = Σ_p dx_p·c_p[t] = k·H[oc, t] − b·S[t] − a·(W·Gc + (x̄ − μ)·Sᵀ)[oc, t]
@@ -41,7 +42,7 @@ public enum ConvBatchNormReLUPool {
     }
 
     /// T scratch, per thread: one image's centred padded input planes, or one output plane and a
-    /// row pair. Depends on `Parallel.threads`, as `Conv2d.scratchCount`.
+    /// row pair, or one padded plane split into its even and odd columns (as many elements). Depends on `Parallel.threads`, as `Conv2d.scratchCount`.
     public static func scratchCount(_ s: Conv2dShape) -> Int { Parallel.threads * workerScratch(s) }
 
     static func workerScratch(_ s: Conv2dShape) -> Int {
@@ -134,7 +135,8 @@ public enum ConvBatchNormReLUPool {
     }
 
     /// The forward's pass on planes `planes` (q = n·outC + c): x = bias + Σ_ic stencil of the padded
-    /// input plane into the worker's scratch, then `BatchNormReLUPool.poolRowPair` row pair by row pair.
+    /// input plane into the worker's scratch, then `BatchNormReLUPool.poolRowPair` row pair by row
+    /// pair; or, where `Conv2d.pooledStencil` applies, `StencilAVX2.stencil3x3PoolArgmax` at once.
     struct ConvNormaliseReLUPool<T: GEMMScalar>: ParallelLoop {
         let pooled: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>, pooledInput: UnsafeMutablePointer<T>
         let padded: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>

@@ -5,10 +5,7 @@ public enum MAELoss {
     /// The loss, accumulated in Double.
     public static func forward<T: GEMMScalar>(prediction: UnsafePointer<T>, target: UnsafePointer<T>, count: Int) -> Double {
         var sum = 0.0
-        withUnsafeMutablePointer(to: &sum) { sum in
-            _ = frames(prediction: prediction, target: target, frames: 1, framePixels: count, frameSums: sum)
-        }
-        return sum / Double(count)
+        return frames(prediction: prediction, target: target, frames: 1, framePixels: count, frameSums: &sum)
     }
 
     /// dPrediction = weight · sign(ŷ − y)/count, 0 where ŷ = y (subgradient): **written** (=).
@@ -16,10 +13,8 @@ public enum MAELoss {
     public static func backward<T: GEMMScalar>(dPrediction: UnsafeMutablePointer<T>, prediction: UnsafePointer<T>,
                                                target: UnsafePointer<T>, count: Int, weight: Double = 1) {
         var sum = 0.0
-        withUnsafeMutablePointer(to: &sum) { sum in
-            _ = frames(prediction: prediction, target: target, frames: 1, framePixels: count, frameSums: sum,
-                       dPrediction: dPrediction, weight: weight)
-        }
+        _ = frames(prediction: prediction, target: target, frames: 1, framePixels: count, frameSums: &sum,
+                   dPrediction: dPrediction, weight: weight)
     }
 
     /// The loss over `frames` frames of `framePixels` elements and, with `dPrediction`, its

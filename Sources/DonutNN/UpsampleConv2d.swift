@@ -105,8 +105,8 @@ public enum UpsampleConv2d {
     }
 
     /// folded[cls] (outC, inC, 2, 2) = W' of class cls = 2·py + px, from weight (outC, inC, 3, 3);
-    /// the (oc, ic) pairs split over the cores (`FoldWeights`): done serially before every
-    /// forward it was ~0.5 % of a training step with both cores but one waiting.
+    /// the (oc, ic) pairs split over the cores (`FoldWeights`). Done serially before every
+    /// forward, it kept one core waiting for ~0.5 % of a training step.
     static func foldWeights<T: GEMMScalar>(_ folded: UnsafeMutablePointer<T>, _ weight: UnsafePointer<T>, _ s: Conv2dShape) {
         let pairs = s.outChannels * s.inChannels
         Parallel.forRanges(pairs, work: 40 * pairs, FoldWeights(folded: folded, weight: weight, pairs: pairs))

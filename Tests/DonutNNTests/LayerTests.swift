@@ -294,7 +294,7 @@ final class LossTests: XCTestCase {
                 }
                 let label = "\(frames) × \(pixels) \(T.self)"
                 XCTAssertEqual(values[0], exact, accuracy: rtol * exact, label)
-                XCTAssertEqual(values[0], expected, accuracy: T.self == Double.self ? 1e-14 : 1e-6, label)
+                XCTAssertEqual(values[0], expected, accuracy: (T.self == Double.self ? 1e-14 : 1e-6) * expected, label)
                 XCTAssertEqual(values[0].bitPattern, values[1].bitPattern, "\(label): one thread and two")
                 XCTAssertEqual(gradients[0], gradients[1], "\(label): gradient, one thread and two")
                 let g = T(1.5 / Double(count))

@@ -73,9 +73,16 @@ public enum Conv2d {
     /// Threads `forward` and `backward` use for `s`: `Parallel.threads`, at most one per chunk.
     static func workerCount(_ s: Conv2dShape) -> Int { max(1, min(Parallel.threads, chunkCount(s))) }
 
-    /// Scratch of one worker: a chunk's columns (patchSize, G·plane) and output block (outC, G·plane).
+    /// Scratch of one worker: a chunk's columns (patchSize, G·plane) and output block (outC, G·plane),
+    /// then, where `Winograd` applies, its transformed operand and row buffer.
     static func workerScratch(_ s: Conv2dShape) -> Int {
-        chunkSize(s) * s.outHeight * s.outWidth * (s.patchSize + s.outChannels)
+        chunkSize(s) * s.outHeight * s.outWidth * (s.patchSize + s.outChannels) + (usesWinograd(s) ? Winograd.workerScratch(s) : 0)
+    }
+
+    /// Where the transformed weights of the `Winograd` path live in the scratch: after the
+    /// workers' scratch and the weight-gradient partials.
+    static func winogradWeights<T>(_ columns: UnsafeMutablePointer<T>, _ s: Conv2dShape) -> UnsafeMutablePointer<T> {
+        columns + workerCount(s) * workerScratch(s) + chunkCount(s) * s.weightCount
     }
 
     /// Scratch elements `forward` and `backward` need: one worker scratch per thread, then one
@@ -83,7 +90,7 @@ public enum Conv2d {
     /// under the thread count it will run with.
     public static func scratchCount(_ s: Conv2dShape) -> Int {
         if usesDirect(s) { return directScratchCount(s) }
-        return workerCount(s) * workerScratch(s) + chunkCount(s) * s.weightCount
+        return workerCount(s) * workerScratch(s) + chunkCount(s) * s.weightCount + (usesWinograd(s) ? Winograd.weightCount(s) : 0)
     }
 
     /// y[n, oc, oy, ox] = bias[oc] + Σ_{ic, ky, kx} weight[oc, ic, ky, kx] · x[n, ic, oy·stride − padding + ky, ox·stride − padding + kx]
@@ -117,6 +124,7 @@ public enum Conv2d {
                           scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: planeStatistics)
             return
         }
+        if usesWinograd(s) { Winograd.transformWeights(winogradWeights(columns, s), weight, s, adjoint: false) }
         let loop = ForwardChunks(output: output, input: input, weight: weight, bias: bias, columns: columns, shape: s,
                                  scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: planeStatistics)
         serialBLAS { Parallel.forWorkers(chunkCount(s), workers: workerCount(s), loop) }
@@ -135,13 +143,28 @@ public enum Conv2d {
             let s = shape, plane = s.outHeight * s.outWidth, g = chunkSize(s)
             let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
             let cols = columns + worker * workerScratch(s), chunkBlock = cols + g * plane * s.patchSize
+            let winograd = usesWinograd(s), tiles = Winograd.tiles(s), extra = chunkBlock + g * plane * s.outChannels
             for chunk in chunks {
                 let n0 = chunk * g, count = min(g, s.batch - n0), width = count * plane
-                for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
                 // One image without pooling: the GEMM block is the image's NCHW output itself.
                 let block = count == 1 && pooled == nil ? output + n0 * outImage : chunkBlock
-                T.gemm(transA: false, transB: false, m: s.outChannels, n: width, k: s.patchSize,
-                       alpha: 1, a: weight, lda: s.patchSize, b: cols, ldb: width, beta: 0, c: block, ldc: width)
+                if winograd {
+                    // V (16, inC, G·tiles) in the columns, M (16, outC, G·tiles) after the block.
+                    let n = count * tiles, rows = extra + Winograd.workerScratch(s) - Winograd.rowScratch(width: s.width)
+                    for j in 0..<count {
+                        Winograd.transformInput(cols, input + (n0 + j) * inImage, channels: s.inChannels, height: s.height, width: s.width,
+                                                rowStride: n, offset: j * tiles, rows: rows)
+                    }
+                    Winograd.products(extra, winogradWeights(columns, s), cols, rows: s.outChannels, k: s.inChannels, n: n)
+                    for j in 0..<count {
+                        Winograd.transformOutput(block + j * plane, channelStride: width, extra + j * tiles, channels: s.outChannels,
+                                                 rowStride: n, height: s.height, width: s.width)
+                    }
+                } else {
+                    for j in 0..<count { im2col(cols + j * plane, input + (n0 + j) * inImage, s, rowStride: width) }
+                    T.gemm(transA: false, transB: false, m: s.outChannels, n: width, k: s.patchSize,
+                           alpha: 1, a: weight, lda: s.patchSize, b: cols, ldb: width, beta: 0, c: block, ldc: width)
+                }
                 // Scatter (outC, G·plane) → NCHW with the epilogue, plane by plane. With pooling,
                 // the epilogue runs in place in the block and the pool reads it back.
                 for j in 0..<count {
@@ -249,6 +272,7 @@ public enum Conv2d {
             backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s)
             return
         }
+        if dInput != nil && usesWinograd(s) { Winograd.transformWeights(winogradWeights(columns, s), weight, s, adjoint: true) }
         let loop = BackwardChunks(dInput: dInput, partials: partials, dOutput: dOutput, input: input, weight: weight, columns: columns, shape: s)
         serialBLAS { Parallel.forWorkers(chunkCount(s), workers: workerCount(s), loop) }
         addTransposedPartials(dWeight, partials, rows: s.outChannels, columns: s.patchSize, partials: chunkCount(s))
@@ -299,7 +323,21 @@ public enum Conv2d {
                 T.gemm(transA: false, transB: true, m: s.patchSize, n: s.outChannels, k: width,
                        alpha: 1, a: cols, lda: width, b: block, ldb: width, beta: 0,
                        c: partials + chunk * s.weightCount, ldc: s.outChannels)
-                if let dInput {
+                if let dInput, usesWinograd(s) {
+                    // dX = the Winograd conv of dY with the adjoint kernels: V (16, outC, G·tiles)
+                    // after the block, M (16, inC, G·tiles) in the columns (free after the dW GEMM).
+                    let tiles = Winograd.tiles(s), n = count * tiles, extra = chunkBlock + g * plane * s.outChannels
+                    let rows = extra + Winograd.workerScratch(s) - Winograd.rowScratch(width: s.width)
+                    for j in 0..<count {
+                        Winograd.transformInput(extra, dOutput + (n0 + j) * outImage, channels: s.outChannels, height: s.height, width: s.width,
+                                                rowStride: n, offset: j * tiles, rows: rows)
+                    }
+                    Winograd.products(cols, winogradWeights(columns, s), extra, rows: s.inChannels, k: s.outChannels, n: n)
+                    for j in 0..<count {
+                        Winograd.transformOutput(dInput + (n0 + j) * inImage, channelStride: s.height * s.width, cols + j * tiles,
+                                                 channels: s.inChannels, rowStride: n, height: s.height, width: s.width)
+                    }
+                } else if let dInput {
                     // dCols (patch, G·plane) = Wᵀ (patch, outC) · dY (outC, G·plane), then col2im per image.
                     T.gemm(transA: true, transB: false, m: s.patchSize, n: width, k: s.outChannels,
                            alpha: 1, a: weight, lda: s.patchSize, b: block, ldb: width, beta: 0, c: cols, ldc: width)

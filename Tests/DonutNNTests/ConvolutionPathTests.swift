@@ -59,6 +59,40 @@ final class ConvolutionPathTests: XCTestCase {
         }
     }
 
+    /// The Winograd F(2×2, 3×3) path (3×3, stride 1, padding 1, even sizes): in Double through
+    /// `checkAgainstNaive`, and in Float, where the transforms run as SIMD kernels 4 tiles at a
+    /// time with a scalar tail (widths of 1, 5, 8 and 9 tiles), against the naive loops within
+    /// Float rounding of sums of 9·inC terms. Shapes: the smallest plane, odd tile counts, an
+    /// encoder block's channels, and multi-image chunks.
+    func testWinogradPathMatchesNaiveLoops() {
+        let shapes = [
+            Conv2dShape(batch: 1, inChannels: 2, height: 2, width: 2, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1),
+            Conv2dShape(batch: 3, inChannels: 5, height: 6, width: 10, outChannels: 7, kernelH: 3, kernelW: 3, padding: 1),
+            Conv2dShape(batch: 2, inChannels: 3, height: 4, width: 18, outChannels: 2, kernelH: 3, kernelW: 3, padding: 1),
+            Conv2dShape(batch: 2, inChannels: 16, height: 16, width: 16, outChannels: 32, kernelH: 3, kernelW: 3, padding: 1),
+            Conv2dShape(batch: 16, inChannels: 4, height: 8, width: 8, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1),
+        ]
+        for (i, s) in shapes.enumerated() {
+            XCTAssertTrue(Conv2d.usesWinograd(s), "\(s) should take the Winograd path")
+            checkAgainstNaive(s, seed: 500 + UInt64(i), "Winograd \(s)")
+            var rng = SplitMix64(seed: 600 + UInt64(i))
+            let x = randomValues(s.inputCount, &rng), w = randomValues(s.weightCount, &rng), b = randomValues(s.outChannels, &rng)
+            let g = randomValues(s.outputCount, &rng)
+            let xf = Buffer(x.map(Float.init)), wf = Buffer(w.map(Float.init)), bf = Buffer(b.map(Float.init)), gf = Buffer(g.map(Float.init))
+            let y = Buffer<Float>(repeating: .nan, count: s.outputCount), cols = Buffer<Float>(repeating: .nan, count: Conv2d.scratchCount(s))
+            Conv2d.forward(output: y.pointer, input: xf.const, weight: wf.const, bias: bf.const, columns: cols.pointer, shape: s)
+            // The Float inputs exactly in Double: the reference sees what the Float path saw.
+            let (xr, wr, gr) = (xf.array.map(Double.init), wf.array.map(Double.init), gf.array.map(Double.init))
+            let terms = Double(9 * max(s.inChannels, s.outChannels))
+            assertClose(y.array, naiveConv2d(xr, wr, bf.array.map(Double.init), s), atol: 4e-7 * terms, rtol: 1e-6, "Float forward \(s)")
+            let dx = Buffer<Float>(repeating: .nan, count: s.inputCount), dw = Buffer<Float>(repeating: 0, count: s.weightCount)
+            Conv2d.backward(dInput: dx.pointer, dWeight: dw.pointer, dBias: nil, dOutput: gf.const, input: xf.const,
+                            weight: wf.const, columns: cols.pointer, shape: s)
+            assertClose(dx.array, naiveConv2dBackward(xr, wr, gr, s).0, atol: 4e-7 * terms, rtol: 1e-6, "Float dInput \(s)")
+            keepAlive(xf, wf, bf, gf, y, cols, dx, dw)
+        }
+    }
+
     /// NaN through the fused epilogue (Float SIMD affine, ReLU and pool): a NaN input pixel makes
     /// its 3×3 neighbourhood of conv outputs NaN; the fused pool must report NaN exactly where
     /// ReLU → `MaxPool2d` on the plain conv output does, and equal values elsewhere.

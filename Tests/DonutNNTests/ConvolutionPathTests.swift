@@ -59,11 +59,11 @@ final class ConvolutionPathTests: XCTestCase {
         }
     }
 
-    /// The Winograd F(2×2, 3×3) path (3×3, stride 1, padding 1, even sizes): in Double through
-    /// `checkAgainstNaive`, and in Float, where the transforms run as SIMD kernels 4 tiles at a
-    /// time with a scalar tail (widths of 1, 5, 8 and 9 tiles), against the naive loops within
-    /// Float rounding of sums of 9·inC terms. Shapes: the smallest plane, odd tile counts, an
-    /// encoder block's channels, and multi-image chunks.
+    /// The Winograd F(2×2, 3×3) forward (3×3, stride 1, padding 1, even sizes): in Double
+    /// through `checkAgainstNaive` (with the backward beside it), and in Float, where the
+    /// transforms run as SIMD kernels 4 tiles at a time with a scalar tail (1, 5, 8 and 9 tiles
+    /// wide), forward and both gradients against the naive loops within Float rounding of their
+    /// sums. Shapes: the smallest plane, odd tile counts, an encoder block's channels, multi-image chunks.
     func testWinogradPathMatchesNaiveLoops() {
         let shapes = [
             Conv2dShape(batch: 1, inChannels: 2, height: 2, width: 2, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1),
@@ -88,7 +88,10 @@ final class ConvolutionPathTests: XCTestCase {
             let dx = Buffer<Float>(repeating: .nan, count: s.inputCount), dw = Buffer<Float>(repeating: 0, count: s.weightCount)
             Conv2d.backward(dInput: dx.pointer, dWeight: dw.pointer, dBias: nil, dOutput: gf.const, input: xf.const,
                             weight: wf.const, columns: cols.pointer, shape: s)
-            assertClose(dx.array, naiveConv2dBackward(xr, wr, gr, s).0, atol: 4e-7 * terms, rtol: 1e-6, "Float dInput \(s)")
+            let (ndx, ndw) = naiveConv2dBackward(xr, wr, gr, s)
+            assertClose(dx.array, ndx, atol: 4e-7 * terms, rtol: 1e-6, "Float dInput \(s)")
+            // dW sums batch·plane products per entry.
+            assertClose(dw.array, ndw, atol: 4e-7 * Double(s.batch * s.height * s.width), rtol: 1e-6, "Float dWeight \(s)")
             keepAlive(xf, wf, bf, gf, y, cols, dx, dw)
         }
     }

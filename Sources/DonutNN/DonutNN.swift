@@ -3,7 +3,8 @@
 // Backward adds (+=) into parameter gradients and writes (=) input gradients; no allocation
 // inside forward/backward (scratch sizes from `scratchCount`). Layout NCHW, row-major; generic
 // over GEMMScalar (Float runs, Double checks against finite differences in DonutNNTests).
-//   Conv2d.swift          Conv2dShape, Conv2d (im2col + one GEMM per image, col2im backward)
+//   Conv2d.swift          Conv2dShape, Conv2d (im2col + one GEMM per chunk of images, col2im backward)
+//   WinogradConv2d.swift  Conv2d's forward for 3×3 pad-1 convs on even planes: Winograd F(2×2, 3×3), 16 GEMMs per chunk
 //   DirectConv2d.swift    Conv2d's direct stencil path (one input or one output channel); CPUFeatures
 //                         (Float 3×3 and 2×2 stencils run from the DonutKernelsAVX2 module when CPUID has AVX2 + FMA)
 //   Upsample2d.swift      nearest ×s upsampling (the decoder: upsample then conv)

@@ -24,11 +24,12 @@ import DonutBLAS
 /// (16 GEMMs with inC ≤ 64 as M or N and a 4× transform of dY, against one GEMM with M = 9·inC).
 ///
 /// The transforms only add (and halve, for U), so results differ from the direct sum by rounding
-/// alone; the tests check the forward against the naive loops in Double and in Float. Every chunk is computed the same way by whichever thread takes it (chunks as
-/// `Conv2d.chunkSize`), so results do not depend on the thread count.
+/// alone; the tests check the forward against the naive loops in Double and in Float. Every
+/// chunk is computed the same way by whichever thread takes it (chunks as `Conv2d.chunkSize`),
+/// so results do not depend on the thread count.
 extension Conv2d {
-    /// Whether `forward` takes the `Winograd` path for `s`: 3×3,
-    /// stride 1, padding 1, even height and width, and not the direct path (one input or output plane).
+    /// Whether `forward` takes the `Winograd` path for `s`: 3×3, stride 1, padding 1, even height
+    /// and width, and not the direct path (one input or output plane).
     public static func usesWinograd(_ s: Conv2dShape) -> Bool {
         s.kernelH == 3 && s.kernelW == 3 && s.stride == 1 && s.padding == 1
             && s.height % 2 == 0 && s.width % 2 == 0 && !usesDirect(s)

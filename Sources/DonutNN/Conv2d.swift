@@ -558,6 +558,14 @@ enum FloatKernels {
         }
     }
 
+    @inline(__always) static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
+    @inline(__always) static func load4(_ p: UnsafePointer<Float>) -> SIMD4<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self) }
+    @inline(__always) static func store4(_ p: UnsafeMutablePointer<Float>, _ v: SIMD4<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD4<Float>.self) }
+    /// p[2k] = u[k], p[2k + 1] = v[k], k < 4.
+    @inline(__always) static func storeInterleaved(_ p: UnsafeMutablePointer<Float>, _ u: SIMD4<Float>, _ v: SIMD4<Float>) {
+        UnsafeMutableRawPointer(p).storeBytes(of: SIMD8(u[0], v[0], u[1], v[1], u[2], v[2], u[3], v[3]), as: SIMD8<Float>.self)
+    }
+
     /// `UpsampleConv2d.interleaveRow` 4 pixel pairs at a time (the affine as `affine`, then an
     /// unpack of the two classes); returns the first j not done.
     @inline(__always)
@@ -566,10 +574,9 @@ enum FloatKernels {
         let va = SIMD4<Float>(repeating: a), vc = SIMD4<Float>(repeating: c), zero = SIMD4<Float>(repeating: 0)
         var j = 0
         while j + 4 <= w {
-            var u = UnsafeRawPointer(even + j).loadUnaligned(as: SIMD4<Float>.self) * va + vc
-            var v = UnsafeRawPointer(odd + j).loadUnaligned(as: SIMD4<Float>.self) * va + vc
+            var u = load4(even + j) * va + vc, v = load4(odd + j) * va + vc
             if relu { u.replace(with: zero, where: u .< zero); v.replace(with: zero, where: v .< zero) }
-            UnsafeMutableRawPointer(row + 2 * j).storeBytes(of: SIMD8(u[0], v[0], u[1], v[1], u[2], v[2], u[3], v[3]), as: SIMD8<Float>.self)
+            storeInterleaved(row + 2 * j, u, v)
             j += 4
         }
         return j
@@ -581,9 +588,8 @@ enum FloatKernels {
                                 _ row: UnsafePointer<Float>, _ w: Int) -> Int {
         var j = 0
         while j + 4 <= w {
-            let v = UnsafeRawPointer(row + 2 * j).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(even + j).storeBytes(of: v.evenHalf, as: SIMD4<Float>.self)
-            UnsafeMutableRawPointer(odd + j).storeBytes(of: v.oddHalf, as: SIMD4<Float>.self)
+            let v = load8(row + 2 * j)
+            store4(even + j, v.evenHalf); store4(odd + j, v.oddHalf)
             j += 4
         }
         return j

@@ -226,12 +226,4 @@ extension FloatKernels {
         }
         return tx
     }
-
-    @inline(__always) static func load8(_ p: UnsafePointer<Float>) -> SIMD8<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD8<Float>.self) }
-    @inline(__always) static func load4(_ p: UnsafePointer<Float>) -> SIMD4<Float> { UnsafeRawPointer(p).loadUnaligned(as: SIMD4<Float>.self) }
-    @inline(__always) static func store4(_ p: UnsafeMutablePointer<Float>, _ v: SIMD4<Float>) { UnsafeMutableRawPointer(p).storeBytes(of: v, as: SIMD4<Float>.self) }
-    /// p[2k] = u[k], p[2k + 1] = v[k], k < 4.
-    @inline(__always) static func storeInterleaved(_ p: UnsafeMutablePointer<Float>, _ u: SIMD4<Float>, _ v: SIMD4<Float>) {
-        UnsafeMutableRawPointer(p).storeBytes(of: SIMD8(u[0], v[0], u[1], v[1], u[2], v[2], u[3], v[3]), as: SIMD8<Float>.self)
-    }
 }

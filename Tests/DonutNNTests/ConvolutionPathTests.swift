@@ -97,7 +97,8 @@ final class ConvolutionPathTests: XCTestCase {
     }
 
     /// NaN through the fused epilogue (Float SIMD affine, ReLU and pool): a NaN input pixel makes
-    /// its 3×3 neighbourhood of conv outputs NaN; the fused pool must report NaN exactly where
+    /// the conv outputs around it NaN (its 3×3 neighbourhood; on the Winograd path, the 2×2 tiles
+    /// whose 4×4 patches hold it); the fused pool must report NaN exactly where
     /// ReLU → `MaxPool2d` on the plain conv output does, and equal values elsewhere.
     func testFusedPoolPropagatesNaNLikeMaxPool() {
         var rng = SplitMix64(seed: 400)

@@ -34,6 +34,11 @@ public struct FrameResults: Equatable, Sendable {
     public var thicknessA: [Double]?
     /// Physics MAE between the frame and the model at the answer (photons), when computed.
     public var residual: [Double]?
+    /// Reduced Poisson deviance of the frame against the method's model at its estimate
+    /// (D / E[D]; ≈ 1 when the model explains the frame, whatever the count level), when
+    /// computed. Every method reports it the same way, so it flags frames a map cannot be
+    /// trusted at (a hot pixel, a wrong ROI or mask).
+    public var goodnessOfFit: [Double]?
     /// 1 where the frame was usable, 0 where it was rejected (its parameters are NaN).
     public var valid: [UInt8]
     /// Standard deviations keyed by map name ("strain_sigma", "tilt_lr_sigma", …), same units as the map.
@@ -43,7 +48,7 @@ public struct FrameResults: Equatable, Sendable {
         self.frameRange = frameRange
         let n = frameRange.count
         strain = .init(repeating: .nan, count: n); tiltLRDeg = strain; tiltUDDeg = strain
-        thicknessA = nil; residual = nil; valid = .init(repeating: 0, count: n); sigmas = [:]
+        thicknessA = nil; residual = nil; goodnessOfFit = nil; valid = .init(repeating: 0, count: n); sigmas = [:]
     }
 }
 
@@ -98,6 +103,10 @@ extension FrameResults {
         if let r = part.residual {
             if residual == nil { residual = .init(repeating: .nan, count: n) }
             put(&residual!, r)
+        }
+        if let g = part.goodnessOfFit {
+            if goodnessOfFit == nil { goodnessOfFit = .init(repeating: .nan, count: n) }
+            put(&goodnessOfFit!, g)
         }
         for (name, values) in part.sigmas {
             var dst = sigmas[name] ?? .init(repeating: .nan, count: n)

@@ -1,6 +1,6 @@
 // swift-tools-version:5.10
 // Donut: strain, tilt and thickness maps from scanning X-ray nanodiffraction (SXDM).
-// Read DESIGN.md (in ../shared) for the layout; the targets below follow it:
+// docs/design.md describes the layout (with a diagram of this graph); the targets follow it:
 // math (DonutPhysics, DonutNN, DonutCore) knows nothing of files or processes;
 // files and processes (DonutIO, DonutMPI) know nothing of the math beyond its types.
 import PackageDescription

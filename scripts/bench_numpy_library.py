@@ -1,6 +1,6 @@
 """Reference timing: the published box-model library (41³) with numpy, separable form.
 
-The same physics as DonutPhysics (checked: its first patterns match ../shared/reference),
+The same physics as DonutPhysics (checked: its first patterns match Tests/Fixtures/reference),
 written the way a numpy user would: per strain, stack A for every ω and B for every χ and
 take two matrix products. float64 (numpy's default). Prints seconds and a checksum.
 """

@@ -2,7 +2,7 @@ import DonutCore
 import DonutMPI
 import Foundation
 
-// NeXus result maps (DESIGN.md "Result maps"):
+// NeXus result maps (docs/design.md, "Files"):
 //   /                      @default="entry" @donut_file="result" @donut_format_version
 //   /entry                 NXentry @default="result"
 //   /entry/result          NXdata @signal="strain" @auxiliary_signals=[other maps]

@@ -3,7 +3,7 @@ import DonutPhysics
 import DonutCore
 import DonutIO
 
-/// DESIGN.md "Contract with users": clear errors naming the file and the field, bad
+/// docs/design.md "Contract with users": clear errors naming the file and the field, bad
 /// frames as NaN with valid = 0, no overwrite without --force, one failing rank aborts.
 final class BadInputTests: XCTestCase {
     var dir: URL!

@@ -329,7 +329,9 @@ final class ResultMapsTests: XCTestCase {
 
 final class NpyTests: XCTestCase {
     func testReferencePatterns() throws {
-        let npy = try NpyFile(path: "/work/shared/reference/box_patterns.npy")
+        // Written by numpy (Tests/Fixtures/README.md), so the reader is checked on a file it did not write.
+        let npy = try NpyFile(path: URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/reference/box_patterns.npy").path)
         XCTAssertEqual(npy.dtype, .float64)
         XCTAssertEqual(npy.shape, [24, 64, 64])
         // Element [0, 0, 0] is 0 (dark corner); the first non-zero one, flat index 348, and

@@ -2,10 +2,9 @@ import Foundation
 import XCTest
 import DonutPhysics
 
-/// `../shared/reference` beside the repository (DESIGN.md: golden data of the published code).
+/// `Tests/Fixtures/reference`: golden patterns of the published code (see Tests/Fixtures/README.md).
 let referenceFolder = URL(fileURLWithPath: #filePath)
-    .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
-    .deletingLastPathComponent().appendingPathComponent("shared/reference")
+    .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures/reference")
 
 /// Reads a little-endian float64 C-order .npy (v1) — just enough for the golden file,
 /// kept independent of DonutIO's reader so the physics check does not trust the IO code.

@@ -49,7 +49,7 @@ let package = Package(
         .target(name: "DonutCore", dependencies: ["DonutPhysics", "DonutNN", "DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// HDF5 (serial and MPI-IO), NeXus result maps, .npy, YAML configs, PNG quick-looks.
         .target(name: "DonutIO", dependencies: [
-            "CDonutBridge", "DonutMPI", "DonutCore", "DonutPhysics",
+            "CDonutBridge", "DonutMPI", "DonutCore", "DonutPhysics", "DonutNN",
             .product(name: "Yams", package: "Yams"),
         ]),
         /// Communicator (rank, size, allreduce, bcast, gather, abort) and shard arithmetic.

@@ -12,11 +12,16 @@ import DonutCore
 ///         rng_state           uint64
 ///         loss_log            float64 (N, 6): step, epoch, train, validation, decoder MAE, physics MAE
 ///         training_config     JSON (TrainingConfig)
+///         run                 JSON (TrainingRun): settings digest, input contents, finished
+///                             (absent in files of older versions)
 ///     /entry/process          NXprocess with the instrument config (NXnote) — as every Donut file
 public enum CheckpointFile {
     static let root = "/entry/model"
 
-    public static func write(_ c: ModelCheckpoint, path: String, provenance: Provenance, force: Bool) throws {
+    /// `run`: the run's record (`TrainingRun`), so a rerun can tell whether this file is its
+    /// own finished model or resumable checkpoint.
+    public static func write(_ c: ModelCheckpoint, path: String, provenance: Provenance, force: Bool,
+                             run: TrainingRun? = nil) throws {
         guard c.parameters.count == c.firstMoments.count, c.parameters.count == c.secondMoments.count else {
             throw DonutIOError(file: path, object: root, "parameters (\(c.parameters.count)) and AdamW moments (\(c.firstMoments.count), \(c.secondMoments.count)) differ in length")
         }
@@ -40,9 +45,23 @@ public enum CheckpointFile {
             let log = c.lossLog.flatMap { [Double($0.step), Double($0.epoch), $0.train, $0.validation, $0.decoderMAE, $0.physicsMAE] }
             try f.writeDataset("\(root)/loss_log", log, shape: [c.lossLog.count, 6], units: "")
             try f.writeString("\(root)/training_config", c.trainingJSON)
+            if let run {
+                try f.writeString("\(root)/run", String(decoding: try JSONEncoder().encode(run), as: UTF8.self))
+            }
             var p = provenance
             p.configJSON = c.configJSON
             try f.writeProcess(p)
+        }
+    }
+
+    /// The run record of a model or checkpoint (`/entry/model/run`), nil when it has none.
+    public static func readRun(path: String) throws -> TrainingRun? {
+        let f = try H5File.open(path)
+        defer { try? f.close() }
+        guard f.exists("\(root)/run") else { return nil }
+        let text = try f.readString("\(root)/run")
+        do { return try JSONDecoder().decode(TrainingRun.self, from: Data(text.utf8)) } catch {
+            throw DonutIOError.dataset(path, "\(root)/run", "unreadable run record: \(error)")
         }
     }
 

@@ -200,22 +200,41 @@ public struct ReprocessJob: Equatable, Sendable {
             && a.duplicateOf == b.duplicateOf
     }
 
-    /// What decides the result: settings plus size and modification time of the input
-    /// files. A rerun skips a scan whose status is done with the same fingerprint.
-    public var fingerprint: String {
-        func stamp(_ p: String) -> String {
-            guard let a = try? FileManager.default.attributesOfItem(atPath: p) else { return "missing" }
-            let size = (a[.size] as? NSNumber)?.int64Value ?? -1
-            let time = (a[.modificationDate] as? Date)?.timeIntervalSince1970 ?? 0
-            return "\(size)@\(String(format: "%.3f", time))"
+    /// Every setting that decides the result, as text: each stored property of the job
+    /// except where it comes from (`index`, `name`), where it goes (`outputPath`) and
+    /// `duplicateOf` — read by reflection, so a setting added later (mask, monitor, …) is
+    /// part of it without anyone remembering to add it here.
+    public var settingsText: String {
+        let skipped: Set<String> = ["index", "name", "outputPath", "duplicateOf"]
+        return Mirror(reflecting: self).children.compactMap { child -> String? in
+            guard let label = child.label, !skipped.contains(label) else { return nil }
+            return "\(label)=\(String(describing: child.value))"
+        }.joined(separator: "|")
+    }
+
+    /// The files whose content decides the result: every stored `…Path` property except
+    /// `outputPath` (the scan, the model or library, and any mask or monitor file), non-empty.
+    public var inputFiles: [String] {
+        Mirror(reflecting: self).children.compactMap { child -> String? in
+            guard let label = child.label, label.hasSuffix("Path"), label != "outputPath" else { return nil }
+            let value = (child.value as? String) ?? (child.value as? String?).flatMap { $0 }
+            return value.flatMap { $0.isEmpty ? nil : $0 }
         }
-        let roiText = roi.map { "\($0.x),\($0.y),\($0.width),\($0.height)" } ?? "-"
-        let shape = scanShape.map { "\($0.rows)x\($0.cols)" } ?? "-"
-        let text = [method, scanPath, stamp(scanPath), dataset, shape, modelPath, stamp(modelPath), roiText,
-                    refineIterations.map(String.init) ?? "-", "\(batch)"].joined(separator: "|")
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01b3 }
-        return "fnv1a64:" + String(h, radix: 16).leftPadded(to: 16)
+    }
+
+    /// What decides the result: the settings and the content of every input file
+    /// (`ContentFingerprint`; modification times play no part). A rerun skips a scan whose
+    /// status is done with the same fingerprint and whose result is verified intact.
+    public func fingerprint(inputs: [FileContent]) -> String {
+        ContentFingerprint.digest(ofText: settingsText + "|" + inputs.map { "\($0.path)=\($0.digest)" }.joined(separator: "|"))
+    }
+
+    /// `fingerprint(inputs:)` with every input hashed now (no recorded digests to reuse).
+    public var fingerprint: String {
+        fingerprint(inputs: inputFiles.map {
+            (try? ContentFingerprint.content(of: $0))
+                ?? FileContent(path: $0, size: -1, mtimeNS: 0, ctimeNS: 0, inode: 0, device: 0, digest: "unreadable")
+        })
     }
 }
 

@@ -6,7 +6,12 @@ import Foundation
 ///
 ///     {"manifest": "...", "updated": "ISO 8601", "scans": [
 ///       {"name": "scans[0] a.h5", "scan": "/abs/a.h5", "output": "/abs/out/a_maps.h5",
-///        "state": "done", "reason": "", "fingerprint": "fnv1a64:…", "frames": 4096, "seconds": 3.2}, …]}
+///        "state": "done", "reason": "", "fingerprint": "c128:…", "frames": 4096, "seconds": 3.2,
+///        "inputs": [FileContent…], "result": FileContent}, …]}
+///
+/// `inputs` and `result` record the content (and `stat`) of the input files and of the result
+/// as written, so a rerun hashes a file again only when its `stat` changed (`ContentFingerprint`)
+/// and recognises a result that someone else truncated or replaced.
 public struct ReprocessStatus: Codable, Equatable, Sendable {
     public enum State: String, Codable, Sendable { case pending, running, done, failed }
 
@@ -17,15 +22,21 @@ public struct ReprocessStatus: Codable, Equatable, Sendable {
         public var state: State
         /// Why the scan failed (file and field named), empty otherwise.
         public var reason: String
-        /// `ReprocessJob.fingerprint` of the run that produced the result.
+        /// `ReprocessJob.fingerprint(inputs:)` of the run that produced the result.
         public var fingerprint: String
         public var frames: Int
         /// Wall time of the scan (s).
         public var seconds: Double
+        /// The input files' content when the result was made (nil in files of older versions).
+        public var inputs: [FileContent]?
+        /// The result file's content as written (nil until done, and in older files).
+        public var result: FileContent?
         public init(name: String, scan: String, output: String, state: State = .pending, reason: String = "",
-                    fingerprint: String = "", frames: Int = 0, seconds: Double = 0) {
+                    fingerprint: String = "", frames: Int = 0, seconds: Double = 0,
+                    inputs: [FileContent]? = nil, result: FileContent? = nil) {
             self.name = name; self.scan = scan; self.output = output; self.state = state; self.reason = reason
             self.fingerprint = fingerprint; self.frames = frames; self.seconds = seconds
+            self.inputs = inputs; self.result = result
         }
     }
 
@@ -52,6 +63,16 @@ public struct ReprocessStatus: Codable, Equatable, Sendable {
         } catch {
             throw DonutIOError(file: path, "is not a reprocess status file (\(error.localizedDescription)); move it away or pass --force")
         }
+    }
+
+    /// Writes the file (as `write(path:)`) unless it already holds these entries for this
+    /// manifest: a rerun that changes nothing leaves the file — and its mtime — alone.
+    /// Returns whether it wrote.
+    @discardableResult
+    public func writeIfChanged(path: String) throws -> Bool {
+        if let old = try? Self.read(path: path), old.manifest == manifest, old.scans == scans { return false }
+        try write(path: path)
+        return true
     }
 
     /// Writes the file atomically: a temporary file in the same folder, then rename.

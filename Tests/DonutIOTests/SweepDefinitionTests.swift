@@ -65,4 +65,60 @@ final class SweepDefinitionTests: XCTestCase {
         let unknownTop = try error("base: builtin\ngrids: {}\n")
         XCTAssert(unknownTop.contains("grids"), unknownTop)
     }
+
+    /// Random search: n points, each key inside its range (log-uniform: uniform in log, so
+    /// about as many points per decade), integers and choices; point i depends on (seed, i)
+    /// alone, so a longer search keeps the first points; points_per_task splits the tasks.
+    func testRandomSearchDrawsInsideTheRangesReproducibly() throws {
+        func definition(n: Int, seed: Int) throws -> SweepDefinition {
+            try SweepDefinition.load(path: try write("""
+            base: builtin
+            random: {n: \(n), seed: \(seed)}
+            points_per_task: 3
+            ranges:
+              loss.physics: {min: 0.01, max: 100, log: true}
+              network.dropout: {min: 0.1, max: 0.3}
+              schedule.batch_size: {min: 4, max: 6, integer: true}
+              loss.physics_loss: {values: [mae, poisson]}
+            """))
+        }
+        let sweep = try definition(n: 400, seed: 1)
+        XCTAssertEqual(sweep.pointCount, 400)
+        XCTAssertEqual(sweep.keys, ["loss.physics", "network.dropout", "schedule.batch_size", "loss.physics_loss"])
+        XCTAssertEqual(sweep.taskCount, 134)
+        XCTAssertEqual(sweep.points(ofTask: 0), 0..<3)
+        XCTAssertEqual(sweep.points(ofTask: 133), 399..<400)
+        var decades = [Int](repeating: 0, count: 4), batches: Set<Int> = [], losses: Set<String> = []
+        for i in 0..<400 {
+            let p: TrainingConfig = try sweep.point(i, base: .donutPaper)
+            XCTAssert((0.01...100).contains(p.loss.physics), "\(p.loss.physics)")
+            XCTAssert((0.1...0.3).contains(p.network.dropout), "\(p.network.dropout)")
+            decades[min(3, Int(floor(log10(p.loss.physics) + 2)))] += 1
+            batches.insert(p.schedule.batchSize); losses.insert(p.loss.physicsLoss)
+        }
+        XCTAssertEqual(batches, [4, 5, 6], "every integer of the range, ends included")
+        XCTAssertEqual(losses, ["mae", "poisson"])
+        for d in decades { XCTAssert((60...140).contains(d), "log-uniform: ~100 points per decade, got \(decades)") }
+        let shorter = try definition(n: 5, seed: 1), other = try definition(n: 5, seed: 2)
+        for i in 0..<5 {
+            XCTAssertEqual(shorter.assignment(i).map(\.value), sweep.assignment(i).map(\.value), "point \(i) does not depend on n")
+        }
+        XCTAssertNotEqual(other.assignment(0).map(\.value), sweep.assignment(0).map(\.value), "another seed, other points")
+    }
+
+    func testRandomSearchErrorsNameTheKey() throws {
+        func error(_ text: String) throws -> String {
+            do { _ = try SweepDefinition.load(path: try write(text)); return "no error" } catch { return "\(error)" }
+        }
+        let both = try error("base: builtin\ngrid: {loss.physics: [1]}\nrandom: {n: 2, seed: 1}\nranges: {loss.physics: {min: 1, max: 2}}\n")
+        XCTAssert(both.contains("either grid or random"), both)
+        let logZero = try error("base: builtin\nrandom: {n: 2, seed: 1}\nranges:\n  loss.physics: {min: 0, max: 2, log: true}\n")
+        XCTAssert(logZero.contains("ranges.loss.physics.min") && logZero.contains("min > 0"), logZero)
+        let reversed = try error("base: builtin\nrandom: {n: 2, seed: 1}\nranges:\n  loss.physics: {min: 3, max: 2}\n")
+        XCTAssert(reversed.contains("ranges.loss.physics") && reversed.contains("min < max"), reversed)
+        let noN = try error("base: builtin\nrandom: {seed: 1}\nranges:\n  loss.physics: {min: 1, max: 2}\n")
+        XCTAssert(noN.contains("random.n"), noN)
+        let perTask = try error("base: builtin\ngrid: {loss.physics: [1]}\npoints_per_task: 0\n")
+        XCTAssert(perTask.contains("points_per_task"), perTask)
+    }
 }

@@ -1,0 +1,43 @@
+import Foundation
+import DonutBLAS
+
+/// How well a trained network explains measured frames it never trained on (the trainer's
+/// validation split): measures that do not contain the loss weights, so points of a sweep that
+/// change those weights can be compared (validation_loss = Σ w_k L_k cannot).
+public struct HeldOutMetrics: Sendable, Equatable {
+    /// Held-out frames evaluated (bad frames left out of the means).
+    public var frames: Int
+    /// Mean over the usable held-out frames of the physics residual (`NetworkInference`:
+    /// mean |physics(prediction) − frame| per pixel, in counts).
+    public var physicsMAE: Double
+    /// Mean reduced Poisson deviance D/E[D|μ] (`FrameResults.goodnessOfFit`) of the held-out
+    /// frames; NaN when the inference gives no goodness of fit.
+    public var deviance: Double
+    /// RMSE of each map against the ground truth over the held-out frames (map name → RMSE in
+    /// the map's units); empty without ground truth.
+    public var groundTruthRMSE: [String: Double]
+
+    /// Runs `network` in inference mode on the `count` held-out frames (`readFrames(r)` gives
+    /// held-out frames r, frameSize² floats each) in batches of `batch`. `truth`: ground-truth
+    /// maps (strain, tilt_lr, tilt_ud, thickness) of the held-out frames, in the same order.
+    public static func evaluate(network: DonutNetwork<Float>, batch: Int, count: Int,
+                                readFrames: (Range<Int>) throws -> [Float], truth: [String: [Double]] = [:]) rethrows -> HeldOutMetrics {
+        guard count > 0 else { return HeldOutMetrics(frames: 0, physicsMAE: .nan, deviance: .nan, groundTruthRMSE: [:]) }
+        let maps = try NetworkInference(network: network, batch: batch).run(frames: 0..<count, readFrames: readFrames)
+        func mean(_ values: [Double]?) -> Double {
+            guard let values else { return .nan }
+            let usable = zip(values, maps.valid).filter { $0.0.isFinite && $0.1 != 0 }.map(\.0)
+            return usable.isEmpty ? .nan : usable.reduce(0, +) / Double(usable.count)
+        }
+        var rmse: [String: Double] = [:]
+        let estimates: [String: [Double]?] = ["strain": maps.strain, "tilt_lr": maps.tiltLRDeg, "tilt_ud": maps.tiltUDDeg,
+                                              "thickness": maps.thicknessA]
+        for (name, values) in truth where values.count == count {
+            guard let estimate = estimates[name] ?? nil else { continue }
+            // Bad frames are NaN in the estimate: MapMetrics leaves them out.
+            rmse[name] = MapMetrics.rmse(estimate, values)
+        }
+        return HeldOutMetrics(frames: count, physicsMAE: mean(maps.residual), deviance: mean(maps.goodnessOfFit),
+                              groundTruthRMSE: rmse)
+    }
+}

@@ -1,0 +1,40 @@
+import XCTest
+import DonutNN
+import DonutPhysics
+import DonutCore
+
+/// Held-out metrics: the same maps and residuals as `NetworkInference` on those frames, means
+/// over the usable frames only, RMSE against ground truth in the maps' units.
+final class HeldOutMetricsTests: XCTestCase {
+    func testMeansAndRMSEOverUsableHeldOutFrames() throws {
+        let (config, settings) = NetworkGradientTests.smallSetup(thickness: false, dropout: 0)
+        let net = try DonutNetwork<Float>(settings: settings, optimiser: TrainingConfig.donutPaper.optimiser, config: config, seed: 5)
+        var frames = NetworkGradientTests.frames(config, count: 7).map(Float.init)
+        let np = config.model.frameSize * config.model.frameSize
+        for j in (3 * np)..<(4 * np) { frames[j] = .nan }   // frame 3 is bad
+        let read: (Range<Int>) -> [Float] = { Array(frames[($0.lowerBound * np)..<($0.upperBound * np)]) }
+        let maps = NetworkInference(network: net, batch: 4).run(frames: 0..<7, readFrames: read)
+        // Truth = estimate + a known offset per map: the RMSE is that offset exactly.
+        let truth = ["strain": maps.strain.map { $0 + 2e-4 }, "tilt_lr": maps.tiltLRDeg.map { $0 - 0.03 },
+                     "tilt_ud": maps.tiltUDDeg.map { $0 + 0.5 }]
+        let m = HeldOutMetrics.evaluate(network: net, batch: 4, count: 7, readFrames: read, truth: truth)
+        XCTAssertEqual(m.frames, 7)
+        XCTAssertEqual(try XCTUnwrap(m.groundTruthRMSE["strain"]), 2e-4, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(m.groundTruthRMSE["tilt_lr"]), 0.03, accuracy: 1e-12)
+        XCTAssertEqual(try XCTUnwrap(m.groundTruthRMSE["tilt_ud"]), 0.5, accuracy: 1e-12)
+        XCTAssertNil(m.groundTruthRMSE["thickness"], "no thickness truth, no thickness RMSE")
+        let residuals = try XCTUnwrap(maps.residual)
+        XCTAssert(residuals[3].isNaN, "the bad frame has no residual")
+        let usable = residuals.enumerated().filter { $0.offset != 3 }.map(\.element)
+        XCTAssertEqual(m.physicsMAE, usable.reduce(0, +) / 6, accuracy: 1e-12 * m.physicsMAE)
+        XCTAssert(m.physicsMAE > 0 && m.physicsMAE.isFinite)
+        if let g = maps.goodnessOfFit {
+            let fits = g.enumerated().filter { $0.offset != 3 }.map(\.element)
+            XCTAssertEqual(m.deviance, fits.reduce(0, +) / 6, accuracy: 1e-12 * abs(m.deviance))
+        } else {
+            XCTAssert(m.deviance.isNaN, "no goodness of fit from the inference: flagged NaN, not a number")
+        }
+        let none = HeldOutMetrics.evaluate(network: net, batch: 4, count: 0, readFrames: read)
+        XCTAssertEqual(none.frames, 0); XCTAssert(none.physicsMAE.isNaN && none.deviance.isNaN)
+    }
+}

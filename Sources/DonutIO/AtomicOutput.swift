@@ -20,14 +20,21 @@ public struct AtomicOutput: Sendable {
     /// plus 1 MiB free, checked up front. A full disk met halfway through an HDF5 write leaves
     /// HDF5 1.10 with a half-closed file that crashes the process at MPI_Finalize; refusing
     /// early gives a clear error instead (the temporary file is never started).
-    public init(path: String, force: Bool, comm: Communicator? = nil, expectedBytes: Int = 0) throws {
+    ///
+    /// `inputs` (role, path), e.g. ("--scan", "scan.h5"): the files the output is computed
+    /// from; an output that is the same file as one of them (by identity: symlinks, hard
+    /// links, `./`) is refused with or without `force`.
+    public init(path: String, force: Bool, comm: Communicator? = nil, expectedBytes: Int = 0,
+                inputs: [(role: String, path: String)] = []) throws {
         finalPath = path; self.comm = comm
         let isRoot = comm?.isRoot ?? true
         var verdict = ""  // empty: fine; else the error message
         var token = ""
         if isRoot {
-            verdict = Self.check(path: path, force: force) ?? Self.checkSpace(path: path, expectedBytes: expectedBytes) ?? ""
-            token = "\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0 ... .max))"
+            verdict = FileIdentity.clash(output: path, inputs: inputs)
+                ?? Self.check(path: path, force: force) ?? Self.checkSpace(path: path, expectedBytes: expectedBytes) ?? ""
+            if verdict.isEmpty { Self.removeStalePartials(of: path) }
+            token = "\(Self.hostTag)-\(ProcessInfo.processInfo.processIdentifier)-\(UInt32.random(in: 0 ... .max))"
         }
         if let comm {
             verdict = comm.broadcast(verdict)
@@ -50,9 +57,38 @@ public struct AtomicOutput: Sendable {
         guard fm.isWritableFile(atPath: folder) else { return "output folder '\(folder)' is not writable" }
         if fm.fileExists(atPath: path, isDirectory: &isDir) {
             if isDir.boolValue { return "exists and is a folder" }
+            if let kind = FileKind.nonRegular(path) { return "exists and is \(kind), not a regular file: refusing to replace it" }
             if !force { return "exists; pass --force to overwrite" }
         }
         return nil
+    }
+
+    /// Eight hex digits naming this host in temporary names, so a run only ever removes
+    /// temporary files made on its own host (a process id means nothing on another node).
+    static let hostTag: String = {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, name.count - 1)
+        var h: UInt32 = 2_166_136_261   // FNV-1a
+        for b in String(cString: name).utf8 { h = (h ^ UInt32(b)) &* 16_777_619 }
+        return String(format: "%08x", h)
+    }()
+
+    /// Removes the temporary files `.<name>.partial-<host>-<pid>-<random>` of `path` left
+    /// by a killed run: only those made on this host by a process that no longer exists
+    /// (a live process, or one of another host, may still be writing). Best effort.
+    static func removeStalePartials(of path: String) {
+        let url = URL(fileURLWithPath: path)
+        let folder = url.deletingLastPathComponent().path
+        let prefix = ".\(url.lastPathComponent).partial-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let parts = name.dropFirst(prefix.count).split(separator: "-")
+            guard parts.count == 3, parts[0] == hostTag, let pid = pid_t(parts[1]), pid > 0,
+                  pid != getpid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            let stale = folder + "/" + name
+            guard FileKind.nonRegular(stale) == nil else { continue }
+            unlink(stale)
+        }
     }
 
     /// Why the folder of `path` cannot take a file of `expectedBytes`, or nil.
@@ -83,8 +119,8 @@ public struct AtomicOutput: Sendable {
 
     /// Writes a small file (text, JSON) from one process the same way: refused if it exists
     /// without `force`, written under the temporary name, renamed into place.
-    public static func write(_ data: Data, to path: String, force: Bool) throws {
-        let output = try AtomicOutput(path: path, force: force)
+    public static func write(_ data: Data, to path: String, force: Bool, inputs: [(role: String, path: String)] = []) throws {
+        let output = try AtomicOutput(path: path, force: force, inputs: inputs)
         do {
             try data.write(to: URL(fileURLWithPath: output.temporaryPath))
             try output.commit()

@@ -98,6 +98,27 @@ public enum CheckpointFile {
         guard c.buffers.map(\.count).reduce(0, +) == c.bufferValues.count else {
             throw DonutIOError.dataset(path, "\(root)/buffers", "holds \(c.bufferValues.count) values but the layout describes \(c.buffers.map(\.count).reduce(0, +))")
         }
+        try checkValues(c, path: path)
         return c
+    }
+
+    /// Every weight, AdamW moment and BatchNorm statistic finite (variances and second
+    /// moments ≥ 0): a model holding NaN would give NaN maps that look computed, and a
+    /// resumed NaN checkpoint would train a NaN model. The error names the dataset, the
+    /// tensor and the element.
+    static func checkValues(_ c: ModelCheckpoint, path: String) throws {
+        func check(_ values: [Float], _ dataset: String, _ records: [TensorRecord], nonNegative: (TensorRecord?) -> Bool) throws {
+            for (i, v) in values.enumerated() where !v.isFinite || v < 0 {
+                let record = records.first { i >= $0.offset && i < $0.offset + $0.count }
+                let bad = !v.isFinite ? "\(v)" : (nonNegative(record) ? "negative (\(v))" : nil)
+                guard let bad else { continue }
+                let tensor = record.map { " (tensor '\($0.name)' element \(i - $0.offset))" } ?? ""
+                throw DonutIOError.dataset(path, "\(root)/\(dataset)", "value \(i)\(tensor) is \(bad): the model is unusable (from a diverged training or a damaged file); use an earlier checkpoint")
+            }
+        }
+        try check(c.parameters, "parameters", c.tensors) { _ in false }
+        try check(c.bufferValues, "buffers", c.buffers) { $0?.name.hasSuffix("running_var") ?? false }
+        try check(c.firstMoments, "adam_m", c.tensors) { _ in false }
+        try check(c.secondMoments, "adam_v", c.tensors) { _ in true }
     }
 }

@@ -62,6 +62,8 @@ public enum ConfigFile {
             throw ConfigFileError(file: path, key: "", "no such file")
         }
         guard !isDir.boolValue else { throw ConfigFileError(file: path, key: "", "is a directory, not a YAML file") }
+        // Before reading: a FIFO blocks until a writer appears, a device may never end.
+        if let kind = FileKind.nonRegular(path) { throw ConfigFileError(file: path, key: "", "is \(kind), not a YAML file") }
         let data: Data
         do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
             throw ConfigFileError(file: path, key: "", "cannot read the file (\(error.localizedDescription))")
@@ -76,6 +78,7 @@ public enum ConfigFile {
     public static func parse<C: StrictConfig>(_ type: C.Type, yaml: String, source: String) throws -> C {
         let schema = SchemaRecorder.record(C.schemaExample)
         let root: Node?
+        try YAMLNesting.check(yaml, source: source)
         do { root = try Yams.compose(yaml: yaml) } catch {
             throw ConfigFileError(file: source, key: "", "is not valid YAML: \(error)")
         }

@@ -133,11 +133,8 @@ public final class H5File {
 
     /// Opens an existing file read-only (or read-write). Collective when `comm` is given.
     public static func open(_ path: String, writable: Bool = false, comm: Communicator? = nil) throws -> H5File {
-        var isDir: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
-            throw DonutIOError(file: path, "does not exist")
-        }
-        guard !isDir.boolValue else { throw DonutIOError(file: path, "is a folder, not an HDF5 file") }
+        // Before H5Fopen: a FIFO would block it forever, a folder or device is no HDF5 file.
+        try FileKind.requireRegularFile(path, what: "HDF5 file")
         let fapl = fileAccess(comm)
         defer { if fapl != donut_h5p_default() { H5Pclose(fapl) } }
         let id = H5Fopen(path, writable ? donut_h5f_acc_rdwr() : donut_h5f_acc_rdonly(), fapl)

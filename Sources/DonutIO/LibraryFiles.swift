@@ -136,15 +136,58 @@ public final class LibraryReader {
         provenance = try f.readProcess()
         configJSON = provenance.map(\.configJSON).flatMap { $0.isEmpty ? nil : $0 }
         file = f; patterns = d
+        if let configJSON { try checkAgainstStoredConfig(configJSON) }
     }
 
-    /// Patterns of entries `entries` (flat, C order over `grid.shape`), frameSize² each.
-    public func readSlab(_ entries: Range<Int>) throws -> [Float] {
+    /// The patterns and axes are the ones the stored config describes: frame size, steps,
+    /// ranges (a library edited or assembled by hand would be fitted under a wrong config).
+    /// A stored config that cannot be read is left to the callers that need it (they name it).
+    private func checkAgainstStoredConfig(_ json: String) throws {
+        guard let config = try? ConfigFile.fromJSON(json, source: "\(path):/entry/process/config/data") else { return }
+        guard config.model.frameSize == frameSize else {
+            throw DonutIOError.dataset(path, patternsPath, "holds \(frameSize)×\(frameSize) patterns but the stored config says model.frame_size \(config.model.frameSize)")
+        }
+        let expected = LibraryGrid(config: config)
+        guard expected.shape == grid.shape else {
+            throw DonutIOError.dataset(path, patternsPath, "has the grid \(grid.shape) but the stored config's library steps give \(expected.shape)")
+        }
+        for (name, a, b) in [("strain", grid.strain, expected.strain), ("tilt_lr", grid.tiltLRDeg, expected.tiltLRDeg),
+                             ("tilt_ud", grid.tiltUDDeg, expected.tiltUDDeg), ("thickness", grid.thicknessA, expected.thicknessA)]
+        where name != "thickness" || grid.hasThicknessAxis {
+            for (x, y) in zip(a, b) where !(abs(x - y) <= 1e-9 * max(1, abs(y))) {
+                throw DonutIOError.dataset(path, "\(libraryGroup)/\(name)", "holds \(a) but the stored config's ranges give \(b)")
+            }
+        }
+    }
+
+    /// Throws naming the first entry of `values` (entries `entries`) that is not finite,
+    /// negative or all zero: such an entry is no diffraction pattern (a damaged file, or a
+    /// config whose annulus misses the frame) and would make every frame look bad.
+    public func checkEntries(_ entries: Range<Int>, _ values: [Float]) throws {
+        let np = frameSize * frameSize
+        for (k, e) in entries.enumerated() {
+            var sum: Float = 0, bad: Float? = nil
+            for v in values[(k * np)..<((k + 1) * np)] {
+                if !v.isFinite || v < 0 { bad = v; break }
+                sum += v
+            }
+            let what = bad.map { "holds \($0)" } ?? (sum > 0 ? nil : "is all zero")
+            guard let what else { continue }
+            let p = grid.parameters(at: e)
+            throw DonutIOError.dataset(path, patternsPath, "library entry \(e) (strain \(p.strain), tilt_lr \(p.tiltLRDeg)°, tilt_ud \(p.tiltUDDeg)°, thickness \(p.thicknessA) Å) \(what): the library is damaged or its config puts the pattern outside the frame; simulate it again")
+        }
+    }
+
+    /// Patterns of entries `entries` (flat, C order over `grid.shape`), frameSize² each,
+    /// each checked (`checkEntries`) unless `checkEntries` is false (raw file round trips).
+    public func readSlab(_ entries: Range<Int>, checkEntries check: Bool = true) throws -> [Float] {
         guard let patterns else { throw DonutIOError(file: path, "library reader is closed") }
         guard entries.lowerBound >= 0, entries.upperBound <= grid.count else {
             throw DonutIOError.dataset(path, patternsPath, "entries \(entries) outside the library's \(grid.count)")
         }
-        return try patterns.read(as: Float.self, selection: FlatSelection(leadingRank: grid.shape.count, range: entries))
+        let values = try patterns.read(as: Float.self, selection: FlatSelection(leadingRank: grid.shape.count, range: entries))
+        if check { try checkEntries(entries, values) }
+        return values
     }
 
     /// Collective with a communicator. Also done on deinit.

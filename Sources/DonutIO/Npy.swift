@@ -39,7 +39,7 @@ public struct NpyFile: Sendable {
     /// Parses the header and checks that the file holds all the data it announces.
     public init(path: String) throws {
         self.path = path
-        guard FileManager.default.fileExists(atPath: path) else { throw DonutIOError(file: path, "does not exist") }
+        try FileKind.requireRegularFile(path, what: ".npy file")
         guard let h = FileHandle(forReadingAtPath: path) else { throw DonutIOError(file: path, "cannot be opened for reading") }
         defer { try? h.close() }
         let head = (try? h.read(upToCount: 12)) ?? Data()

@@ -79,9 +79,11 @@ public struct SweepDefinition {
     /// Reads and checks the structure of a sweep file (keys of the base preset are checked
     /// when points are built: `point(_:base:)`).
     public static func load(path: String) throws -> SweepDefinition {
+        if let kind = FileKind.nonRegular(path) { throw ConfigFileError(file: path, key: "", "is \(kind), not a YAML file") }
         guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ConfigFileError(file: path, key: "", "cannot read the sweep definition")
         }
+        try YAMLNesting.check(text, source: path)
         let parsed: Any?
         do { parsed = try Yams.load(yaml: text) } catch {
             throw ConfigFileError(file: path, key: "", "is not valid YAML: \(error)")

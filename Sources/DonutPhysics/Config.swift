@@ -246,6 +246,17 @@ extension DonutConfig {
         try finite(i.x0, "instrument.X0")
         try finite(i.xcen, "instrument.Xcen")
         try finite(i.deltaThetaDeg, "instrument.delta_theta_deg")
+        // Sizes before any product of them is formed (overflow-safe, against the memory).
+        try positiveInt(model.frameSize, "model.frame_size")
+        try positiveInt(zonePlate.upsampling, "zone_plate.upsampling")
+        if let why = Sizes.memoryProblem("one detector frame", factors: [("model.frame_size", model.frameSize), ("instrument.binning", i.binning),
+                                                                          ("model.frame_size", model.frameSize), ("instrument.binning", i.binning)], bytesPerElement: 4) {
+            throw ConfigError(key: "model.frame_size", why)
+        }
+        if let why = Sizes.memoryProblem("the forward model's pupil grid", factors: [("model.frame_size", model.frameSize), ("zone_plate.upsampling", zonePlate.upsampling),
+                                                                                     ("model.frame_size", model.frameSize), ("zone_plate.upsampling", zonePlate.upsampling)], bytesPerElement: 64) {
+            throw ConfigError(key: "zone_plate.upsampling", why)
+        }
         guard i.roi.x >= 0, i.roi.y >= 0 else { throw ConfigError(key: "instrument.roi", "x and y must be ≥ 0 (got \(i.roi.x), \(i.roi.y))") }
         try positiveInt(i.roi.width, "instrument.roi.width")
         try positiveInt(i.roi.height, "instrument.roi.height")
@@ -296,6 +307,13 @@ extension DonutConfig {
         try positiveInt(library.tiltLR, "library.tilt_lr")
         try positiveInt(library.tiltUD, "library.tilt_ud")
         try positiveInt(library.thickness, "library.thickness")
+        // The library is held in memory by `fit` (and written as one file): its size must fit.
+        if let why = Sizes.memoryProblem("the library patterns", factors: [
+            ("library.strain", library.strain), ("library.tilt_lr", library.tiltLR), ("library.tilt_ud", library.tiltUD),
+            ("library.thickness", library.thickness), ("model.frame_size", model.frameSize), ("model.frame_size", model.frameSize)],
+                                         bytesPerElement: 4) {
+            throw ConfigError(key: "library", why)
+        }
         try positive(noise.peakPhotons, "noise.peak_photons")
     }
 }

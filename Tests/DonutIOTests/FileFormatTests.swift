@@ -166,8 +166,11 @@ final class LibraryFileTests: XCTestCase {
         XCTAssertEqual(reader.frameSize, 4)
         XCTAssertEqual(reader.configJSON, provenance().configJSON)
         XCTAssertEqual(reader.provenance?.method, "library")
-        assertBitsEqual(try reader.readSlab(0..<grid.count), all, "\(file) all")
-        assertBitsEqual(try reader.readSlab(3..<9), Array(all[3 * per ..< 9 * per]), "\(file) 3..<9")
+        // The round trip of arbitrary bits (NaN, negatives): the content check is off here
+        // (LibraryContentTests checks it).
+        assertBitsEqual(try reader.readSlab(0..<grid.count, checkEntries: false), all, "\(file) all")
+        assertBitsEqual(try reader.readSlab(3..<9, checkEntries: false), Array(all[3 * per ..< 9 * per]), "\(file) 3..<9")
+        assertThrows(try reader.readSlab(0..<grid.count), containing: [file, "library entry 0", "holds nan"])
         try reader.close()
         XCTAssertEqual(try FileManager.default.contentsOfDirectory(atPath: folder.path), [file])
     }

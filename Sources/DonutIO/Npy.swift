@@ -1,3 +1,4 @@
+import DonutPhysics
 import Foundation
 
 // NumPy `.npy` files (format versions 1–3): little-endian `<f4`, `<f8`, `|u1`, `<i8`,
@@ -93,7 +94,10 @@ public struct NpyFile: Sendable {
         }
         self.dtype = dtype; self.shape = shape; dataOffset = headerStart + headerLength
         let fileSize = (try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0
-        let need = dataOffset + shape.reduce(1, *) * dtype.size
+        guard let count = Sizes.product(shape), let bytes = Sizes.product([count, dtype.size]), bytes <= Int.max - dataOffset else {
+            throw DonutIOError(file: path, "shape \(shape) of \(descr) in the .npy header overflows a 64-bit size (the file has \(fileSize) bytes)")
+        }
+        let need = dataOffset + bytes
         guard fileSize >= need else {
             throw DonutIOError(file: path, "truncated: shape \(shape) of \(descr) needs \(need) bytes, the file has \(fileSize)")
         }

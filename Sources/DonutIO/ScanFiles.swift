@@ -89,8 +89,9 @@ public final class ScanReader {
             guard let s = scanShape else {
                 throw fail("3-D frames (N, H, W) \(dims) need the scan shape (rows, cols) to be given")
             }
-            guard s.rows > 0, s.cols > 0, s.rows * s.cols == shape[0] else {
-                throw fail("scan shape \(s.rows)×\(s.cols) = \(s.rows * s.cols) frames, but the dataset holds \(shape[0]) \(dims)")
+            guard s.rows > 0, s.cols > 0, let n = Sizes.product([s.rows, s.cols]), n == shape[0] else {
+                let n = Sizes.product([s.rows, s.cols]).map(String.init) ?? "more than 2^63"
+                throw fail("scan shape \(s.rows)×\(s.cols) = \(n) frames, but the dataset holds \(shape[0]) \(dims)")
             }
             rows = s.rows; cols = s.cols; leadingRank = 1
         default:
@@ -98,12 +99,18 @@ public final class ScanReader {
         }
         guard rows > 0, cols > 0 else { throw fail("scan has no frames \(dims)") }
         let h = shape[shape.count - 2], w = shape[shape.count - 1]
+        // Sizes declared by the file, checked before anything is allocated for them: the
+        // per-frame results of the whole scan (about 64 bytes a frame) and one stored frame.
+        if let why = Sizes.memoryProblem("the scan's maps", factors: [("rows", rows), ("cols", cols)], bytesPerElement: 64)
+            ?? Sizes.memoryProblem("one stored frame", factors: [("height", h), ("width", w)], bytesPerElement: 8) {
+            throw fail("\(dims): \(why)")
+        }
         storedFrameShape = (h, w)
         let r = config.instrument.roi, b = config.instrument.binning
         if h == frameSize && w == frameSize {
             roi = nil; binning = 1
         } else if r.width == frameSize * b, r.height == frameSize * b, r.x >= 0, r.y >= 0,
-                  r.x + r.width <= w, r.y + r.height <= h {
+                  r.x <= w - r.width, r.y <= h - r.height {
             roi = r; binning = b
         } else {
             throw fail("frames are \(h)×\(w) \(dims): expected \(frameSize)×\(frameSize) frames, or raw detector frames "

@@ -132,6 +132,36 @@ final class NestingAndSizeTests: XCTestCase {
         XCTAssertNil(Sizes.memoryProblem("the frames", factors: [("frames", 10)], bytesPerElement: 4))
     }
 
+    /// Shapes declared by files and `--scan-shape` are checked without overflow or allocation.
+    func testDeclaredShapesAreChecked() throws {
+        let dir = makeScratchFolder(self)
+        var c = DonutConfig.srio3LSAT002
+        c.model.frameSize = 4
+        c.instrument.roi = DetectorROI(x: 0, y: 0, width: 4, height: 4)
+        c.instrument.binning = 1
+        // A .npy header declaring 2^62 frames (the file holds a few bytes).
+        let npy = dir.appendingPathComponent("huge.npy").path
+        try NpyFile.write([Float](repeating: 1, count: 16), shape: [1, 4, 4], to: npy)
+        var bytes = try Data(contentsOf: URL(fileURLWithPath: npy))
+        let header = String(decoding: bytes[10...], as: UTF8.self)
+        let patched = header.replacingOccurrences(of: "(1, 4, 4)", with: "(4611686018427387904, 4, 4)")
+        bytes = bytes[..<8] + Data([UInt8(patched.utf8.count & 0xFF), UInt8(patched.utf8.count >> 8)]) + Data(patched.utf8)
+        try bytes.write(to: URL(fileURLWithPath: npy))
+        assertThrows(try NpyFile(path: npy), containing: ["huge.npy", "4611686018427387904", "overflows"])
+        // An HDF5 dataset declaring 10^10 frames (allocated lazily: the file is small).
+        let h5 = dir.appendingPathComponent("huge.h5").path
+        let f = try H5File.create(h5)
+        try f.createGroup("/entry"); try f.createGroup("/entry/data")
+        _ = try f.createDataset("/entry/data/data", type: .float32, shape: [100_000, 100_000, 4, 4])
+        try f.close()
+        assertThrows(try ScanReader(path: h5, config: c), containing: ["huge.h5", "/entry/data/data", "100000 rows", "memory"])
+        // --scan-shape whose product overflows.
+        let flat = dir.appendingPathComponent("flat.npy").path
+        try NpyFile.write([Float](repeating: 1, count: 32), shape: [2, 4, 4], to: flat)
+        assertThrows(try ScanReader(path: flat, config: c, scanShape: (4_294_967_296, 4_294_967_296)),
+                     containing: ["flat.npy", "4294967296×4294967296", "holds 2"])
+    }
+
     /// Config numbers that size memory are checked (no trap, no failed allocation), and a
     /// config whose patterns are all zero is refused.
     func testConfigSizesAreChecked() throws {

@@ -39,10 +39,12 @@ final class SweepDefinitionTests: XCTestCase {
     func testShippedExamplePlans() throws {
         let path = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
             .deletingLastPathComponent().appendingPathComponent("configs/sweep-example.yaml").path
-        let sweep = try SweepDefinition.load(path: path)
-        let base = try ConfigFile.load(TrainingConfig.self, path: try XCTUnwrap(sweep.basePath))
-        XCTAssertEqual(base, .donutPaper)
-        for i in 0..<sweep.pointCount { let _: TrainingConfig = try sweep.point(i, base: base) }
+        for name in ["sweep-example.yaml", "sweep-random-example.yaml"] {
+            let sweep = try SweepDefinition.load(path: URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent(name).path)
+            let base = try ConfigFile.load(TrainingConfig.self, path: try XCTUnwrap(sweep.basePath))
+            XCTAssertEqual(base, .donutPaper)
+            for i in 0..<sweep.pointCount { let _: TrainingConfig = try sweep.point(i, base: base) }
+        }
     }
 
     func testBadKeysAndValuesNameTheFileAndKey() throws {

@@ -52,9 +52,7 @@ public enum ContentFingerprint {
             }
             throw DonutIOError(file: path, "cannot stat: \(String(cString: strerror(errno)))")
         }
-        guard (st.st_mode & S_IFMT) == S_IFREG else {
-            throw DonutIOError(file: path, "is not a regular file (a folder, FIFO or device cannot be an input)")
-        }
+        if let kind = FileKind.nonRegular(path) { throw DonutIOError(file: path, "is \(kind), not a regular file") }
         var record = FileContent(
             path: path, size: Int64(st.st_size),
             mtimeNS: Int64(st.st_mtim.tv_sec) * 1_000_000_000 + Int64(st.st_mtim.tv_nsec),

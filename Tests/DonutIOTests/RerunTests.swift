@@ -70,7 +70,7 @@ final class RerunTests: XCTestCase {
         marker.digest = "c128:recorded"
         XCTAssertEqual(try ContentFingerprint.content(of: path, reusing: [marker]).digest, "c128:recorded")
         XCTAssertEqual(try ContentFingerprint.content(of: dir.appendingPathComponent("none.h5").path).digest, "missing")
-        assertThrows(try ContentFingerprint.content(of: dir.path), containing: [dir.path, "not a regular file"])
+        assertThrows(try ContentFingerprint.content(of: dir.path), containing: [dir.path, "a folder, not a regular file"])
     }
 
     // MARK: - Reprocess

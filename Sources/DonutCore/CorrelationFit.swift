@@ -12,6 +12,23 @@ import DonutBLAS
 /// per-frame projection vectors (length nε + nω + nχ + nt).
 ///
 /// The correlations are one GEMM per (frame batch × library chunk): C = F·Lᵀ.
+///
+/// **Masked pixels** (weight w_i = 0: gaps, hot or dead pixels) are left out exactly: the
+/// frame is correlated with each pattern over its measured pixels only, the pattern normalised
+/// to unit sum over that same pixel set (as if the library had been simulated with the mask):
+///
+///     c_e = Σ_i w_i x_i p_e,i / Σ_i w_i p_e,i        (p_e unit-sum over all pixels)
+///
+/// The numerators are the GEMM above with x ⊙ w; the denominators are one more GEMM of the
+/// distinct weight rows against the same library, D = W·Lᵀ, computed once per distinct mask
+/// of a batch (frames sharing one mask — the common case — cost one GEMV-sized row), so the
+/// cost stays BLAS-shaped. Without masked pixels every denominator is 1 and c is the
+/// published correlation. An entry with no intensity on the measured pixels (w·p_e < 1e-6:
+/// its peak entirely in a gap) correlates 0, not 0/0.
+///
+/// **Monitor**: frames are divided by their monitor. The estimates do not depend on it (each
+/// frame's projections are min-subtracted and located by their centre of mass, which is
+/// invariant to the frame's scale); the correlation values are then per unit incident intensity.
 public final class CorrelationFit {
     public let grid: LibraryGrid
     /// Flat library entries held here.
@@ -57,24 +74,54 @@ public final class CorrelationFit {
     deinit { library.deallocate(); correlations.deallocate() }
 
     /// Adds this slab's projections of `count` frames (count × pixelCount) into
-    /// `projections` (count × projectionLength, Double), which the caller zeroes.
-    public func accumulateProjections(frames: UnsafePointer<Float>, count: Int, into projections: UnsafeMutablePointer<Double>) {
+    /// `projections` (count × projectionLength, Double), which the caller zeroes. `weights`
+    /// (count × pixelCount, 0/1; nil = every pixel measured): the masked correlation above;
+    /// the frames must hold 0 at weight 0 (as `FrameBlock.counts` do).
+    public func accumulateProjections(frames: UnsafePointer<Float>, weights: UnsafePointer<Float>? = nil, count: Int,
+                                      into projections: UnsafeMutablePointer<Double>) {
         guard count > 0, !entries.isEmpty else { return }
-        let need = count * chunkEntries
+        // Distinct weight rows of the batch (usually one) and which one each frame uses.
+        var maskRows: [Int] = [], maskOf = [Int](repeating: 0, count: weights == nil ? 0 : count)
+        if let w = weights {
+            for f in 0..<count {
+                if let k = maskRows.firstIndex(where: { memcmp(w + $0 * pixelCount, w + f * pixelCount, pixelCount * 4) == 0 }) {
+                    maskOf[f] = k
+                } else { maskOf[f] = maskRows.count; maskRows.append(f) }
+            }
+            if maskRows.count == 1, !(0..<pixelCount).contains(where: { w[$0] != 1 }) { maskRows = []; maskOf = [] }
+        }
+        let need = (count + maskRows.count) * chunkEntries
         if need > correlationCapacity {
             correlations.deallocate(); correlations = .allocate(capacity: need); correlationCapacity = need
+        }
+        var masks: [Float] = []
+        if let w = weights, !maskRows.isEmpty {
+            masks = .init(repeating: 0, count: maskRows.count * pixelCount)
+            for (k, f) in maskRows.enumerated() { for i in 0..<pixelCount { masks[k * pixelCount + i] = w[f * pixelCount + i] } }
         }
         let length = projectionLength
         var start = 0
         while start < entries.count {
             let chunk = min(chunkEntries, entries.count - start)
+            let lib = library.baseAddress! + start * pixelCount
             Float.gemm(transA: false, transB: true, m: count, n: chunk, k: pixelCount, alpha: 1,
-                       a: frames, lda: pixelCount, b: library.baseAddress! + start * pixelCount, ldb: pixelCount,
+                       a: frames, lda: pixelCount, b: lib, ldb: pixelCount,
                        beta: 0, c: correlations, ldc: chunk)
+            let denominators = correlations + count * chunk
+            if !maskRows.isEmpty {
+                masks.withUnsafeBufferPointer { m in
+                    Float.gemm(transA: false, transB: true, m: maskRows.count, n: chunk, k: pixelCount, alpha: 1,
+                               a: m.baseAddress!, lda: pixelCount, b: lib, ldb: pixelCount,
+                               beta: 0, c: denominators, ldc: chunk)
+                }
+            }
             for f in 0..<count {
                 let p = projections + f * length, c = correlations + f * chunk
+                let d: UnsafeMutablePointer<Float>? = maskRows.isEmpty ? nil : denominators + maskOf[f] * chunk
                 for j in 0..<chunk {
-                    let v = Double(c[j]), e = start + j
+                    var v = Double(c[j])
+                    if let d { let dj = Double(d[j]); v = dj > 1e-6 ? v / dj : 0 }
+                    let e = start + j
                     p[Int(binStrain[e])] += v; p[Int(binTiltLR[e])] += v
                     p[Int(binTiltUD[e])] += v; p[Int(binThickness[e])] += v
                 }
@@ -119,9 +166,23 @@ public struct CorrelationFitRun {
         self.frameCount = frameCount; self.batch = batch; self.residualModel = residualModel
     }
 
+    /// The fit over frames read as plain counts (every pixel measured, no monitor).
     public func run(fit: CorrelationFit, keep: Range<Int>,
                     readFrames: (Range<Int>) throws -> [Float],
                     allreduceSum: (UnsafeMutableBufferPointer<Double>) -> Void,
+                    judge: FrameJudge? = nil,
+                    progress: ((Int, Int) -> Void)? = nil) rethrows -> FrameResults {
+        try run(fit: fit, keep: keep, readBlock: { r in FrameBlock(first: r.lowerBound, count: r.count, pixelCount: fit.pixelCount, counts: try readFrames(r)) },
+                allreduceSum: allreduceSum, judge: judge, progress: progress)
+    }
+
+    /// The fit over `FrameBlock`s: masked pixels left out (`CorrelationFit`), counts divided by
+    /// the monitor, the residual over measured pixels; `judge` fills the goodness of fit of the
+    /// frames in `keep`, sets valid = 0 above its threshold and adds them to its verdict.
+    public func run(fit: CorrelationFit, keep: Range<Int>,
+                    readBlock: (Range<Int>) throws -> FrameBlock,
+                    allreduceSum: (UnsafeMutableBufferPointer<Double>) -> Void,
+                    judge: FrameJudge? = nil,
                     progress: ((Int, Int) -> Void)? = nil) rethrows -> FrameResults {
         var out = FrameResults(frameRange: keep)
         if fit.grid.hasThicknessAxis { out.thicknessA = .init(repeating: .nan, count: keep.count) }
@@ -131,22 +192,36 @@ public struct CorrelationFitRun {
         var start = 0
         while start < frameCount {
             let range = start..<min(start + batch, frameCount)
-            var frames = try readFrames(range)
-            precondition(frames.count == range.count * np, "read \(frames.count) values for \(range.count) frames of \(np) pixels")
+            let block = try readBlock(range)
+            precondition(block.counts.count == range.count * np && block.first == range.lowerBound,
+                         "read \(block.counts.count) values from frame \(block.first) for \(range.count) frames of \(np) pixels from \(range.lowerBound)")
             var usable = [Bool](repeating: true, count: range.count)
+            // The correlation's input: counts ⊙ w / monitor; a bad frame all zero (correlates 0).
+            var frames = block.counts
             frames.withUnsafeMutableBufferPointer { buf in
                 for f in 0..<range.count {
                     let frame = UnsafeMutableBufferPointer(rebasing: buf[(f * np)..<((f + 1) * np)])
                     if FrameProblem.inspect(UnsafeBufferPointer(frame)) != nil {
                         usable[f] = false
                         frame.update(repeating: 0)
+                        continue
+                    }
+                    let scale = Float(1 / (block.monitor?[f] ?? 1))
+                    if let w = block.weights {
+                        for i in 0..<np { frame[i] *= w[f * np + i] * scale }
+                    } else if scale != 1 {
+                        for i in 0..<np { frame[i] *= scale }
                     }
                 }
             }
             for i in 0..<(range.count * length) { projections[i] = 0 }
             frames.withUnsafeBufferPointer { f in
                 projections.withUnsafeMutableBufferPointer { p in
-                    fit.accumulateProjections(frames: f.baseAddress!, count: range.count, into: p.baseAddress!)
+                    if let w = block.weights {
+                        w.withUnsafeBufferPointer { fit.accumulateProjections(frames: f.baseAddress!, weights: $0.baseAddress!, count: range.count, into: p.baseAddress!) }
+                    } else {
+                        fit.accumulateProjections(frames: f.baseAddress!, count: range.count, into: p.baseAddress!)
+                    }
                 }
             }
             projections.withUnsafeMutableBufferPointer { p in
@@ -168,13 +243,20 @@ public struct CorrelationFitRun {
             if let model = residualModel, !kept.isEmpty {
                 let patterns = model.patterns(kept.map(\.params))
                 for (j, k) in kept.enumerated() {
-                    out.residual?[k.index] = frames.withUnsafeBufferPointer { f in
+                    let pixels = (k.frame * np)..<((k.frame + 1) * np)
+                    out.residual?[k.index] = block.counts.withUnsafeBufferPointer { f in
                         patterns.withUnsafeBufferPointer { m in
-                            scaledMeanAbsoluteError(frame: UnsafeBufferPointer(rebasing: f[(k.frame * np)..<((k.frame + 1) * np)]),
-                                                    model: UnsafeBufferPointer(rebasing: m[(j * np)..<((j + 1) * np)]))
+                            block.weights.withOptionalBuffer { w in
+                                scaledMeanAbsoluteError(frame: UnsafeBufferPointer(rebasing: f[pixels]),
+                                                        model: UnsafeBufferPointer(rebasing: m[(j * np)..<((j + 1) * np)]),
+                                                        weights: w.map { UnsafeBufferPointer(rebasing: $0[pixels]) })
+                            }
                         }
                     }
                 }
+            }
+            if let judge, !mine.isEmpty {
+                judge.judge(&out, block: block.frames(mine), usable: mine.map { usable[$0 - range.lowerBound] })
             }
             progress?(range.upperBound, frameCount)
             start = range.upperBound
@@ -183,14 +265,17 @@ public struct CorrelationFitRun {
     }
 }
 
-/// Physics residual of a frame against a model pattern in photons: the model is scaled
-/// by the least-squares factor s = ⟨frame, model⟩ / ⟨model, model⟩, then
-/// MAE = mean |frame − s·model|.
-public func scaledMeanAbsoluteError(frame: UnsafeBufferPointer<Float>, model: UnsafeBufferPointer<Float>) -> Double {
-    var fm = 0.0, mm = 0.0
-    for i in frame.indices { fm += Double(frame[i]) * Double(model[i]); mm += Double(model[i]) * Double(model[i]) }
+/// Physics residual of a frame against a model pattern in photons, over the measured pixels
+/// (weight 1; all when `weights` is nil): the model is scaled by the least-squares factor
+/// s = ⟨frame, model⟩_w / ⟨model, model⟩_w, then MAE = Σ w |frame − s·model| / Σ w.
+public func scaledMeanAbsoluteError(frame: UnsafeBufferPointer<Float>, model: UnsafeBufferPointer<Float>,
+                                    weights: UnsafeBufferPointer<Float>? = nil) -> Double {
+    var fm = 0.0, mm = 0.0, n = 0.0
+    for i in frame.indices where weights.map({ $0[i] > 0 }) ?? true {
+        fm += Double(frame[i]) * Double(model[i]); mm += Double(model[i]) * Double(model[i]); n += 1
+    }
     let s = mm > 0 ? fm / mm : 0
     var e = 0.0
-    for i in frame.indices { e += abs(Double(frame[i]) - s * Double(model[i])) }
-    return e / Double(frame.count)
+    for i in frame.indices where weights.map({ $0[i] > 0 }) ?? true { e += abs(Double(frame[i]) - s * Double(model[i])) }
+    return n > 0 ? e / n : .nan
 }

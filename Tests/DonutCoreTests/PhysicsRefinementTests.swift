@@ -32,7 +32,7 @@ final class PhysicsRefinementTests: XCTestCase {
     /// and 3 parameters, ~68 % of errors fall within 1σ and ~95 % within 2σ. Bounds are
     /// ±4 binomial standard deviations for 180 samples.
     func testSigmaIsCalibrated() {
-        let refine = PhysicsRefinement(config: config, fitThickness: false, maxIterations: 10)
+        let refine = PhysicsRefinement(config: config, fitThickness: false, maxIterations: 10, modelMismatch: false)
         var rng = SplitMix64(seed: 17)
         var within1 = 0, within2 = 0, total = 0
         for f in 0..<60 {

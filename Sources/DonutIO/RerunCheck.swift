@@ -126,8 +126,14 @@ public enum TrainingVerdict: Equatable, Sendable {
     case resume(String)
     /// Start from step 0; `replace`: overwrite Donut's own stale model/checkpoint; `why` for the log.
     case fresh(replace: Bool, why: String)
-    /// Refuse with this message (before any computation).
-    case refuse(String)
+    /// Refuse (before any computation): the file in the way and why.
+    case refuse(file: String, message: String)
+
+    /// The refusal as an error naming the file.
+    public var error: DonutIOError? {
+        if case .refuse(let file, let message) = self { return DonutIOError(file: file, message) }
+        return nil
+    }
 }
 
 public enum TrainingRerun {
@@ -163,20 +169,20 @@ public enum TrainingRerun {
                 _ = try CheckpointFile.read(path: out)   // readable and complete
                 done = try record(of: out)
             } catch {
-                return .refuse("\(out) exists but is not a readable model (\(error)); move it away or pass --force")
+                return .refuse(file: out, message: "exists but is not a readable model (\(error)); move it away or pass --force")
             }
             guard let done else {
-                return .refuse("\(out) exists and records no run fingerprint (an older donut wrote it); pass --force to overwrite it")
+                return .refuse(file: out, message: "exists and records no run fingerprint (an older donut wrote it); pass --force to overwrite it")
             }
             if done.settings != current.settings {
-                return .refuse("\(out) exists and was trained with other settings (it records: \(done.settingsText); now: \(current.settingsText)); pass --force to overwrite it or choose another --out")
+                return .refuse(file: out, message: "exists and was trained with other settings (it records: \(done.settingsText); now: \(current.settingsText)); pass --force to overwrite it or choose another --out")
             }
             let changed = current.changedInputs(since: done)
             if changed.isEmpty && done.finished { return .alreadyDone }
             return .fresh(replace: true, why: "\(out) was trained before on other content of \(changed.joined(separator: ", ")): training again on the current frames")
         }
         if let resume {
-            guard fm.fileExists(atPath: resume) else { return .refuse("\(resume): no such checkpoint to resume") }
+            guard fm.fileExists(atPath: resume) else { return .refuse(file: resume, message: "no such checkpoint to resume") }
             return verdictForCheckpoint(resume, current: current, force: false)
         }
         if fm.fileExists(atPath: checkpoint) {
@@ -192,15 +198,15 @@ public enum TrainingRerun {
             saved = try record(of: path)
         } catch {
             return force ? .fresh(replace: true, why: "--force (the checkpoint \(path) is unreadable: \(error))")
-                : .refuse("\(path) is not a readable checkpoint (\(error)); move it away or pass --force to start afresh")
+                : .refuse(file: path, message: "is not a readable checkpoint (\(error)); move it away or pass --force to start afresh")
         }
         guard let saved else {
             return force ? .fresh(replace: true, why: "--force")
-                : .refuse("\(path) records no run fingerprint (an older donut wrote it), so it cannot be told to belong to this run; pass --force to start afresh")
+                : .refuse(file: path, message: "records no run fingerprint (an older donut wrote it), so it cannot be told to belong to this run; pass --force to start afresh")
         }
         if saved.settings != current.settings {
             return force ? .fresh(replace: true, why: "--force (the checkpoint \(path) belongs to other settings)")
-                : .refuse("the checkpoint \(path) belongs to a run with other settings (it records: \(saved.settingsText); now: \(current.settingsText)); it is not resumed — remove it, choose another --checkpoint, or pass --force to start afresh")
+                : .refuse(file: path, message: "this checkpoint belongs to a run with other settings (it records: \(saved.settingsText); now: \(current.settingsText)); it is not resumed — remove it, choose another --checkpoint, or pass --force to start afresh")
         }
         let changed = current.changedInputs(since: saved)
         if !changed.isEmpty {

@@ -200,16 +200,16 @@ final class RerunTests: XCTestCase {
         XCTAssertEqual(TrainingRerun.decide(current: current, out: out, checkpoint: ck, resume: ck, force: false), .resume(ck))
         XCTAssertEqual(TrainingRerun.decide(current: current, out: out, checkpoint: ck, resume: nil, force: false), .resume(ck))
         // A checkpoint of other settings is refused, naming both.
-        guard case .refuse(let message) = TrainingRerun.decide(current: try run("preset B"), out: out, checkpoint: ck, resume: ck, force: false) else {
+        guard case .refuse(ck, let message) = TrainingRerun.decide(current: try run("preset B"), out: out, checkpoint: ck, resume: ck, force: false) else {
             return XCTFail("a checkpoint of other settings is not resumed")
         }
-        XCTAssert(message.contains(ck) && message.contains("preset A") && message.contains("preset B") && message.contains("--force"), message)
+        XCTAssert(message.contains("preset A") && message.contains("preset B") && message.contains("--force"), message)
         guard case .fresh(replace: true, _) = TrainingRerun.decide(current: try run("preset B"), out: out, checkpoint: ck, resume: ck, force: true) else {
             return XCTFail("--force starts afresh")
         }
         // A checkpoint without a record (older donut) is refused too.
         try write(ck, step: 10, run: nil)
-        guard case .refuse(let old) = TrainingRerun.decide(current: current, out: out, checkpoint: ck, resume: ck, force: false) else {
+        guard case .refuse(ck, let old) = TrainingRerun.decide(current: current, out: out, checkpoint: ck, resume: ck, force: false) else {
             return XCTFail("an unrecorded checkpoint is not resumed")
         }
         XCTAssert(old.contains("no run fingerprint"), old)
@@ -218,10 +218,10 @@ final class RerunTests: XCTestCase {
         try write(out, step: 40, run: try run("preset A", finished: true))
         XCTAssertEqual(TrainingRerun.decide(current: current, out: out, checkpoint: ck, resume: ck, force: false), .alreadyDone)
         // The finished model under other settings: refused, never overwritten without --force.
-        guard case .refuse(let other) = TrainingRerun.decide(current: try run("preset B"), out: out, checkpoint: ck, resume: ck, force: false) else {
+        guard case .refuse(out, let other) = TrainingRerun.decide(current: try run("preset B"), out: out, checkpoint: ck, resume: ck, force: false) else {
             return XCTFail("a model of other settings is not replaced")
         }
-        XCTAssert(other.contains(out) && other.contains("other settings"), other)
+        XCTAssert(other.contains("other settings") && other.contains("--force"), other)
         // The scan repaired (content changed, mtime restored): trained again, not resumed.
         let before = try mtime(scan)
         try Data(repeating: 2, count: 4000).write(to: URL(fileURLWithPath: scan))
@@ -238,7 +238,7 @@ final class RerunTests: XCTestCase {
         }
         // A damaged model is not done.
         try Data(repeating: 0, count: 100).write(to: URL(fileURLWithPath: out))
-        guard case .refuse(let damaged) = TrainingRerun.decide(current: repaired, out: out, checkpoint: ck, resume: nil, force: false) else {
+        guard case .refuse(out, let damaged) = TrainingRerun.decide(current: repaired, out: out, checkpoint: ck, resume: nil, force: false) else {
             return XCTFail("an unreadable model is not done")
         }
         XCTAssert(damaged.contains("not a readable model"), damaged)

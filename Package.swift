@@ -2,7 +2,9 @@
 // Donut: strain, tilt and thickness maps from scanning X-ray nanodiffraction (SXDM).
 // docs/design.md describes the layout (with a diagram of this graph); the targets follow it:
 // math (DonutPhysics, DonutNN, DonutCore) knows nothing of files or processes;
-// files and processes (DonutIO, DonutMPI) know nothing of the math beyond its types.
+// files and processes (DonutIO, DonutMPI) know nothing of the math beyond its types;
+// the pipelines (DonutPipeline: fit, infer, train, reprocess, refine, simulate) compose both
+// with typed requests and outcomes, and the `donut` commands only parse options and call one.
 import PackageDescription
 
 /// The numerical targets are generic over Float/Double (Float runs, Double checks against
@@ -28,6 +30,7 @@ let package = Package(
         .library(name: "DonutPhysics", targets: ["DonutPhysics"]),
         .library(name: "DonutCore", targets: ["DonutCore"]),
         .library(name: "DonutIO", targets: ["DonutIO"]),
+        .library(name: "DonutPipeline", targets: ["DonutPipeline"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -38,9 +41,12 @@ let package = Package(
         .executableTarget(
             name: "donut",
             dependencies: [
-                "DonutPhysics", "DonutNN", "DonutCore", "DonutIO", "DonutMPI", "DonutBLAS",
+                "DonutPipeline", "DonutPhysics", "DonutNN", "DonutCore", "DonutIO", "DonutMPI", "DonutBLAS",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]),
+        /// The fit, infer, train, reprocess, refine and simulate pipelines: typed requests in,
+        /// outcomes out, collective under MPI; what the commands call (no option parsing here).
+        .target(name: "DonutPipeline", dependencies: ["DonutCore", "DonutIO", "DonutMPI", "DonutPhysics", "DonutNN"]),
         /// Forward models (box = published reference, smooth = differentiable), geometry, gradients.
         .target(name: "DonutPhysics", dependencies: ["DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// Tensors and layers with forward and backward side by side.
@@ -83,6 +89,8 @@ let package = Package(
         .testTarget(name: "DonutMPITests", dependencies: ["DonutMPI"]),
         /// Every layer's backward against central finite differences in Double; AdamW by hand.
         .testTarget(name: "DonutNNTests", dependencies: ["DonutNN", "DonutKernelsAVX2"]),
+        /// The pipelines in-process (fit, infer, train, reprocess, refine), also under `mpirun -np 2`.
+        .testTarget(name: "DonutPipelineTests", dependencies: ["DonutPipeline", "DonutIO", "DonutCore", "DonutPhysics", "DonutMPI"]),
         /// Runs the built `donut` binary, including under `mpirun -np 2`.
         .testTarget(name: "DonutCLITests", dependencies: ["donut", "DonutIO", "DonutCore", "DonutPhysics"]),
     ]

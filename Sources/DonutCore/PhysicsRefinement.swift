@@ -79,9 +79,13 @@ public final class PhysicsRefinement {
         public var converged: Bool
     }
 
+    /// Iterations per frame when none are asked for: enough for the encoder's or the fit's
+    /// start to converge (`donut bench refine` reports the trial steps actually taken).
+    public static let defaultMaxIterations = 8
+
     /// `modelMismatch`: add the smooth model's systematic error against the box model to σ
     /// (`modelMismatchSigma`, computed once per config); false: σ is the Fisher σ (× √gof).
-    public init(config: DonutConfig, fitThickness: Bool, maxIterations: Int = 8, background: Double = 1e-3, modelMismatch: Bool = true) {
+    public init(config: DonutConfig, fitThickness: Bool, maxIterations: Int = PhysicsRefinement.defaultMaxIterations, background: Double = 1e-3, modelMismatch: Bool = true) {
         self.config = config
         model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .smooth)
         ranges = config.ranges

@@ -89,3 +89,6 @@ func writeAtomically(_ output: AtomicOutput, _ body: (H5File) throws -> Void) th
         throw error
     }
 }
+
+/// Where every Donut file (scan, library, result, model) records its config as JSON.
+public let configDataset = "/entry/process/config/data"

@@ -1,4 +1,5 @@
 import DonutPhysics
+import DonutCore
 import Foundation
 
 /// A list of scans to (re)process with common defaults and per-scan overrides
@@ -73,7 +74,7 @@ public struct ReprocessManifest: StrictConfig {
 
     public static var schemaExample: ReprocessManifest {
         let all = Settings(method: "donut", model: "model.h5", library: "lib.h5", dataset: "/entry/data/data",
-                           roi: DetectorROI(x: 0, y: 0, width: 64, height: 64), physicsRefine: false, refineIterations: 8, batch: 256)
+                           roi: DetectorROI(x: 0, y: 0, width: 64, height: 64), physicsRefine: false, refineIterations: PhysicsRefinement.defaultMaxIterations, batch: 256)
         return ReprocessManifest(outputDir: "results", defaults: all,
                                  scans: [Scan(path: "scan.h5", scanShape: "64x64", output: "scan_maps.h5", overrides: all)])
     }
@@ -156,7 +157,7 @@ public struct ReprocessManifest: StrictConfig {
             var job = ReprocessJob(index: i, name: "scans[\(i)] \(scan.path)", scanPath: path,
                                    dataset: s.dataset ?? "/entry/data/data", scanShape: scan.scanShape.flatMap(parseScanShape),
                                    method: method, modelPath: (method == "donut" ? s.model : s.library).map { resolve($0, against: base) } ?? "",
-                                   roi: s.roi, refineIterations: (s.physicsRefine ?? false) ? (s.refineIterations ?? 8) : nil,
+                                   roi: s.roi, refineIterations: (s.physicsRefine ?? false) ? (s.refineIterations ?? PhysicsRefinement.defaultMaxIterations) : nil,
                                    batch: s.batch ?? 256, outputPath: output, duplicateOf: nil)
             let inputKey = path + "\u{0}" + job.dataset
             if let first = seenInput[inputKey] {

@@ -72,10 +72,13 @@ public final class Communicator: @unchecked Sendable {
     public func allreduceSum(_ values: UnsafeMutableBufferPointer<Float>) {
         allreduceInPlace(values.baseAddress, values.count, donut_mpi_float(), donut_mpi_sum(), "MPI_Allreduce(sum, float)")
     }
+    /// The bucket of `allreduceSum(_:count:bucketBytes:)` when none is given: 4 MiB, so the
+    /// default network's whole gradient (≈ 1 MB) goes in one call.
+    public static let defaultBucketBytes = 4 << 20
     /// Element-wise sum over ranks of a large buffer, in place, as consecutive allreduces of at
     /// most `bucketBytes` each (bounded temporary memory inside MPI and a 32-bit count per call).
     /// The same sums as one allreduce; used for the flat gradient buffer of data-parallel training.
-    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int = 4 << 20) {
+    public func allreduceSum(_ values: UnsafeMutablePointer<Float>, count: Int, bucketBytes: Int = Communicator.defaultBucketBytes) {
         let perBucket = max(1, bucketBytes / MemoryLayout<Float>.stride)
         var start = 0
         while start < count {

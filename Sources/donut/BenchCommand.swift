@@ -204,7 +204,7 @@ struct BenchRefine: ParsableCommand {
         exp/sin) and on the fast path refinement uses (Float, recurrences), in the same run.
         """)
     @Option(help: "Frames to refine.") var frames = 1024
-    @Option(help: "Iteration cap (trial steps per frame).") var iterations = 8
+    @Option(help: "Iteration cap (trial steps per frame).") var iterations = PhysicsRefinement.defaultMaxIterations
     @Option(help: "Peak photons per frame.") var peak = 7.0
     @Flag(help: "Also fit the thickness.") var thickness = false
 
@@ -239,21 +239,13 @@ struct BenchRefine: ParsableCommand {
             var results: [PhysicsRefinement.Result?] = []
             var cpu = Double.infinity
             let t = bestTime(repeats: 2) {
-                let c0 = processCPUSeconds()
+                let c0 = CommunicationClock.processCPUSeconds()
                 results = scan.withUnsafeBufferPointer { refinement.refine(frames: $0, from: starts, skip: skip, helpers: helpers) }
-                cpu = min(cpu, processCPUSeconds() - c0)
+                cpu = min(cpu, CommunicationClock.processCPUSeconds() - c0)
             }
             let used = results.reduce(0) { $0 + ($1?.iterations ?? 0) }
             print(String(format: "physics refinement, %d thread(s): %.0f frames/s wall, %.0f frames per CPU-second, %.2f trial steps (pattern + Jacobian each, plus 1 at the start) per frame (cap %d), %d frames at %.0f peak photons; target ≥ 2,000 frames/s on 2 cores",
                          threads, Double(count) / t, Double(count) / cpu, Double(used) / Double(count), iterations, count, peak))
         }
     }
-}
-
-/// CPU time of this process (all threads, s): rates per CPU-second stay meaningful on a
-/// machine shared with other jobs, where wall-clock rates do not.
-func processCPUSeconds() -> Double {
-    var t = timespec()
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
-    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
 }

@@ -4,6 +4,7 @@ import DonutNN
 import DonutPhysics
 import DonutCore
 import DonutMPI
+import DonutPipeline
 
 /// `donut bench scaling`: the real data-parallel training step on the ranks it is launched
 /// with (`mpirun -np N`, `OPENBLAS_NUM_THREADS=1`), and a model of larger jobs from it.

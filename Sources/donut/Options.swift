@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import DonutPhysics
 import DonutIO
+import DonutCore
 
 /// Which configuration to use: a YAML file, or the published preset built in.
 struct ConfigOptions: ParsableArguments {
@@ -45,7 +46,7 @@ enum ProfileChoice: String, EnumerableFlag {
 struct RefinementOptions: ParsableArguments {
     @Flag(help: "Refine every frame by Poisson maximum likelihood under the smooth model (writes *_sigma from the Fisher information).")
     var physicsRefine = false
-    @Option(help: "Levenberg–Marquardt iterations per frame (Jacobian evaluations).") var refineIterations = 8
+    @Option(help: "Levenberg–Marquardt iterations per frame (Jacobian evaluations).") var refineIterations = PhysicsRefinement.defaultMaxIterations
 
     func validate() throws {
         guard refineIterations >= 1 else { throw ValidationError("--refine-iterations must be ≥ 1 (got \(refineIterations))") }

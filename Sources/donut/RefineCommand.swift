@@ -1,7 +1,5 @@
 import ArgumentParser
-import Foundation
-import DonutCore
-import DonutIO
+import DonutPipeline
 
 struct Refine: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -41,7 +39,7 @@ struct Refine: ParsableCommand {
     @Option(help: ArgumentHelp("Continue the fine-tuning from this checkpoint.", valueName: "ck.h5")) var resume: String?
     @Flag(help: "Data-parallel: BatchNorm statistics over the global batch (all ranks) instead of each rank's batch.")
     var syncBatchnorm = false
-    @Option(help: "Frames per streamed chunk and rank when re-inferring.") var chunk = 4096
+    @Option(help: "Frames per streamed chunk and rank when re-inferring.") var chunk = InferRequest.defaultChunkFrames
 
     func validate() throws {
         guard (0...1).contains(augment) else { throw ValidationError("--augment must be between 0 and 1 (got \(augment))") }
@@ -52,41 +50,17 @@ struct Refine: ParsableCommand {
     }
 
     func run() throws {
-        signal(SIGTERM) { _ in stopRequested = 1 }
-        signal(SIGUSR1) { _ in stopRequested = 1 }
+        StopSignal.install()
         var completed = true, failed = 0
         try RunContext.run { ctx in
-            let m = try ReprocessManifest.load(path: manifest, needsMethodInputs: false)
-            let folder = outDir ?? out.replacingOccurrences(of: ".h5", with: "") + "_maps"
-            // Every scan is re-inferred with the refined model, whatever the manifest said.
-            let refined = URL(fileURLWithPath: out).standardizedFileURL.path
-            var jobs = m.jobs(manifestPath: manifest, outputDir: folder)
-            for i in jobs.indices {
-                jobs[i].method = "donut"; jobs[i].modelPath = refined
-                if physicsRefine { jobs[i].refineIterations = jobs[i].refineIterations ?? 8 }
-            }
-            let base = try CheckpointFile.read(path: model)
-            guard base.method == TrainingMode.donut.rawValue else {
-                throw DonutIOError(file: model, object: "/entry/model", "is a \(base.method) model; refine fine-tunes DONUT models (through the physics, without labels)")
-            }
-            var train = try ConfigFile.parse(TrainingConfig.self, yaml: base.trainingJSON, source: "\(model):/entry/model/training_config")
-            train.schedule.epochs = epochs
-            if let seed { train.schedule.seed = seed }
-            train.optimiser.learningRateEncoder *= lrScale
-            train.optimiser.learningRatePhysics *= lrScale
-            train.optimiser.learningRateDecoder *= lrScale
-            let scans = jobs.filter { $0.duplicateOf == nil }.map {
-                ScanInput(path: $0.scanPath, dataset: $0.dataset, scanShape: $0.scanShape, roi: $0.roi)
-            }
-            let request = TrainRequest(
-                scans: scans, libraryPath: augment > 0 ? library : nil, mix: augment, supervised: false, training: train,
-                outPath: out, force: force,
-                checkpointPath: checkpoint ?? out.replacingOccurrences(of: ".h5", with: "") + ".checkpoint.h5", resume: resume,
-                syncBatchNorm: syncBatchnorm, initialModel: (model, base), skipUnusableScans: true, method: "refine-donut")
-            completed = try trainModel(ctx, request)
-            guard completed else { return }
-            failed = try runReprocessJobs(ctx, jobs: jobs, manifest: manifest, folder: folder, force: force,
-                                          quicklook: false, chunk: chunk)
+            var request = RefineRequest(modelPath: model, manifestPath: manifest, outPath: out)
+            request.libraryPath = library; request.augment = augment; request.epochs = epochs
+            request.learningRateScale = lrScale; request.seed = seed; request.outDir = outDir; request.force = force
+            request.physicsRefine = physicsRefine; request.checkpointPath = checkpoint; request.resume = resume
+            request.syncBatchNorm = syncBatchnorm; request.chunkFrames = chunk
+            let outcome = try refine(ctx, request)
+            completed = outcome.training.completed
+            failed = outcome.reprocess?.failed ?? 0
         }
         if !completed { throw ExitCode(Train.preemptedExitCode) }
         if failed > 0 { throw ExitCode(2) }

@@ -1,4 +1,3 @@
-import ArgumentParser
 import Foundation
 import DonutPhysics
 import DonutCore
@@ -8,23 +7,25 @@ import DonutMPI
 /// Wall and CPU time per stage of one scan (s): what `reprocess` reports per scan and in
 /// total. Every rank keeps its own; rank 0's is logged. CPU time is the process's (all
 /// threads), so shares stay meaningful on a machine shared with other jobs.
-final class StageTimes {
-    var read = 0.0, estimate = 0.0, refine = 0.0, write = 0.0
-    var cpu: [String: Double] = [:]
+public final class StageTimes {
+    public var read = 0.0, estimate = 0.0, refine = 0.0, write = 0.0
+    public var cpu: [String: Double] = [:]
+
+    public init() {}
 
     /// Runs `body`, adding its wall time to `stage` and its CPU time to `cpu[stage]`.
-    func time<T>(_ stage: ReferenceWritableKeyPath<StageTimes, Double>, _ body: () throws -> T) rethrows -> T {
-        let t0 = DispatchTime.now().uptimeNanoseconds, c0 = processCPUSeconds()
+    public func time<T>(_ stage: ReferenceWritableKeyPath<StageTimes, Double>, _ body: () throws -> T) rethrows -> T {
+        let t0 = DispatchTime.now().uptimeNanoseconds, c0 = CommunicationClock.processCPUSeconds()
         defer {
             self[keyPath: stage] += Double(DispatchTime.now().uptimeNanoseconds - t0) * 1e-9
-            cpu["\(stage)", default: 0] += processCPUSeconds() - c0
+            cpu["\(stage)", default: 0] += CommunicationClock.processCPUSeconds() - c0
         }
         return try body()
     }
 
     /// `time`, minus the reads (`read`, timed inside `body`) made meanwhile: for loops that
     /// read as they go.
-    func timeExcludingReads<T>(_ stage: ReferenceWritableKeyPath<StageTimes, Double>, _ body: () throws -> T) rethrows -> T {
+    public func timeExcludingReads<T>(_ stage: ReferenceWritableKeyPath<StageTimes, Double>, _ body: () throws -> T) rethrows -> T {
         let read0 = read, readCPU0 = cpu["\(\StageTimes.read)", default: 0]
         defer {
             self[keyPath: stage] -= read - read0
@@ -33,15 +34,15 @@ final class StageTimes {
         return try time(stage, body)
     }
 
-    var total: Double { read + estimate + refine + write }
+    public var total: Double { read + estimate + refine + write }
 
-    func add(_ other: StageTimes) {
+    public func add(_ other: StageTimes) {
         read += other.read; estimate += other.estimate; refine += other.refine; write += other.write
         for (k, v) in other.cpu { cpu[k, default: 0] += v }
     }
 
     /// "read 1.2 s (10 %), infer 3.4 s (28 %, CPU 3.1 s), …" (CPU where the stage was timed as a whole).
-    func summary(estimateName: String) -> String {
+    public func summary(estimateName: String) -> String {
         let t = max(total, 1e-12)
         let stages: [(String, ReferenceWritableKeyPath<StageTimes, Double>)] = [("read", \.read), (estimateName, \.estimate), ("refine", \.refine), ("write", \.write)]
         return stages.map { name, key in
@@ -52,42 +53,23 @@ final class StageTimes {
     }
 }
 
-/// An error every rank throws together after a rank-local phase failed somewhere: the
-/// message is the first failing rank's.
-struct RankFailure: Error, CustomStringConvertible {
-    var message: String
-    var description: String { message }
-}
-
-extension RunContext {
-    /// Runs a phase that may fail on some ranks only (reads, local compute), then agrees:
-    /// if any rank failed, every rank throws the lowest failing rank's message, so no rank
-    /// is left waiting in the next collective. One allreduce (+ one broadcast on failure).
-    func agreeing<T>(_ body: () throws -> T) throws -> T {
-        var result: T?, failure: Error?
-        do { result = try body() } catch { failure = error }
-        guard comm.size > 1 else {
-            if let failure { throw failure }
-            return result!
-        }
-        let first = comm.allreduceMin(failure == nil ? Double(comm.size) : Double(comm.rank))
-        guard first < Double(comm.size) else { return result! }
-        let message = comm.broadcast(failure.map { "\($0)" } ?? "", root: Int(first))
-        if let failure, Int(first) == comm.rank { throw failure }
-        throw RankFailure(message: message)
-    }
-}
-
 /// Where one scan's frames are: file, dataset, layout, and the detector ROI when it
-/// differs from the model's `instrument.roi`.
-struct ScanInput {
-    var path: String
-    var dataset: String = "/entry/data/data"
-    var scanShape: (rows: Int, cols: Int)?
-    var roi: DetectorROI?
+/// differs from the model's `instrument.roi`. Every pipeline that reads a scan takes one.
+public struct ScanInput {
+    public var path: String
+    public var dataset: String
+    public var scanShape: (rows: Int, cols: Int)?
+    public var roi: DetectorROI?
+
+    /// The frames' dataset when none is named.
+    public static let defaultDataset = "/entry/data/data"
+
+    public init(path: String, dataset: String = ScanInput.defaultDataset, scanShape: (rows: Int, cols: Int)? = nil, roi: DetectorROI? = nil) {
+        self.path = path; self.dataset = dataset; self.scanShape = scanShape; self.roi = roi
+    }
 
     /// The reader for `config`, with this scan's ROI in place of the config's. Collective.
-    func open(config: DonutConfig, comm: Communicator) throws -> ScanReader {
+    public func open(config: DonutConfig, comm: Communicator) throws -> ScanReader {
         var c = config
         if let roi { c.instrument.roi = roi }
         return try ScanReader(path: path, dataset: dataset, config: c, comm: comm, scanShape: scanShape)
@@ -140,4 +122,62 @@ final class TimedFrameSource {
         comm.allreduceSum(&v)
         return ScanReader.checksumString(v[0])
     }
+}
+
+/// The output files of a map-producing pipeline: the NeXus file and its PNG quick-looks.
+public struct MapOutputs {
+    public let path: String
+    public let force: Bool
+    public let quickLooks: Bool
+
+    public init(path: String, force: Bool, quickLooks: Bool) {
+        self.path = path; self.force = force; self.quickLooks = quickLooks
+    }
+
+    /// The maps a fit or an inference writes (one quick-look each).
+    static let mapNames = ["strain", "tilt_lr", "tilt_ud", "thickness", "residual", "valid"]
+
+    /// `maps.h5` → `maps_strain.png`, … beside it.
+    public func quickLookPath(_ map: String) -> String {
+        let url = URL(fileURLWithPath: path)
+        return url.deletingPathExtension().path + "_\(map).png"
+    }
+
+    /// Fails before any work when an output exists and --force was not given.
+    func checkNothingIsOverwritten(maps: [String] = MapOutputs.mapNames, comm: Communicator) throws {
+        guard !force else { return }
+        var clash = ""
+        if comm.isRoot {
+            let files = [path] + (quickLooks ? maps.map(quickLookPath) : [])
+            clash = files.first { FileManager.default.fileExists(atPath: $0) } ?? ""
+        }
+        clash = comm.broadcast(clash)
+        if !clash.isEmpty { throw DonutIOError(file: clash, "exists; pass --force to overwrite") }
+    }
+
+    /// One PNG per map of the written result file (rank 0).
+    func writeQuickLooks() throws {
+        let maps = try ResultMapsReader.read(path: path)
+        let r = maps.results, rows = maps.layout.rows, cols = maps.layout.cols
+        var list: [(String, [Double], String, String)] = [
+            ("strain", r.strain, "strain", ""), ("tilt_lr", r.tiltLRDeg, "tilt_lr (in-plane tilt)", "deg"),
+            ("tilt_ud", r.tiltUDDeg, "tilt_ud (out-of-plane tilt)", "deg"),
+        ]
+        if let t = r.thicknessA { list.append(("thickness", t, "thickness", "angstrom")) }
+        if let e = r.residual { list.append(("residual", e, "residual (MAE)", "counts")) }
+        list.append(("valid", r.valid.map(Double.init), "valid", ""))
+        for (name, values, title, units) in list {
+            try QuickLook.write(path: quickLookPath(name), map: values, rows: rows, cols: cols,
+                                title: "\(URL(fileURLWithPath: path).lastPathComponent): \(title)", units: units,
+                                valid: name == "valid" ? nil : r.valid)
+        }
+    }
+}
+
+/// What a map-producing pipeline (fit, infer) made.
+public struct MapsOutcome {
+    /// Frames in the scan (= map pixels).
+    public var frames: Int
+    /// Frames marked valid = 0 (bad frames, failed estimates), over all ranks.
+    public var invalidFrames: Int
 }

@@ -1,0 +1,166 @@
+import Foundation
+import DonutCore
+import DonutIO
+import DonutMPI
+
+/// Every scan of a manifest, one NeXus map file each and a status file (`donut reprocess`).
+public struct ReprocessRequest {
+    /// Manifest listing the scans (YAML).
+    public var manifestPath: String
+    /// Output folder; nil: the manifest's output_dir, relative to the manifest.
+    public var outDir: String?
+    /// Redo scans already done and overwrite their results.
+    public var force = false
+    /// Refine every scan by per-frame Poisson maximum likelihood (overrides the manifest).
+    public var physicsRefine = false
+    /// Levenberg–Marquardt iterations per frame (overrides the manifest's refine_iterations).
+    public var refineIterations: Int?
+    /// PNG quick-looks beside every result.
+    public var quickLooks = false
+    /// Frames per streamed chunk and rank.
+    public var chunkFrames = InferRequest.defaultChunkFrames
+
+    public init(manifestPath: String, outDir: String? = nil) {
+        self.manifestPath = manifestPath; self.outDir = outDir
+    }
+}
+
+/// What a run over a manifest did, the same on every rank.
+public struct ReprocessOutcome {
+    /// Scans processed now.
+    public var done: Int
+    /// Scans done before with the same inputs, left alone.
+    public var skipped: Int
+    /// Scans that failed (the others are done): their reasons are in the status file.
+    public var failed: Int
+    /// The status file (`reprocess-status.json` in the output folder).
+    public var statusPath: String
+}
+
+/// Runs every scan of `request`'s manifest one after another on all ranks. Collective.
+public func reprocess(_ ctx: RunContext, _ request: ReprocessRequest) throws -> ReprocessOutcome {
+    let manifest = request.manifestPath
+    let m = try ReprocessManifest.load(path: manifest)
+    var jobs = m.jobs(manifestPath: manifest, outputDir: request.outDir)
+    for i in jobs.indices {
+        if request.physicsRefine {
+            jobs[i].refineIterations = request.refineIterations ?? jobs[i].refineIterations ?? PhysicsRefinement.defaultMaxIterations
+        } else if let n = request.refineIterations, jobs[i].refineIterations != nil {
+            jobs[i].refineIterations = n
+        }
+    }
+    return try runReprocessJobs(ctx, jobs: jobs, manifest: manifest,
+                                folder: m.outputFolder(manifestPath: manifest, override: request.outDir),
+                                force: request.force, quicklook: request.quickLooks, chunk: request.chunkFrames)
+}
+
+/// Runs the resolved `jobs` of `manifest` one after another on all ranks, keeping the status
+/// file in `folder` (see `donut reprocess --help`). Shared by `reprocess` and `refine`
+/// (which re-infers every scan with the refined model).
+func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String, folder: String, force: Bool,
+                      quicklook: Bool, chunk: Int) throws -> ReprocessOutcome {
+    let comm = ctx.comm
+    // This loop's own wall and CPU time (refine runs it after training in the same process).
+    let started = Date(), startCPU = CommunicationClock.processCPUSeconds()
+    let statusPath = ReprocessStatus.path(inFolder: folder)
+    // Rank 0 owns the status file; every decision it takes is broadcast.
+    var previous: [String: ReprocessStatus.Entry] = [:]
+    var setupProblem = ""
+    if comm.isRoot {
+        do {
+            if !FileManager.default.fileExists(atPath: folder) {
+                try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
+            }
+            if !force, let old = try ReprocessStatus.read(path: statusPath) {
+                for e in old.scans where e.state == .done { previous[e.output + "\u{0}" + e.scan] = e }
+            }
+        } catch {
+            setupProblem = "\(error)"
+        }
+    }
+    setupProblem = comm.broadcast(setupProblem)
+    if !setupProblem.isEmpty { ctx.log("reprocess: \(setupProblem)") }
+    var status = ReprocessStatus(manifest: URL(fileURLWithPath: manifest).standardizedFileURL.path,
+                                 scans: jobs.map { .init(name: $0.name, scan: $0.scanPath, output: $0.outputPath) })
+    var statusWritable = true
+    func saveStatus() {
+        guard comm.isRoot, statusWritable else { return }
+        do { try status.write(path: statusPath) } catch {
+            statusWritable = false
+            ctx.log("reprocess: warning: \(error) — status is reported here only")
+        }
+    }
+    saveStatus()
+    ctx.log("reprocess: \(jobs.count) scan(s) from \(manifest), results in \(folder), \(comm.size) rank(s)")
+    let totals = StageTimes()
+    var frames = 0, skipped = 0
+    for (i, job) in jobs.enumerated() {
+        // Skip or run: decided on rank 0 (it alone reads the status and stats the files).
+        var verdict = ""   // "skip", "fail:<reason>" or "" (run)
+        var fingerprint = ""
+        if comm.isRoot {
+            fingerprint = job.fingerprint
+            if let reason = job.duplicateOf {
+                verdict = "fail:" + reason
+            } else if let old = previous[job.outputPath + "\u{0}" + job.scanPath], old.state == .done,
+                      old.fingerprint == fingerprint, FileManager.default.fileExists(atPath: job.outputPath) {
+                verdict = "skip"
+                status.scans[i] = old
+            }
+        }
+        verdict = comm.broadcast(verdict)
+        if verdict == "skip" {
+            skipped += 1
+            ctx.log("\(job.name): done before with the same inputs, skipped (--force redoes it)")
+            continue
+        }
+        if verdict.hasPrefix("fail:") {
+            status.scans[i].state = .failed; status.scans[i].reason = String(verdict.dropFirst(5))
+            ctx.log("\(job.name): FAILED: \(status.scans[i].reason)")
+            saveStatus()
+            continue
+        }
+        status.scans[i].state = .running
+        saveStatus()
+        let times = StageTimes(), t0 = Date()
+        var count = 0
+        var reason = ""
+        do {
+            let scan = ScanInput(path: job.scanPath, dataset: job.dataset, scanShape: job.scanShape, roi: job.roi)
+            let outputs = MapOutputs(path: job.outputPath, force: force, quickLooks: quicklook)
+            if job.method == "fit" {
+                count = try fitScan(ctx, FitRequest(scan: scan, libraryPath: job.modelPath, outputs: outputs, batch: job.batch,
+                                                    refineIterations: job.refineIterations), times: times).frames
+            } else {
+                count = try inferScan(ctx, InferRequest(modelPath: job.modelPath, scan: scan, outputs: outputs, batch: job.batch,
+                                                        mcSamples: 0, refineIterations: job.refineIterations, chunkFrames: chunk),
+                                      times: times).frames
+            }
+        } catch {
+            reason = "\(error)"
+        }
+        // Belt and braces: every rank must agree on the outcome.
+        if !comm.allAgree(reason.isEmpty) && reason.isEmpty { reason = "failed on another rank" }
+        let seconds = Date().timeIntervalSince(t0)
+        if reason.isEmpty {
+            frames += count; totals.add(times)
+            status.scans[i].state = .done; status.scans[i].fingerprint = fingerprint
+            status.scans[i].frames = count; status.scans[i].seconds = seconds
+            ctx.log(String(format: "%@: done, %d frames in %.2f s (%.0f frames/s) — %@, other (open, load, check) %.3f s", job.name,
+                           count, seconds, Double(count) / max(seconds, 1e-9),
+                           times.summary(estimateName: job.method == "fit" ? "fit" : "infer"), seconds - times.total))
+        } else {
+            status.scans[i].state = .failed; status.scans[i].reason = reason; status.scans[i].seconds = seconds
+            ctx.log("\(job.name): FAILED: \(reason)")
+        }
+        saveStatus()
+    }
+    let failures = status.scans.filter { $0.state == .failed }
+    let done = status.scans.count - failures.count - skipped
+    ctx.log(String(format: "reprocess: %d done, %d skipped (done before), %d failed; %d frames in %.1f s wall, %.1f s CPU on rank 0; stages: %@",
+                   done, skipped, failures.count, frames, Date().timeIntervalSince(started), CommunicationClock.processCPUSeconds() - startCPU,
+                   totals.summary(estimateName: "estimate")))
+    for f in failures { ctx.log("  failed: \(f.name): \(f.reason)") }
+    if comm.isRoot && statusWritable { ctx.log("status: \(statusPath)") }
+    return ReprocessOutcome(done: done, skipped: skipped, failed: failures.count, statusPath: statusPath)
+}

@@ -1,0 +1,102 @@
+import Foundation
+import DonutPhysics
+import DonutCore
+import DonutIO
+import DonutMPI
+
+/// A simulated library over a config's parameter grid (`donut simulate library`).
+public struct LibraryRequest {
+    public var config: DonutConfig
+    public var outPath: String
+    public var force = false
+    public var profile: Profile = .box
+    /// Entries per collective write (bounds memory: chunk × H × W × 4 bytes per rank).
+    public var chunkEntries = LibraryRequest.defaultChunkEntries
+
+    public static let defaultChunkEntries = 4096
+
+    public init(config: DonutConfig, outPath: String) { self.config = config; self.outPath = outPath }
+}
+
+/// Simulates the library of `request.config` into `request.outPath`, ranks splitting the
+/// entries (each writes its slab collectively, chunk by chunk). Collective.
+public func simulateLibrary(_ ctx: RunContext, _ request: LibraryRequest) throws {
+    let cfg = request.config, path = request.outPath, profile = request.profile, chunk = request.chunkEntries
+    let grid = LibraryGrid(config: cfg)
+    let n = cfg.model.frameSize
+    ctx.log("simulate library: \(profile.rawValue) model, grid \(grid.shape.map(String.init).joined(separator: "×")) = \(grid.count) entries of \(n)×\(n), \(ctx.comm.size) rank(s) → \(path)")
+    let provenance = ctx.provenance(method: "library-\(profile.rawValue)", config: ConfigFile.json(cfg), inputs: [], modelID: "")
+    let writer = try LibraryWriter(path: path, grid: grid, frameSize: n, provenance: provenance, force: request.force, comm: ctx.comm)
+    let mine = shardRange(count: grid.count, parts: ctx.comm.size, index: ctx.comm.rank)
+    let largest = shardRange(count: grid.count, parts: ctx.comm.size, index: 0).count
+    let rounds = (largest + chunk - 1) / chunk   // the same on every rank: writes are collective
+    let forward = ForwardModel<Float>(geometry: DiffractionGeometry(config: cfg), profile: profile)
+    var buffer = [Float](repeating: 0, count: min(chunk, max(mine.count, 1)) * n * n)
+    let report = ctx.progress("library entries (rank 0)")
+    do {
+        for r in 0..<rounds {
+            let lo = min(mine.lowerBound + r * chunk, mine.upperBound)
+            let part = lo..<min(lo + chunk, mine.upperBound)
+            try buffer.withUnsafeMutableBufferPointer { buf in
+                forward.library(grid, entries: part, into: buf)
+                try writer.writeSlab(entries: part, patterns: UnsafeBufferPointer(rebasing: buf[0..<(part.count * n * n)]))
+            }
+            report(part.upperBound - mine.lowerBound, mine.count)
+        }
+        try writer.finish()
+    } catch {
+        writer.abandon()
+        throw error
+    }
+    ctx.log("wrote \(path)")
+}
+
+/// A simulated scan of a phantom: frames, ground-truth maps and the config (`donut simulate scan`).
+public struct ScanSimulationRequest {
+    public var config: DonutConfig
+    public var phantom: Phantom = .paper
+    public var rows = 64, cols = 64
+    /// Seed of the noise (and of random phantoms): the same seed gives the same scan.
+    public var seed: UInt64 = 0
+    /// Poisson noise at the config's noise.peak_photons.
+    public var noise = true
+    public var profile: Profile = .box
+    public var outPath: String
+    public var force = false
+
+    public init(config: DonutConfig, outPath: String) { self.config = config; self.outPath = outPath }
+}
+
+/// Simulates a phantom scan into `request.outPath` (rank 0 writes; the other ranks learn
+/// the outcome, so all fail together). Collective.
+public func simulateScan(_ ctx: RunContext, _ request: ScanSimulationRequest) throws {
+    let cfg = request.config, kind = request.phantom, rows = request.rows, cols = request.cols, seed = request.seed
+    let noise = request.noise, profile = request.profile, path = request.outPath
+    ctx.log("simulate scan: phantom \(kind.rawValue) \(rows)×\(cols), seed \(seed), peak \(cfg.noise.peakPhotons) photons, noise \(noise ? "Poisson" : "off"), \(profile.rawValue) model → \(path)")
+    var failure = ""
+    if ctx.comm.isRoot {
+        do {
+            let maps = kind.maps(rows: rows, cols: cols, config: cfg, seed: seed)
+            let forward = ForwardModel<Float>(geometry: DiffractionGeometry(config: cfg), profile: profile)
+            let n = cfg.model.frameSize
+            var frames = [Float](repeating: 0, count: maps.count * n * n)
+            frames.withUnsafeMutableBufferPointer {
+                ScanSimulation.frames(of: maps, range: 0..<maps.count, model: forward, peakPhotons: cfg.noise.peakPhotons,
+                                      seed: seed, noise: noise, into: $0)
+            }
+            let checksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: frames, firstIndex: 0, frameSize: n))
+            let provenance = ctx.provenance(method: "simulate-scan-\(kind.rawValue)", config: ConfigFile.json(cfg), inputs: [],
+                                            modelID: "phantom:\(kind.rawValue) seed:\(seed) model:\(profile.rawValue) frames:\(checksum)")
+            try ScanWriter.write(path: path, frames: frames, layout: ScanLayout(rows: rows, cols: cols), frameSize: n,
+                                 groundTruth: ["strain": maps.strain, "tilt_lr": maps.tiltLRDeg, "tilt_ud": maps.tiltUDDeg,
+                                               "thickness": maps.thicknessA],
+                                 provenance: provenance, force: request.force)
+        } catch {
+            failure = "\(error)"
+        }
+    }
+    // Every rank learns the outcome, so all fail together (no rank runs ahead on a missing file).
+    failure = ctx.comm.broadcast(failure)
+    guard failure.isEmpty else { throw RankFailure(message: failure) }
+    ctx.log("wrote \(path)")
+}

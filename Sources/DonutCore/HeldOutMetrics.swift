@@ -1,5 +1,6 @@
 import Foundation
 import DonutBLAS
+import DonutPhysics
 
 /// How well a trained network explains measured frames it never trained on (the trainer's
 /// validation split): measures that do not contain the loss weights, so points of a sweep that
@@ -18,9 +19,12 @@ public struct HeldOutMetrics: Sendable, Equatable {
     public var groundTruthRMSE: [String: Double]
 
     /// Runs `network` in inference mode on the `count` held-out frames (`readFrames(r)` gives
-    /// held-out frames r, frameSize² floats each) in batches of `batch`. `truth`: ground-truth
-    /// maps (strain, tilt_lr, tilt_ud, thickness) of the held-out frames, in the same order.
-    public static func evaluate(network: DonutNetwork<Float>, batch: Int, count: Int,
+    /// held-out frames r, frameSize² floats each, all pixels measured) in batches of `batch`,
+    /// then judges every usable frame at the network's estimate with `GoodnessOfFit` (the
+    /// smooth model of `config`; frames above the valid threshold count too: a model that
+    /// explains the frames badly must rank badly). `truth`: ground-truth maps (strain, tilt_lr,
+    /// tilt_ud, thickness) of the held-out frames, in the same order.
+    public static func evaluate(network: DonutNetwork<Float>, config: DonutConfig, batch: Int, count: Int,
                                 readFrames: (Range<Int>) throws -> [Float], truth: [String: [Double]] = [:]) rethrows -> HeldOutMetrics {
         guard count > 0 else { return HeldOutMetrics(frames: 0, physicsMAE: .nan, deviance: .nan, groundTruthRMSE: [:]) }
         let maps = try NetworkInference(network: network, batch: batch).run(frames: 0..<count, readFrames: readFrames)
@@ -28,6 +32,23 @@ public struct HeldOutMetrics: Sendable, Equatable {
             guard let values else { return .nan }
             let usable = zip(values, maps.valid).filter { $0.0.isFinite && $0.1 != 0 }.map(\.0)
             return usable.isEmpty ? .nan : usable.reduce(0, +) / Double(usable.count)
+        }
+        // Goodness of fit of every usable frame (not only those under the threshold).
+        let judge = GoodnessOfFit(config: config)
+        let np = config.model.frameSize * config.model.frameSize
+        var deviance = [Double](repeating: .nan, count: count)
+        for start in stride(from: 0, to: count, by: batch) {
+            let range = start..<min(start + batch, count)
+            var frames: [Int] = [], estimates: [FrameParameters] = []
+            for i in range where maps.valid[i] != 0 {
+                let p = FrameParameters(strain: maps.strain[i], tiltLRDeg: maps.tiltLRDeg[i], tiltUDDeg: maps.tiltUDDeg[i],
+                                        thicknessA: maps.thicknessA?[i].isFinite == true ? maps.thicknessA![i] : judge.model.geometry.defaultThicknessA)
+                guard p.strain.isFinite, p.tiltLRDeg.isFinite, p.tiltUDDeg.isFinite else { continue }
+                frames.append(i - start); estimates.append(p)
+            }
+            guard !frames.isEmpty else { continue }
+            let block = FrameBlock(first: start, count: range.count, pixelCount: np, counts: try readFrames(range))
+            for (f, fit) in zip(frames, judge.evaluate(block, frames: frames, estimates: estimates)) { deviance[start + f] = fit.goodness }
         }
         var rmse: [String: Double] = [:]
         let estimates: [String: [Double]?] = ["strain": maps.strain, "tilt_lr": maps.tiltLRDeg, "tilt_ud": maps.tiltUDDeg,
@@ -37,7 +58,6 @@ public struct HeldOutMetrics: Sendable, Equatable {
             // Bad frames are NaN in the estimate: MapMetrics leaves them out.
             rmse[name] = MapMetrics.rmse(estimate, values)
         }
-        return HeldOutMetrics(frames: count, physicsMAE: mean(maps.residual), deviance: mean(maps.goodnessOfFit),
-                              groundTruthRMSE: rmse)
+        return HeldOutMetrics(frames: count, physicsMAE: mean(maps.residual), deviance: mean(deviance), groundTruthRMSE: rmse)
     }
 }

@@ -17,7 +17,7 @@ final class HeldOutMetricsTests: XCTestCase {
         // Truth = estimate + a known offset per map: the RMSE is that offset exactly.
         let truth = ["strain": maps.strain.map { $0 + 2e-4 }, "tilt_lr": maps.tiltLRDeg.map { $0 - 0.03 },
                      "tilt_ud": maps.tiltUDDeg.map { $0 + 0.5 }]
-        let m = HeldOutMetrics.evaluate(network: net, batch: 4, count: 7, readFrames: read, truth: truth)
+        let m = HeldOutMetrics.evaluate(network: net, config: config, batch: 4, count: 7, readFrames: read, truth: truth)
         XCTAssertEqual(m.frames, 7)
         XCTAssertEqual(try XCTUnwrap(m.groundTruthRMSE["strain"]), 2e-4, accuracy: 1e-12)
         XCTAssertEqual(try XCTUnwrap(m.groundTruthRMSE["tilt_lr"]), 0.03, accuracy: 1e-12)
@@ -28,13 +28,18 @@ final class HeldOutMetricsTests: XCTestCase {
         let usable = residuals.enumerated().filter { $0.offset != 3 }.map(\.element)
         XCTAssertEqual(m.physicsMAE, usable.reduce(0, +) / 6, accuracy: 1e-12 * m.physicsMAE)
         XCTAssert(m.physicsMAE > 0 && m.physicsMAE.isFinite)
-        if let g = maps.goodnessOfFit {
-            let fits = g.enumerated().filter { $0.offset != 3 }.map(\.element)
-            XCTAssertEqual(m.deviance, fits.reduce(0, +) / 6, accuracy: 1e-12 * abs(m.deviance))
-        } else {
-            XCTAssert(m.deviance.isNaN, "no goodness of fit from the inference: flagged NaN, not a number")
+        // Deviance: GoodnessOfFit at the network's estimates, frame by frame, mean over the 6 usable frames.
+        let judge = GoodnessOfFit(config: config)
+        var fits: [Double] = []
+        for i in 0..<7 where i != 3 {
+            let p = FrameParameters(strain: maps.strain[i], tiltLRDeg: maps.tiltLRDeg[i], tiltUDDeg: maps.tiltUDDeg[i],
+                                    thicknessA: judge.model.geometry.defaultThicknessA)
+            let block = FrameBlock(first: i, count: 1, pixelCount: np, counts: read(i..<(i + 1)))
+            fits.append(judge.evaluate(block, frames: [0], estimates: [p])[0].goodness)
         }
-        let none = HeldOutMetrics.evaluate(network: net, batch: 4, count: 0, readFrames: read)
+        XCTAssert(fits.allSatisfy { $0.isFinite && $0 > 0 }, "\(fits)")
+        XCTAssertEqual(m.deviance, fits.reduce(0, +) / 6, accuracy: 1e-9 * m.deviance)
+        let none = HeldOutMetrics.evaluate(network: net, config: config, batch: 4, count: 0, readFrames: read)
         XCTAssertEqual(none.frames, 0); XCTAssert(none.physicsMAE.isNaN && none.deviance.isNaN)
     }
 }

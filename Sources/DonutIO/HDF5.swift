@@ -40,12 +40,15 @@ public struct DonutIOError: Error, CustomStringConvertible, Equatable, Sendable 
 /// Element types Donut writes. Files it reads may hold any integer or float type; reads
 /// convert to the requested Swift type.
 public enum H5ElementType: String, Sendable {
-    case float32, float64, uint8, int64, uint64
+    case float32, float64, uint8, uint16, uint32, int32, int64, uint64
     var native: hid_t {
         switch self {
         case .float32: return donut_h5t_native_float()
         case .float64: return donut_h5t_native_double()
         case .uint8: return donut_h5t_native_uint8()
+        case .uint16: return donut_h5t_native_uint16()
+        case .uint32: return donut_h5t_native_uint32()
+        case .int32: return donut_h5t_native_int32()
         case .int64: return donut_h5t_native_int64()
         case .uint64: return donut_h5t_native_uint64()
         }
@@ -57,6 +60,9 @@ public protocol H5Numeric { static var h5ElementType: H5ElementType { get } }
 extension Float: H5Numeric { public static var h5ElementType: H5ElementType { .float32 } }
 extension Double: H5Numeric { public static var h5ElementType: H5ElementType { .float64 } }
 extension UInt8: H5Numeric { public static var h5ElementType: H5ElementType { .uint8 } }
+extension UInt16: H5Numeric { public static var h5ElementType: H5ElementType { .uint16 } }
+extension UInt32: H5Numeric { public static var h5ElementType: H5ElementType { .uint32 } }
+extension Int32: H5Numeric { public static var h5ElementType: H5ElementType { .int32 } }
 extension Int64: H5Numeric { public static var h5ElementType: H5ElementType { .int64 } }
 extension UInt64: H5Numeric { public static var h5ElementType: H5ElementType { .uint64 } }
 
@@ -177,25 +183,90 @@ public final class H5File {
 
     // MARK: Datasets
 
-    /// Creates a contiguous, uncompressed dataset. Collective.
-    public func createDataset(_ path: String, type: H5ElementType, shape: [Int]) throws -> H5Dataset {
+    /// Creates a dataset: contiguous and uncompressed by default, or in `chunks` passed
+    /// through `filters` (in order; e.g. bitshuffle-LZ4 as detector file writers do, whose
+    /// plugin must then be able to encode). Collective.
+    public func createDataset(_ path: String, type: H5ElementType, shape: [Int],
+                              chunks: [Int]? = nil, filters: [H5Filter] = []) throws -> H5Dataset {
         let dims = shape.map { hsize_t($0) }
         let space = H5Screate_simple(Int32(dims.count), dims, nil)
         guard space >= 0 else { throw DonutIOError.dataset(self.path, path, "invalid shape \(shape)") }
         defer { H5Sclose(space) }
-        let d = H5Dcreate2(id, path, type.native, space, donut_h5p_default(), donut_h5p_default(), donut_h5p_default())
+        var dcpl = donut_h5p_default()
+        defer { if dcpl != donut_h5p_default() { H5Pclose(dcpl) } }
+        if let chunks {
+            guard chunks.count == shape.count, chunks.allSatisfy({ $0 >= 1 }) else {
+                throw DonutIOError.dataset(self.path, path, "chunks \(chunks) do not fit shape \(shape)")
+            }
+            H5Plugins.registerSearchPath()
+            dcpl = H5Pcreate(donut_h5p_dataset_create())
+            H5Pset_chunk(dcpl, Int32(chunks.count), chunks.map { hsize_t($0) })
+            for f in filters {
+                let rc = H5Pset_filter(dcpl, H5Z_filter_t(f.id), f.isOptional ? 1 : 0, f.parameters.count, f.parameters)
+                guard rc >= 0 else {
+                    throw DonutIOError.dataset(self.path, path, "cannot add filter \(f) (\(takeHDF5ErrorMessage())); \(f.installHint)")
+                }
+            }
+        } else if !filters.isEmpty {
+            throw DonutIOError.dataset(self.path, path, "filters need chunks")
+        }
+        let d = H5Dcreate2(id, path, type.native, space, donut_h5p_default(), dcpl, donut_h5p_default())
         guard d >= 0 else { throw DonutIOError.dataset(self.path, path, "cannot create (\(takeHDF5ErrorMessage()))") }
         return H5Dataset(file: self, path: path, id: d)
     }
 
     /// Opens an existing dataset; a clear error when it (or a parent group) is missing.
-    public func openDataset(_ path: String) throws -> H5Dataset {
+    /// `chunkCacheBytes`: this dataset's chunk cache (HDF5's default is 1 MiB, less than one
+    /// 514×1030 uint32 detector frame); reads hold at most this much decompressed data.
+    public func openDataset(_ path: String, chunkCacheBytes: Int? = nil) throws -> H5Dataset {
         guard exists(path) else { throw DonutIOError.dataset(self.path, path, "not found") }
-        let d = H5Dopen2(id, path, donut_h5p_default())
+        var dapl = donut_h5p_default()
+        if let bytes = chunkCacheBytes {
+            dapl = H5Pcreate(donut_h5p_dataset_access())
+            // A prime number of hash slots well above the chunks the cache holds; w0 = 1:
+            // a chunk read completely is evicted first (frames are read once, in order).
+            H5Pset_chunk_cache(dapl, 12_421, bytes, 1.0)
+        }
+        defer { if dapl != donut_h5p_default() { H5Pclose(dapl) } }
+        H5Plugins.registerSearchPath()
+        let d = H5Dopen2(id, path, dapl)
         guard d >= 0 else {
             throw DonutIOError.dataset(self.path, path, "cannot open as a dataset (\(takeHDF5ErrorMessage()))")
         }
         return H5Dataset(file: self, path: path, id: d)
+    }
+
+    /// What kind of object is at `path`: a group, a dataset, or nil (missing or other).
+    public func objectKind(_ path: String) -> H5ObjectKind? {
+        guard path == "/" || exists(path) else { return nil }
+        let o = H5Oopen(id, path, donut_h5p_default())
+        guard o >= 0 else { H5Eclear2(donut_h5e_default()); return nil }
+        defer { H5Oclose(o) }
+        switch H5Iget_type(o) {
+        case H5I_GROUP: return .group
+        case H5I_DATASET: return .dataset
+        default: return nil
+        }
+    }
+
+    /// Names of the links in group `path` (sorted by name); empty when it is not a group.
+    public func children(of path: String) -> [String] {
+        guard objectKind(path) == .group else { return [] }
+        let g = H5Gopen2(id, path, donut_h5p_default())
+        guard g >= 0 else { H5Eclear2(donut_h5e_default()); return [] }
+        defer { H5Gclose(g) }
+        var info = H5G_info_t()
+        guard H5Gget_info(g, &info) >= 0 else { H5Eclear2(donut_h5e_default()); return [] }
+        var names: [String] = []
+        for i in 0..<info.nlinks {
+            let n = H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, nil, 0, donut_h5p_default())
+            guard n > 0 else { continue }
+            var buf = [CChar](repeating: 0, count: n + 1)
+            H5Lget_name_by_idx(g, ".", H5_INDEX_NAME, H5_ITER_INC, i, &buf, n + 1, donut_h5p_default())
+            names.append(String(cString: buf))
+        }
+        H5Eclear2(donut_h5e_default())
+        return names
     }
 
     /// Convenience: create a dataset and write all of it (collective), with `@units` when given.
@@ -624,5 +695,232 @@ public final class H5Dataset {
         guard rc >= 0 else { throw error("reading failed (\(takeHDF5ErrorMessage()))") }
         if s.count == 0 { out.removeAll() }
         return out
+    }
+}
+
+// MARK: Object kinds, stored types, chunks and filters
+
+public enum H5ObjectKind: Sendable { case group, dataset }
+
+/// The element type of a dataset as stored: what detectors write (uint8/16/32, int32,
+/// float32) decides how values are read and which value is the dtype's sentinel.
+public struct H5StoredType: Equatable, Sendable, CustomStringConvertible {
+    public enum Kind: Sendable { case unsignedInteger, signedInteger, float, other }
+    public var kind: Kind
+    /// Bits per element (8, 16, 32, 64).
+    public var bits: Int
+    public var description: String {
+        switch kind {
+        case .unsignedInteger: return "uint\(bits)"
+        case .signedInteger: return "int\(bits)"
+        case .float: return "float\(bits)"
+        case .other: return "non-numeric"
+        }
+    }
+}
+
+/// One filter of a chunked dataset's pipeline (HDF5 filter id, its parameters).
+public struct H5Filter: Equatable, Sendable, CustomStringConvertible {
+    /// Registered HDF5 filter id (1 gzip, 32004 LZ4, 32008 bitshuffle, …).
+    public var id: Int
+    /// The name stored with the filter, or the registered name when the file has none.
+    public var name: String
+    /// The filter's client data (`cd_values`).
+    public var parameters: [UInt32]
+    /// Optional filters may be skipped by HDF5 when they fail (on write only).
+    public var isOptional: Bool
+
+    public init(id: Int, name: String? = nil, parameters: [UInt32] = [], isOptional: Bool = false) {
+        self.id = id; self.parameters = parameters; self.isOptional = isOptional
+        self.name = name ?? H5Filter.known[id]?.name ?? "filter \(id)"
+    }
+
+    /// Bitshuffle (32008) with LZ4 (compression code 2 in parameter 4); block size 0 = automatic.
+    /// The first three parameters are filled in by the filter (version, element size).
+    public static let bitshuffleLZ4 = H5Filter(id: 32008, parameters: [0, 0, 0, 0, 2])
+    public static func gzip(level: UInt32 = 4) -> H5Filter { H5Filter(id: 1, parameters: [level]) }
+
+    /// "bitshuffle (id 32008, with zstd)": the compressor inside bitshuffle and Blosc
+    /// matters, since a plugin may decode one and not the other.
+    public var description: String {
+        var inner = ""
+        if id == 32008, parameters.count > 4 {
+            inner = [0: ", no compression", 2: ", with LZ4", 3: ", with zstd"][parameters[4]] ?? ", compression \(parameters[4])"
+        }
+        if id == 32001, parameters.count > 6 {
+            inner = [0: ", blosclz", 1: ", lz4", 2: ", lz4hc", 3: ", snappy", 4: ", zlib", 5: ", zstd"][parameters[6]].map { " with\($0)" } ?? ""
+        }
+        return "\(displayName) (id \(id)\(inner))"
+    }
+    /// The registered name (the file's stored comment may be a long sentence).
+    public var displayName: String { H5Filter.known[id]?.name ?? name }
+
+    /// Registered filters Donut knows how to get on Debian 12 (the HDF5 filter registry's
+    /// ids): name and how to install a decoder. Built-in filters need nothing.
+    static let known: [Int: (name: String, install: String)] = [
+        1: ("gzip", "built into HDF5"),
+        2: ("shuffle", "built into HDF5"),
+        3: ("fletcher32", "built into HDF5"),
+        4: ("szip", "built into Debian's HDF5"),
+        5: ("nbit", "built into HDF5"),
+        6: ("scaleoffset", "built into HDF5"),
+        307: ("bzip2", "apt-get install hdf5-filter-plugin (scripts/setup does)"),
+        32000: ("lzf", "apt-get install hdf5-filter-plugin (scripts/setup does)"),
+        32001: ("blosc", "apt-get install hdf5-filter-plugin-blosc-serial (scripts/setup does)"),
+        32004: ("lz4", "apt-get install hdf5-filter-plugin (scripts/setup does)"),
+        32008: ("bitshuffle", "apt-get install hdf5-filter-plugin (scripts/setup does; Debian 12's bitshuffle "
+                + "plugins decode bitshuffle+LZ4, not bitshuffle+zstd)"),
+        32015: ("zstd", "not packaged for Debian 12"),
+        32026: ("blosc2", "not packaged for Debian 12"),
+    ]
+
+    /// How to get a decoder, for error messages.
+    public var installHint: String {
+        let how = H5Filter.known[id]?.install ?? "not a filter Donut knows a package for"
+        return "to read it: \(how); any HDF5 filter plugin built for HDF5 1.10 can be put in a folder named by "
+            + "HDF5_PLUGIN_PATH (e.g. the plugins of Python's hdf5plugin: python3 -c 'import hdf5plugin; "
+            + "print(hdf5plugin.PLUGIN_PATH)'), or the file recompressed with h5repack -f GZIP=4 where the filter is available"
+    }
+}
+
+/// HDF5's dynamic filter plugins (LZ4, bitshuffle, Blosc, …).
+///
+/// Why this exists: the Open MPI build of libhdf5 on Debian searches only
+/// …/hdf5/openmpi/plugins, which Debian's plugin packages do not fill (they install into
+/// …/hdf5/serial/plugins); and HDF5 1.10 fails the whole search ("can't open directory")
+/// at the first folder that does not exist — at the first read of a chunk, after any
+/// amount of computation. Debian's serial plugins load into the Open MPI libhdf5 (they
+/// call only the stable H5P/H5Z API).
+public enum H5Plugins {
+    /// Debian's plugin folders for this architecture (serial first: the packages' home).
+    public static var debianFolders: [String] {
+        #if arch(x86_64)
+        let triplet = "x86_64-linux-gnu"
+        #elseif arch(arm64)
+        let triplet = "aarch64-linux-gnu"
+        #else
+        let triplet = ""
+        #endif
+        guard !triplet.isEmpty else { return [] }
+        return ["serial", "openmpi"].map { "/usr/lib/\(triplet)/hdf5/\($0)/plugins" }
+    }
+
+    private static let registered: Void = {
+        _ = silenceHDF5
+        // Drop folders that do not exist (HDF5_PLUGIN_PATH entries included), then append
+        // Debian's folders that do. HDF5_PLUGIN_PATH's existing folders keep their priority.
+        var i: UInt32 = 0
+        while i < pathCount {
+            if let p = path(at: i), !isFolder(p) { H5PLremove(i) } else { i += 1 }
+        }
+        for folder in debianFolders where isFolder(folder) && !searchPath.contains(folder) {
+            H5PLappend(folder)
+        }
+        H5Eclear2(donut_h5e_default())
+    }()
+
+    /// Makes the plugin folders known (once per process; every dataset open calls it).
+    public static func registerSearchPath() { _ = registered }
+
+    private static var pathCount: UInt32 {
+        var n: UInt32 = 0
+        H5PLsize(&n)
+        return n
+    }
+    private static func path(at i: UInt32) -> String? {
+        let n = H5PLget(i, nil, 0)
+        guard n > 0 else { return nil }
+        var buf = [CChar](repeating: 0, count: n + 1)
+        H5PLget(i, &buf, n + 1)
+        return String(cString: buf)
+    }
+    private static func isFolder(_ p: String) -> Bool {
+        var isDir: ObjCBool = false
+        return FileManager.default.fileExists(atPath: p, isDirectory: &isDir) && isDir.boolValue
+    }
+
+    /// The folders HDF5 searches for plugins, in order.
+    public static var searchPath: [String] { (0..<pathCount).compactMap(path(at:)) }
+
+    /// True when a decoder for filter `id` is registered or loads from the search path.
+    public static func canDecode(_ id: Int) -> Bool {
+        registerSearchPath()
+        let avail = H5Zfilter_avail(H5Z_filter_t(id))
+        guard avail > 0 else { H5Eclear2(donut_h5e_default()); return false }
+        var flags: UInt32 = 0
+        guard H5Zget_filter_info(H5Z_filter_t(id), &flags) >= 0 else { H5Eclear2(donut_h5e_default()); return false }
+        return flags & UInt32(H5Z_FILTER_CONFIG_DECODE_ENABLED) != 0
+    }
+}
+
+extension H5Dataset {
+    /// The stored element type.
+    public var storedType: H5StoredType {
+        let type = H5Dget_type(id)
+        defer { H5Tclose(type) }
+        let bits = H5Tget_size(type) * 8
+        switch H5Tget_class(type) {
+        case H5T_INTEGER: return H5StoredType(kind: H5Tget_sign(type) == H5T_SGN_NONE ? .unsignedInteger : .signedInteger, bits: bits)
+        case H5T_FLOAT: return H5StoredType(kind: .float, bits: bits)
+        default: return H5StoredType(kind: .other, bits: bits)
+        }
+    }
+
+    /// Chunk shape when the dataset is chunked, nil when contiguous or compact.
+    public var chunkShape: [Int]? {
+        let dcpl = H5Dget_create_plist(id)
+        defer { H5Pclose(dcpl) }
+        guard H5Pget_layout(dcpl) == H5D_CHUNKED else { return nil }
+        var dims = [hsize_t](repeating: 0, count: max(shape.count, 1))
+        let rank = H5Pget_chunk(dcpl, Int32(dims.count), &dims)
+        guard rank > 0 else { H5Eclear2(donut_h5e_default()); return nil }
+        return dims.prefix(Int(rank)).map { Int($0) }
+    }
+
+    /// The filter pipeline, in the order it was applied on write.
+    public var filters: [H5Filter] {
+        let dcpl = H5Dget_create_plist(id)
+        defer { H5Pclose(dcpl) }
+        let n = H5Pget_nfilters(dcpl)
+        guard n > 0 else { return [] }
+        return (0..<UInt32(n)).compactMap { i in
+            var flags: UInt32 = 0, config: UInt32 = 0
+            var nValues = 16
+            var values = [UInt32](repeating: 0, count: nValues)
+            var name = [CChar](repeating: 0, count: 256)
+            let fid = H5Pget_filter2(dcpl, i, &flags, &nValues, &values, name.count, &name, &config)
+            guard fid >= 0 else { H5Eclear2(donut_h5e_default()); return nil }
+            let stored = String(cString: name)
+            return H5Filter(id: Int(fid), name: stored.isEmpty ? nil : stored,
+                            parameters: Array(values.prefix(min(nValues, values.count))),
+                            isOptional: flags & 1 != 0)
+        }
+    }
+}
+
+extension H5Dataset {
+    /// Refuses a dataset whose chunks cannot be decoded here, before any computation: each
+    /// filter must have a decoder, and the first chunk must actually decode (a plugin may
+    /// be present yet not handle this variant, e.g. Debian 12's bitshuffle with zstd).
+    /// The error names the filter, this dataset and file, and how to get a decoder.
+    public func checkFiltersDecode() throws {
+        let pipeline = filters
+        guard !pipeline.isEmpty else { return }
+        let all = pipeline.map(\.description).joined(separator: " → ")
+        for f in pipeline where !H5Plugins.canDecode(f.id) {
+            throw error("compressed with \(all): no decoder for \(f) was found (plugin folders searched: "
+                        + "\(H5Plugins.searchPath.joined(separator: ", ")); \(f.installHint)")
+        }
+        guard let chunk = chunkShape, !shape.isEmpty, shape.allSatisfy({ $0 > 0 }) else { return }
+        let sel = FlatSelection(leadingRank: 1, range: 0 ..< min(chunk[0], shape[0]),
+                                trailingStart: shape.dropFirst().map { _ in 0 },
+                                trailingCount: zip(chunk.dropFirst(), shape.dropFirst()).map { min($0, $1) })
+        do {
+            _ = try read(as: Float.self, selection: sel)
+        } catch let e as DonutIOError {
+            let culprit = pipeline.first { H5Filter.known[$0.id].map { !$0.install.hasPrefix("built") } ?? true } ?? pipeline[0]
+            throw error("compressed with \(all): the first chunk does not decode (\(e.message)); the decoder found for "
+                        + "\(culprit) does not handle this variant; \(culprit.installHint)")
+        }
     }
 }

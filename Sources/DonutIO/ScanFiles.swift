@@ -22,7 +22,16 @@ let groundTruthUnits: [(name: String, units: String)] = [
 ]
 
 /// Reads a scan's frames, each rank its own range, as model-size frames (frameSize²,
-/// row-major), cropping to the ROI and binning when the file holds raw detector frames.
+/// row-major, raster order on the measured grid), cropping to the ROI and binning when the
+/// file holds raw detector frames.
+///
+/// Raw detector files (Eiger, Jungfrau, … as beamline file writers leave them) are read as
+/// they are: compressed chunks (filters checked and one chunk decoded at open), integer
+/// frames (uint8/16/32, int32) with the dtype's sentinel masked, a NeXus `pixel_mask` or a
+/// mask file, a hot-pixel threshold, a per-frame monitor, positioners and serpentine order
+/// (`ScanReadOptions`). Every problem of the file is reported by `init`, before any
+/// computation. `readBlock` gives methods what they consume (`FrameBlock`); `readFrames`
+/// gives the counts as stored (no masking), for callers that judge frames themselves.
 ///
 /// `init` and `close` are collective when a communicator is given (the file is opened with
 /// MPI-IO); every read is independent.
@@ -37,94 +46,225 @@ public final class ScanReader {
     public let storedFrameShape: (height: Int, width: Int)
     /// The config recorded in the file (`/entry/process/config/data`), if any.
     public let configJSON: String?
+    /// Element type on disk.
+    public let storedType: H5StoredType
+    /// Order of the frames in the file and where they lie (maps are in raster order).
+    public let geometry: ScanGeometry
+    /// The ROI actually used (raw pixels), nil when stored frames are used as they are.
+    public let roi: DetectorROI?
+    /// Raw pixels summed into one model pixel along each axis.
+    public let binning: Int
+    /// Value that marks a masked pixel in this dtype (2ⁿ − 1 for unsigned, 2ⁿ⁻¹ − 1 for
+    /// signed integers; nil for floats).
+    public let sentinel: Double?
+    /// Raw counts above which a pixel is excluded in that frame; nil: none.
+    public let hotPixelThreshold: Double?
+    /// Where the static mask came from ("/entry/instrument/detector/pixel_mask",
+    /// "mask.h5:/mask", or nil when there is none).
+    public let maskSource: String?
+    /// Static mask over the whole stored frame (H·W, true = bad), when there is one.
+    public let frameMask: [Bool]?
+    /// Monitor relative to its median, in map order (nil: none); `monitorSource` says where
+    /// it came from and `monitorReference` is the median in the monitor's own units.
+    public let monitor: [Double]?
+    public let monitorSource: String?
+    public let monitorReference: Double?
 
     private enum Source { case hdf5(H5File, H5Dataset), npy(NpyFile) }
     private var source: Source?
     /// 2 for (rows, cols, H, W), 1 for (N, H, W).
     private let leadingRank: Int
-    /// Crop and binning applied to stored frames; nil when they are used as they are.
-    private let roi: DetectorROI?
-    private let binning: Int
+    /// The static mask cropped to the ROI (cropH·cropW), nil when nothing is masked there.
+    private let cropMask: [Bool]?
+
+    /// Groups searched for positioners, and the names tried for x (fast) and y (slow).
+    public static let positionerSearch = (groups: ["/entry/measurement", "/entry/instrument/positioners",
+                                                   "/entry/sample/positioners", "/entry/sample"],
+                                          x: ["samx", "sx"], y: ["samy", "sy"])
+    /// Datasets tried for a NeXus pixel mask (then `pixel_mask` and
+    /// `detectorSpecific/pixel_mask` of every NXdetector group under /entry/instrument).
+    public static let maskSearch = ["/entry/instrument/detector/pixel_mask",
+                                    "/entry/instrument/detector/detectorSpecific/pixel_mask"]
+    /// Datasets tried for the monitor, in order (then `data` of every NXmonitor group
+    /// under /entry, then 1-D datasets of /entry/measurement named *mon*, i0 or io).
+    public static let monitorSearch = ["/entry/instrument/monitor/data", "/entry/monitor/data", "/entry/control/data"]
 
     public init(path: String, dataset: String = "/entry/data/data", config: DonutConfig,
-                comm: Communicator? = nil, scanShape: (rows: Int, cols: Int)? = nil) throws {
+                comm: Communicator? = nil, scanShape: (rows: Int, cols: Int)? = nil,
+                options: ScanReadOptions = ScanReadOptions()) throws {
+        try options.validate()
         self.path = path
         frameSize = config.model.frameSize
+        let dataset = options.dataset ?? dataset
         let shape: [Int]
-        var positions: (y: [Double], x: [Double])?
+        var axisPositions: (y: [Double], x: [Double])?
         var configJSON: String?
         let objectName: String
+        var file: H5File?
         if path.lowercased().hasSuffix(".npy") {
             let npy = try NpyFile(path: path)
             shape = npy.shape
             source = .npy(npy)
             self.dataset = ""
             objectName = ""
+            storedType = H5StoredType(kind: npy.dtype == .uint8 ? .unsignedInteger : npy.dtype == .int64 ? .signedInteger : .float,
+                                      bits: npy.dtype.size * 8)
         } else {
-            let file = try H5File.open(path, comm: comm)
-            let d = try file.openDataset(dataset)
+            let f = try H5File.open(path, comm: comm)
+            file = f
+            guard f.objectKind(dataset) == .dataset else {
+                let found = Self.frameCandidates(f)
+                throw DonutIOError.dataset(path, dataset, (f.exists(dataset) ? "is not a dataset" : "not found")
+                    + (found.isEmpty ? "" : " (datasets that look like frames: \(found.joined(separator: ", ")); pass one with --dataset)"))
+            }
+            var d = try f.openDataset(dataset)
             guard d.isNumeric else { throw DonutIOError.dataset(path, dataset, "expected numeric frames, got \(d.typeDescription)") }
+            if let chunk = d.chunkShape {
+                // Room for two chunks: reads of consecutive frames never decode a chunk twice.
+                let bytes = chunk.reduce(1, *) * d.storedType.bits / 8
+                try d.close()
+                d = try f.openDataset(dataset, chunkCacheBytes: min(max(2 * bytes, 4 << 20), 512 << 20))
+            }
+            try d.checkFiltersDecode()
             shape = d.shape
-            source = .hdf5(file, d)
+            storedType = d.storedType
+            source = .hdf5(f, d)
             self.dataset = dataset
             objectName = dataset
-            if file.exists("/entry/process/config/data") {
-                configJSON = try file.readString("/entry/process/config/data")
+            if f.exists("/entry/process/config/data") {
+                configJSON = try f.readString("/entry/process/config/data")
             }
-            positions = try Self.readPositions(file)
+            axisPositions = try Self.readPositions(f)
         }
         self.configJSON = configJSON
         func fail(_ message: String) -> DonutIOError {
             objectName.isEmpty ? DonutIOError(file: path, message) : .dataset(path, objectName, message)
         }
         let dims = "(" + shape.map(String.init).joined(separator: ", ") + ")"
-        let rows: Int, cols: Int
+        var grid: (rows: Int, cols: Int)?
+        let frameCount: Int
         switch shape.count {
         case 4:
-            rows = shape[0]; cols = shape[1]; leadingRank = 2
-            if let s = scanShape, s.rows != rows || s.cols != cols {
-                throw fail("scan shape \(s.rows)×\(s.cols) was given but the frames are laid out \(rows)×\(cols) \(dims)")
+            grid = (shape[0], shape[1]); leadingRank = 2; frameCount = Sizes.product([shape[0], shape[1]]) ?? Int.max
+            if let s = scanShape, s.rows != shape[0] || s.cols != shape[1] {
+                throw fail("scan shape \(s.rows)×\(s.cols) was given but the frames are laid out \(shape[0])×\(shape[1]) \(dims)")
             }
         case 3:
-            guard let s = scanShape else {
-                throw fail("3-D frames (N, H, W) \(dims) need the scan shape (rows, cols) to be given")
+            leadingRank = 1; frameCount = shape[0]
+            if let s = scanShape {
+                guard s.rows > 0, s.cols > 0, let n = Sizes.product([s.rows, s.cols]), n == shape[0] else {
+                    let n = Sizes.product([s.rows, s.cols]).map(String.init) ?? "more than 2^63"
+                    throw fail("scan shape \(s.rows)×\(s.cols) = \(n) frames, but the dataset holds \(shape[0]) \(dims)")
+                }
+                grid = s
             }
-            guard s.rows > 0, s.cols > 0, let n = Sizes.product([s.rows, s.cols]), n == shape[0] else {
-                let n = Sizes.product([s.rows, s.cols]).map(String.init) ?? "more than 2^63"
-                throw fail("scan shape \(s.rows)×\(s.cols) = \(n) frames, but the dataset holds \(shape[0]) \(dims)")
-            }
-            rows = s.rows; cols = s.cols; leadingRank = 1
         default:
             throw fail("expected 4-D (rows, cols, H, W) or 3-D (N, H, W), got \(shape.count)-D \(dims)")
         }
-        guard rows > 0, cols > 0 else { throw fail("scan has no frames \(dims)") }
+        guard frameCount > 0 else { throw fail("scan has no frames \(dims)") }
         let h = shape[shape.count - 2], w = shape[shape.count - 1]
         // Sizes declared by the file, checked before anything is allocated for them: the
         // per-frame results of the whole scan (about 64 bytes a frame) and one stored frame.
-        if let why = Sizes.memoryProblem("the scan's maps", factors: [("rows", rows), ("cols", cols)], bytesPerElement: 64)
+        let mapFactors = shape.count == 4 ? [("rows", shape[0]), ("cols", shape[1])] : [("frames", shape[0])]
+        if let why = Sizes.memoryProblem("the scan's maps", factors: mapFactors, bytesPerElement: 64)
             ?? Sizes.memoryProblem("one stored frame", factors: [("height", h), ("width", w)], bytesPerElement: 8) {
             throw fail("\(dims): \(why)")
         }
         storedFrameShape = (h, w)
-        let r = config.instrument.roi, b = config.instrument.binning
-        if h == frameSize && w == frameSize {
+
+        // Geometry: declared order, positioners, grid.
+        let positioners = try file.flatMap { try Self.readPositioners($0, frameCount: frameCount, options: options) }
+        do {
+            geometry = try ScanGeometry.resolve(frameCount: frameCount, grid: grid, declared: options.scanOrder,
+                                                positions: positioners.map { ($0.x, $0.y) })
+        } catch let p as ScanGeometry.Problem {
+            let where_ = positioners.map { " (positioners \($0.xPath), \($0.yPath))" } ?? ""
+            throw fail(p.description + where_)
+        }
+        if geometry.source == .assumed, let p = axisPositions {
+            guard p.y.count == geometry.rows, p.x.count == geometry.cols else {
+                throw DonutIOError.dataset(path, "/entry/data/y", "positions y (\(p.y.count)) and x (\(p.x.count)) do not match the scan \(geometry.rows)×\(geometry.cols)")
+            }
+            layout = ScanLayout(rows: geometry.rows, cols: geometry.cols, y: p.y, x: p.x, axisUnits: "um")
+        } else {
+            layout = geometry.layout
+        }
+
+        // ROI and binning.
+        let r = options.roi ?? config.instrument.roi, b = config.instrument.binning
+        if h == frameSize && w == frameSize && options.roi == nil {
             roi = nil; binning = 1
         } else if r.width == frameSize * b, r.height == frameSize * b, r.x >= 0, r.y >= 0,
                   r.x <= w - r.width, r.y <= h - r.height {
             roi = r; binning = b
         } else {
-            throw fail("frames are \(h)×\(w) \(dims): expected \(frameSize)×\(frameSize) frames, or raw detector frames "
-                       + "containing the ROI (x \(r.x)..<\(r.x + r.width), y \(r.y)..<\(r.y + r.height)) that bins by \(b) "
-                       + "to \(frameSize)×\(frameSize) (config keys instrument.roi, instrument.binning)")
+            let which = options.roi != nil ? "the ROI given (--roi / manifest key roi)" : "the model's ROI (config keys instrument.roi, instrument.binning)"
+            let fits = r.width == frameSize * b && r.height == frameSize * b
+            throw fail("frames are \(h)×\(w) \(dims): \(which) x \(r.x)..<\(r.x + r.width), y \(r.y)..<\(r.y + r.height) "
+                       + (fits ? "lies off the frame" : "must be \(frameSize * b)×\(frameSize * b) raw pixels (model frame \(frameSize) × binning \(b))")
+                       + (h == frameSize && w == frameSize ? "" : "; or give frames of \(frameSize)×\(frameSize)"))
         }
-        if let p = positions {
-            guard p.y.count == rows, p.x.count == cols else {
-                throw DonutIOError.dataset(path, "/entry/data/y", "positions y (\(p.y.count)) and x (\(p.x.count)) do not match the scan \(rows)×\(cols)")
-            }
-            layout = ScanLayout(rows: rows, cols: cols, y: p.y, x: p.x, axisUnits: "um")
+
+        // Sentinel, hot pixels, static mask.
+        switch storedType.kind {
+        case .unsignedInteger where storedType.bits <= 32: sentinel = Double((UInt64(1) << storedType.bits) - 1)
+        case .signedInteger where storedType.bits <= 32: sentinel = Double((Int64(1) << (storedType.bits - 1)) - 1)
+        default: sentinel = nil
+        }
+        hotPixelThreshold = options.hotPixelThreshold
+        let mask = try Self.readMask(options.mask, scanFile: file, scanPath: path, frame: (h, w))
+        maskSource = mask?.source
+        frameMask = mask?.bad
+        let cropH = roi?.height ?? h, cropW = roi?.width ?? w, ox = roi?.x ?? 0, oy = roi?.y ?? 0
+        if let bad = mask?.bad {
+            var crop = [Bool](repeating: false, count: cropH * cropW)
+            for y in 0..<cropH { for x in 0..<cropW { crop[y * cropW + x] = bad[(oy + y) * w + ox + x] } }
+            cropMask = crop.contains(true) ? crop : nil
         } else {
-            layout = ScanLayout(rows: rows, cols: cols)
+            cropMask = nil
         }
+
+        // Monitor, relative to its median, in map order.
+        if let m = try Self.readMonitor(options.monitor, scanFile: file, scanPath: path, frameCount: frameCount) {
+            let sorted = m.values.sorted()
+            let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : 0.5 * (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2])
+            let g = geometry
+            monitor = (0..<frameCount).map { m.values[g.fileIndex($0)] / median }
+            monitorSource = m.source; monitorReference = median
+        } else {
+            monitor = nil; monitorSource = nil; monitorReference = nil
+        }
+
+        // The ROI must see the sample: refuse one that lies (mostly) on a gap or masked
+        // region of the first frame (sentinel values and the static mask).
+        let first = try readBlock(0..<1, maskOnlyStaticAndSentinel: true)
+        let excluded = first.weights.map { $0.reduce(0) { $0 + ($1 == 0 ? 1 : 0) } } ?? 0
+        if excluded * 2 > first.pixelCount {
+            let rr = roi ?? DetectorROI(x: 0, y: 0, width: w, height: h)
+            throw fail("the ROI x \(rr.x)..<\(rr.x + rr.width), y \(rr.y)..<\(rr.y + rr.height) lies on a detector gap or masked region: "
+                       + "\(excluded) of its \(first.pixelCount) model pixels are masked in the first frame "
+                       + "(mask \(maskSource ?? "none"), sentinel \(sentinel.map { String(format: "%.0f", $0) } ?? "none")); "
+                       + "choose another ROI (donut inspect suggests one)")
+        }
+    }
+
+    /// Frame-like datasets (3-D or 4-D numeric) under /entry, for "not found" errors.
+    static func frameCandidates(_ f: H5File) -> [String] {
+        var out: [String] = []
+        func walk(_ g: String, depth: Int) {
+            for name in f.children(of: g) {
+                let p = (g == "/" ? "" : g) + "/" + name
+                switch f.objectKind(p) {
+                case .group? where depth < 4: walk(p, depth: depth + 1)
+                case .dataset?:
+                    if let d = try? f.openDataset(p), d.isNumeric, d.shape.count >= 3 { out.append(p); try? d.close() }
+                default: break
+                }
+                if out.count >= 8 { return }
+            }
+        }
+        walk("/", depth: 0)
+        return out
     }
 
     /// `/entry/data/y` and `/entry/data/x` (µm) when both exist.
@@ -141,39 +281,203 @@ public final class ScanReader {
         return (out[0], out[1])
     }
 
-    /// Frames `range` (flat index row·cols + col), frameSize² floats each, row-major. Values
-    /// are passed on as stored (NaN and negative counts included: judging frames is the
-    /// caller's job). Independent: call it on any rank, any number of times.
-    public func readFrames(_ range: Range<Int>) throws -> [Float] {
-        guard range.lowerBound >= 0, range.upperBound <= layout.frameCount else {
-            throw error("frames \(range) outside the scan's \(layout.frameCount) frames")
+    /// Per-frame positioners in µm (file order), from the options or the search list; nil
+    /// when neither x nor y is found (both or neither: one alone is an error).
+    static func readPositioners(_ f: H5File, frameCount n: Int, options: ScanReadOptions)
+        throws -> (x: [Double], y: [Double], xPath: String, yPath: String)? {
+        let s = positionerSearch
+        func locate(_ given: String?, _ names: [String]) throws -> String? {
+            if let given {
+                if given.hasPrefix("/") {
+                    guard f.objectKind(given) == .dataset else { throw DonutIOError.dataset(f.path, given, "positioner not found") }
+                    return given
+                }
+                guard let p = s.groups.map({ "\($0)/\(given)" }).first(where: { f.objectKind($0) == .dataset }) else {
+                    throw DonutIOError(file: f.path, "positioner '\(given)' not found in \(s.groups.joined(separator: ", "))")
+                }
+                return p
+            }
+            for g in s.groups { for name in names where f.objectKind("\(g)/\(name)") == .dataset { return "\(g)/\(name)" } }
+            return nil
         }
+        let xp = try locate(options.positionerX, s.x), yp = try locate(options.positionerY, s.y)
+        guard let xp, let yp else {
+            if let one = xp ?? yp {
+                throw DonutIOError.dataset(f.path, one, "a positioner was found for one axis only (x: \(xp ?? "none"), y: \(yp ?? "none")); "
+                                           + "name both (--positioners X,Y) or neither")
+            }
+            return nil
+        }
+        func read(_ p: String) throws -> [Double] {
+            let d = try f.openDataset(p)
+            defer { try? d.close() }
+            guard d.isNumeric, d.shape.reduce(1, *) == n else {
+                throw DonutIOError.dataset(f.path, p, "positioner has shape \(d.shape) (\(d.shape.reduce(1, *)) values), the scan has \(n) frames")
+            }
+            let units = f.attributeExists("units", on: p) ? try f.readStringAttribute("units", on: p) : "um"
+            let scale: Double
+            switch units.lowercased() {
+            case "um", "µm", "μm", "micron", "microns", "micrometer", "micrometre": scale = 1
+            case "mm": scale = 1e3
+            case "nm": scale = 1e-3
+            case "m": scale = 1e6
+            default: throw DonutIOError.attribute(f.path, p, "units", "unknown length unit '\(units)' (expected um, mm, nm or m)")
+            }
+            let v = try d.read(as: Double.self).map { $0 * scale }
+            if let bad = v.firstIndex(where: { !$0.isFinite }) {
+                throw DonutIOError.dataset(f.path, p, "positioner value \(bad) is \(v[bad])")
+            }
+            return v
+        }
+        return (try read(xp), try read(yp), xp, yp)
+    }
+
+    /// The static mask (H·W, true = bad) and where it came from; nil when there is none.
+    static func readMask(_ source: MaskSource, scanFile: H5File?, scanPath: String, frame: (h: Int, w: Int))
+        throws -> (bad: [Bool], source: String)? {
+        func search(_ f: H5File) -> String? {
+            if let p = maskSearch.first(where: { f.objectKind($0) == .dataset }) { return p }
+            for g in f.children(of: "/entry/instrument") {
+                let gp = "/entry/instrument/\(g)"
+                guard f.objectKind(gp) == .group, (try? f.readStringAttribute("NX_class", on: gp)) == "NXdetector" else { continue }
+                for p in ["\(gp)/pixel_mask", "\(gp)/detectorSpecific/pixel_mask"] where f.objectKind(p) == .dataset { return p }
+            }
+            return nil
+        }
+        func check(_ shape: [Int], _ values: [Double], file: String, object: String) throws -> [Bool] {
+            let plane = shape.count == 3 && shape[0] == 1 ? Array(shape.dropFirst()) : shape
+            guard plane == [frame.h, frame.w] else {
+                let e = "mask has shape \(shape), the frames are \(frame.h)×\(frame.w)"
+                throw object.isEmpty ? DonutIOError(file: file, e) : DonutIOError.dataset(file, object, e)
+            }
+            return values.map { $0 != 0 }
+        }
+        switch source {
+        case .none: return nil
+        case .auto:
+            guard let f = scanFile, let p = search(f) else { return nil }
+            let d = try f.openDataset(p)
+            defer { try? d.close() }
+            return (try check(d.shape, try d.read(as: Double.self), file: scanPath, object: p), p)
+        case .file(let mp, let dataset):
+            if mp.lowercased().hasSuffix(".npy") {
+                let npy = try NpyFile(path: mp)
+                return (try check(npy.shape, try npy.readDoubles(), file: mp, object: ""), mp)
+            }
+            let f = try H5File.open(mp)
+            defer { try? f.close() }
+            guard let p = dataset ?? search(f) ?? ["/mask", "/pixel_mask", "/data"].first(where: { f.objectKind($0) == .dataset }) else {
+                throw DonutIOError(file: mp, "no mask dataset found (tried \((maskSearch + ["/mask", "/pixel_mask", "/data"]).joined(separator: ", ")); "
+                                   + "name one as FILE:DATASET")
+            }
+            let d = try f.openDataset(p)
+            defer { try? d.close() }
+            return (try check(d.shape, try d.read(as: Double.self), file: mp, object: p), "\(mp):\(p)")
+        }
+    }
+
+    /// The monitor values (file order, raw units) and where they came from; nil when none.
+    /// Refuses a monitor of the wrong length or with a zero, negative or non-finite value.
+    static func readMonitor(_ source: MonitorSource, scanFile: H5File?, scanPath: String, frameCount n: Int)
+        throws -> (values: [Double], source: String)? {
+        var file = scanFile, dpath: String
+        var other: H5File?
+        defer { try? other?.close() }
+        switch source {
+        case .none: return nil
+        case .auto:
+            guard let f = scanFile else { return nil }
+            var found = monitorSearch.first { f.objectKind($0) == .dataset }
+            if found == nil {
+                for g in f.children(of: "/entry") where (try? f.readStringAttribute("NX_class", on: "/entry/\(g)")) == "NXmonitor" {
+                    if f.objectKind("/entry/\(g)/data") == .dataset { found = "/entry/\(g)/data"; break }
+                }
+            }
+            if found == nil {
+                found = f.children(of: "/entry/measurement").first { name in
+                    let l = name.lowercased()
+                    return (l.contains("mon") || l == "i0" || l == "io") && f.objectKind("/entry/measurement/\(name)") == .dataset
+                }.map { "/entry/measurement/\($0)" }
+            }
+            guard let p = found else { return nil }
+            dpath = p
+        case .dataset(let mf, let p):
+            if let mf {
+                other = try H5File.open(mf)
+                file = other
+            }
+            guard let f = file else { throw DonutIOError(file: scanPath, "a monitor dataset needs an HDF5 scan file or FILE:/DATASET") }
+            dpath = p
+            guard f.objectKind(p) == .dataset else { throw DonutIOError.dataset(f.path, p, "monitor not found") }
+        }
+        let f = file!
+        let d = try f.openDataset(dpath)
+        defer { try? d.close() }
+        let hint = "; pass --monitor none to process without one"
+        guard d.isNumeric, d.shape.reduce(1, *) == n else {
+            throw DonutIOError.dataset(f.path, dpath, "monitor has shape \(d.shape) (\(d.shape.reduce(1, *)) values), the scan has \(n) frames\(hint)")
+        }
+        let v = try d.read(as: Double.self)
+        let bad = v.indices.filter { !(v[$0].isFinite && v[$0] > 0) }
+        if let i = bad.first {
+            throw DonutIOError.dataset(f.path, dpath, "monitor has \(bad.count) zero, negative or non-finite values "
+                                       + "(first: frame \(i) = \(v[i])); frames cannot be normalised by it\(hint)")
+        }
+        let src = f === scanFile ? dpath : "\(f.path):\(dpath)"
+        return (v, src)
+    }
+
+    /// Raw crop (cropH·cropW per frame, as Double) of file frames `range`.
+    private func readCrop(fileRange range: Range<Int>) throws -> [Double] {
         let (h, w) = storedFrameShape
-        let cropped: [Float]
-        let cropH = roi?.height ?? h, cropW = roi?.width ?? w
         switch source {
         case .hdf5(_, let d):
             let sel = FlatSelection(leadingRank: leadingRank, range: range,
                                     trailingStart: roi.map { [$0.y, $0.x] }, trailingCount: roi.map { [$0.height, $0.width] })
-            cropped = try d.read(as: Float.self, selection: sel)
+            return try d.read(as: Double.self, selection: sel)
         case .npy(let npy):
-            let all = try npy.readFloats(range.lowerBound * h * w ..< range.upperBound * h * w)
-            if let r = roi {
-                var out = [Float](repeating: 0, count: range.count * r.height * r.width)
-                for f in 0..<range.count {
-                    for y in 0..<r.height {
-                        let src = f * h * w + (r.y + y) * w + r.x, dst = (f * r.height + y) * r.width
-                        for x in 0..<r.width { out[dst + x] = all[src + x] }
-                    }
+            let all = try npy.readDoubles(range.lowerBound * h * w ..< range.upperBound * h * w)
+            guard let r = roi else { return all }
+            var out = [Double](repeating: 0, count: range.count * r.height * r.width)
+            for f in 0..<range.count {
+                for y in 0..<r.height {
+                    let src = f * h * w + (r.y + y) * w + r.x, dst = (f * r.height + y) * r.width
+                    for x in 0..<r.width { out[dst + x] = all[src + x] }
                 }
-                cropped = out
-            } else {
-                cropped = all
             }
+            return out
         case nil:
             throw error("reader is closed")
         }
-        guard roi != nil, binning > 1 else { return cropped }
+    }
+
+    /// Raw crops of map frames `range` (raster order on the grid), read run by run.
+    private func readCropMapOrder(_ range: Range<Int>) throws -> [Double] {
+        guard range.lowerBound >= 0, range.upperBound <= layout.frameCount else {
+            throw error("frames \(range) outside the scan's \(layout.frameCount) frames")
+        }
+        let per = (roi?.height ?? storedFrameShape.height) * (roi?.width ?? storedFrameShape.width)
+        let runs = geometry.fileRuns(range)
+        if runs.count == 1, runs[0].step == 1 { return try readCrop(fileRange: runs[0].file ..< runs[0].file + runs[0].count) }
+        var out = [Double](repeating: 0, count: range.count * per)
+        for run in runs {
+            let lo = run.step == 1 ? run.file : run.file - run.count + 1
+            let part = try readCrop(fileRange: lo ..< lo + run.count)
+            for i in 0..<run.count {
+                let src = run.step == 1 ? i : run.count - 1 - i, dst = run.map - range.lowerBound + i
+                for p in 0..<per { out[dst * per + p] = part[src * per + p] }
+            }
+        }
+        return out
+    }
+
+    /// Frames `range` (flat map index row·cols + col), frameSize² floats each, row-major,
+    /// summed over each bin. Values are passed on as stored (NaN, negative counts and
+    /// sentinels included, no mask): methods use `readBlock`. Independent.
+    public func readFrames(_ range: Range<Int>) throws -> [Float] {
+        let cropped = try readCropMapOrder(range).map { Float($0) }
+        guard let roi, binning > 1 else { return cropped }
+        let cropH = roi.height, cropW = roi.width
         // Sum-binning: out[y][x] = Σ_{i,j < b} crop[y·b + i][x·b + j].
         let b = binning, n = frameSize
         var out = [Float](repeating: 0, count: range.count * n * n)
@@ -192,8 +496,61 @@ public final class ScanReader {
         return out
     }
 
+    /// Frames `range` (map order) as methods consume them: counts summed over each bin,
+    /// weight 0 (and count 0) for a model pixel when any raw pixel of its bin is masked —
+    /// by the static mask, the dtype's sentinel, the hot-pixel threshold, or a negative,
+    /// NaN or infinite value — and the monitor relative to its median. Independent.
+    public func readBlock(_ range: Range<Int>) throws -> FrameBlock {
+        try readBlock(range, maskOnlyStaticAndSentinel: false)
+    }
+
+    private func readBlock(_ range: Range<Int>, maskOnlyStaticAndSentinel: Bool) throws -> FrameBlock {
+        let crop = try readCropMapOrder(range)
+        let b = binning, n = frameSize, np = n * n
+        let cropW = roi?.width ?? storedFrameShape.width, cropH = roi?.height ?? storedFrameShape.height
+        let sentinel = self.sentinel ?? .nan
+        let hot = maskOnlyStaticAndSentinel ? .infinity : (hotPixelThreshold ?? .infinity)
+        let staticMask = cropMask
+        var counts = [Float](repeating: 0, count: range.count * np)
+        var weights = [Float](repeating: 1, count: range.count * np)
+        var anyMasked = false
+        for f in 0..<range.count {
+            let base = f * cropH * cropW
+            for y in 0..<n {
+                for x in 0..<n {
+                    var s = 0.0, bad = false
+                    for i in 0..<b {
+                        let row = (y * b + i) * cropW + x * b
+                        for j in 0..<b {
+                            let v = crop[base + row + j]
+                            if v == sentinel || (staticMask?[row + j] ?? false) { bad = true }
+                            else if !maskOnlyStaticAndSentinel && (!v.isFinite || v < 0 || v > hot) { bad = true }
+                            else { s += v }
+                        }
+                    }
+                    if bad { weights[f * np + y * n + x] = 0; anyMasked = true }
+                    else { counts[f * np + y * n + x] = Float(s) }
+                }
+            }
+        }
+        return FrameBlock(first: range.lowerBound, count: range.count, pixelCount: np, counts: counts,
+                          weights: anyMasked ? weights : nil, monitor: monitor.map { Array($0[range]) })
+    }
+
+    /// The static mask at model resolution (frameSize², 1 = excluded), all 0 when none:
+    /// what the result file records as the mask used.
+    public var modelMask: [UInt8] {
+        let n = frameSize, b = binning, cropW = roi?.width ?? storedFrameShape.width
+        guard let m = cropMask else { return .init(repeating: 0, count: n * n) }
+        return (0..<(n * n)).map { k in
+            let y = k / n, x = k % n
+            for i in 0..<b { for j in 0..<b where m[(y * b + i) * cropW + x * b + j] { return 1 } }
+            return 0
+        }
+    }
+
     /// Ground-truth maps of a simulated scan (`/entry/ground_truth/{strain, tilt_lr,
-    /// tilt_ud, thickness}`, those present), flat (rows·cols); nil when the file has none.
+    /// tilt_ud, thickness}`, those present), flat (rows·cols, map order); nil when none.
     public func groundTruth() throws -> [String: [Double]]? {
         guard case .hdf5(let file, _)? = source, file.exists("/entry/ground_truth") else { return nil }
         var out: [String: [Double]] = [:]

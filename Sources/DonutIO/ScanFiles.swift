@@ -200,9 +200,9 @@ public final class ScanReader {
         } else {
             let which = options.roi != nil ? "the ROI given (--roi / manifest key roi)" : "the model's ROI (config keys instrument.roi, instrument.binning)"
             let fits = r.width == frameSize * b && r.height == frameSize * b
-            throw fail("frames are \(h)×\(w) \(dims): \(which) x \(r.x)..<\(r.x + r.width), y \(r.y)..<\(r.y + r.height) "
-                       + (fits ? "lies off the frame" : "must be \(frameSize * b)×\(frameSize * b) raw pixels (model frame \(frameSize) × binning \(b))")
-                       + (h == frameSize && w == frameSize ? "" : "; or give frames of \(frameSize)×\(frameSize)"))
+            let problem = fits ? "it lies off the frame" : "it must be \(frameSize * b)×\(frameSize * b) raw pixels: model frame \(frameSize) × binning \(b)"
+            throw fail("frames are \(h)×\(w) \(dims): expected \(frameSize)×\(frameSize) frames, or raw detector frames containing "
+                       + "\(which) x \(r.x)..<\(r.x + r.width), y \(r.y)..<\(r.y + r.height) (\(problem))")
         }
 
         // Sentinel, hot pixels, static mask.

@@ -202,7 +202,7 @@ public final class ScanReader {
             let fits = r.width == frameSize * b && r.height == frameSize * b
             let problem = fits ? "it lies off the frame" : "it must be \(frameSize * b)×\(frameSize * b) raw pixels: model frame \(frameSize) × binning \(b)"
             throw fail("frames are \(h)×\(w) \(dims): expected \(frameSize)×\(frameSize) frames, or raw detector frames containing "
-                       + "\(which) x \(r.x)..<\(r.x + r.width), y \(r.y)..<\(r.y + r.height) (\(problem))")
+                       + "\(which) x \(r.x)..<\(r.x &+ r.width), y \(r.y)..<\(r.y &+ r.height) (\(problem))")
         }
 
         // Sentinel, hot pixels, static mask.

@@ -55,7 +55,7 @@ let package = Package(
         .target(name: "DonutCore", dependencies: ["DonutPhysics", "DonutNN", "DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// HDF5 (serial and MPI-IO), NeXus result maps, .npy, YAML configs, PNG quick-looks.
         .target(name: "DonutIO", dependencies: [
-            "CDonutBridge", "DonutMPI", "DonutCore", "DonutPhysics", "DonutNN",
+            "CDonutBridge", "CPNG", "DonutMPI", "DonutCore", "DonutPhysics", "DonutNN",
             .product(name: "Yams", package: "Yams"),
         ]),
         /// Communicator (rank, size, allreduce, bcast, gather, abort) and shard arithmetic.
@@ -72,20 +72,23 @@ let package = Package(
         /// `static inline` accessors for MPI/HDF5 macros; no API of its own.
         .target(name: "CDonutBridge", dependencies: ["CMPI", "CHDF5"]),
         // System libraries: include and link paths come from pkg-config, as on Debian 12
-        // (`libopenmpi-dev`, `libhdf5-openmpi-dev`, `libopenblas-dev`; see scripts/setup).
+        // (`libopenmpi-dev`, `libhdf5-openmpi-dev`, `libopenblas-dev`, `libpng-dev`; see scripts/setup).
         .systemLibrary(name: "CMPI", path: "Sources/CSystem/CMPI", pkgConfig: "ompi-c",
                        providers: [.apt(["libopenmpi-dev"])]),
         .systemLibrary(name: "CHDF5", path: "Sources/CSystem/CHDF5", pkgConfig: "hdf5-openmpi",
                        providers: [.apt(["libhdf5-openmpi-dev"])]),
         .systemLibrary(name: "CBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
+        /// libpng's simplified API (png_image_*): the quick-look PNGs.
+        .systemLibrary(name: "CPNG", path: "Sources/CSystem/CPNG", pkgConfig: "libpng",
+                       providers: [.apt(["libpng-dev"])]),
 
         // MARK: Tests
         .testTarget(name: "DonutPhysicsTests", dependencies: ["DonutPhysics"]),
         /// Counts the test process's heap allocations (replaces malloc & co.): "no allocation in a step".
         .target(name: "CAllocationCounter", path: "Tests/CAllocationCounter"),
         .testTarget(name: "DonutCoreTests", dependencies: ["DonutCore", "DonutPhysics", "DonutNN", "CAllocationCounter"]),
-        .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI", "DonutNN"]),
+        .testTarget(name: "DonutIOTests", dependencies: ["DonutIO", "DonutCore", "DonutPhysics", "DonutMPI", "DonutNN", "CPNG"]),
         .testTarget(name: "DonutMPITests", dependencies: ["DonutMPI"]),
         /// Every layer's backward against central finite differences in Double; AdamW by hand.
         .testTarget(name: "DonutNNTests", dependencies: ["DonutNN", "DonutKernelsAVX2"]),

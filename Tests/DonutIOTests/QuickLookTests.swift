@@ -3,37 +3,11 @@ import Foundation
 @testable import DonutIO
 
 final class QuickLookTests: XCTestCase {
-    /// Decodes a PNG written by us with Python's zlib (filter 0 rows only) and returns the
-    /// RGB of each (x, y) asked for, plus the size.
-    func decodeWithPython(_ path: String, pixels: [(Int, Int)]) throws -> (width: Int, height: Int, rgb: [[Int]]) {
-        let script = """
-        import sys, zlib, struct
-        data = open(sys.argv[1], "rb").read()
-        assert data[:8] == b"\\x89PNG\\r\\n\\x1a\\n"
-        k, idat, w, h = 8, b"", None, None
-        while k < len(data):
-            n, t = struct.unpack(">I4s", data[k:k + 8])
-            body = data[k + 8:k + 8 + n]
-            assert zlib.crc32(t + body) == struct.unpack(">I", data[k + 8 + n:k + 12 + n])[0], t
-            if t == b"IHDR": w, h = struct.unpack(">II", body[:8]); assert body[8:10] == b"\\x08\\x02"
-            if t == b"IDAT": idat += body
-            k += 12 + n
-        raw = zlib.decompress(idat)
-        stride = 1 + 3 * w
-        assert len(raw) == h * stride and all(raw[y * stride] == 0 for y in range(h))
-        print(w, h)
-        for a in sys.argv[2:]:
-            x, y = map(int, a.split(","))
-            o = y * stride + 1 + 3 * x
-            print(raw[o], raw[o + 1], raw[o + 2])
-        """
-        let out = try PNGTestSupport.runPython(script, [path] + pixels.map { "\($0.0),\($0.1)" })
-        let lines = out.split(separator: "\n").map { $0.split(separator: " ").compactMap { Int($0) } }
-        guard lines.count == pixels.count + 1, lines[0].count == 2 else {
-            XCTFail("unexpected python output: \(out)")
-            return (0, 0, [])
-        }
-        return (lines[0][0], lines[0][1], Array(lines.dropFirst()))
+    /// Reads the PNG at `path` with libpng's reader and returns the RGB of each (x, y)
+    /// asked for, plus the size.
+    func decode(_ path: String, pixels: [(Int, Int)]) throws -> (width: Int, height: Int, rgb: [[Int]]) {
+        let d = PNGTestSupport.decode(Array(try Data(contentsOf: URL(fileURLWithPath: path))))
+        return (d.width, d.height, pixels.map { (x, y) in (0..<3).map { Int(d.rgb[3 * (y * d.width + x) + $0]) } })
     }
 
     func rgb(_ c: (UInt8, UInt8, UInt8)) -> [Int] { [Int(c.0), Int(c.1), Int(c.2)] }
@@ -50,7 +24,7 @@ final class QuickLookTests: XCTestCase {
 
         let L = QuickLook.layout(rows: rows, cols: cols, titleChars: 6, unitsChars: 0, labelChars: 5)
         func centre(_ r: Int, _ c: Int) -> (Int, Int) { (L.mapX + c * L.scale + L.scale / 2, L.mapY + r * L.scale + L.scale / 2) }
-        let decoded = try decodeWithPython(path, pixels: [centre(0, 0), centre(1, 2), centre(3, 4), (0, 0)])
+        let decoded = try decode(path, pixels: [centre(0, 0), centre(1, 2), centre(3, 4), (0, 0)])
         XCTAssertGreaterThanOrEqual(max(decoded.width, decoded.height), 256)
         XCTAssertEqual(decoded.rgb[0], rgb(QuickLook.viridis(0.5)), "flat map → middle colour")
         XCTAssertEqual(decoded.rgb[0], [33, 145, 140])
@@ -142,5 +116,7 @@ final class QuickLookTests: XCTestCase {
         let png = QuickLook.png(map: [.nan, .infinity, 1, 2], rows: 2, cols: 2, title: "empty", units: "Å",
                                 valid: [1, 1, 0, 0])
         XCTAssertEqual(Array(png.suffix(4)), [0xAE, 0x42, 0x60, 0x82])
+        let rgb = PNGTestSupport.decode(png).rgb
+        XCTAssertTrue(stride(from: 0, to: rgb.count, by: 3).contains { rgb[$0..<($0 + 3)].allSatisfy { $0 == 128 } }, "the invalid pixels are drawn grey")
     }
 }

@@ -13,6 +13,8 @@
 //   BatchNorm2d.swift     training (batch statistics, PyTorch running-stat update) and eval
 //   BatchNormReLUPool.swift  training BatchNorm → ReLU → 2×2 max pool fused (the encoder block's tail),
 //                         batch statistics from the conv's per-plane statistics
+//   FloatKernels.swift    Float SIMD loops the generic layers call for T == Float (epilogue affine, 2×2 pools,
+//                         BatchNorm sums and gradients, sub-pixel interleave); Winograd's are in WinogradConv2d.swift
 //   Activations.swift     ReLU, ScaledTanh (LeCun 1.7159·tanh(2x/3))
 //   MaxPool2d.swift       k×k stride-s max pooling with an Int32 argmax cache
 //   Linear.swift          y = x·Wᵀ + b by GEMM

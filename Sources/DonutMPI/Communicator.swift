@@ -51,6 +51,32 @@ public final class Communicator: @unchecked Sendable {
 
     public func barrier() { check(MPI_Barrier(comm), "MPI_Barrier") }
 
+    /// A communicator over the same ranks whose messages never match this one's
+    /// (collective): for a handshake that must not meet a collective another rank is
+    /// blocked in (`barrier(within:)`).
+    public func duplicate() -> Communicator {
+        var copy: MPI_Comm? = donut_mpi_comm_null()
+        check(MPI_Comm_dup(comm, &copy), "MPI_Comm_dup")
+        return Communicator(comm: copy!)
+    }
+
+    /// True when every rank entered this barrier within `seconds`; false when one did not
+    /// (it is computing, or blocked in another collective). On false the barrier stays
+    /// pending: the caller must end the job (`abort`). Polls a non-blocking barrier.
+    public func barrier(within seconds: Double) -> Bool {
+        guard size > 1 else { return true }
+        var request: MPI_Request?
+        check(MPI_Ibarrier(comm, &request), "MPI_Ibarrier")
+        let deadline = Date().addingTimeInterval(seconds)
+        var done: Int32 = 0
+        while true {
+            check(MPI_Test(&request, &done, nil), "MPI_Test")
+            if done != 0 { return true }
+            if Date() > deadline { return false }
+            usleep(1000)
+        }
+    }
+
     // MARK: Reductions
 
     /// Element-wise sum over ranks, in place; every rank gets the result. Lengths must match.

@@ -48,8 +48,9 @@ public struct RunContext {
         let first = comm.allreduceMin(failure == nil ? Double(comm.size) : Double(comm.rank))
         guard first < Double(comm.size) else { return result! }
         let message = comm.broadcast(failure.map { "\($0)" } ?? "", root: Int(first))
+        let code = comm.broadcast([Double(failure.map { DonutExitCode(for: $0) }?.rawValue ?? 0)], root: Int(first))[0]
         if let failure, Int(first) == comm.rank { throw failure }
-        throw RankFailure(message: message)
+        throw RankFailure(message: message, code: DonutExitCode(rawValue: Int32(code)) ?? .internalError)
     }
 }
 
@@ -57,6 +58,8 @@ public struct RunContext {
 /// message is the first failing rank's.
 public struct RankFailure: Error, CustomStringConvertible {
     public var message: String
+    /// The exit code the failing rank's error maps to.
+    public var code: DonutExitCode = .internalError
     public var description: String { message }
 }
 

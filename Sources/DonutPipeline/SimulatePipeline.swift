@@ -73,30 +73,25 @@ public func simulateScan(_ ctx: RunContext, _ request: ScanSimulationRequest) th
     let cfg = request.config, kind = request.phantom, rows = request.rows, cols = request.cols, seed = request.seed
     let noise = request.noise, profile = request.profile, path = request.outPath
     ctx.log("simulate scan: phantom \(kind.rawValue) \(rows)×\(cols), seed \(seed), peak \(cfg.noise.peakPhotons) photons, noise \(noise ? "Poisson" : "off"), \(profile.rawValue) model → \(path)")
-    var failure = ""
-    if ctx.comm.isRoot {
-        do {
-            let maps = kind.maps(rows: rows, cols: cols, config: cfg, seed: seed)
-            let forward = ForwardModel<Float>(geometry: DiffractionGeometry(config: cfg), profile: profile)
-            let n = cfg.model.frameSize
-            var frames = [Float](repeating: 0, count: maps.count * n * n)
-            frames.withUnsafeMutableBufferPointer {
-                ScanSimulation.frames(of: maps, range: 0..<maps.count, model: forward, peakPhotons: cfg.noise.peakPhotons,
-                                      seed: seed, noise: noise, into: $0)
-            }
-            let checksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: frames, firstIndex: 0, frameSize: n))
-            let provenance = ctx.provenance(method: "simulate-scan-\(kind.rawValue)", config: ConfigFile.json(cfg), inputs: [],
-                                            modelID: "phantom:\(kind.rawValue) seed:\(seed) model:\(profile.rawValue) frames:\(checksum)")
-            try ScanWriter.write(path: path, frames: frames, layout: ScanLayout(rows: rows, cols: cols), frameSize: n,
-                                 groundTruth: ["strain": maps.strain, "tilt_lr": maps.tiltLRDeg, "tilt_ud": maps.tiltUDDeg,
-                                               "thickness": maps.thicknessA],
-                                 provenance: provenance, force: request.force)
-        } catch {
-            failure = "\(error)"
+    // Rank 0 writes; every rank learns the outcome, so all fail together (no rank runs
+    // ahead on a missing file).
+    try ctx.agreeing {
+        guard ctx.comm.isRoot else { return }
+        let maps = kind.maps(rows: rows, cols: cols, config: cfg, seed: seed)
+        let forward = ForwardModel<Float>(geometry: DiffractionGeometry(config: cfg), profile: profile)
+        let n = cfg.model.frameSize
+        var frames = [Float](repeating: 0, count: maps.count * n * n)
+        frames.withUnsafeMutableBufferPointer {
+            ScanSimulation.frames(of: maps, range: 0..<maps.count, model: forward, peakPhotons: cfg.noise.peakPhotons,
+                                  seed: seed, noise: noise, into: $0)
         }
+        let checksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: frames, firstIndex: 0, frameSize: n))
+        let provenance = ctx.provenance(method: "simulate-scan-\(kind.rawValue)", config: ConfigFile.json(cfg), inputs: [],
+                                        modelID: "phantom:\(kind.rawValue) seed:\(seed) model:\(profile.rawValue) frames:\(checksum)")
+        try ScanWriter.write(path: path, frames: frames, layout: ScanLayout(rows: rows, cols: cols), frameSize: n,
+                             groundTruth: ["strain": maps.strain, "tilt_lr": maps.tiltLRDeg, "tilt_ud": maps.tiltUDDeg,
+                                           "thickness": maps.thicknessA],
+                             provenance: provenance, force: request.force)
     }
-    // Every rank learns the outcome, so all fail together (no rank runs ahead on a missing file).
-    failure = ctx.comm.broadcast(failure)
-    guard failure.isEmpty else { throw RankFailure(message: failure) }
     ctx.log("wrote \(path)")
 }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Foundation
 import DonutBLAS
+import DonutPipeline
 
 struct Donut: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,6 +14,29 @@ struct Donut: ParsableCommand {
 enum Main {
     static func main() {
         OpenBLASCore.reexecWithBetterCoreIfNeeded()
-        Donut.main()
+        do {
+            var command = try Donut.parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
+    /// Ends the process for `error` with the code of `DonutExitCode` and the one-line
+    /// reason as the last line on stderr (`RunContext.run` has already printed it for the
+    /// commands that run through it and throws only an `ExitCode`).
+    static func exit(withError error: Error) -> Never {
+        if error is ExitCode { Donut.exit(withError: error) }
+        let parserCode = Donut.exitCode(for: error)
+        if parserCode == .success { Donut.exit(withError: error) }   // --help, --version
+        if parserCode == .validationFailure {
+            // A usage error: the usage first, the reason last.
+            let reason = Donut.message(for: error)
+            let usage = Donut.fullMessage(for: error).replacingOccurrences(of: "Error: \(reason)\n", with: "")
+            FileHandle.standardError.write(Data("\(usage)\ndonut: error: \(reason)\n".utf8))
+            Foundation.exit(DonutExitCode.badInput.rawValue)
+        }
+        FileHandle.standardError.write(Data("donut: error: \(error)\n".utf8))
+        Foundation.exit(DonutExitCode(for: error).rawValue)
     }
 }

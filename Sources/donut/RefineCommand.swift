@@ -13,7 +13,7 @@ struct Refine: ParsableCommand {
         or has no usable frame is logged and left out of training (its re-inference then fails in the status).
 
         Training is `donut train`'s (data-parallel under mpirun/srun, checkpoints every
-        schedule.checkpoint_every steps and on SIGTERM/SIGUSR1 with exit code \(Train.preemptedExitCode), --resume).
+        schedule.checkpoint_every steps and on SIGTERM/SIGUSR1 with exit code \(DonutExitCode.preempted.rawValue), --resume).
         The refined model goes to --out (atomic; provenance names the base model), then every scan is
         re-inferred with it exactly as `donut reprocess` does (status file, failed scans skipped, --force)
         into --out-dir (default: <out>_maps beside the model, so the base model's maps stay). The manifest's
@@ -51,18 +51,16 @@ struct Refine: ParsableCommand {
 
     func run() throws {
         StopSignal.install()
-        var completed = true, failed = 0
+        var outcome: RefineOutcome?
         try RunContext.run { ctx in
             var request = RefineRequest(modelPath: model, manifestPath: manifest, outPath: out)
             request.libraryPath = library; request.augment = augment; request.epochs = epochs
             request.learningRateScale = lrScale; request.seed = seed; request.outDir = outDir; request.force = force
             request.physicsRefine = physicsRefine; request.checkpointPath = checkpoint; request.resume = resume
             request.syncBatchNorm = syncBatchnorm; request.chunkFrames = chunk
-            let outcome = try refine(ctx, request)
-            completed = outcome.training.completed
-            failed = outcome.reprocess?.failed ?? 0
+            outcome = try refine(ctx, request)
         }
-        if !completed { throw ExitCode(Train.preemptedExitCode) }
-        if failed > 0 { throw ExitCode(2) }
+        if outcome?.training.completed == false { throw ExitCode(DonutExitCode.preempted.rawValue) }
+        if let maps = outcome?.reprocess, maps.failed > 0 { throw maps.failure() }
     }
 }

@@ -36,13 +36,13 @@ struct Reprocess: ParsableCommand {
     }
 
     func run() throws {
-        var failed = 0
+        var outcome: ReprocessOutcome?
         try RunContext.run { ctx in
             var request = ReprocessRequest(manifestPath: manifest, outDir: outDir)
             request.force = force; request.physicsRefine = physicsRefine; request.refineIterations = refineIterations
             request.quickLooks = quicklook; request.chunkFrames = chunk
-            failed = try reprocess(ctx, request).failed
+            outcome = try reprocess(ctx, request)
         }
-        if failed > 0 { throw ExitCode(2) }
+        if let outcome, outcome.failed > 0 { throw outcome.failure() }
     }
 }

@@ -4,21 +4,44 @@ import DonutMPI
 import DonutPipeline
 
 extension RunContext {
-    /// Runs `body` with the MPI world. Errors: on one rank, a clean non-zero exit; on
-    /// several, MPI_Abort from the failing rank with its message.
+    /// How long a failing rank waits for the others to fail too (an error agreed on by
+    /// every rank) before it ends the job with MPI_Abort (an error of its own).
+    static let failureHandshakeSeconds = 10.0
+
+    /// Runs `body` with the MPI world. On an error, the exit code is `DonutExitCode(for:)`'s
+    /// and rank 0's one-line reason is the last line on stderr: when every rank failed
+    /// (rank-local failures are agreed on, `RunContext.agreeing`), all ranks end cleanly
+    /// (no MPI_Abort banner); a rank that failed alone ends the job with MPI_Abort.
     static func run(_ body: (RunContext) throws -> Void) throws {
         let comm = Communicator.world
         let context = RunContext(comm: comm)
+        // Its own channel, so the failure handshake never meets a pending collective.
+        let failures = comm.size > 1 ? comm.duplicate() : nil
         do {
             if let message = slurmWorldSizeMismatch(worldSize: comm.size) { throw ValidationError(message) }
             try body(context)
         } catch {
-            let message = "\(error)"
-            if comm.size > 1 { comm.abort(message) }
-            FileHandle.standardError.write(Data("donut: error: \(message)\n".utf8))
+            let code: DonutExitCode = error is ValidationError ? .badInput : DonutExitCode(for: error)
+            let reason = "\(error)"
+            if let failures, !failures.barrier(within: failureHandshakeSeconds) {
+                comm.abort(reason, code: code.rawValue)
+            }
+            if comm.isRoot { FileHandle.standardError.write(Data("donut: error: \(reason)\n".utf8)) }
             comm.finalize()
-            throw ExitCode.failure
+            throw ExitCode(code.rawValue)
         }
         comm.finalize()
+    }
+}
+
+extension ReprocessOutcome {
+    /// Exit 3 (some scans failed, the others are done), with the reason as the last line
+    /// on stderr (rank 0).
+    func failure() -> ExitCode {
+        if Communicator.world.isRoot {
+            let reason = "\(failed) of \(done + skipped + failed) scan(s) failed (the others are done); reasons in \(statusPath)"
+            FileHandle.standardError.write(Data("donut: error: \(reason)\n".utf8))
+        }
+        return ExitCode(DonutExitCode.scansFailed.rawValue)
     }
 }

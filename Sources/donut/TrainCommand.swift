@@ -12,7 +12,7 @@ struct Train: ParsableCommand {
         (--library with --mix F: a fraction F of every batch is Poisson-noised library frames).
         NanobeamNN (--supervised) trains the same encoder on library frames with MSE on scaled labels.
         A checkpoint is written atomically every schedule.checkpoint_every steps and on SIGTERM or
-        SIGUSR1 (then the exit code is \(preemptedExitCode)); --resume continues to the same weights as
+        SIGUSR1 (then the exit code is \(DonutExitCode.preempted.rawValue)); --resume continues to the same weights as
         an uninterrupted run. The final model (a checkpoint) goes to --out, the loss log beside it (.csv).
 
         Data-parallel under MPI (`mpirun -np N donut train …`, or srun): schedule.batch_size is the
@@ -24,7 +24,6 @@ struct Train: ParsableCommand {
         every step); --sync-batchnorm uses the statistics of the global batch (the exact
         one-rank equivalent). Rank 0 logs and writes checkpoints. See docs/training.md.
         """)
-    static let preemptedExitCode: Int32 = 75
 
     @OptionGroup(title: "Input") var scanOptions: OptionalScanOptions
     @Option(help: ArgumentHelp("Simulated library (needed with --supervised or --mix).", valueName: "lib.h5")) var library: String?
@@ -82,7 +81,7 @@ struct Train: ParsableCommand {
             request.failRank = try failure; request.bucketBytes = bucketBytes
             completed = try trainModel(ctx, request).completed
         }
-        if !completed { throw ExitCode(Train.preemptedExitCode) }
+        if !completed { throw ExitCode(DonutExitCode.preempted.rawValue) }
     }
 
 }

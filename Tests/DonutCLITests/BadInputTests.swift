@@ -99,6 +99,9 @@ final class BadInputTests: XCTestCase {
     func testFailureUnderMPIAbortsWithAMessage() throws {
         let r = try donut(["fit", "--scan", "scan.h5", "--library", "nolib.h5", "--out", "m.h5"], ranks: 2, in: dir, timeout: 60)
         assertFailed(r, naming: ["nolib.h5"])
+        // Every rank failed alike: a clean exit with the bad-input code, no MPI_Abort banner.
+        XCTAssertEqual(r.status, 2, r.all)
+        XCTAssertFalse(r.stderr.contains("MPI_ABORT"), r.stderr)
     }
 
     func testHelpListsCommandsAndOptions() throws {

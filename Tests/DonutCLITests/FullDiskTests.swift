@@ -29,7 +29,7 @@ final class FullDiskTests: XCTestCase {
           - path: b.h5
         """.write(to: dir.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
         let r = try donut(["reprocess", "--manifest", "m.yaml"], in: dir)
-        XCTAssertEqual(r.status, 2, "exit code 2 (some scans failed), not a crash:\n\(r.all)")
+        XCTAssertEqual(r.status, 3, "exit code 3 (some scans failed), not a crash:\n\(r.all)")
         XCTAssert(r.stderr.contains("not enough free space"), r.stderr)
         let status = try XCTUnwrap(try ReprocessStatus.read(path: out.appendingPathComponent("reprocess-status.json").path))
         XCTAssertEqual(status.scans.map(\.state.rawValue), ["done", "failed"])

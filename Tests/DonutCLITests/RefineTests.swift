@@ -41,7 +41,7 @@ final class RefineTests: XCTestCase {
     /// The refined model, the maps of both readable scans from it (equal to `donut infer` with
     /// it), the missing scan left out of training and failed in the status.
     func checkRefined(_ r: CommandResult, model: String, folder: String) throws {
-        XCTAssertEqual(r.status, 2, "a failed scan (missing.h5) gives exit status 2:\n\(r.all)")
+        XCTAssertEqual(r.status, 3, "a failed scan (missing.h5) gives exit status 3:\n\(r.all)")
         for fragment in ["missing.h5: left out of training", "64 measured frame(s)", "mix 0.5", "2 done", "1 failed"] {
             XCTAssert(r.stderr.contains(fragment), "log lacks '\(fragment)':\n\(r.stderr)")
         }
@@ -143,7 +143,7 @@ final class RefineTests: XCTestCase {
             .write(to: dir.appendingPathComponent("mixed.yaml"), atomically: true, encoding: .utf8)
         let r = try donut(["refine", "--model", "base.h5", "--manifest", "mixed.yaml", "--library", "lib.h5",
                            "--out", "r.h5", "--epochs", "1"], in: dir)
-        XCTAssertEqual(r.status, 2, r.all)
+        XCTAssertEqual(r.status, 3, r.all)
         XCTAssert(r.stderr.contains("big.h5: left out of training") && r.stderr.contains("base.h5"), r.stderr)
         XCTAssert(FileManager.default.fileExists(atPath: path("r.h5")), "refined on the usable scan")
     }
@@ -168,7 +168,7 @@ final class RefineTests: XCTestCase {
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("part.h5")))
         XCTAssertFalse(FileManager.default.fileExists(atPath: path("part_maps/a_maps.h5")), "no maps before the model")
         let r = try donut(args + ["--out", "part.h5", "--checkpoint", "ck.h5", "--resume", "ck.h5"], in: dir)
-        XCTAssertEqual(r.status, 2, r.all)   // missing.h5
+        XCTAssertEqual(r.status, 3, r.all)   // missing.h5
         let full = try CheckpointFile.read(path: path("full.h5")), resumed = try CheckpointFile.read(path: path("part.h5"))
         XCTAssertEqual(resumed.step, full.step)
         XCTAssert(zip(resumed.parameters, full.parameters).allSatisfy { $0.bitPattern == $1.bitPattern },

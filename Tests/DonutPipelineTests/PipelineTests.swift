@@ -1,0 +1,191 @@
+import XCTest
+import Foundation
+import DonutPhysics
+import DonutCore
+import DonutIO
+@testable import DonutPipeline
+
+final class FitPipelineTests: XCTestCase {
+    /// Noise-free frames of the library's own (box) model: the fit's maps follow the truth
+    /// pixel by pixel (a swapped axis, a misplaced shard or transposed maps give r ≈ 0).
+    /// The published centre-of-mass estimate shrinks towards the library's centre (a bias,
+    /// measured here at r ≈ 0.997 for the tilts, 0.75 for strain with 9 steps per axis),
+    /// so the bounds are on correlation and, for the tilts, on an RMSE well below the spread.
+    func testFitMapsFollowTheGroundTruth() throws {
+        let dir = try scratchFolder(self)
+        let config = smallConfig(steps: 9)
+        try simulateInputs(in: dir, config: config, noise: false)
+        let out = dir.appendingPathComponent("fit.h5").path
+        let outcome = try fitScan(context, FitRequest(scan: ScanInput(path: dir.appendingPathComponent("scan.h5").path),
+                                                      libraryPath: dir.appendingPathComponent("lib.h5").path,
+                                                      outputs: MapOutputs(path: out, force: false, quickLooks: false)))
+        XCTAssertEqual(outcome.frames, 30)
+        XCTAssertEqual(outcome.invalidFrames, 0)
+        let maps = try ResultMapsReader.read(path: out)
+        XCTAssertEqual(maps.provenance?.method, "correlation-fit")
+        let t = try truth(dir.appendingPathComponent("scan.h5"))
+        for (name, estimate, minimumR, rmseOverSpread) in [("strain", maps.results.strain, 0.6, Double.infinity),
+                                                           ("tilt_lr", maps.results.tiltLRDeg, 0.99, 0.7),
+                                                           ("tilt_ud", maps.results.tiltUDDeg, 0.99, 0.7)] {
+            let r = MapMetrics.pearson(estimate, t[name]!)
+            let rmse = MapMetrics.rmse(estimate, t[name]!), spread = standardDeviation(t[name]!)
+            XCTAssertGreaterThan(r, minimumR, "\(name): correlation with the truth")
+            XCTAssertLessThan(rmse, rmseOverSpread * spread, "\(name): RMSE \(rmse), truth spread \(spread)")
+        }
+    }
+
+    /// An existing result is refused before any work, as bad input (exit code 2).
+    func testExistingOutputIsRefusedAsBadInput() throws {
+        let dir = try scratchFolder(self)
+        try simulateInputs(in: dir, config: smallConfig(steps: 3), rows: 2, cols: 2)
+        let out = dir.appendingPathComponent("fit.h5").path
+        let request = FitRequest(scan: ScanInput(path: dir.appendingPathComponent("scan.h5").path),
+                                 libraryPath: dir.appendingPathComponent("lib.h5").path,
+                                 outputs: MapOutputs(path: out, force: false, quickLooks: false))
+        try fitScan(context, request)
+        let before = try Data(contentsOf: URL(fileURLWithPath: out))
+        XCTAssertThrowsError(try fitScan(context, request)) { error in
+            XCTAssertEqual(DonutExitCode(for: error), .badInput)
+            XCTAssert("\(error)".contains(out) && "\(error)".contains("--force"), "\(error)")
+        }
+        XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: out)), before, "the result is untouched")
+    }
+}
+
+final class TrainInferPipelineTests: XCTestCase {
+    /// Training writes a model and its loss log; inference streamed in chunks of 7 frames
+    /// gives the same maps, bit for bit, as in one chunk (the chunking is only memory).
+    func testTrainThenInferIsIndependentOfTheChunk() throws {
+        let dir = try scratchFolder(self)
+        try simulateInputs(in: dir, config: smallConfig(steps: 3), rows: 5, cols: 6, library: false)
+        let scan = ScanInput(path: dir.appendingPathComponent("scan.h5").path)
+        let model = dir.appendingPathComponent("model.h5").path
+        let trained = try trainModel(context, TrainRequest(scans: [scan], training: tinyTraining(epochs: 2), outPath: model))
+        XCTAssertTrue(trained.completed)
+        XCTAssertEqual(trained.steps, try CheckpointFile.read(path: model).step)
+        XCTAssertGreaterThan(trained.steps, 0)
+        XCTAssert(FileManager.default.fileExists(atPath: dir.appendingPathComponent("model.loss.csv").path))
+        var maps: [FrameResults] = []
+        for chunk in [7, InferRequest.defaultChunkFrames] {
+            let out = dir.appendingPathComponent("maps-\(chunk).h5").path
+            let outcome = try inferScan(context, InferRequest(modelPath: model, scan: scan,
+                                                              outputs: MapOutputs(path: out, force: false, quickLooks: false),
+                                                              batch: 4, chunkFrames: chunk))
+            XCTAssertEqual(outcome.frames, 30)
+            XCTAssertEqual(outcome.invalidFrames, 0)
+            maps.append(try ResultMapsReader.read(path: out).results)
+        }
+        XCTAssert(maps[0].strain.allSatisfy(\.isFinite) && maps[0].tiltLRDeg.allSatisfy(\.isFinite))
+        XCTAssertEqual(bits(maps[0].strain), bits(maps[1].strain))
+        XCTAssertEqual(bits(maps[0].tiltLRDeg), bits(maps[1].tiltLRDeg))
+        XCTAssertEqual(bits(maps[0].tiltUDDeg), bits(maps[1].tiltUDDeg))
+        XCTAssertEqual(maps[0].valid, maps[1].valid)
+    }
+
+    /// A stop request (what SIGTERM/SIGUSR1 set) ends training after a checkpoint; resuming
+    /// from it reaches the weights of the uninterrupted run, bit for bit.
+    func testStopAndResumeGiveTheUninterruptedWeights() throws {
+        let dir = try scratchFolder(self)
+        try simulateInputs(in: dir, config: smallConfig(steps: 3), rows: 4, cols: 5, library: false)
+        let scan = ScanInput(path: dir.appendingPathComponent("scan.h5").path)
+        let training = tinyTraining(epochs: 3, checkpointEvery: 2)
+        let straight = dir.appendingPathComponent("straight.h5").path
+        let whole = try trainModel(context, TrainRequest(scans: [scan], training: training, outPath: straight))
+        XCTAssertTrue(whole.completed)
+
+        let resumed = dir.appendingPathComponent("resumed.h5").path
+        var first = TrainRequest(scans: [scan], training: training, outPath: resumed)
+        var asked = 0
+        first.shouldStop = { asked += 1; return asked >= 4 }
+        let stopped = try trainModel(context, first)
+        XCTAssertFalse(stopped.completed)
+        XCTAssertLessThan(stopped.steps, whole.steps)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: resumed), "no model before the training completes")
+        let checkpoint = TrainRequest.defaultCheckpointPath(out: resumed)
+        XCTAssertEqual(try CheckpointFile.read(path: checkpoint).step, stopped.steps)
+
+        let second = TrainRequest(scans: [scan], training: training, outPath: resumed, resume: checkpoint)
+        XCTAssertTrue(try trainModel(context, second).completed)
+        let a = try CheckpointFile.read(path: straight), b = try CheckpointFile.read(path: resumed)
+        XCTAssertEqual(a.step, b.step)
+        XCTAssertEqual(a.parameters.map(\.bitPattern), b.parameters.map(\.bitPattern), "weights after resume")
+    }
+}
+
+final class ReprocessPipelineTests: XCTestCase {
+    /// A manifest with a good and a missing scan: the good one's maps equal a direct fit's,
+    /// the missing one is reported; a rerun skips what is done and still reports the failure.
+    func testFailedScansAreReportedAndDoneScansSkipped() throws {
+        let dir = try scratchFolder(self)
+        try simulateInputs(in: dir, config: smallConfig(steps: 3), scan: "a.h5", rows: 3, cols: 4)
+        try """
+        output_dir: out
+        defaults: {method: fit, library: lib.h5}
+        scans:
+          - path: a.h5
+          - path: missing.h5
+        """.write(to: dir.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
+        let request = ReprocessRequest(manifestPath: dir.appendingPathComponent("m.yaml").path)
+        let first = try reprocess(context, request)
+        XCTAssertEqual([first.done, first.skipped, first.failed], [1, 0, 1])
+        let status = try XCTUnwrap(try ReprocessStatus.read(path: first.statusPath))
+        XCTAssertEqual(status.scans.map(\.state.rawValue), ["done", "failed"])
+        XCTAssert(status.scans[1].reason.contains("missing.h5"), status.scans[1].reason)
+
+        let direct = dir.appendingPathComponent("direct.h5").path
+        try fitScan(context, FitRequest(scan: ScanInput(path: dir.appendingPathComponent("a.h5").path),
+                                        libraryPath: dir.appendingPathComponent("lib.h5").path,
+                                        outputs: MapOutputs(path: direct, force: false, quickLooks: false)))
+        let viaManifest = try ResultMapsReader.read(path: dir.appendingPathComponent("out/a_maps.h5").path).results
+        let alone = try ResultMapsReader.read(path: direct).results
+        XCTAssertEqual(bits(viaManifest.strain), bits(alone.strain))
+        XCTAssertEqual(bits(viaManifest.tiltUDDeg), bits(alone.tiltUDDeg))
+
+        let again = try reprocess(context, request)
+        XCTAssertEqual([again.done, again.skipped, again.failed], [0, 1, 1])
+    }
+}
+
+final class RefinePipelineTests: XCTestCase {
+    /// Fine-tuning from a trained model on two scans, then every scan re-inferred with the
+    /// refined model; a stop request before the end re-infers nothing.
+    func testRefineFineTunesThenReinfersEveryScan() throws {
+        let dir = try scratchFolder(self)
+        let config = smallConfig(steps: 3)
+        try simulateInputs(in: dir, config: config, scan: "a.h5", rows: 3, cols: 4, seed: 1, library: false)
+        try simulateInputs(in: dir, config: config, scan: "b.h5", rows: 4, cols: 3, seed: 2, library: false)
+        let base = dir.appendingPathComponent("base.h5").path
+        _ = try trainModel(context, TrainRequest(scans: [ScanInput(path: dir.appendingPathComponent("a.h5").path)],
+                                                 training: tinyTraining(epochs: 1), outPath: base))
+        try """
+        scans:
+          - path: a.h5
+          - path: b.h5
+        """.write(to: dir.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("refined.h5").path
+        var request = RefineRequest(modelPath: base, manifestPath: dir.appendingPathComponent("m.yaml").path, outPath: out)
+        request.augment = 0; request.epochs = 1
+
+        var stopped = request
+        stopped.shouldStop = { true }
+        let early = try refine(context, stopped)
+        XCTAssertFalse(early.training.completed)
+        XCTAssertNil(early.reprocess)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: RefineRequest.defaultMapsFolder(out: out)), "nothing re-inferred")
+
+        request.force = true
+        let outcome = try refine(context, request)
+        XCTAssertTrue(outcome.training.completed)
+        XCTAssertEqual(outcome.reprocess?.done, 2)
+        XCTAssertEqual(outcome.reprocess?.failed, 0)
+        let refined = try CheckpointFile.read(path: out), original = try CheckpointFile.read(path: base)
+        XCTAssertEqual(refined.method, TrainingMode.donut.rawValue)
+        XCTAssertGreaterThan(refined.step, 0)
+        XCTAssertNotEqual(refined.parameters, original.parameters, "the weights moved")
+        for (name, frames) in [("a", 12), ("b", 12)] {
+            let maps = try ResultMapsReader.read(path: RefineRequest.defaultMapsFolder(out: out) + "/\(name)_maps.h5")
+            XCTAssertEqual(maps.results.strain.count, frames)
+            XCTAssert(maps.results.strain.allSatisfy(\.isFinite), name)
+        }
+    }
+}

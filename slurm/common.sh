@@ -1,0 +1,81 @@
+# What every Donut Slurm template shares, sourced inside the job after the template has found
+# this folder (under sbatch, $0 is Slurm's spooled copy, so the templates find slurm/ through
+# the path the job was submitted with, as `scontrol show job` records it, or DONUT_SLURM_DIR).
+# Not a script to run. Exit codes: slurm/README.md, "Exit codes".
+
+# donut_setup NAME: site settings, modules, the binary, one BLAS thread per CPU of a rank.
+# NAME (e.g. "train") names the stage in the messages. Exits 127 when no donut binary is found.
+donut_setup() {
+    DONUT_STAGE=$1
+    # shellcheck source=site.sh
+    source "$DONUT_SLURM_DIR/site.sh"
+    if [[ -n $DONUT_MODULES ]]; then module load $DONUT_MODULES; fi
+    export OPENBLAS_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}
+    if [[ -n $DONUT ]]; then
+        [[ -f $DONUT && -x $DONUT ]] || donut_exit 127 "no donut binary: DONUT='$DONUT' (environment or slurm/site.sh) is not an executable file"
+    elif command -v donut >/dev/null; then
+        DONUT=$(command -v donut)
+    else
+        DONUT=$SLURM_SUBMIT_DIR/.build/release/donut
+        [[ -x $DONUT ]] || donut_exit 127 "no donut binary: none on PATH nor at $DONUT (install it: scripts/install, README.md; or set DONUT=/path/to/donut)"
+    fi
+}
+
+# donut_meaning CODE: what an exit code of donut or a template means (the table of slurm/README.md).
+donut_meaning() {
+    case $1 in
+        0) echo "done (or already done: nothing to do)" ;;
+        1) echo "internal error (a bug: please report it with this log)" ;;
+        2) echo "bad input or usage, refused before any computation (the message above names the file and field)" ;;
+        3) echo "some scans failed, the others are done (the status file gives each failure's reason)" ;;
+        75) echo "preempted: a checkpoint was written; resubmitting resumes from it" ;;
+        127) echo "donut binary not found" ;;
+        *) if (( $1 > 128 )); then echo "killed by signal $(( $1 - 128 ))"; else echo "unexpected exit code"; fi ;;
+    esac
+}
+
+# donut_mpi ARGS…: donut on every rank of the allocation (DONUT_LAUNCH, srun --mpi=pmix by
+# default). donut refuses to start when the MPI world size differs from SLURM_NTASKS.
+# Sets DONUT_STATUS (never exits: the caller decides, usually with donut_exit).
+donut_mpi() {
+    DONUT_STATUS=0
+    echo "donut-$DONUT_STAGE job $SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT} on $(hostname -s): $DONUT_LAUNCH $DONUT $*" >&2
+    $DONUT_LAUNCH "$DONUT" "$@" || DONUT_STATUS=$?
+}
+
+# donut_exit CODE [REASON]: the last line of the log says how the stage ended and why; exits CODE.
+# Inside slurm/pipeline.sh (DONUT_PIPELINE_DIR set) the stage also records CODE there, and a
+# failed stage cancels the pipeline's later stages, saying so here and in the pipeline log.
+donut_exit() {
+    local code=$1 reason=${2:-$(donut_meaning "$1")}
+    local line="donut-$DONUT_STAGE job ${SLURM_JOB_ID:-?}: exit $code: $reason"
+    if [[ -n ${DONUT_PIPELINE_DIR:-} ]]; then
+        echo "$code" > "$DONUT_PIPELINE_DIR/$DONUT_STAGE.exit"
+        echo "$(date '+%F %T') $line" >> "$DONUT_PIPELINE_DIR/pipeline.log"
+        if (( code != 0 )) && [[ -f $DONUT_PIPELINE_DIR/jobs ]]; then
+            local later
+            later=$(awk -v me="$DONUT_STAGE" 'found && $1 != "summary" {print $2} $1 == me {found = 1}' "$DONUT_PIPELINE_DIR/jobs" | xargs)
+            if [[ -n $later ]]; then
+                scancel $later 2>/dev/null || true
+                local note="donut-$DONUT_STAGE failed: cancelled the later pipeline stages (jobs $later)"
+                echo "$note" >&2
+                echo "$(date '+%F %T') $note" >> "$DONUT_PIPELINE_DIR/pipeline.log"
+            fi
+        fi
+    fi
+    echo "$line" >&2
+    exit "$code"
+}
+
+# donut_requeue_or_exit: after a preemptible stage (train, refine, sweep point). Exit 75 (the
+# time-limit warning arrived, a checkpoint was written) requeues the job: the next allocation
+# resumes from the checkpoint. Any other code ends the job with donut_exit.
+donut_requeue_or_exit() {
+    if (( DONUT_STATUS == 75 )); then
+        echo "donut-$DONUT_STAGE job $SLURM_JOB_ID: preempted at the time limit, checkpoint written; requeueing (restart $(( ${SLURM_RESTART_COUNT:-0} + 1 )))" >&2
+        [[ -z ${DONUT_PIPELINE_DIR:-} ]] || echo "$(date '+%F %T') donut-$DONUT_STAGE job $SLURM_JOB_ID: requeued" >> "$DONUT_PIPELINE_DIR/pipeline.log"
+        scontrol requeue "$SLURM_JOB_ID"
+        exit 0
+    fi
+    donut_exit "$DONUT_STATUS"
+}

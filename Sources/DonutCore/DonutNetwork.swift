@@ -537,12 +537,14 @@ public final class DonutNetwork<T: GEMMScalar> {
 
     /// DONUT: L = w_d·MAE(reconstruction, x) + w_f·D(Î, x), D = MAE (paper) or the Poisson
     /// deviance (`loss.physics_loss`); backward through both branches. `physicsMAE` is
-    /// reported either way so logs stay comparable.
-    public func backwardUnsupervised(weights: LossWeights) -> NetworkLosses {
-        serialBLAS { backwardUnsupervisedLayers(weights: weights) }
+    /// reported either way so logs stay comparable. `pixelWeights` (batch × n², 0/1; nil = all
+    /// measured): both losses are means over measured pixels only — a masked pixel (filled
+    /// for the input by `MaskInpainting`) is no target for the decoder or the physics.
+    public func backwardUnsupervised(weights: LossWeights, pixelWeights: UnsafePointer<T>? = nil) -> NetworkLosses {
+        serialBLAS { backwardUnsupervisedLayers(weights: weights, pixelWeights: pixelWeights) }
     }
 
-    private func backwardUnsupervisedLayers(weights: LossWeights) -> NetworkLosses {
+    private func backwardUnsupervisedLayers(weights: LossWeights, pixelWeights: UnsafePointer<T>?) -> NetworkLosses {
         let a = acts!, b = a.batch, np = frameSize * frameSize, latent = mapping.latentCount
         let x = a.encoderInput[0]
         a.gradLatent!.update(repeating: 0, count: b * latent)
@@ -550,13 +552,15 @@ public final class DonutNetwork<T: GEMMScalar> {
         if weights.physics > 0 {
             if weights.physicsLoss == "poisson" {
                 let floor = Self.poissonFloorCounts
-                losses.physicsMAE = MAELoss.frames(prediction: a.physicsOut, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!)
-                losses.total += weights.physics * PoissonDeviance.forward(prediction: a.physicsOut, target: x, count: b * np, floor: floor)
+                losses.physicsMAE = MAELoss.frames(prediction: a.physicsOut, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!,
+                                                   pixelWeights: pixelWeights)
+                losses.total += weights.physics * PoissonDeviance.forward(prediction: a.physicsOut, target: x, count: b * np, floor: floor,
+                                                                          pixelWeights: pixelWeights)
                 PoissonDeviance.backward(dPrediction: a.gradPhysics!, prediction: a.physicsOut, target: x, count: b * np,
-                                         floor: floor, weight: weights.physics)
+                                         floor: floor, weight: weights.physics, pixelWeights: pixelWeights)
             } else {
                 losses.physicsMAE = MAELoss.frames(prediction: a.physicsOut, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!,
-                                                   dPrediction: a.gradPhysics!, weight: weights.physics)
+                                                   dPrediction: a.gradPhysics!, weight: weights.physics, pixelWeights: pixelWeights)
                 losses.total += weights.physics * losses.physicsMAE
             }
             backwardPhysics(upstream: a.gradPhysics!, gradients: a.gradTheta!)
@@ -565,7 +569,7 @@ public final class DonutNetwork<T: GEMMScalar> {
         if weights.decoder > 0, decoderInput != nil {
             let y = a.decConv[decoder.count - 1]
             let mae = MAELoss.frames(prediction: y, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!,
-                                     dPrediction: a.gradOutput!, weight: weights.decoder)
+                                     dPrediction: a.gradOutput!, weight: weights.decoder, pixelWeights: pixelWeights)
             losses.decoderMAE = mae; losses.total += weights.decoder * mae
             backwardDecoder(from: a.gradOutput!)
         }

@@ -12,6 +12,10 @@ import DonutPhysics
 /// With `monteCarloSamples > 1`, dropout stays on for that many extra passes and the
 /// standard deviation of the predictions is written as `*_sigma` (MC dropout, Gal &
 /// Ghahramani 2016); the maps themselves are the deterministic (dropout-off) prediction.
+///
+/// Frames come as `FrameBlock`s: the input is counts/monitor with masked pixels filled from
+/// their measured neighbours (`MaskInpainting`: a masked pixel must not look like a zero count
+/// to a network trained on complete frames); the residual is taken over measured pixels only.
 /// Pass t's mask of frame i depends on (seed, t, i) only: any batching or rank split gives
 /// the same sigmas.
 public struct NetworkInference {
@@ -24,7 +28,17 @@ public struct NetworkInference {
         self.network = network; self.batch = batch; self.monteCarloSamples = monteCarloSamples; self.seed = seed
     }
 
-    public func run(frames keep: Range<Int>, readFrames: (Range<Int>) throws -> [Float],
+    /// Maps of frames read as plain counts (every pixel measured, no monitor).
+    public func run(frames keep: Range<Int>, readFrames: (Range<Int>) throws -> [Float], judge: FrameJudge? = nil,
+                    progress: ((Int, Int) -> Void)? = nil) rethrows -> FrameResults {
+        let np = network.frameSize * network.frameSize
+        return try run(frames: keep, readBlock: { r in FrameBlock(first: r.lowerBound, count: r.count, pixelCount: np, counts: try readFrames(r)) },
+                       judge: judge, progress: progress)
+    }
+
+    /// Maps of the frames `keep`, read as `FrameBlock`s; `judge` fills the goodness of fit,
+    /// sets valid = 0 above its threshold and keeps the scan's verdict.
+    public func run(frames keep: Range<Int>, readBlock: (Range<Int>) throws -> FrameBlock, judge: FrameJudge? = nil,
                     progress: ((Int, Int) -> Void)? = nil) rethrows -> FrameResults {
         var out = FrameResults(frameRange: keep)
         let predictsThickness = network.mapping.predictsThickness
@@ -39,10 +53,14 @@ public struct NetworkInference {
         defer { network.dropoutSampleIDs = savedIDs }
         var buffer = [Float](repeating: 0, count: batch * np)
         var residuals = [Double](repeating: 0, count: batch)
+        let inpainting = MaskInpainting(frameSize: network.frameSize)
         var start = keep.lowerBound
         while start < keep.upperBound {
             let range = start..<min(start + batch, keep.upperBound)
-            let frames = try readFrames(range)
+            let block = try readBlock(range)
+            precondition(block.first == range.lowerBound && block.count == range.count && block.pixelCount == np,
+                         "read frames \(block.range) of \(block.pixelCount) pixels for \(range) of \(np)")
+            let frames = networkInput(block, inpainting: inpainting)
             var usable = [Bool](repeating: false, count: batch)
             var filler = -1
             frames.withUnsafeBufferPointer { f in
@@ -68,10 +86,13 @@ public struct NetworkInference {
                 let physicsOut = network.physicsOutput, scaled = network.input
                 residuals.withUnsafeMutableBufferPointer { r in
                     frames.withUnsafeBufferPointer { f in
-                        Parallel.forRanges(range.count, work: range.count * np,
-                                           PhysicsResidual(residuals: r.baseAddress!, physics: physicsOut, scaled: scaled,
-                                                           frames: f.baseAddress!, pixelCount: np))
+                        block.weights.withOptionalBuffer { w in
+                            Parallel.forRanges(range.count, work: range.count * np,
+                                               PhysicsResidual(residuals: r.baseAddress!, physics: physicsOut, scaled: scaled,
+                                                               frames: f.baseAddress!, weights: w?.baseAddress, pixelCount: np))
+                        }
                     }
+                    if let m = block.monitor { for k in 0..<range.count { r[k] *= m[k] } }
                 }
                 for k in 0..<range.count where usable[k] {
                     let i = range.lowerBound + k - keep.lowerBound, p = network.parameters(k)
@@ -107,6 +128,7 @@ public struct NetworkInference {
                     }
                 }
             }
+            judge?.judge(&out, block: block, usable: Array(usable.prefix(range.count)))
             progress?(range.upperBound - keep.lowerBound, keep.count)
             start = range.upperBound
         }
@@ -114,20 +136,44 @@ public struct NetworkInference {
     }
 }
 
-/// `NetworkInference`'s residual of frames `frames`: mean |Î − x| over the n² pixels in the
-/// network's units (x scaled to mean 1), times the frame's mean counts Σ frame/n².
+/// The network's input frames of `block`: counts/monitor, masked pixels filled from their
+/// measured neighbours (`MaskInpainting`). Bad frames (NaN, negative, empty) are left as they
+/// are, for `FrameProblem` to reject.
+public func networkInput(_ block: FrameBlock, inpainting: MaskInpainting) -> [Float] {
+    var frames = block.counts
+    let np = block.pixelCount
+    guard block.weights != nil || block.monitor != nil else { return frames }
+    frames.withUnsafeMutableBufferPointer { buf in
+        for f in 0..<block.count {
+            let frame = UnsafeMutableBufferPointer(rebasing: buf[(f * np)..<((f + 1) * np)])
+            guard FrameProblem.inspect(UnsafeBufferPointer(frame)) == nil else { continue }
+            if let m = block.monitor?[f], m != 1 { let s = Float(1 / m); for i in frame.indices { frame[i] *= s } }
+            if let w = block.weights {
+                w.withUnsafeBufferPointer { inpainting.fill(frame, weights: UnsafeBufferPointer(rebasing: $0[(f * np)..<((f + 1) * np)])) }
+            }
+        }
+    }
+    return frames
+}
+
+/// `NetworkInference`'s residual of frames `frames` (the network's input, counts/monitor):
+/// mean |Î − x| over the measured pixels (weight 1; all when `weights` is nil) in the
+/// network's units (x scaled to mean 1), times the frame's mean Σ frame/n² (the caller
+/// multiplies by the monitor: photons).
 struct PhysicsResidual: ParallelLoop {
     let residuals: UnsafeMutablePointer<Double>
-    let physics: UnsafePointer<Float>, scaled: UnsafePointer<Float>, frames: UnsafePointer<Float>, pixelCount: Int
+    let physics: UnsafePointer<Float>, scaled: UnsafePointer<Float>, frames: UnsafePointer<Float>, weights: UnsafePointer<Float>?
+    let pixelCount: Int
     func run(_ frameRange: Range<Int>, worker: Int) {
         let np = pixelCount
         for k in frameRange {
-            var mae = 0.0, total = 0.0
+            var mae = 0.0, total = 0.0, measured = 0.0
             for j in 0..<np {
-                mae += abs(Double(physics[k * np + j] - scaled[k * np + j]))
                 total += Double(frames[k * np + j])
+                if let w = weights, w[k * np + j] == 0 { continue }
+                mae += abs(Double(physics[k * np + j] - scaled[k * np + j])); measured += 1
             }
-            residuals[k] = mae / Double(np) * total / Double(np)
+            residuals[k] = measured > 0 ? mae / measured * total / Double(np) : .nan
         }
     }
 }

@@ -11,6 +11,10 @@ public struct TrainingData {
     /// empty when `source` reads them.
     public var measured: [Float]
     public var measuredCount: Int
+    /// Weights of the measured frames' pixels (measuredCount × pixelCount, 0 = masked, 1 =
+    /// measured; nil = every pixel measured, or `source` gives them): masked pixels are filled
+    /// from their neighbours for the input (`MaskInpainting`) and left out of both losses.
+    public var measuredWeights: [Float]?
     /// Library patterns (entries × pixelCount; empty when `source` reads them) and their grid,
     /// for simulated frames and labels.
     public var library: (grid: LibraryGrid, patterns: [Float])?
@@ -24,8 +28,9 @@ public struct TrainingData {
     public var source: TrainingFrameSource?
 
     public init(measured: [Float], measuredCount: Int, library: (grid: LibraryGrid, patterns: [Float])?,
-                simulatedFraction: Double, peakPhotons: Double, source: TrainingFrameSource? = nil) {
-        self.measured = measured; self.measuredCount = measuredCount; self.library = library
+                simulatedFraction: Double, peakPhotons: Double, source: TrainingFrameSource? = nil, measuredWeights: [Float]? = nil) {
+        precondition(measuredWeights.map { $0.count == measured.count } ?? true, "weights and measured frames differ in size")
+        self.measured = measured; self.measuredCount = measuredCount; self.library = library; self.measuredWeights = measuredWeights
         self.simulatedFraction = simulatedFraction; self.peakPhotons = peakPhotons; self.source = source
     }
 }
@@ -36,6 +41,14 @@ public protocol TrainingFrameSource: AnyObject {
     func measuredFrames(_ ids: [Int]) throws -> [Float]
     /// Library patterns of entries `ids` (ascending), pixelCount each, in that order.
     func libraryPatterns(_ ids: [Int]) throws -> [Float]
+    /// Pixel weights (0 = masked, 1 = measured) of measured frames `ids`, as `measuredFrames`;
+    /// nil when every pixel is measured.
+    func measuredWeights(_ ids: [Int]) throws -> [Float]?
+}
+
+extension TrainingFrameSource {
+    /// No mask: every pixel measured.
+    public func measuredWeights(_ ids: [Int]) throws -> [Float]? { nil }
 }
 
 /// How a trainer shares the work with data-parallel replicas (MPI ranks). DonutCore knows
@@ -137,6 +150,8 @@ public final class Trainer {
     /// Frames per step on this replica (schedule.batch_size) and how many of them are simulated.
     let batchSize: Int, simulatedPerBatch: Int
     var batchFrames: [Float], batchLabels: [Double]
+    /// Pixel weights of the batch (library frames: 1), used when measured frames carry a mask.
+    var batchWeights: [Float]
     /// Indices of the frames being loaded (scratch, sized once).
     var batchIDs: [Int]
     let pixelCount: Int
@@ -153,6 +168,10 @@ public final class Trainer {
     /// Frames held: rows of `data.measured` / library patterns, or (with `data.source`) the
     /// frames of this replica's share of epoch `residentEpoch` and of the validation set.
     var measuredResident: [Float], libraryResident: [Float]
+    /// Weights of the resident measured frames (nil: every pixel measured); those frames are
+    /// already inpainted (`MaskInpainting`) when this is set.
+    var measuredWeightsResident: [Float]?
+    let inpainting: MaskInpainting
     var measuredRows: [Int: Int]?, libraryRows: [Int: Int]?
     var residentEpoch = -1
     /// Convolution biases that feed a BatchNorm. BatchNorm subtracts the channel mean, so the
@@ -188,16 +207,20 @@ public final class Trainer {
         }
         batchFrames = [Float](repeating: 0, count: batchSize * pixelCount)
         batchLabels = [Double](repeating: 0, count: batchSize * 4)
+        batchWeights = [Float](repeating: 1, count: batchSize * pixelCount)
+        inpainting = MaskInpainting(frameSize: network.frameSize)
         batchIDs = [Int](repeating: 0, count: batchSize)
         let averagedBuffers = parallel.size > 1 && !parallel.synchronisedBatchNorm ? network.buffers.count : 0
         reduceBuffer = [Float](repeating: 0, count: parallel.size > 1 ? network.store.count + averagedBuffers + 4 : 0)
         measuredResident = data.source == nil ? data.measured : []
+        measuredWeightsResident = data.source == nil ? data.measuredWeights : nil
         libraryResident = data.source == nil ? (data.library?.patterns ?? []) : []
         let names = Set(network.store.tensors.map(\.name))
         cancelledBiases = network.store.tensors.filter {
             $0.name.hasSuffix(".conv.bias") && names.contains($0.name.dropLast(".conv.bias".count) + ".bn.weight")
         }
         network.plan(batch: batchSize, training: true)
+        inpaintResident()
         // Dropout ids: the frames' global batch positions (measured rows, then simulated rows).
         let m = batchSize - simulatedPerBatch, globalMeasured = parallel.size * m
         network.dropoutSampleIDs = (0..<batchSize).map { j in
@@ -247,7 +270,7 @@ public final class Trainer {
         network.forward(mode: .training, rng: &rng, physics: mode == .donut, decoder: mode == .donut)
         var losses: NetworkLosses
         switch mode {
-        case .donut: losses = network.backwardUnsupervised(weights: training.loss)
+        case .donut: losses = withLossWeights { network.backwardUnsupervised(weights: training.loss, pixelWeights: $0) }
         case .nanobeamnn:
             losses = batchLabels.withUnsafeBufferPointer {
                 network.backwardSupervised(labels: $0.baseAddress!, labelScale: training.supervised.labelScale)
@@ -360,10 +383,35 @@ public final class Trainer {
         let measuredList = measuredIDs.sorted(), libraryList = libraryIDs.sorted()
         measuredResident = []; libraryResident = []   // release before reading the next share
         measuredResident = measuredList.isEmpty ? [] : try source.measuredFrames(measuredList)
+        measuredWeightsResident = measuredList.isEmpty ? nil : try source.measuredWeights(measuredList)
+        inpaintResident()
         libraryResident = libraryList.isEmpty ? [] : try source.libraryPatterns(libraryList)
         measuredRows = Dictionary(uniqueKeysWithValues: measuredList.enumerated().map { ($1, $0) })
         libraryRows = Dictionary(uniqueKeysWithValues: libraryList.enumerated().map { ($1, $0) })
         residentEpoch = e
+    }
+
+    /// Fills the masked pixels of the resident measured frames from their neighbours (the
+    /// network's input must not see a masked pixel as a zero count); once per resident set.
+    func inpaintResident() {
+        guard let w = measuredWeightsResident else { return }
+        precondition(w.count == measuredResident.count, "\(w.count) weights for \(measuredResident.count) measured values")
+        let np = pixelCount
+        measuredResident.withUnsafeMutableBufferPointer { f in
+            w.withUnsafeBufferPointer { wb in
+                for k in 0..<(f.count / np) {
+                    let frame = UnsafeMutableBufferPointer(rebasing: f[(k * np)..<((k + 1) * np)])
+                    guard FrameProblem.inspect(UnsafeBufferPointer(frame)) == nil else { continue }
+                    inpainting.fill(frame, weights: UnsafeBufferPointer(rebasing: wb[(k * np)..<((k + 1) * np)]))
+                }
+            }
+        }
+    }
+
+    /// The batch's pixel weights for the losses, nil when no measured frame carries a mask.
+    func withLossWeights<R>(_ body: (UnsafePointer<Float>?) -> R) -> R {
+        guard measuredWeightsResident != nil else { return body(nil) }
+        return batchWeights.withUnsafeBufferPointer { body($0.baseAddress!) }
     }
 
     /// Validation batches are global too: batch v is validationIndices[v·B ..< (v+1)·B], B = np·b,
@@ -395,7 +443,7 @@ public final class Trainer {
             var rng = SplitMix64(seed: 0)   // no dropout in inference mode
             network.forward(mode: .inference, rng: &rng, physics: mode == .donut, decoder: mode == .donut)
             network.store.zeroGradients()
-            let l: NetworkLosses = mode == .donut ? network.backwardUnsupervised(weights: training.loss)
+            let l: NetworkLosses = mode == .donut ? withLossWeights { network.backwardUnsupervised(weights: training.loss, pixelWeights: $0) }
                 : batchLabels.withUnsafeBufferPointer { network.backwardSupervised(labels: $0.baseAddress!, labelScale: training.supervised.labelScale) }
             total += l.total; batches += 1
         }
@@ -447,6 +495,9 @@ public final class Trainer {
                         for i in 0..<np { dst[i] = Float(rng.poisson(Double(p[i]) * scale)); total += dst[i] }
                         if total == 0 { dst[np / 2 + network.frameSize / 2] = 1 }   // never an empty frame
                     }
+                    if measuredWeightsResident != nil {
+                        batchWeights.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: (slot + j) * np).update(repeating: 1, count: np) }
+                    }
                     let params = lib.grid.parameters(at: id)
                     let b = (slot + j) * 4
                     batchLabels[b] = params.strain; batchLabels[b + 1] = params.tiltLRDeg
@@ -454,6 +505,11 @@ public final class Trainer {
                 } else {
                     let row = measuredRows.map { $0[id]! } ?? id
                     measuredResident.withUnsafeBufferPointer { src in dst.update(from: src.baseAddress! + row * np, count: np) }
+                    if let w = measuredWeightsResident {
+                        w.withUnsafeBufferPointer { src in
+                            batchWeights.withUnsafeMutableBufferPointer { $0.baseAddress!.advanced(by: (slot + j) * np).update(from: src.baseAddress! + row * np, count: np) }
+                        }
+                    }
                 }
             }
         }

@@ -22,27 +22,42 @@ public enum MAELoss {
     /// over the cores (a training step's two losses were ~1 % of it on one core). frameSums
     /// (`frames` Doubles, scratch) gets each frame's Σ |ŷ − y|; they are totalled in frame order,
     /// so the value does not depend on the thread count.
+    ///
+    /// `pixelWeights` (frames·framePixels, 0 or 1; nil = all 1): masked pixels (weight 0: a
+    /// detector gap, a hot pixel) carry no measurement and are left out — the loss is the mean
+    /// over weighted pixels, L = Σ w|ŷ − y| / Σ w, its gradient weight·w·sign(ŷ − y)/Σ w.
     public static func frames<T: GEMMScalar>(prediction: UnsafePointer<T>, target: UnsafePointer<T>, frames: Int, framePixels: Int,
                                              frameSums: UnsafeMutablePointer<Double>, dPrediction: UnsafeMutablePointer<T>? = nil,
-                                             weight: Double = 1) -> Double {
-        let count = frames * framePixels
-        Parallel.forRanges(frames, work: 3 * count,
+                                             weight: Double = 1, pixelWeights: UnsafePointer<T>? = nil) -> Double {
+        var count = Double(frames * framePixels)
+        if let w = pixelWeights {
+            count = 0
+            for i in 0..<(frames * framePixels) { count += Double(w[i]) }
+            guard count > 0 else {
+                if let d = dPrediction { d.update(repeating: 0, count: frames * framePixels) }
+                return 0
+            }
+        }
+        Parallel.forRanges(frames, work: 3 * frames * framePixels,
                            AbsoluteErrorFrames(prediction: prediction, target: target, dPrediction: dPrediction,
-                                               frameSums: frameSums, pixels: framePixels, g: T(weight / Double(count))))
+                                               frameSums: frameSums, pixels: framePixels, g: T(weight / count), weights: pixelWeights))
         var sum = 0.0
         for f in 0..<frames { sum += frameSums[f] }
-        return sum / Double(count)
+        return sum / count
     }
 }
 
 /// Σ |ŷ − y| per frame (blocks of 256 elements in eight T partial sums, totalled in Double) and,
-/// when `dPrediction` is set, dPrediction = g·sign(ŷ − y), 0 where equal.
+/// when `dPrediction` is set, dPrediction = g·sign(ŷ − y), 0 where equal. With `weights`:
+/// Σ w|ŷ − y| and g·w·sign(ŷ − y).
 struct AbsoluteErrorFrames<T: GEMMScalar>: ParallelLoop {
     let prediction: UnsafePointer<T>, target: UnsafePointer<T>, dPrediction: UnsafeMutablePointer<T>?
     let frameSums: UnsafeMutablePointer<Double>, pixels: Int, g: T
+    var weights: UnsafePointer<T>? = nil
 
     @_specialize(where T == Float)
     func run(_ frames: Range<Int>, worker: Int) {
+        if let w = weights { runWeighted(frames, w); return }
         for f in frames {
             var total = 0.0, start = f * pixels
             let end = start + pixels
@@ -66,6 +81,26 @@ struct AbsoluteErrorFrames<T: GEMMScalar>: ParallelLoop {
                 }
                 while i < stop { s0 += abs(prediction[i] - target[i]); i += 1 }
                 total += Double(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
+                start = stop
+            }
+            frameSums[f] = total
+        }
+    }
+
+    @_specialize(where T == Float)
+    func runWeighted(_ frames: Range<Int>, _ w: UnsafePointer<T>) {
+        for f in frames {
+            var total = 0.0, start = f * pixels
+            let end = start + pixels
+            while start < end {
+                let stop = min(start + 256, end)
+                var s = T(0)
+                for j in start..<stop {
+                    let e = prediction[j] - target[j]
+                    s += w[j] * abs(e)
+                    if let d = dPrediction { d[j] = e > 0 ? g * w[j] : (e < 0 ? -g * w[j] : 0) }
+                }
+                total += Double(s)
                 start = stop
             }
             frameSums[f] = total

@@ -42,7 +42,9 @@ final class AllocationTests: XCTestCase {
     /// `synchronisedBatchNorm`: BatchNorm's statistics go through a reducer, as under MPI (here
     /// one replica's: the sums are left as they are), the path whose 2·channels + 1 sums leave
     /// the stack from 64 channels on.
-    func allocationsPerDonutSteps(threads: Int, synchronisedBatchNorm: Bool = false) throws -> UInt {
+    /// `masked`: the measured frames carry a mask (a module gap and hot pixels): inpainted
+    /// input, both losses over measured pixels.
+    func allocationsPerDonutSteps(threads: Int, synchronisedBatchNorm: Bool = false, masked: Bool = false) throws -> UInt {
         try Parallel.withThreads(threads) {
             let config = DonutConfig.srio3LSAT002
             var training = TrainingConfig.donutPaper
@@ -56,9 +58,19 @@ final class AllocationTests: XCTestCase {
             }
             // Sized inside `withThreads`: physics shards and convolution scratch follow `Parallel.threads`.
             let network = try DonutNetwork<Float>(settings: training.network, optimiser: training.optimiser, config: config, seed: 0)
+            var weights: [Float]?
+            if masked {
+                var w = [Float](repeating: 1, count: frames.count)
+                for f in 0..<count {
+                    for y in 0..<64 { for x in 40..<43 { w[f * 4096 + y * 64 + x] = 0 } }
+                    w[f * 4096 + 31 * 64 + 17] = 0
+                }
+                for i in frames.indices where w[i] == 0 { frames[i] = 0 }
+                weights = w
+            }
             let trainer = try Trainer(network: network, training: training, mode: .donut,
                                       data: TrainingData(measured: frames, measuredCount: count, library: nil,
-                                                         simulatedFraction: 0, peakPhotons: 7))
+                                                         simulatedFraction: 0, peakPhotons: 7, measuredWeights: weights))
             if synchronisedBatchNorm { network.batchNormReducer = BatchNorm2d.Reducer { _, _ in } }
             return try countedSteps(trainer, order: Array(0..<count))
         }
@@ -102,6 +114,11 @@ final class AllocationTests: XCTestCase {
     func testDonutStepWithSynchronisedBatchNormAllocatesNothing() throws {
         XCTAssertEqual(try allocationsPerDonutSteps(threads: 2, synchronisedBatchNorm: true), 0,
                        "heap allocations in \(Self.countedSteps) DONUT steps with synchronised BatchNorm, 2 threads")
+    }
+
+    func testMaskedDonutStepAllocatesNothing() throws {
+        XCTAssertEqual(try allocationsPerDonutSteps(threads: 2, masked: true), 0,
+                       "heap allocations in \(Self.countedSteps) DONUT steps on masked frames, 2 threads")
     }
 
     func testSupervisedStepAllocatesNothing() throws {

@@ -27,15 +27,26 @@ public struct ReprocessManifest: StrictConfig {
         public var refineIterations: Int?
         /// Frames per batch (encoder batch or correlation GEMM batch).
         public var batch: Int?
+        /// Bad-pixel mask: "auto" (the scan's NeXus pixel_mask, default), "none", FILE or FILE:DATASET.
+        public var mask: String?
+        /// Monitor: "auto" (searched, default), "none", /DATASET of the scan or FILE:/DATASET.
+        public var monitor: String?
+        /// "raster", "serpentine" or "scatter"; default: detected from positioners, else raster.
+        public var scanOrder: String?
+        /// Raw counts above which a pixel is masked in that frame; default: none.
+        public var hotPixelThreshold: Double?
 
         enum CodingKeys: String, CodingKey {
-            case method, model, library, dataset, roi, batch
+            case method, model, library, dataset, roi, batch, mask, monitor
             case physicsRefine = "physics_refine", refineIterations = "refine_iterations"
+            case scanOrder = "scan_order", hotPixelThreshold = "hot_pixel_threshold"
         }
         public init(method: String? = nil, model: String? = nil, library: String? = nil, dataset: String? = nil,
-                    roi: DetectorROI? = nil, physicsRefine: Bool? = nil, refineIterations: Int? = nil, batch: Int? = nil) {
+                    roi: DetectorROI? = nil, physicsRefine: Bool? = nil, refineIterations: Int? = nil, batch: Int? = nil,
+                    mask: String? = nil, monitor: String? = nil, scanOrder: String? = nil, hotPixelThreshold: Double? = nil) {
             self.method = method; self.model = model; self.library = library; self.dataset = dataset
             self.roi = roi; self.physicsRefine = physicsRefine; self.refineIterations = refineIterations; self.batch = batch
+            self.mask = mask; self.monitor = monitor; self.scanOrder = scanOrder; self.hotPixelThreshold = hotPixelThreshold
         }
 
         /// `self` where set, else `fallback`.
@@ -43,7 +54,9 @@ public struct ReprocessManifest: StrictConfig {
             Settings(method: method ?? fallback.method, model: model ?? fallback.model, library: library ?? fallback.library,
                      dataset: dataset ?? fallback.dataset, roi: roi ?? fallback.roi,
                      physicsRefine: physicsRefine ?? fallback.physicsRefine,
-                     refineIterations: refineIterations ?? fallback.refineIterations, batch: batch ?? fallback.batch)
+                     refineIterations: refineIterations ?? fallback.refineIterations, batch: batch ?? fallback.batch,
+                     mask: mask ?? fallback.mask, monitor: monitor ?? fallback.monitor, scanOrder: scanOrder ?? fallback.scanOrder,
+                     hotPixelThreshold: hotPixelThreshold ?? fallback.hotPixelThreshold)
         }
     }
 
@@ -74,13 +87,15 @@ public struct ReprocessManifest: StrictConfig {
 
     public static var schemaExample: ReprocessManifest {
         let all = Settings(method: "donut", model: "model.h5", library: "lib.h5", dataset: "/entry/data/data",
-                           roi: DetectorROI(x: 0, y: 0, width: 64, height: 64), physicsRefine: false, refineIterations: PhysicsRefinement.defaultMaxIterations, batch: 256)
+                           roi: DetectorROI(x: 0, y: 0, width: 64, height: 64), physicsRefine: false, refineIterations: PhysicsRefinement.defaultMaxIterations, batch: 256,
+                           mask: "auto", monitor: "auto", scanOrder: "raster", hotPixelThreshold: 1e6)
         return ReprocessManifest(outputDir: "results", defaults: all,
                                  scans: [Scan(path: "scan.h5", scanShape: "64x64", output: "scan_maps.h5", overrides: all)])
     }
 
     public static var optionalKeys: Set<String> {
-        let settings = ["method", "model", "library", "dataset", "roi", "physics_refine", "refine_iterations", "batch"]
+        let settings = ["method", "model", "library", "dataset", "roi", "physics_refine", "refine_iterations", "batch",
+                        "mask", "monitor", "scan_order", "hot_pixel_threshold"]
         return Set(["output_dir", "defaults", "scans[].scan_shape", "scans[].output", "scans[].overrides"]
                    + settings.map { "defaults.\($0)" } + settings.map { "scans[].overrides.\($0)" })
     }
@@ -98,6 +113,12 @@ public struct ReprocessManifest: StrictConfig {
             if let n = s.batch, n < 1 { throw ConfigError(key: "\(key).batch", "must be ≥ 1 (got \(n))") }
             if let r = s.roi, r.x < 0 || r.y < 0 || r.width < 1 || r.height < 1 {
                 throw ConfigError(key: "\(key).roi", "needs x, y ≥ 0 and width, height ≥ 1 (got \(r))")
+            }
+            if let o = s.scanOrder, ScanOrder(rawValue: o) == nil {
+                throw ConfigError(key: "\(key).scan_order", "must be one of \(ScanOrder.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(o)')")
+            }
+            if let t = s.hotPixelThreshold, !(t.isFinite && t > 0) {
+                throw ConfigError(key: "\(key).hot_pixel_threshold", "must be a positive number of counts (got \(t))")
             }
         }
         try check(defaults, "defaults")
@@ -144,12 +165,14 @@ public struct ReprocessManifest: StrictConfig {
     /// manifest's folder (`outputDir` overrides the manifest's output folder). Duplicate
     /// scans (same file and dataset) and clashing outputs are marked, not dropped: the
     /// later entry fails with the reason while the first is processed.
-    public func jobs(manifestPath: String, outputDir overrideDir: String? = nil) -> [ReprocessJob] {
+    /// `override`: settings given on the command line (`--roi`, `--mask`, …), which win over
+    /// the manifest's defaults and per-scan overrides (paths in it must be absolute).
+    public func jobs(manifestPath: String, outputDir overrideDir: String? = nil, override: Settings? = nil) -> [ReprocessJob] {
         let base = URL(fileURLWithPath: manifestPath).standardizedFileURL.deletingLastPathComponent()
         let outDir = outputFolder(manifestPath: manifestPath, override: overrideDir)
         var seenInput: [String: Int] = [:], seenOutput: [String: Int] = [:]
         return scans.enumerated().map { i, scan in
-            let s = (scan.overrides ?? Settings()).over(defaults ?? Settings())
+            let s = (override ?? Settings()).over((scan.overrides ?? Settings()).over(defaults ?? Settings()))
             let path = resolve(scan.path, against: base)
             let stem = URL(fileURLWithPath: scan.path).deletingPathExtension().lastPathComponent
             let output = URL(fileURLWithPath: outDir).appendingPathComponent(scan.output ?? "\(stem)_maps.h5").path
@@ -159,6 +182,21 @@ public struct ReprocessManifest: StrictConfig {
                                    method: method, modelPath: (method == "donut" ? s.model : s.library).map { resolve($0, against: base) } ?? "",
                                    roi: s.roi, refineIterations: (s.physicsRefine ?? false) ? (s.refineIterations ?? PhysicsRefinement.defaultMaxIterations) : nil,
                                    batch: s.batch ?? 256, outputPath: output, duplicateOf: nil)
+            // Mask and monitor files are relative to the manifest's folder, like every path in it.
+            var options = ScanReadOptions(hotPixelThreshold: s.hotPixelThreshold, scanOrder: s.scanOrder.flatMap(ScanOrder.init(rawValue:)))
+            switch s.mask.map(MaskSource.parse) ?? .auto {
+            case .file(let p, let d):
+                job.maskPath = resolve(p, against: base)
+                options.mask = .file(path: job.maskPath!, dataset: d)
+            case let other: options.mask = other
+            }
+            switch s.monitor.map(MonitorSource.parse) ?? .auto {
+            case .dataset(let f?, let d):
+                job.monitorPath = resolve(f, against: base)
+                options.monitor = .dataset(file: job.monitorPath, path: d)
+            case let other: options.monitor = other
+            }
+            job.readOptions = options
             let inputKey = path + "\u{0}" + job.dataset
             if let first = seenInput[inputKey] {
                 job.duplicateOf = "duplicate of scans[\(first)] (same file and dataset)"
@@ -192,13 +230,19 @@ public struct ReprocessJob: Equatable, Sendable {
     public var outputPath: String
     /// Why this entry is not processed (it repeats an earlier one), else nil.
     public var duplicateOf: String?
+    /// Mask, monitor, hot pixels, scan order (manifest keys mask, monitor, scan_order,
+    /// hot_pixel_threshold); mask and monitor files also in `maskPath`/`monitorPath`.
+    public var readOptions = ScanReadOptions()
+    /// A mask file or a monitor in another file (absolute), when the manifest names one.
+    public var maskPath: String?
+    public var monitorPath: String?
 
     public static func == (a: Self, b: Self) -> Bool {
         a.index == b.index && a.name == b.name && a.scanPath == b.scanPath && a.dataset == b.dataset
             && a.scanShape?.rows == b.scanShape?.rows && a.scanShape?.cols == b.scanShape?.cols
             && a.method == b.method && a.modelPath == b.modelPath && a.roi == b.roi
             && a.refineIterations == b.refineIterations && a.batch == b.batch && a.outputPath == b.outputPath
-            && a.duplicateOf == b.duplicateOf
+            && a.duplicateOf == b.duplicateOf && a.readOptions == b.readOptions
     }
 
     /// Every setting that decides the result, as text: each stored property of the job

@@ -1,5 +1,6 @@
 import DonutCore
 import DonutMPI
+import DonutPhysics
 import Foundation
 
 // NeXus result maps (docs/design.md, "Files"):
@@ -13,10 +14,20 @@ import Foundation
 //     y, x                 1-D float64, @units = ScanLayout.axisUnits ("um" or "")
 //   /entry/process         NXprocess: program, version, date, method, command_line, model_id,
 //                          config (NXnote), inputs (NXcollection of NXnote)
+// and, when the scan was read from a detector file (`ScanReadSummary`):
+//   /entry/instrument/detector  NXdetector: pixel_mask (frameSize, frameSize) uint8, 1 = model
+//                          pixel excluded by the static mask (@source, @masked_model_pixels,
+//                          @masked_raw_pixels_in_roi, @masked_raw_pixels, @sentinel,
+//                          @hot_pixel_threshold); roi [x, y, width, height] raw pixels, @binning
+//   /entry/monitor         NXmonitor: data (rows, cols) float64, the monitor relative to its
+//                          median (@reference_level, @source)
+//   /entry/scan_order      "raster" | "serpentine" | "scatter", @source declared|positioners|assumed
+//   /entry/scatter         (scatter scans) NXdata, 1-D maps with per-frame x, y (µm) of the same
+//                          length, @axes = ["x", "y"]: silx shows frames at their positions
 
 /// Optional maps in file order: name and units. Sigma maps carry their map's units.
 private let optionalMaps: [(name: String, units: String)] = [
-    ("thickness", "angstrom"), ("residual", "counts"),
+    ("thickness", "angstrom"), ("residual", "counts"), ("goodness_of_fit", ""),
     ("strain_sigma", ""), ("tilt_lr_sigma", "deg"), ("tilt_ud_sigma", "deg"), ("thickness_sigma", "angstrom"),
 ]
 private let resultGroup = "/entry/result"
@@ -25,6 +36,7 @@ private func optionalMap(_ r: FrameResults, _ name: String) -> [Double]? {
     switch name {
     case "thickness": return r.thicknessA
     case "residual": return r.residual
+    case "goodness_of_fit": return r.goodnessOfFit
     default: return r.sigmas[name]
     }
 }
@@ -34,12 +46,15 @@ private func optionalMap(_ r: FrameResults, _ name: String) -> [Double]? {
 /// and the same provenance. **Collective**: every rank calls it, even with an empty block.
 /// Ranks with non-empty blocks must carry the same optional maps.
 public enum ResultMapsWriter {
+    /// `scan`: how the frames were read (mask, monitor, ROI, order), the same on every rank.
     public static func write(path: String, results: FrameResults, layout: ScanLayout, provenance: Provenance,
-                             force: Bool = false, comm: Communicator? = nil) throws {
+                             force: Bool = false, comm: Communicator? = nil, scan: ScanReadSummary? = nil) throws {
         // 1. Local checks, then one allreduce so that every rank throws together.
         let n = results.frameRange.count
         var problem: String?
-        if results.frameRange.lowerBound < 0 || results.frameRange.upperBound > layout.frameCount {
+        if let scan, let p = scan.problem(layout: layout) {
+            problem = p
+        } else if results.frameRange.lowerBound < 0 || results.frameRange.upperBound > layout.frameCount {
             problem = "frames \(results.frameRange) outside the scan's \(layout.frameCount)"
         } else if layout.y.count != layout.rows || layout.x.count != layout.cols {
             problem = "layout axes y (\(layout.y.count)) and x (\(layout.x.count)) do not match \(layout.rows)×\(layout.cols)"
@@ -74,10 +89,11 @@ public enum ResultMapsWriter {
 
         // 2. The file, every create on every rank, then one collective write per map.
         // Maps (≤ 8 bytes per frame each) + provenance text; metadata ~64 KiB.
-        let expected = layout.frameCount * 8 * (6 + present.count) + provenance.configJSON.utf8.count + (64 << 10)
+        let expected = layout.frameCount * 8 * (6 + present.count) * (scan?.geometry.order == .scatter ? 2 : 1)
+            + provenance.configJSON.utf8.count + (64 << 10)
         let output = try AtomicOutput(path: path, force: force, comm: comm, expectedBytes: expected)
         try writeAtomically(output) { f in
-            try f.writeRootAndEntry(kind: "result", entryDefault: "result")
+            try f.writeRootAndEntry(kind: "result", entryDefault: scan?.geometry.order == .scatter ? "scatter" : "result")
             try f.createGroup(resultGroup, nxClass: "NXdata")
             let shape = [layout.rows, layout.cols]
             let selection = FlatSelection(leadingRank: 2, range: results.frameRange)
@@ -104,8 +120,74 @@ public enum ResultMapsWriter {
             try f.setAttribute("axes", ["y", "x"], on: resultGroup)
             try f.setAttribute("y_indices", 0, on: resultGroup)
             try f.setAttribute("x_indices", 1, on: resultGroup)
+            if let scan {
+                try writeScanSummary(f, scan, layout: layout)
+                if scan.geometry.order == .scatter {
+                    try writeScatter(f, scan, results: results, present: present.map(\.name), layout: layout)
+                }
+            }
             try f.writeProcess(provenance)
         }
+    }
+
+    /// Mask, ROI, monitor and scan order: what was read and how (collective, same on every rank).
+    private static func writeScanSummary(_ f: H5File, _ s: ScanReadSummary, layout: ScanLayout) throws {
+        try f.createGroup("/entry/instrument", nxClass: "NXinstrument")
+        let det = "/entry/instrument/detector"
+        try f.createGroup(det, nxClass: "NXdetector")
+        let n = Int(Double(s.modelMask.count).squareRoot())
+        try f.writeDataset("\(det)/pixel_mask", s.modelMask, shape: [n, n])
+        try f.setAttribute("interpretation", "image", on: "\(det)/pixel_mask")
+        try f.setAttribute("description", "1 = model pixel excluded (any raw pixel of its bin masked by the pixel mask); "
+                           + "sentinel, hot-pixel and negative/NaN values are excluded per frame as well", on: "\(det)/pixel_mask")
+        try f.setAttribute("source", s.maskSource ?? "none", on: "\(det)/pixel_mask")
+        try f.setAttribute("masked_model_pixels", s.modelMask.reduce(0) { $0 + Int($1) }, on: "\(det)/pixel_mask")
+        try f.setAttribute("masked_raw_pixels_in_roi", s.maskedRawPixelsInROI, on: "\(det)/pixel_mask")
+        try f.setAttribute("masked_raw_pixels", s.maskedRawPixels, on: "\(det)/pixel_mask")
+        try f.setAttribute("sentinel", s.sentinel ?? .nan, on: "\(det)/pixel_mask")
+        try f.setAttribute("hot_pixel_threshold", s.hotPixelThreshold ?? .infinity, on: "\(det)/pixel_mask")
+        let r = s.roi ?? DetectorROI(x: 0, y: 0, width: n, height: n)
+        try f.writeDataset("\(det)/roi", [Int64(r.x), Int64(r.y), Int64(r.width), Int64(r.height)], shape: [4], units: "pixel")
+        try f.setAttribute("binning", s.binning, on: "\(det)/roi")
+        try f.setAttribute("description", "x, y, width, height of the region read from the stored frames", on: "\(det)/roi")
+        if let m = s.monitor {
+            try f.createGroup("/entry/monitor", nxClass: "NXmonitor")
+            try f.writeDataset("/entry/monitor/data", m, shape: [layout.rows, layout.cols])
+            try f.setAttribute("units", "", on: "/entry/monitor/data")
+            try f.setAttribute("description", "monitor of each frame divided by its median (map order)", on: "/entry/monitor/data")
+            try f.setAttribute("source", s.monitorSource ?? "", on: "/entry/monitor/data")
+            try f.setAttribute("reference_level", s.monitorReference ?? .nan, on: "/entry/monitor/data")
+        }
+        try f.writeString("/entry/scan_order", s.geometry.order.rawValue)
+        try f.setAttribute("source", s.geometry.source.rawValue, on: "/entry/scan_order")
+    }
+
+    /// 1-D maps with each frame's measured position: NXdata "scatter" (signal and axes of the
+    /// same length), which silx plots at the true positions.
+    private static func writeScatter(_ f: H5File, _ s: ScanReadSummary, results: FrameResults, present: [String], layout: ScanLayout) throws {
+        let g = "/entry/scatter", n = layout.frameCount
+        try f.createGroup(g, nxClass: "NXdata")
+        let selection = FlatSelection(leadingRank: 1, range: results.frameRange)
+        func map<T: H5Numeric>(_ name: String, _ values: [T], units: String) throws {
+            let d = try f.createDataset("\(g)/\(name)", type: T.h5ElementType, shape: [n])
+            try values.withUnsafeBufferPointer { try d.write($0, selection: selection) }
+            try d.close()
+            try f.setAttribute("units", units, on: "\(g)/\(name)")
+        }
+        try map("strain", results.strain, units: "")
+        try map("tilt_lr", results.tiltLRDeg, units: "deg")
+        try map("tilt_ud", results.tiltUDDeg, units: "deg")
+        try map("valid", results.valid, units: "")
+        for name in present where !name.hasSuffix("_sigma") {
+            try map(name, optionalMap(results, name) ?? [], units: optionalMaps.first { $0.name == name }?.units ?? "")
+        }
+        try f.writeDataset("\(g)/x", s.geometry.x ?? [], shape: [n], units: "um")
+        try f.writeDataset("\(g)/y", s.geometry.y ?? [], shape: [n], units: "um")
+        try f.setAttribute("signal", "strain", on: g)
+        try f.setAttribute("auxiliary_signals", ["tilt_lr", "tilt_ud"] + present.filter { !$0.hasSuffix("_sigma") } + ["valid"], on: g)
+        try f.setAttribute("axes", ["x", "y"], on: g)
+        try f.setAttribute("x_indices", 0, on: g)
+        try f.setAttribute("y_indices", 0, on: g)
     }
 }
 
@@ -144,6 +226,7 @@ public enum ResultMapsReader {
             switch name {
             case "thickness": r.thicknessA = v
             case "residual": r.residual = v
+            case "goodness_of_fit": r.goodnessOfFit = v
             default: r.sigmas[name] = v
             }
         }

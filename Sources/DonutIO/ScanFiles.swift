@@ -192,8 +192,8 @@ public final class ScanReader {
 
         // ROI and binning.
         let r = options.roi ?? config.instrument.roi, b = config.instrument.binning
-        if h == frameSize && w == frameSize && options.roi == nil {
-            roi = nil; binning = 1
+        if h == frameSize && w == frameSize {
+            roi = nil; binning = 1  // frames already cut to the model's size: no ROI applies
         } else if r.width == frameSize * b, r.height == frameSize * b, r.x >= 0, r.y >= 0,
                   r.x <= w - r.width, r.y <= h - r.height {
             roi = r; binning = b
@@ -547,6 +547,30 @@ public final class ScanReader {
             for i in 0..<b { for j in 0..<b where m[(y * b + i) * cropW + x * b + j] { return 1 } }
             return 0
         }
+    }
+
+    /// How this scan is read, for the result file.
+    public var summary: ScanReadSummary {
+        ScanReadSummary(roi: roi, binning: binning, maskSource: maskSource, modelMask: modelMask,
+                               maskedRawPixelsInROI: cropMask?.reduce(0) { $0 + ($1 ? 1 : 0) } ?? 0,
+                               maskedRawPixels: frameMask?.reduce(0) { $0 + ($1 ? 1 : 0) } ?? 0,
+                               sentinel: sentinel, hotPixelThreshold: hotPixelThreshold, monitor: monitor,
+                               monitorSource: monitorSource, monitorReference: monitorReference, geometry: geometry)
+    }
+
+    /// The config as used for this scan: `instrument.roi` is the ROI actually read (for
+    /// provenance: a library or model serves any ROI of its size).
+    public func configUsed(_ config: DonutConfig) -> DonutConfig {
+        var c = config
+        if let roi { c.instrument.roi = roi }
+        return c
+    }
+
+    /// The config JSON a result records: `recorded` unchanged when the ROI read is the
+    /// config's own, else the config with `instrument.roi` set to the ROI actually used.
+    public func provenanceConfigJSON(_ config: DonutConfig, recorded: String) -> String {
+        guard let roi, roi != config.instrument.roi else { return recorded }
+        return ConfigFile.json(configUsed(config))
     }
 
     /// Ground-truth maps of a simulated scan (`/entry/ground_truth/{strain, tilt_lr,

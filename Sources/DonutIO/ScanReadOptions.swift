@@ -1,3 +1,4 @@
+import DonutCore
 import DonutPhysics
 import Foundation
 
@@ -112,5 +113,47 @@ public enum MonitorSource: Equatable, Sendable, CustomStringConvertible {
         case .none: return "none"
         case .dataset(let f, let p): return f.map { "\($0):\(p)" } ?? p
         }
+    }
+}
+
+/// How a scan was read, as the result file records it (`ResultMapsWriter.write(scan:)`):
+/// the ROI actually used, the mask (at model resolution, with counts), the monitor, the
+/// scan order and, for scatter scans, each frame's position.
+public struct ScanReadSummary: Equatable, Sendable {
+    public var roi: DetectorROI?
+    public var binning: Int
+    public var maskSource: String?
+    /// frameSize² values, 1 = model pixel excluded by the static mask.
+    public var modelMask: [UInt8]
+    /// Raw pixels the static mask excludes inside the ROI and on the whole frame.
+    public var maskedRawPixelsInROI: Int
+    public var maskedRawPixels: Int
+    public var sentinel: Double?
+    public var hotPixelThreshold: Double?
+    /// Relative monitor in map order (nil: none).
+    public var monitor: [Double]?
+    public var monitorSource: String?
+    public var monitorReference: Double?
+    public var geometry: ScanGeometry
+
+    public init(roi: DetectorROI?, binning: Int, maskSource: String?, modelMask: [UInt8], maskedRawPixelsInROI: Int,
+                maskedRawPixels: Int, sentinel: Double?, hotPixelThreshold: Double?, monitor: [Double]?,
+                monitorSource: String?, monitorReference: Double?, geometry: ScanGeometry) {
+        self.roi = roi; self.binning = binning; self.maskSource = maskSource; self.modelMask = modelMask
+        self.maskedRawPixelsInROI = maskedRawPixelsInROI; self.maskedRawPixels = maskedRawPixels
+        self.sentinel = sentinel; self.hotPixelThreshold = hotPixelThreshold; self.monitor = monitor
+        self.monitorSource = monitorSource; self.monitorReference = monitorReference; self.geometry = geometry
+    }
+
+    /// Why this summary cannot go with maps of `layout`, or nil.
+    func problem(layout: ScanLayout) -> String? {
+        let n = layout.frameCount
+        if geometry.rows * geometry.cols != n { return "scan geometry \(geometry.rows)×\(geometry.cols) does not match the maps \(layout.rows)×\(layout.cols)" }
+        if let m = monitor, m.count != n { return "monitor has \(m.count) values for \(n) frames" }
+        if let x = geometry.x, let y = geometry.y, x.count != n || y.count != n { return "positions have \(x.count)/\(y.count) values for \(n) frames" }
+        if geometry.order == .scatter && geometry.x == nil { return "a scatter scan needs per-frame positions" }
+        let side = Int(Double(modelMask.count).squareRoot())
+        if side * side != modelMask.count { return "the model mask has \(modelMask.count) values, not a square frame" }
+        return nil
     }
 }

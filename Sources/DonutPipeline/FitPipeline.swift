@@ -76,7 +76,7 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
     var counts = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&counts)
     let provenance = ctx.provenance(
-        method: refineIterations == nil ? "correlation-fit" : "correlation-fit+physics-refine", config: libraryConfigJSON,
+        method: refineIterations == nil ? "correlation-fit" : "correlation-fit+physics-refine", config: reader.provenanceConfigJSON(config, recorded: libraryConfigJSON),
         inputs: [.init(path: relativePath(scan.path, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : scan.dataset,
                        checksum: source.globalChecksum(comm)),
                  .init(path: relativePath(libraryPath, from: outputs.path), dataset: "/entry/library/patterns",
@@ -85,7 +85,7 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
     try times.time(\.write) {
         try ctx.agreeing {
             try ResultMapsWriter.write(path: outputs.path, results: results, layout: layout, provenance: provenance,
-                                       force: outputs.force, comm: comm)
+                                       force: outputs.force, comm: comm, scan: reader.summary)
         }
     }
     ctx.log("wrote \(outputs.path)\(counts[0] > 0 ? " (\(counts[0]) bad frame(s) marked valid = 0)" : "")")

@@ -99,14 +99,15 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
     comm.allreduceSum(&invalid)
     let modelChecksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: checkpoint.parameters, firstIndex: 0, frameSize: 1))
     let provenance = ctx.provenance(
-        method: refineIterations == nil ? checkpoint.method : checkpoint.method + "+physics-refine", config: checkpoint.configJSON,
+        method: refineIterations == nil ? checkpoint.method : checkpoint.method + "+physics-refine", config: reader.provenanceConfigJSON(config, recorded: checkpoint.configJSON),
         inputs: [.init(path: relativePath(scan.path, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : scan.dataset,
                        checksum: source.globalChecksum(comm)),
                  .init(path: relativePath(model, from: outputs.path), dataset: "/entry/model/parameters", checksum: modelChecksum)],
         modelID: "\(URL(fileURLWithPath: model).lastPathComponent) step \(checkpoint.step) \(modelChecksum)")
     try times.time(\.write) {
         try ctx.agreeing {
-            try ResultMapsWriter.write(path: outputs.path, results: results, layout: layout, provenance: provenance, force: outputs.force, comm: comm)
+            try ResultMapsWriter.write(path: outputs.path, results: results, layout: layout, provenance: provenance, force: outputs.force,
+                                       comm: comm, scan: reader.summary)
         }
     }
     ctx.log(String(format: "wrote %@ (%.0f frames/s encoder on rank 0)%@", outputs.path, Double(keep.count) / max(times.estimate, 1e-9),

@@ -24,6 +24,9 @@ public struct RefineRequest {
     /// Folder of the re-inferred maps and the status file; nil: `<out>_maps`.
     public var outDir: String?
     public var force = false
+    /// Scan-reading settings from the command line (roi, mask, monitor, scan_order,
+    /// hot_pixel_threshold), over the manifest's for every scan.
+    public var scanRead: ReprocessManifest.Settings?
     /// Refine every scan's maps by per-frame Poisson maximum likelihood (overrides the manifest).
     public var physicsRefine = false
     /// Checkpoint file; nil: `<out>.checkpoint.h5`.
@@ -60,7 +63,7 @@ public func refine(_ ctx: RunContext, _ request: RefineRequest) throws -> Refine
     let folder = request.outDir ?? RefineRequest.defaultMapsFolder(out: out)
     // Every scan is re-inferred with the refined model, whatever the manifest said.
     let refined = URL(fileURLWithPath: out).standardizedFileURL.path
-    var jobs = m.jobs(manifestPath: manifest, outputDir: folder)
+    var jobs = m.jobs(manifestPath: manifest, outputDir: folder, override: request.scanRead)
     for i in jobs.indices {
         jobs[i].method = "donut"; jobs[i].modelPath = refined
         if request.physicsRefine { jobs[i].refineIterations = jobs[i].refineIterations ?? PhysicsRefinement.defaultMaxIterations }
@@ -76,7 +79,7 @@ public func refine(_ ctx: RunContext, _ request: RefineRequest) throws -> Refine
     train.optimiser.learningRatePhysics *= request.learningRateScale
     train.optimiser.learningRateDecoder *= request.learningRateScale
     let scans = jobs.filter { $0.duplicateOf == nil }.map {
-        ScanInput(path: $0.scanPath, dataset: $0.dataset, scanShape: $0.scanShape, roi: $0.roi)
+        ScanInput(path: $0.scanPath, dataset: $0.dataset, scanShape: $0.scanShape, roi: $0.roi, options: $0.readOptions)
     }
     var training = TrainRequest(
         scans: scans, libraryPath: request.augment > 0 ? request.libraryPath : nil, mix: request.augment, supervised: false,

@@ -19,6 +19,9 @@ public struct ReprocessRequest {
     public var quickLooks = false
     /// Frames per streamed chunk and rank.
     public var chunkFrames = InferRequest.defaultChunkFrames
+    /// Scan-reading settings from the command line (roi, mask, monitor, scan_order,
+    /// hot_pixel_threshold), over the manifest's for every scan.
+    public var scanRead: ReprocessManifest.Settings?
 
     public init(manifestPath: String, outDir: String? = nil) {
         self.manifestPath = manifestPath; self.outDir = outDir
@@ -41,7 +44,7 @@ public struct ReprocessOutcome {
 public func reprocess(_ ctx: RunContext, _ request: ReprocessRequest) throws -> ReprocessOutcome {
     let manifest = request.manifestPath
     let m = try ReprocessManifest.load(path: manifest)
-    var jobs = m.jobs(manifestPath: manifest, outputDir: request.outDir)
+    var jobs = m.jobs(manifestPath: manifest, outputDir: request.outDir, override: request.scanRead)
     for i in jobs.indices {
         if request.physicsRefine {
             jobs[i].refineIterations = request.refineIterations ?? jobs[i].refineIterations ?? PhysicsRefinement.defaultMaxIterations
@@ -126,7 +129,7 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
         var count = 0
         var reason = ""
         do {
-            let scan = ScanInput(path: job.scanPath, dataset: job.dataset, scanShape: job.scanShape, roi: job.roi)
+            let scan = ScanInput(path: job.scanPath, dataset: job.dataset, scanShape: job.scanShape, roi: job.roi, options: job.readOptions)
             let outputs = MapOutputs(path: job.outputPath, force: force, quickLooks: quicklook)
             if job.method == "fit" {
                 count = try fitScan(ctx, FitRequest(scan: scan, libraryPath: job.modelPath, outputs: outputs, batch: job.batch,

@@ -53,26 +53,30 @@ public final class StageTimes {
     }
 }
 
-/// Where one scan's frames are: file, dataset, layout, and the detector ROI when it
-/// differs from the model's `instrument.roi`. Every pipeline that reads a scan takes one.
+/// Where one scan's frames are: file, dataset, layout, the detector ROI when it differs
+/// from the model's `instrument.roi`, and how to read a raw detector file (mask, monitor,
+/// hot pixels, scan order: `ScanReadOptions`). Every pipeline that reads a scan takes one.
 public struct ScanInput {
     public var path: String
     public var dataset: String
     public var scanShape: (rows: Int, cols: Int)?
     public var roi: DetectorROI?
+    /// Mask, monitor, hot-pixel threshold, scan order, positioners (`--mask`, `--monitor`, …).
+    public var options: ScanReadOptions
 
     /// The frames' dataset when none is named.
     public static let defaultDataset = "/entry/data/data"
 
-    public init(path: String, dataset: String = ScanInput.defaultDataset, scanShape: (rows: Int, cols: Int)? = nil, roi: DetectorROI? = nil) {
-        self.path = path; self.dataset = dataset; self.scanShape = scanShape; self.roi = roi
+    public init(path: String, dataset: String = ScanInput.defaultDataset, scanShape: (rows: Int, cols: Int)? = nil, roi: DetectorROI? = nil,
+                options: ScanReadOptions = ScanReadOptions()) {
+        self.path = path; self.dataset = dataset; self.scanShape = scanShape; self.roi = roi; self.options = options
     }
 
     /// The reader for `config`, with this scan's ROI in place of the config's. Collective.
     public func open(config: DonutConfig, comm: Communicator) throws -> ScanReader {
-        var c = config
-        if let roi { c.instrument.roi = roi }
-        return try ScanReader(path: path, dataset: dataset, config: c, comm: comm, scanShape: scanShape)
+        var o = options
+        o.roi = o.roi ?? roi
+        return try ScanReader(path: path, dataset: dataset, config: config, comm: comm, scanShape: scanShape, options: o)
     }
 }
 
@@ -101,6 +105,19 @@ final class TimedFrameSource {
             checksum &+= ScanReader.frameChecksum(frames: part, firstIndex: mine.lowerBound, frameSize: reader.frameSize)
         }
         return frames
+    }
+
+    /// Frames `range` as methods consume them (masked pixels at weight 0, monitor), adding
+    /// the counts of those inside `checksummed` to the checksum.
+    func readBlock(_ range: Range<Int>) throws -> FrameBlock {
+        let block = try times.time(\.read) { try reader.readBlock(range) }
+        let mine = range.clamped(to: checksummed)
+        if !mine.isEmpty {
+            let np = block.pixelCount, o = mine.lowerBound - range.lowerBound
+            let part = o == 0 && mine.count == range.count ? block.counts : Array(block.counts[(o * np)..<((o + mine.count) * np)])
+            checksum &+= ScanReader.frameChecksum(frames: part, firstIndex: mine.lowerBound, frameSize: reader.frameSize)
+        }
+        return block
     }
 
     /// `read` for loops with a collective per batch: a failed read records the error and

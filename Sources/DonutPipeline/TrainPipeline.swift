@@ -145,7 +145,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
                 let (reader, mine, checksum) = try ctx.agreeing { () throws -> (ScanReader, [Double], UInt64) in
                     var probe = try config ?? baseConfig ?? scanConfig(scanPath)
                     if let roi = scan.roi { probe.instrument.roi = roi }
-                    let reader = try ScanReader(path: scanPath, dataset: scan.dataset, config: probe, scanShape: scan.scanShape)
+                    let reader = try ScanReader(path: scanPath, dataset: scan.dataset, config: probe, scanShape: scan.scanShape, options: scan.options)
                     do {
                         if let json = reader.configJSON {
                             let recorded = try ConfigFile.fromJSON(json, source: scanPath)

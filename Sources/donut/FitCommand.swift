@@ -9,10 +9,11 @@ struct ScanOptions: ParsableArguments {
     @Option(help: "Dataset holding the frames (HDF5).") var dataset = "/entry/data/data"
     @Option(help: ArgumentHelp("Scan shape for 3-D (N, H, W) frames, as ROWSxCOLS.", valueName: "rowsxcols"))
     var scanShape: String?
+    @OptionGroup(title: "Raw detector files") var read: ScanReadFlags
 
     var shape: (rows: Int, cols: Int)? { get throws { try Self.parseShape(scanShape) } }
     /// The scan as the pipelines take it.
-    var input: ScanInput { get throws { ScanInput(path: path, dataset: dataset, scanShape: try shape) } }
+    var input: ScanInput { get throws { ScanInput(path: path, dataset: dataset, scanShape: try shape, options: try read.options) } }
 
     /// "64x64" → (64, 64); nil stays nil.
     static func parseShape(_ text: String?) throws -> (rows: Int, cols: Int)? {

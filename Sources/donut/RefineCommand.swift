@@ -37,6 +37,7 @@ struct Refine: ParsableCommand {
     var physicsRefine = false
     @Option(help: ArgumentHelp("Checkpoint file (default: <out>.checkpoint.h5).", valueName: "ck.h5")) var checkpoint: String?
     @Option(help: ArgumentHelp("Continue the fine-tuning from this checkpoint.", valueName: "ck.h5")) var resume: String?
+    @OptionGroup(title: "Raw detector files (over the manifest's roi, mask, monitor, scan_order, hot_pixel_threshold)") var read: ScanReadFlags
     @Flag(help: "Data-parallel: BatchNorm statistics over the global batch (all ranks) instead of each rank's batch.")
     var syncBatchnorm = false
     @Option(help: "Frames per streamed chunk and rank when re-inferring.") var chunk = InferRequest.defaultChunkFrames
@@ -58,6 +59,7 @@ struct Refine: ParsableCommand {
             request.learningRateScale = lrScale; request.seed = seed; request.outDir = outDir; request.force = force
             request.physicsRefine = physicsRefine; request.checkpointPath = checkpoint; request.resume = resume
             request.syncBatchNorm = syncBatchnorm; request.chunkFrames = chunk
+            request.scanRead = try read.manifestOverride
             outcome = try refine(ctx, request)
         }
         if outcome?.training.completed == false { throw ExitCode(DonutExitCode.preempted.rawValue) }

@@ -28,6 +28,7 @@ struct Reprocess: ParsableCommand {
     @Option(help: "Levenberg–Marquardt iterations per frame (overrides the manifest's refine_iterations).")
     var refineIterations: Int?
     @Flag(inversion: .prefixedNo, help: "Write PNG quick-looks beside every result.") var quicklook = false
+    @OptionGroup(title: "Raw detector files (over the manifest's roi, mask, monitor, scan_order, hot_pixel_threshold)") var read: ScanReadFlags
     @Option(help: "Frames per streamed chunk and rank (memory: chunk × 16 KiB for 64×64 frames).") var chunk = InferRequest.defaultChunkFrames
 
     func validate() throws {
@@ -41,6 +42,7 @@ struct Reprocess: ParsableCommand {
             var request = ReprocessRequest(manifestPath: manifest, outDir: outDir)
             request.force = force; request.physicsRefine = physicsRefine; request.refineIterations = refineIterations
             request.quickLooks = quicklook; request.chunkFrames = chunk
+            request.scanRead = try read.manifestOverride
             outcome = try reprocess(ctx, request)
         }
         if let outcome, outcome.failed > 0 { throw outcome.failure() }

@@ -73,7 +73,7 @@ struct Train: ParsableCommand {
             var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
             if let e = epochs { train.schedule.epochs = e }
             if let s = seed { train.schedule.seed = s }
-            let scans = try scanOptions.path.map { [ScanInput(path: $0, dataset: scanOptions.dataset, scanShape: try scanOptions.shape)] } ?? []
+            let scans = try scanOptions.path.map { [ScanInput(path: $0, dataset: scanOptions.dataset, scanShape: try scanOptions.shape, options: try scanOptions.read.options)] } ?? []
             var request = TrainRequest(
                 scans: scans, libraryPath: library, mix: mix, supervised: supervised, training: train,
                 outPath: output.path, force: output.force, checkpointPath: checkpoint, resume: resume)
@@ -91,5 +91,6 @@ struct OptionalScanOptions: ParsableArguments {
     @Option(name: .customLong("scan"), help: ArgumentHelp("Scan file (HDF5 or .npy).", valueName: "scan.h5")) var path: String?
     @Option(help: "Dataset holding the frames (HDF5).") var dataset = "/entry/data/data"
     @Option(help: ArgumentHelp("Scan shape for 3-D (N, H, W) frames, as ROWSxCOLS.", valueName: "rowsxcols")) var scanShape: String?
+    @OptionGroup(title: "Raw detector files") var read: ScanReadFlags
     var shape: (rows: Int, cols: Int)? { get throws { try ScanOptions.parseShape(scanShape) } }
 }

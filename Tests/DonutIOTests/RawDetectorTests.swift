@@ -256,3 +256,55 @@ final class RawDetectorScanTests: XCTestCase {
         XCTAssertEqual(try ScanReadOptions.parseROI("1, 2,30,40"), DetectorROI(x: 1, y: 2, width: 30, height: 40))
     }
 }
+
+final class ResultScanSummaryTests: XCTestCase {
+    private func provenance() -> Provenance {
+        Provenance(version: "t", date: "t", method: "t", commandLine: "t", configJSON: "{}", inputs: [], modelID: "")
+    }
+
+    /// The result file records the mask, ROI, monitor and order of a serpentine raw scan,
+    /// and the goodness of fit; the maps keep their µm axes.
+    func testMaskMonitorOrderAndGoodnessOfFitAreRecorded() throws {
+        let folder = makeScratchFolder(self)
+        let scan = folder.appendingPathComponent("raw.h5").path, out = folder.appendingPathComponent("maps.h5").path
+        try writeRawScan(scan)
+        let reader = try ScanReader(path: scan, config: rawConfig())
+        var r = FrameResults(frameRange: 0..<6)
+        r.strain = (0..<6).map { Double($0) }; r.valid = [1, 1, 1, 1, 0, 1]
+        r.goodnessOfFit = [1, 1.1, 0.9, 1, 40, 1]
+        try ResultMapsWriter.write(path: out, results: r, layout: reader.layout, provenance: provenance(), scan: reader.summary)
+        let back = try ResultMapsReader.read(path: out)
+        XCTAssertEqual(back.results.goodnessOfFit, r.goodnessOfFit)
+        XCTAssertEqual(back.layout.x, [0, 1, 2]); XCTAssertEqual(back.layout.axisUnits, "um")
+        let f = try H5File.open(out)
+        XCTAssertEqual(try f.readDataset("/entry/instrument/detector/pixel_mask", as: UInt8.self), reader.modelMask)
+        XCTAssertEqual(try f.readIntAttribute("masked_model_pixels", on: "/entry/instrument/detector/pixel_mask"), 1)
+        XCTAssertEqual(try f.readIntAttribute("masked_raw_pixels", on: "/entry/instrument/detector/pixel_mask"), 1)
+        XCTAssertEqual(try f.readStringAttribute("source", on: "/entry/instrument/detector/pixel_mask"), "/entry/instrument/detector/pixel_mask")
+        XCTAssertEqual(try f.readDataset("/entry/instrument/detector/roi", as: Int64.self), [1, 2, 8, 8])
+        XCTAssertEqual(try f.readDataset("/entry/monitor/data", as: Double.self), [100, 200, 300, 600, 500, 400].map { $0 / 350 })
+        XCTAssertEqual(try f.readDoubleAttribute("reference_level", on: "/entry/monitor/data"), 350)
+        XCTAssertEqual(try f.readString("/entry/scan_order"), "serpentine")
+        XCTAssertEqual(try f.readStringAttribute("source", on: "/entry/scan_order"), "positioners")
+        XCTAssertFalse(f.exists("/entry/scatter"))
+    }
+
+    /// A scatter scan gets 1-D maps with each frame's position (silx's scatter NXdata) and
+    /// is the entry's default plot.
+    func testScatterScanIsWrittenWithPositions() throws {
+        let folder = makeScratchFolder(self)
+        let scan = folder.appendingPathComponent("fly.h5").path, out = folder.appendingPathComponent("maps.h5").path
+        try writeRawScan(scan, positions: ([0, 1.4, 2, 2.1, 0.6, 0], [0, 0, 0, 5, 5, 5]))
+        let reader = try ScanReader(path: scan, config: rawConfig())
+        var r = FrameResults(frameRange: 0..<6)
+        r.strain = (0..<6).map { Double($0) * 1e-3 }; r.valid = [1, 1, 1, 1, 1, 1]
+        try ResultMapsWriter.write(path: out, results: r, layout: reader.layout, provenance: provenance(), scan: reader.summary)
+        let f = try H5File.open(out)
+        XCTAssertEqual(try f.readStringAttribute("default", on: "/entry"), "scatter")
+        XCTAssertEqual(try f.readStringArrayAttribute("axes", on: "/entry/scatter"), ["x", "y"])
+        XCTAssertEqual(try f.readDataset("/entry/scatter/strain", as: Double.self), r.strain)
+        XCTAssertEqual(try f.readDataset("/entry/scatter/x", as: Double.self), [0, 1.4, 2, 2.1, 0.6, 0])
+        XCTAssertEqual(try f.readDataset("/entry/scatter/y", as: Double.self), [0, 0, 0, 5, 5, 5])
+        XCTAssertEqual(try f.readString("/entry/scan_order"), "scatter")
+    }
+}

@@ -7,23 +7,59 @@ public struct QuickLookError: Error, Equatable, CustomStringConvertible, Sendabl
     public var description: String { "quick-look '\(path)': \(message)" }
 }
 
-/// PNG quick-looks of result maps: the map in viridis, a title, and a colour bar with
-/// min / mid / max tick labels and the units.
+/// PNG quick-looks of result maps: the map, a title, a colour bar with max / mid / min tick
+/// labels and the units, and — when the scan positions are known — physical axes.
 ///
+/// - Unsigned maps (σ, thickness, residual, counts) use viridis. **Signed** maps (strain,
+///   tilts, errors: `Style.signed`) use a diverging blue–white–red map (ColorBrewer RdBu)
+///   with symmetric limits ±m, so 0 is white and the middle tick label is 0.
 /// - Colour limits are **robust**: the 1st and 99th percentiles (nearest order statistics,
 ///   see `limits(of:)`) of the finite, valid pixels, so one hot pixel does not flatten the
-///   map; values outside are clipped to the end colours.
-///   The tick labels show these limits. A flat map (all equal) is drawn in the middle
-///   colour with one label.
-/// - NaN, ±inf and pixels with `valid[i] == 0` are mid grey (128, 128, 128), which is not
-///   a viridis colour.
+///   map; values outside are clipped to the end colours; signed maps take m = max(|p1|, |p99|).
+///   `Style.limits` overrides them (shared limits when comparing maps). The tick labels show
+///   the limits. A flat map (all equal) is drawn in the middle colour with one label.
+/// - NaN, ±inf and pixels with `valid[i] == 0` are mid grey (128, 128, 128), which is in
+///   neither colour map.
 /// - Row 0 of the map is the top row of the image; each map pixel becomes an s × s block
 ///   with s the smallest integer making the longer side ≥ 256 px (s ≥ 1).
+/// - `Style.axes`: the first and last x positions under the map's first and last columns,
+///   the first and last y positions beside its first and last rows, and the axis names.
 public enum QuickLook {
+    /// Physical axes of a map: positions of its columns (x) and rows (y, top to bottom) and
+    /// the axis names with units, e.g. "x [µm]".
+    public struct Axes: Sendable {
+        public var x: [Double], y: [Double]
+        public var xLabel: String, yLabel: String
+        public init(x: [Double], y: [Double], xLabel: String, yLabel: String) {
+            self.x = x; self.y = y; self.xLabel = xLabel; self.yLabel = yLabel
+        }
+        /// Axes of a scan in its units ("um" → "µm"), nil when the positions are unknown
+        /// (units "" = indices) or not finite.
+        public init?(scanX x: [Double], y: [Double], units: String) {
+            guard !units.isEmpty, !x.isEmpty, !y.isEmpty, (x + y).allSatisfy(\.isFinite) else { return nil }
+            let u = units == "um" ? "µm" : units
+            self.init(x: x, y: y, xLabel: "x [\(u)]", yLabel: "y [\(u)]")
+        }
+    }
+
+    /// How a map is drawn.
+    public struct Style: Sendable {
+        /// Diverging colour map centred on 0 with symmetric limits (strain, tilts, errors).
+        public var signed = false
+        /// Colour limits (lo, hi) instead of the robust ones.
+        public var limits: (Double, Double)?
+        public var axes: Axes?
+        /// Mark the line y = x (parity plots; needs `axes`).
+        public var diagonal = false
+        public init(signed: Bool = false, limits: (Double, Double)? = nil, axes: Axes? = nil, diagonal: Bool = false) {
+            self.signed = signed; self.limits = limits; self.axes = axes; self.diagonal = diagonal
+        }
+    }
+
     /// Renders a (rows × cols) map, row-major, to PNG bytes.
     public static func png(map: [Double], rows: Int, cols: Int, title: String, units: String,
-                           valid: [UInt8]? = nil) -> [UInt8] {
-        let image = render(map: map, rows: rows, cols: cols, title: title, units: units, valid: valid)
+                           valid: [UInt8]? = nil, style: Style = Style()) -> [UInt8] {
+        let image = render(map: map, rows: rows, cols: cols, title: title, units: units, valid: valid, style: style)
         return PNG.encodeRGB(width: image.width, height: image.height, rgb: image.rgb)
     }
 
@@ -31,8 +67,8 @@ public enum QuickLook {
     /// rename(2), so readers never see half a file. Replaces an existing file: quick-looks
     /// are derived from the result file, whose caller decides about `--force`.
     public static func write(path: String, map: [Double], rows: Int, cols: Int, title: String,
-                             units: String, valid: [UInt8]? = nil) throws {
-        let bytes = png(map: map, rows: rows, cols: cols, title: title, units: units, valid: valid)
+                             units: String, valid: [UInt8]? = nil, style: Style = Style()) throws {
+        let bytes = png(map: map, rows: rows, cols: cols, title: title, units: units, valid: valid, style: style)
         let tmp = path + ".\(getpid()).partial"
         guard FileManager.default.createFile(atPath: tmp, contents: Data(bytes)) else {
             let dir = (path as NSString).deletingLastPathComponent
@@ -64,16 +100,19 @@ public enum QuickLook {
     static let ink: (UInt8, UInt8, UInt8) = (0, 0, 0)
     static let invalidGrey: (UInt8, UInt8, UInt8) = (128, 128, 128)
 
-    static func layout(rows: Int, cols: Int, titleChars: Int, unitsChars: Int, labelChars: Int) -> Layout {
+    /// `yTickChars` > 0 leaves room left of the map for the y tick labels; `xAxis` adds two
+    /// lines under it (x tick labels, axis names).
+    static func layout(rows: Int, cols: Int, titleChars: Int, unitsChars: Int, labelChars: Int,
+                       yTickChars: Int = 0, xAxis: Bool = false) -> Layout {
         let scale = max(1, (256 + max(rows, cols) - 1) / max(rows, cols))
-        let mapX = margin, mapY = margin + lineH + 8
+        let mapX = margin + (yTickChars > 0 ? yTickChars * charW + 8 : 0), mapY = margin + lineH + 8
         let mapW = cols * scale, mapH = rows * scale
         let barX = mapX + mapW + 20, barW = 20
         let barY = mapY + lineH + 8                         // the units line sits above the bar
         let barH = max(mapH - (barY - mapY), 128)
         let right = max(barX + barW + 4 + 4 + labelChars * charW, barX + unitsChars * charW,
                         margin + titleChars * charW)
-        let bottom = max(mapY + mapH, barY + barH + charH / 2 + 2)
+        let bottom = max(mapY + mapH + (xAxis ? 6 + 2 * lineH : 0), barY + barH + charH / 2 + 2)
         return Layout(scale: scale, mapX: mapX, mapY: mapY, mapW: mapW, mapH: mapH,
                       barX: barX, barY: barY, barW: barW, barH: barH,
                       width: right + margin, height: bottom + margin)
@@ -116,13 +155,21 @@ public enum QuickLook {
     }
 
     static func render(map: [Double], rows: Int, cols: Int, title: String, units: String,
-                       valid: [UInt8]?) -> Image {
+                       valid: [UInt8]?, style: Style = Style()) -> Image {
         precondition(rows > 0 && cols > 0, "map must have at least one pixel (got \(rows)×\(cols))")
         precondition(map.count == rows * cols, "map holds \(map.count) values, expected rows × cols = \(rows * cols)")
         precondition(valid == nil || valid!.count == map.count, "valid holds \(valid!.count) flags, expected \(map.count)")
+        if let a = style.axes {
+            precondition(a.x.count == cols && a.y.count == rows, "axes hold \(a.x.count) x and \(a.y.count) y positions for a \(rows)×\(cols) map")
+        }
         func ok(_ i: Int) -> Bool { map[i].isFinite && (valid?[i] ?? 1) != 0 }
 
-        let lim = limits(of: (0..<map.count).filter(ok).map { map[$0] })
+        var lim = style.limits ?? limits(of: (0..<map.count).filter(ok).map { map[$0] })
+        if style.signed, let (lo, hi) = lim {
+            let m = max(abs(lo), abs(hi))
+            lim = (-m, m)
+        }
+        let colourMap: (Double) -> (UInt8, UInt8, UInt8) = style.signed ? diverging : viridis
         let labels: [String?]   // top, middle, bottom
         if case let (lo, hi)? = lim {
             labels = lo < hi ? tickLabels(lo: lo, hi: hi) : [nil, tickLabels(lo: lo, hi: hi)[1], nil]
@@ -131,8 +178,9 @@ public enum QuickLook {
         }
         let unitsText = units.isEmpty ? "" : "[\(units)]"
         let labelChars = labels.map { $0?.count ?? 0 }.max() ?? 0
+        let yTicks = style.axes.map { [axisLabel($0.y[0]), axisLabel($0.y[rows - 1]), $0.yLabel] } ?? []
         let L = layout(rows: rows, cols: cols, titleChars: title.count, unitsChars: unitsText.count,
-                       labelChars: labelChars)
+                       labelChars: labelChars, yTickChars: yTicks.map(\.count).max() ?? 0, xAxis: style.axes != nil)
         var img = Image(width: L.width, height: L.height, fill: background)
 
         img.text(title, x: margin, y: margin, ink)
@@ -141,7 +189,7 @@ public enum QuickLook {
                 let i = r * cols + c
                 let colour: (UInt8, UInt8, UInt8)
                 if ok(i), case let (lo, hi)? = lim {
-                    colour = viridis(hi > lo ? (map[i] - lo) / (hi - lo) : 0.5)
+                    colour = colourMap(hi > lo ? (map[i] - lo) / (hi - lo) : 0.5)
                 } else {
                     colour = invalidGrey
                 }
@@ -152,7 +200,7 @@ public enum QuickLook {
         img.fillRect(x: L.barX - 1, y: L.barY - 1, w: L.barW + 2, h: L.barH + 2, ink)
         for r in 0..<L.barH {
             let t = 1 - Double(r) / Double(max(L.barH - 1, 1))
-            img.fillRect(x: L.barX, y: L.barY + r, w: L.barW, h: 1, lim == nil ? invalidGrey : viridis(t))
+            img.fillRect(x: L.barX, y: L.barY + r, w: L.barW, h: 1, lim == nil ? invalidGrey : colourMap(t))
         }
         img.text(unitsText, x: L.barX, y: L.mapY, ink)
         let tickY = [L.barY, L.barY + (L.barH - 1) / 2, L.barY + L.barH - 1]
@@ -161,7 +209,42 @@ public enum QuickLook {
             img.fillRect(x: L.barX + L.barW + 1, y: y, w: 4, h: 1, ink)
             img.text(label, x: L.barX + L.barW + 8, y: y - charH / 2, ink)
         }
+        if let a = style.axes { drawAxes(a, yTicks: yTicks, rows: rows, cols: cols, diagonal: style.diagonal, layout: L, into: &img) }
         return img
+    }
+
+    /// Tick marks and labels at the centres of the first and last columns (x, under the map)
+    /// and rows (y, left of it), the axis names centred; the line y = x when asked.
+    static func drawAxes(_ a: Axes, yTicks: [String], rows: Int, cols: Int, diagonal: Bool, layout L: Layout,
+                         into img: inout Image) {
+        let s = L.scale, below = L.mapY + L.mapH
+        let x0 = L.mapX + s / 2, x1 = L.mapX + (cols - 1) * s + s / 2
+        let first = axisLabel(a.x[0]), last = axisLabel(a.x[cols - 1])
+        img.fillRect(x: x0, y: below, w: 1, h: 5, ink)
+        img.fillRect(x: x1, y: below, w: 1, h: 5, ink)
+        img.text(first, x: max(0, x0 - first.count * charW / 2), y: below + 6, ink)
+        img.text(last, x: min(img.width - last.count * charW, x1 - last.count * charW / 2), y: below + 6, ink)
+        img.text(a.xLabel, x: L.mapX + L.mapW / 2 - a.xLabel.count * charW / 2, y: below + 6 + lineH, ink)
+        let y0 = L.mapY + s / 2, y1 = L.mapY + (rows - 1) * s + s / 2
+        img.fillRect(x: L.mapX - 5, y: y0, w: 5, h: 1, ink)
+        img.fillRect(x: L.mapX - 5, y: y1, w: 5, h: 1, ink)
+        img.text(yTicks[0], x: L.mapX - 7 - yTicks[0].count * charW, y: y0 - charH / 2, ink)
+        img.text(yTicks[1], x: L.mapX - 7 - yTicks[1].count * charW, y: y1 - charH / 2, ink)
+        img.text(yTicks[2], x: L.mapX - 7 - yTicks[2].count * charW, y: L.mapY + L.mapH / 2 - charH / 2, ink)
+        if diagonal, cols > 1, rows > 1 {
+            // y = x: in each column, the row whose position is nearest x (within half a row step).
+            let step = abs(a.y[rows - 1] - a.y[0]) / Double(rows - 1)
+            for c in 0..<cols {
+                guard let r = (0..<rows).min(by: { abs(a.y[$0] - a.x[c]) < abs(a.y[$1] - a.x[c]) }),
+                      abs(a.y[r] - a.x[c]) <= step / 2 else { continue }
+                img.fillRect(x: L.mapX + c * s + s / 2 - 1, y: L.mapY + r * s + s / 2 - 1, w: 2, h: 2, ink)
+            }
+        }
+    }
+
+    /// An axis tick label: up to 4 significant digits, no trailing zeros ("12.5", "-0.004", "1e+03").
+    static func axisLabel(_ v: Double) -> String {
+        clean(String(format: "%.4g", v))
     }
 
     /// 1st and 99th percentiles as the nearest order statistics, v[round(0.01(n−1))] and
@@ -199,12 +282,29 @@ public enum QuickLook {
     /// Viridis (matplotlib's default colour map, van der Walt & Smith), sampled at 11 equally
     /// spaced points and linearly interpolated; t is clamped to [0, 1].
     static func viridis(_ t: Double) -> (UInt8, UInt8, UInt8) {
-        let x = min(max(t.isNaN ? 0 : t, 0), 1) * Double(viridisStops.count - 1)
-        let k = min(Int(x), viridisStops.count - 2), f = x - Double(k)
-        let a = viridisStops[k], b = viridisStops[k + 1]
+        interpolate(viridisStops, t)
+    }
+
+    /// Blue–white–red diverging map (ColorBrewer RdBu, reversed: matplotlib's "RdBu_r"), 11
+    /// stops linearly interpolated; diverging(0.5) is the near-white centre; t clamped to [0, 1].
+    static func diverging(_ t: Double) -> (UInt8, UInt8, UInt8) {
+        interpolate(divergingStops, t)
+    }
+
+    static func interpolate(_ stops: [(Int, Int, Int)], _ t: Double) -> (UInt8, UInt8, UInt8) {
+        let x = min(max(t.isNaN ? 0 : t, 0), 1) * Double(stops.count - 1)
+        let k = min(Int(x), stops.count - 2), f = x - Double(k)
+        let a = stops[k], b = stops[k + 1]
         func mix(_ p: Int, _ q: Int) -> UInt8 { UInt8((Double(p) + f * Double(q - p)).rounded()) }
         return (mix(a.0, b.0), mix(a.1, b.1), mix(a.2, b.2))
     }
+
+    /// RdBu_r: #053061 (most negative) … #f7f7f7 (0) … #67001f (most positive).
+    static let divergingStops: [(Int, Int, Int)] = [
+        (5, 48, 97), (33, 102, 172), (67, 147, 195), (146, 197, 222), (209, 229, 240),
+        (247, 247, 247), (253, 219, 199), (244, 165, 130), (214, 96, 77), (178, 24, 43),
+        (103, 0, 31),
+    ]
 
     /// viridis(0), viridis(0.1), …, viridis(1) as 8-bit RGB (#440154 … #fde725).
     static let viridisStops: [(Int, Int, Int)] = [

@@ -119,4 +119,73 @@ final class QuickLookTests: XCTestCase {
         let rgb = PNGTestSupport.decode(png).rgb
         XCTAssertTrue(stride(from: 0, to: rgb.count, by: 3).contains { rgb[$0..<($0 + 3)].allSatisfy { $0 == 128 } }, "the invalid pixels are drawn grey")
     }
+
+    // MARK: Signed maps, axes
+
+    func testSignedMapDivergesFromWhiteAtZeroWithSymmetricLimits() {
+        // Values −1 … 3 (asymmetric) in a 5 × 5 map: limits ±3 (max |p1|, |p99| of ≤ 50 pixels
+        // = min / max), so 0 is the white centre, 3 the darkest red, −1 a light blue, −3 unused.
+        let (rows, cols) = (5, 5)
+        let map = (0..<25).map { -1 + 4 * Double($0) / 24 }            // map[6] = 0
+        let image = QuickLook.render(map: map, rows: rows, cols: cols, title: "strain", units: "",
+                                     valid: nil, style: .init(signed: true))
+        let labels = QuickLook.tickLabels(lo: -3, hi: 3)
+        XCTAssertEqual(Double(labels[1]), 0, "middle tick is 0 (\(labels))")
+        let L = QuickLook.layout(rows: rows, cols: cols, titleChars: 6, unitsChars: 0, labelChars: labels.map(\.count).max()!)
+        func at(_ i: Int) -> [Int] { rgb(image.pixel(x: L.mapX + (i % cols) * L.scale, y: L.mapY + (i / cols) * L.scale)) }
+        XCTAssertEqual(at(6), [247, 247, 247], "0 → white")
+        XCTAssertEqual(at(24), [103, 0, 31], "+3 → darkest red")
+        XCTAssertEqual(at(0), rgb(QuickLook.diverging(1.0 / 3)), "−1 → a third of the way from blue to red")
+        let (r, _, b) = image.pixel(x: L.mapX, y: L.mapY)
+        XCTAssertGreaterThan(b, r, "negative values are blue")
+        // The same map unsigned keeps viridis from its own min to max.
+        let plain = QuickLook.render(map: map, rows: rows, cols: cols, title: "strain", units: "", valid: nil)
+        XCTAssertEqual(rgb(plain.pixel(x: L.mapX, y: L.mapY)), rgb(QuickLook.viridis(0)))
+        // Explicit limits win (shared limits across compared files).
+        let shared = QuickLook.render(map: map, rows: rows, cols: cols, title: "strain", units: "", valid: nil,
+                                      style: .init(signed: true, limits: (-6, 6)))
+        let Ls = QuickLook.layout(rows: rows, cols: cols, titleChars: 6, unitsChars: 0,
+                                  labelChars: QuickLook.tickLabels(lo: -6, hi: 6).map(\.count).max()!)
+        XCTAssertEqual(rgb(shared.pixel(x: Ls.mapX + 4 * Ls.scale, y: Ls.mapY + 4 * Ls.scale)), rgb(QuickLook.diverging(0.75)), "+3 of ±6")
+    }
+
+    func testDivergingEndsCentreAndLuminance() {
+        XCTAssertEqual(rgb(QuickLook.diverging(0)), [5, 48, 97])
+        XCTAssertEqual(rgb(QuickLook.diverging(0.5)), [247, 247, 247])
+        XCTAssertEqual(rgb(QuickLook.diverging(1)), [103, 0, 31])
+        func luminance(_ t: Double) -> Double {
+            let c = QuickLook.diverging(t); return 0.2126 * Double(c.0) + 0.7152 * Double(c.1) + 0.0722 * Double(c.2)
+        }
+        for k in 0..<50 {   // brightest at 0, darker towards both ends: |value| reads as depth of colour
+            XCTAssertLessThan(luminance(Double(k) / 100), luminance(Double(k + 1) / 100), "t = \(Double(k) / 100)")
+            XCTAssertLessThan(luminance(1 - Double(k) / 100), luminance(1 - Double(k + 1) / 100), "t = \(1 - Double(k) / 100)")
+        }
+    }
+
+    func testAxesInMicronsMoveTheMapAndLabelTheCorners() throws {
+        XCTAssertNil(QuickLook.Axes(scanX: [0, 1], y: [0, 1], units: ""), "indices: no physical axes")
+        XCTAssertNil(QuickLook.Axes(scanX: [0, .nan], y: [0, 1], units: "um"))
+        let axes = try XCTUnwrap(QuickLook.Axes(scanX: [10, 10.5, 11], y: [-2, -1.5], units: "um"))
+        XCTAssertEqual(axes.xLabel, "x [µm]")
+        let map: [Double] = [1, 2, 3, 4, 5, 6]
+        let with = QuickLook.render(map: map, rows: 2, cols: 3, title: "t", units: "u", valid: nil, style: .init(axes: axes))
+        let without = QuickLook.render(map: map, rows: 2, cols: 3, title: "t", units: "u", valid: nil)
+        XCTAssertGreaterThan(with.width, without.width)
+        XCTAssertGreaterThan(with.height, without.height)
+        XCTAssertEqual(QuickLook.axisLabel(-1.5), "-1.5")
+        XCTAssertEqual(QuickLook.axisLabel(10.5), "10.5")
+        // The map sits right of the widest y label ("y [µm]" = 6 characters) and renders the same pixels.
+        let labels = QuickLook.tickLabels(lo: 1.0, hi: 6.0)   // ≤ 50 pixels: min / max
+        let L = QuickLook.layout(rows: 2, cols: 3, titleChars: 1, unitsChars: 3, labelChars: labels.map(\.count).max()!,
+                                 yTickChars: 6, xAxis: true)
+        let L0 = QuickLook.layout(rows: 2, cols: 3, titleChars: 1, unitsChars: 3, labelChars: labels.map(\.count).max()!)
+        XCTAssertEqual(L.mapX, L0.mapX + 6 * QuickLook.charW + 8)
+        for i in 0..<6 {
+            let x = (i % 3) * L.scale, y = (i / 3) * L.scale
+            XCTAssertEqual(rgb(with.pixel(x: L.mapX + x, y: L.mapY + y)), rgb(without.pixel(x: L0.mapX + x, y: L0.mapY + y)))
+        }
+        // Tick marks under the first and last columns' centres.
+        XCTAssertEqual(rgb(with.pixel(x: L.mapX + L.scale / 2, y: L.mapY + L.mapH + 2)), [0, 0, 0])
+        XCTAssertEqual(rgb(with.pixel(x: L.mapX + 2 * L.scale + L.scale / 2, y: L.mapY + L.mapH + 2)), [0, 0, 0])
+    }
 }

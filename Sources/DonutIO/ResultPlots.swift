@@ -1,0 +1,234 @@
+import DonutCore
+import Foundation
+
+/// `donut plot`: PNG figures of result files through the quick-look renderer — the maps of
+/// each file (strain and tilts diverging and centred on 0, the same colour limits for the
+/// same map across the compared files, axes in µm when the scan positions are known), σ,
+/// goodness-of-fit, residual and valid maps, and against a scan's ground truth: the truth
+/// maps, error maps (estimate − truth), parity densities (estimate against truth, y = x
+/// marked) and the crosstalk density (tilt_lr error against true strain, the DONUT paper's
+/// comparison). Files are `<out>/<stem>_<figure>.png`; the notebooks draw the same with
+/// matplotlib.
+public enum ResultPlots {
+    public struct Request: Sendable {
+        public var result: String
+        public var compare: [String]
+        /// A scan with /entry/ground_truth (from `donut simulate scan`).
+        public var truthScan: String?
+        public var outDir: String
+        public var force: Bool
+        public init(result: String, compare: [String] = [], truthScan: String? = nil, outDir: String, force: Bool = false) {
+            self.result = result; self.compare = compare; self.truthScan = truthScan; self.outDir = outDir; self.force = force
+        }
+    }
+
+    /// What `write` did: the files, and one line per file and map with its RMSE against truth.
+    public struct Report: Sendable {
+        public var files: [String] = []
+        public var metrics: [String] = []
+    }
+
+    /// One figure to write.
+    struct Figure {
+        var name: String          // file name inside outDir
+        var title: String
+        var units: String
+        var map: [Double]
+        var rows: Int, cols: Int
+        var valid: [UInt8]?
+        var style: QuickLook.Style
+    }
+
+    /// Reads everything, checks that nothing would be overwritten (without `force`), then
+    /// writes every PNG atomically. Throws before writing anything when an input is bad or
+    /// an output exists.
+    public static func write(_ request: Request) throws -> Report {
+        let paths = [request.result] + request.compare
+        let files = try paths.map { try ResultMapsReader.read(path: $0) }
+        let first = files[0].layout
+        for (p, f) in zip(paths, files).dropFirst() where f.layout.rows != first.rows || f.layout.cols != first.cols {
+            throw DonutIOError(file: p, "maps are \(f.layout.rows)×\(f.layout.cols), \(request.result) has \(first.rows)×\(first.cols): cannot compare")
+        }
+        let truth = try request.truthScan.map { try readGroundTruth(path: $0, frames: first.frameCount) }
+        let figures = plan(stems: stems(paths), files: files, truth: truth)
+        var report = Report()
+        if let truth {
+            for (stem, f) in zip(stems(paths), files) {
+                for (name, estimate) in parameterMaps(f.results) where truth[name] != nil {
+                    report.metrics.append(String(format: "%@ %@: RMSE %.3e", stem, name, MapMetrics.rmse(masked(estimate, f.results.valid), truth[name]!)))
+                }
+                if let ts = truth["strain"], let tw = truth["tilt_lr"] {
+                    report.metrics.append(String(format: "%@ crosstalk |r| tilt_lr error ~ strain: %.3f",
+                                                 stem, MapMetrics.crosstalk(errorOf: masked(f.results.tiltLRDeg, f.results.valid), truth: tw, against: ts)))
+                }
+            }
+        }
+        let targets = figures.map { URL(fileURLWithPath: request.outDir).appendingPathComponent($0.name).path }
+        if !request.force, let existing = targets.first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            throw DonutIOError(file: existing, "exists (pass --force to overwrite; nothing was written)")
+        }
+        do {
+            try FileManager.default.createDirectory(atPath: request.outDir, withIntermediateDirectories: true)
+        } catch {
+            throw DonutIOError(file: request.outDir, "cannot create the output folder: \(error.localizedDescription)")
+        }
+        for (figure, path) in zip(figures, targets) {
+            let png = QuickLook.png(map: figure.map, rows: figure.rows, cols: figure.cols, title: figure.title,
+                                    units: figure.units, valid: figure.valid, style: figure.style)
+            try AtomicOutput.write(Data(png), to: path, force: request.force)
+            report.files.append(path)
+        }
+        return report
+    }
+
+    /// File stems: the result file names without extension, made unique ("fit", "fit-2").
+    static func stems(_ paths: [String]) -> [String] {
+        var seen: [String: Int] = [:]
+        return paths.map { p in
+            let base = URL(fileURLWithPath: p).deletingPathExtension().lastPathComponent
+            seen[base, default: 0] += 1
+            return seen[base]! == 1 ? base : "\(base)-\(seen[base]!)"
+        }
+    }
+
+    static let signedMaps: Set<String> = ["strain", "tilt_lr", "tilt_ud"]
+    static let units: [String: String] = ["strain": "", "tilt_lr": "deg", "tilt_ud": "deg", "thickness": "angstrom"]
+
+    static func parameterMaps(_ r: FrameResults) -> [(String, [Double])] {
+        var list = [("strain", r.strain), ("tilt_lr", r.tiltLRDeg), ("tilt_ud", r.tiltUDDeg)]
+        if let t = r.thicknessA { list.append(("thickness", t)) }
+        return list
+    }
+
+    /// NaN where valid = 0: metrics and shared limits count only the valid pixels.
+    static func masked(_ v: [Double], _ valid: [UInt8]) -> [Double] {
+        zip(v, valid).map { $1 != 0 ? $0 : .nan }
+    }
+
+    /// Robust (1st/99th percentile) limits over several maps together; symmetric when signed.
+    static func sharedLimits(_ maps: [[Double]], signed: Bool) -> (Double, Double)? {
+        guard let (lo, hi) = QuickLook.limits(of: maps.joined().filter(\.isFinite)) else { return nil }
+        if signed { let m = max(abs(lo), abs(hi)); return (-m, m) }
+        return (lo, hi)
+    }
+
+    static func plan(stems: [String], files: [ResultMaps], truth: [String: [Double]]?) -> [Figure] {
+        let layout = files[0].layout, rows = layout.rows, cols = layout.cols
+        var figures: [Figure] = []
+        // Parameter maps: the same limits for one map across files (and the truth).
+        var names = ["strain", "tilt_lr", "tilt_ud"]
+        if files.contains(where: { $0.results.thicknessA != nil }) { names.append("thickness") }
+        for name in names {
+            var maps = files.compactMap { f in parameterMaps(f.results).first { $0.0 == name }.map { masked($0.1, f.results.valid) } }
+            if let t = truth?[name] { maps.append(t) }
+            let lim = sharedLimits(maps, signed: signedMaps.contains(name))
+            for (stem, f) in zip(stems, files) {
+                guard let values = parameterMaps(f.results).first(where: { $0.0 == name })?.1 else { continue }
+                figures.append(Figure(name: "\(stem)_\(name).png", title: "\(stem): \(name)", units: units[name] ?? "",
+                                      map: values, rows: rows, cols: cols, valid: f.results.valid,
+                                      style: .init(signed: signedMaps.contains(name), limits: lim, axes: axes(f.layout))))
+            }
+            if let t = truth?[name] {
+                figures.append(Figure(name: "truth_\(name).png", title: "truth: \(name)", units: units[name] ?? "", map: t,
+                                      rows: rows, cols: cols, valid: nil,
+                                      style: .init(signed: signedMaps.contains(name), limits: lim, axes: axes(layout))))
+            }
+        }
+        // Quality maps of each file, each on its own limits.
+        for (stem, f) in zip(stems, files) {
+            let r = f.results
+            var quality: [(String, [Double], String)] = r.sigmas.keys.sorted().map { key in
+                (key, r.sigmas[key]!, units[String(key.dropLast("_sigma".count))] ?? "")
+            }
+            if let g = r.goodnessOfFit { quality.append(("goodness_of_fit", g, "")) }
+            if let e = r.residual { quality.append(("residual", e, "counts")) }
+            for (name, values, u) in quality {
+                figures.append(Figure(name: "\(stem)_\(name).png", title: "\(stem): \(name)", units: u, map: values,
+                                      rows: rows, cols: cols, valid: r.valid, style: .init(axes: axes(f.layout))))
+            }
+            figures.append(Figure(name: "\(stem)_valid.png", title: "\(stem): valid", units: "", map: r.valid.map(Double.init),
+                                  rows: rows, cols: cols, valid: nil, style: .init(limits: (0, 1), axes: axes(f.layout))))
+        }
+        guard let truth else { return figures }
+        // Errors (shared limits per map across files), parity and crosstalk densities.
+        for name in names where truth[name] != nil {
+            let t = truth[name]!
+            let errors = files.map { f in
+                zip(masked(parameterMaps(f.results).first { $0.0 == name }?.1 ?? [], f.results.valid), t).map { $0 - $1 }
+            }
+            let lim = sharedLimits(errors, signed: true)
+            for (stem, (f, e)) in zip(stems, zip(files, errors)) where e.count == t.count {
+                figures.append(Figure(name: "\(stem)_\(name)_error.png", title: "\(stem): \(name) error", units: units[name] ?? "",
+                                      map: e, rows: rows, cols: cols, valid: f.results.valid,
+                                      style: .init(signed: true, limits: lim, axes: axes(f.layout))))
+            }
+            for (stem, f) in zip(stems, files) {
+                guard let est = parameterMaps(f.results).first(where: { $0.0 == name })?.1 else { continue }
+                let u = units[name].map { $0.isEmpty ? "" : " [\($0)]" } ?? ""
+                if let d = density(x: t, y: masked(est, f.results.valid), xLabel: "true \(name)\(u)", yLabel: "est.", square: true) {
+                    figures.append(Figure(name: "\(stem)_\(name)_parity.png", title: "\(stem): \(name) parity", units: "pixels",
+                                          map: d.counts, rows: d.rows, cols: d.cols, valid: nil,
+                                          style: .init(axes: d.axes, diagonal: true)))
+                }
+            }
+        }
+        if let ts = truth["strain"], let tw = truth["tilt_lr"] {
+            for (stem, f) in zip(stems, files) {
+                let error = zip(masked(f.results.tiltLRDeg, f.results.valid), tw).map { $0 - $1 }
+                if let d = density(x: ts, y: error, xLabel: "true strain", yLabel: "tilt_lr err [deg]", square: false) {
+                    figures.append(Figure(name: "\(stem)_crosstalk.png",
+                                          title: String(format: "%@: crosstalk |r| %.2f", stem, MapMetrics.crosstalk(errorOf: masked(f.results.tiltLRDeg, f.results.valid), truth: tw, against: ts)),
+                                          units: "pixels", map: d.counts, rows: d.rows, cols: d.cols, valid: nil, style: .init(axes: d.axes)))
+                }
+            }
+        }
+        return figures
+    }
+
+    static func axes(_ layout: ScanLayout) -> QuickLook.Axes? {
+        QuickLook.Axes(scanX: layout.x, y: layout.y, units: layout.axisUnits)
+    }
+
+    /// A 2-D histogram of (x, y) over the pixels where both are finite, 48 × 48 bins over
+    /// the robust (1st/99th percentile) ranges, the same range on both axes when `square`
+    /// (parity: y = x is the diagonal). Rows run from high y (top) to low; empty bins NaN
+    /// (grey). nil when fewer than 2 pixels are usable.
+    static func density(x: [Double], y: [Double], xLabel: String, yLabel: String, square: Bool, bins: Int = 48)
+        -> (counts: [Double], rows: Int, cols: Int, axes: QuickLook.Axes)? {
+        let pairs = zip(x, y).filter { $0.0.isFinite && $0.1.isFinite }
+        guard pairs.count > 1, var xr = QuickLook.limits(of: pairs.map(\.0)), var yr = QuickLook.limits(of: pairs.map(\.1)) else { return nil }
+        if square { let r = (min(xr.0, yr.0), max(xr.1, yr.1)); xr = r; yr = r }
+        func widen(_ r: inout (Double, Double)) { if r.1 <= r.0 { let d = max(abs(r.0) * 1e-3, 1e-12); r = (r.0 - d, r.1 + d) } }
+        widen(&xr); widen(&yr)
+        var counts = [Double](repeating: 0, count: bins * bins)
+        func bin(_ v: Double, _ r: (Double, Double)) -> Int? {
+            let k = Int(((v - r.0) / (r.1 - r.0) * Double(bins)).rounded(.down))
+            return v < r.0 || v > r.1 ? nil : min(k, bins - 1)
+        }
+        for (a, b) in pairs {
+            guard let c = bin(a, xr), let r = bin(b, yr) else { continue }
+            counts[(bins - 1 - r) * bins + c] += 1
+        }
+        let centres = { (r: (Double, Double)) in (0..<bins).map { r.0 + (Double($0) + 0.5) * (r.1 - r.0) / Double(bins) } }
+        return (counts.map { $0 > 0 ? $0 : .nan }, bins, bins,
+                QuickLook.Axes(x: centres(xr), y: centres(yr).reversed(), xLabel: xLabel, yLabel: yLabel))
+    }
+
+    /// /entry/ground_truth/{strain, tilt_lr, tilt_ud, thickness} of a simulated scan.
+    static func readGroundTruth(path: String, frames: Int) throws -> [String: [Double]] {
+        let f = try H5File.open(path)
+        defer { try? f.close() }
+        guard f.exists("/entry/ground_truth") else {
+            throw DonutIOError.group(path, "/entry/ground_truth", "not found: the scan has no ground truth")
+        }
+        var truth: [String: [Double]] = [:]
+        for name in ["strain", "tilt_lr", "tilt_ud", "thickness"] where f.exists("/entry/ground_truth/\(name)") {
+            let v = try f.readDataset("/entry/ground_truth/\(name)", as: Double.self)
+            guard v.count == frames else {
+                throw DonutIOError.dataset(path, "/entry/ground_truth/\(name)", "has \(v.count) values, the result maps have \(frames) pixels")
+            }
+            truth[name] = v
+        }
+        return truth
+    }
+}

@@ -185,6 +185,13 @@ public enum ResultPlots {
         return figures
     }
 
+    /// How a result map is drawn on its own (the quick-looks `fit`/`infer` write beside their
+    /// results): strain and tilts diverging and centred on 0, valid on [0, 1], the rest on
+    /// their robust limits; axes in the scan's units when positions are known.
+    public static func style(map name: String, layout: ScanLayout) -> QuickLook.Style {
+        QuickLook.Style(signed: signedMaps.contains(name), limits: name == "valid" ? (0, 1) : nil, axes: axes(layout))
+    }
+
     static func axes(_ layout: ScanLayout) -> QuickLook.Axes? {
         QuickLook.Axes(scanX: layout.x, y: layout.y, units: layout.axisUnits)
     }
@@ -214,21 +221,25 @@ public enum ResultPlots {
                 QuickLook.Axes(x: centres(xr), y: centres(yr).reversed(), xLabel: xLabel, yLabel: yLabel))
     }
 
-    /// /entry/ground_truth/{strain, tilt_lr, tilt_ud, thickness} of a simulated scan.
+    /// The scan's ground truth, each map checked against the result's pixel count.
     static func readGroundTruth(path: String, frames: Int) throws -> [String: [Double]] {
-        let f = try H5File.open(path)
-        defer { try? f.close() }
-        guard f.exists("/entry/ground_truth") else {
-            throw DonutIOError.group(path, "/entry/ground_truth", "not found: the scan has no ground truth")
-        }
-        var truth: [String: [Double]] = [:]
-        for name in ["strain", "tilt_lr", "tilt_ud", "thickness"] where f.exists("/entry/ground_truth/\(name)") {
-            let v = try f.readDataset("/entry/ground_truth/\(name)", as: Double.self)
-            guard v.count == frames else {
-                throw DonutIOError.dataset(path, "/entry/ground_truth/\(name)", "has \(v.count) values, the result maps have \(frames) pixels")
-            }
-            truth[name] = v
+        let truth = try groundTruth(scanPath: path)
+        for (name, v) in truth where v.count != frames {
+            throw DonutIOError.dataset(path, "/entry/ground_truth/\(name)", "has \(v.count) values, the result maps have \(frames) pixels")
         }
         return truth
     }
+}
+
+/// The ground-truth maps a simulated scan records (/entry/ground_truth/{strain, tilt_lr,
+/// tilt_ud, thickness}, whichever it has); throws naming the scan when it has none.
+public func groundTruth(scanPath scan: String) throws -> [String: [Double]] {
+    let file = try H5File.open(scan)
+    defer { try? file.close() }
+    var truth: [String: [Double]] = [:]
+    for name in ["strain", "tilt_lr", "tilt_ud", "thickness"] where file.exists("/entry/ground_truth/\(name)") {
+        truth[name] = try file.readDataset("/entry/ground_truth/\(name)", as: Double.self)
+    }
+    guard !truth.isEmpty else { throw DonutIOError.group(scan, "/entry/ground_truth", "not found: the scan has no ground truth") }
+    return truth
 }

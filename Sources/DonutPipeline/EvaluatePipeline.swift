@@ -12,18 +12,6 @@ public struct EvaluateRequest {
     public init(scanPath: String, results: [(label: String, path: String)]) { self.scanPath = scanPath; self.results = results }
 }
 
-/// The ground-truth maps a simulated scan records (strain, tilt_lr, tilt_ud, thickness).
-public func groundTruth(scanPath scan: String) throws -> [String: [Double]] {
-    let file = try H5File.open(scan)
-    defer { try? file.close() }
-    var truth: [String: [Double]] = [:]
-    for name in ["strain", "tilt_lr", "tilt_ud", "thickness"] where file.exists("/entry/ground_truth/\(name)") {
-        truth[name] = try file.readDataset("/entry/ground_truth/\(name)", as: Double.self)
-    }
-    guard !truth.isEmpty else { throw DonutIOError.group(scan, "/entry/ground_truth", "not found: the scan has no ground truth") }
-    return truth
-}
-
 /// The accuracy table (RMSE per map, crosstalk, valid frames) of every result against the truth.
 public func evaluate(_ request: EvaluateRequest) throws -> String {
     let truth = try groundTruth(scanPath: request.scanPath)

@@ -186,7 +186,7 @@ public struct MapOutputs {
         for (name, values, title, units) in list {
             try QuickLook.write(path: quickLookPath(name), map: values, rows: rows, cols: cols,
                                 title: "\(URL(fileURLWithPath: path).lastPathComponent): \(title)", units: units,
-                                valid: name == "valid" ? nil : r.valid)
+                                valid: name == "valid" ? nil : r.valid, style: ResultPlots.style(map: name, layout: maps.layout))
         }
     }
 }

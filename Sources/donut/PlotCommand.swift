@@ -1,0 +1,30 @@
+import ArgumentParser
+import Foundation
+import DonutIO
+
+struct Plot: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "PNG figures of result maps: maps, quality maps, and against ground truth errors, parity and crosstalk.",
+        discussion: """
+        Writes <out>/<name>_<map>.png for RESULT and every --compare file (strain and tilts in a
+        diverging colour map centred on 0 with the same limits across the files, axes in µm when
+        the scan positions are known, σ / goodness-of-fit / residual / valid maps), and with
+        --truth: truth_<map>.png, <name>_<map>_error.png, <name>_<map>_parity.png and
+        <name>_crosstalk.png (tilt_lr error against true strain), printing each map's RMSE.
+        Refuses (exit 2, nothing written) when a figure exists, unless --force. For figures
+        with matplotlib, see the notebooks in notebooks-export/.
+        """)
+
+    @Argument(help: ArgumentHelp("Result file (from fit, infer, refine or reprocess).", valueName: "result.h5")) var result: String
+    @Option(parsing: .upToNextOption, help: ArgumentHelp("Result files to draw beside it (same scan).", valueName: "other.h5"))
+    var compare: [String] = []
+    @Option(help: ArgumentHelp("Scan with /entry/ground_truth (from `donut simulate scan`).", valueName: "scan.h5")) var truth: String?
+    @Option(help: ArgumentHelp("Folder for the PNG files (created if missing).", valueName: "dir")) var out: String
+    @Flag(help: "Overwrite existing figures.") var force = false
+
+    func run() throws {
+        let report = try ResultPlots.write(.init(result: result, compare: compare, truthScan: truth, outDir: out, force: force))
+        for line in report.metrics { print(line) }
+        print("wrote \(report.files.count) figure(s) into \(out)/")
+    }
+}

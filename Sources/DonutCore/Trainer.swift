@@ -335,9 +335,10 @@ public final class Trainer {
     /// Runs until `training.schedule.epochs` are done or `shouldStop()` says so (asked once
     /// per step, before the step's reduction: a signal handler's flag; any replica's request
     /// stops all after the same step). Calls `checkpoint` every `checkpoint_every` steps and
-    /// at the end, `log` once per `logEvery` steps (on every replica: the caller prints on one).
-    public func run(logEvery: Int = 50, shouldStop: () -> Bool = { false }, checkpoint: (Trainer) throws -> Void,
-                    log: (LossRecord) -> Void) throws {
+    /// at the end, `log` once per `logEvery` steps (on every replica: the caller prints on one),
+    /// `onStep` after every step with the step count (progress bars).
+    public func run(logEvery: Int = 50, onStep: (Int) -> Void = { _ in }, shouldStop: () -> Bool = { false },
+                    checkpoint: (Trainer) throws -> Void, log: (LossRecord) -> Void) throws {
         var order = epochOrder(epoch), orderEpoch = epoch   // shuffled once per epoch, not per step
         while epoch < training.schedule.epochs {
             if orderEpoch != epoch { order = epochOrder(epoch); orderEpoch = epoch }
@@ -352,6 +353,7 @@ public final class Trainer {
                 lossLog.append(record); log(record)
                 pendingLosses = (0, 0, 0, 0)
             }
+            onStep(step)
             if step % training.schedule.checkpointEvery == 0 { try checkpoint(self) }
             if stopAgreed { try checkpoint(self); return }
         }

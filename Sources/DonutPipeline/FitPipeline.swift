@@ -61,7 +61,7 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
     let source = TimedFrameSource(reader: reader, times: times, checksummed: keep)
     var results = times.timeExcludingReads(\.estimate) {
         run.run(fit: fit, keep: keep, readFrames: source.readOrZeros, allreduceSum: { comm.allreduceSum($0) },
-                progress: ctx.progress("fit frames"))
+                progress: ctx.progressCallback("fit frames", unit: "frames"))
     }
     try ctx.agreeing { try source.throwIfFailed() }
     if let iterations = refineIterations {
@@ -69,7 +69,7 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
         let rereads = TimedFrameSource(reader: reader, times: times, checksummed: 0..<0)
         try times.timeExcludingReads(\.refine) {
             try ctx.agreeing {
-                try refinement.refine(&results, readFrames: rereads.read, progress: ctx.progress("physics refinement (rank 0)"))
+                try refinement.refine(&results, readFrames: rereads.read, progress: ctx.progressCallback("physics refinement", total: layout.frameCount, unit: "frames"))
             }
         }
     }

@@ -74,7 +74,7 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
         PhysicsRefinement(config: config, fitThickness: network.mapping.predictsThickness, maxIterations: $0)
     }
     let source = TimedFrameSource(reader: reader, times: times, checksummed: keep)
-    let progress = ctx.progress(refinement == nil ? "infer frames (rank 0)" : "infer + refine frames (rank 0)")
+    let progress = ctx.progress(refinement == nil ? "infer frames" : "infer + refine frames", total: layout.frameCount, share: keep.count, unit: "frames")
     var results = FrameResults(frameRange: keep)
     try ctx.agreeing {
         var start = keep.lowerBound
@@ -91,7 +91,7 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
                 times.time(\.refine) { refinement.refine(&part, batch: chunk.count, readFrames: framesOf) }
             }
             results.place(part)
-            progress(chunk.upperBound - keep.lowerBound, keep.count)
+            progress.update(chunk.upperBound - keep.lowerBound)
             start = chunk.upperBound
         } while start < keep.upperBound
     }

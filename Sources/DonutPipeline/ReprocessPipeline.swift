@@ -97,7 +97,9 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
     ctx.log("reprocess: \(jobs.count) scan(s) from \(manifest), results in \(folder), \(comm.size) rank(s)")
     let totals = StageTimes()
     var frames = 0, skipped = 0
+    let progress = ctx.progress("reprocess scans", total: jobs.count, unit: "scans")
     for (i, job) in jobs.enumerated() {
+        defer { progress.update(i + 1, detail: job.name) }
         // Skip or run: decided on rank 0 (it alone reads the status and stats the files).
         var verdict = ""   // "skip", "fail:<reason>" or "" (run)
         var fingerprint = ""

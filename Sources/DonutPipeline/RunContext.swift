@@ -8,23 +8,36 @@ import DonutCore
 public struct RunContext {
     public let comm: Communicator
     public let started = Date()
+    /// No progress output (`--quiet`); log lines, warnings and errors still print.
+    public var quiet: Bool
 
-    public init(comm: Communicator) { self.comm = comm }
+    public init(comm: Communicator, quiet: Bool = false) { self.comm = comm; self.quiet = quiet }
 
-    /// A line on stderr from rank 0, prefixed with the elapsed time.
+    /// A line on stderr from rank 0, prefixed with the elapsed time (clearing a progress bar
+    /// drawn in place first; the bar redraws at its next update).
     public func log(_ message: @autoclosure () -> String) {
         guard comm.isRoot else { return }
         let t = Date().timeIntervalSince(started)
-        FileHandle.standardError.write(Data(String(format: "[%7.2fs] ", t).appending(message() + "\n").utf8))
+        let clear = ProgressMeter.barOnScreen ? "\r\u{1B}[K" : ""
+        ProgressMeter.barOnScreen = false
+        FileHandle.standardError.write(Data((clear + String(format: "[%7.2fs] ", t)).appending(message() + "\n").utf8))
     }
 
-    /// A progress reporter that logs at most every ~2 s and at the end.
-    public func progress(_ what: String) -> (Int, Int) -> Void {
-        var last = Date.distantPast
-        return { done, total in
-            guard Date().timeIntervalSince(last) > 2 || done == total else { return }
-            last = Date()
-            log("\(what): \(done)/\(total) (\(Int(100 * Double(done) / Double(max(total, 1))))%)")
+    /// The progress of a phase of `total` items (global count), of which this rank does
+    /// `share` (default: all of them); `already` were done before (a resumed run).
+    public func progress(_ what: String, total: Int, share: Int? = nil, already: Int = 0, unit: String) -> ProgressMeter {
+        ProgressMeter(what: what, total: total, share: share, already: already, unit: unit,
+                 mode: ProgressMeter.mode(quiet: quiet, isRoot: comm.isRoot), commandStart: started)
+    }
+
+    /// The same as a callback `(done, share)` for the loops of DonutCore (correlation fit,
+    /// refinement): the ProgressMeter is made at the first call, when the share is known.
+    /// `total`: the global count when this rank does only a share of it.
+    public func progressCallback(_ what: String, total: Int? = nil, unit: String) -> (Int, Int) -> Void {
+        var p: ProgressMeter?
+        return { done, share in
+            if p == nil { p = progress(what, total: total ?? share, share: share, unit: unit) }
+            p!.update(done)
         }
     }
 

@@ -32,7 +32,7 @@ public func simulateLibrary(_ ctx: RunContext, _ request: LibraryRequest) throws
     let rounds = (largest + chunk - 1) / chunk   // the same on every rank: writes are collective
     let forward = ForwardModel<Float>(geometry: DiffractionGeometry(config: cfg), profile: profile)
     var buffer = [Float](repeating: 0, count: min(chunk, max(mine.count, 1)) * n * n)
-    let report = ctx.progress("library entries (rank 0)")
+    let report = ctx.progress("library entries", total: grid.count, share: mine.count, unit: "entries")
     do {
         for r in 0..<rounds {
             let lo = min(mine.lowerBound + r * chunk, mine.upperBound)
@@ -41,7 +41,7 @@ public func simulateLibrary(_ ctx: RunContext, _ request: LibraryRequest) throws
                 forward.library(grid, entries: part, into: buf)
                 try writer.writeSlab(entries: part, patterns: UnsafeBufferPointer(rebasing: buf[0..<(part.count * n * n)]))
             }
-            report(part.upperBound - mine.lowerBound, mine.count)
+            report.update(part.upperBound - mine.lowerBound)
         }
         try writer.finish()
     } catch {

@@ -237,7 +237,11 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
     ctx.log("train \(mode.rawValue): \(usable.count) measured frame(s)\(libraryGrid.map { ", library \($0.count) entries" } ?? ""), mix \(data.simulatedFraction), \(network.store.count) parameters, batch \(batch)\(comm.size > 1 ? " per rank × \(comm.size) ranks = \(comm.size * batch), BatchNorm \(r.syncBatchNorm ? "synchronised" : "per rank")" : ""), \(trainer.stepsPerEpoch) steps × \(train.schedule.epochs) epochs, seed \(train.schedule.seed)")
     let provenance = ctx.provenance(method: r.method ?? "train-\(mode.rawValue)", config: configJSON, inputs: inputs, modelID: baseModelID)
     let t0 = Date(), firstStep = trainer.step
+    let progress = ctx.progress("train \(mode.rawValue) steps", total: trainer.stepsPerEpoch * train.schedule.epochs,
+                                already: firstStep, unit: "steps")
+    var latest = ""   // the last logged loss, shown beside the bar
     try trainer.run(
+        onStep: { step in progress.update(step, detail: latest) },
         shouldStop: {
             if let f = r.failRank, f.rank == comm.rank, f.step == trainer.step {
                 // Fault injection: die as a killed or crashed rank would, without MPI_Finalize.
@@ -253,10 +257,13 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
                                      provenance: provenance, force: true)
         },
         log: { rec in
+            latest = String(format: "epoch %d  loss %.5f", rec.epoch, rec.train)
+            guard !rec.validation.isNaN else { return }   // end of an epoch: a permanent line
             let rate = Double((rec.step - firstStep) * batch * comm.size) / Date().timeIntervalSince(t0)
-            ctx.log(String(format: "step %6d epoch %3d  loss %.5f  %@  %.0f samples/s", rec.step, rec.epoch, rec.train,
-                           rec.validation.isNaN ? "" : String(format: "validation %.5f", rec.validation), rate))
+            ctx.log(String(format: "epoch %d/%d done (step %d): loss %.5f  validation %.5f  %.0f samples/s", rec.epoch,
+                           train.schedule.epochs, rec.step, rec.train, rec.validation, rate))
         })
+    progress.finish(detail: latest)
     if trainer.stopAgreed {
         ctx.log("stopped by signal after step \(trainer.step); checkpoint \(checkpointPath); continue with --resume \(checkpointPath)")
         return TrainOutcome(completed: false, steps: trainer.step)

@@ -31,8 +31,10 @@ struct Demo: ParsableCommand {
         }
     }
 
+    @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+
     func run() throws {
-        try RunContext.run { ctx in
+        try RunContext.run(quiet: progressOptions.quiet) { ctx in
             var request = DemoRequest(config: try config.load(), configSource: config.sourceDescription)
             request.outDir = outDir; request.steps = steps; request.phantom = Phantom(rawValue: phantom)!
             request.seed = seed; request.epochs = epochs; request.force = force

@@ -46,8 +46,10 @@ struct Fit: ParsableCommand {
         _ = try scan.shape
     }
 
+    @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+
     func run() throws {
-        try RunContext.run { ctx in
+        try RunContext.run(quiet: progressOptions.quiet) { ctx in
             let outputs = MapOutputs(path: output.path, force: output.force, quickLooks: quicklook)
             try fitScan(ctx, FitRequest(scan: try scan.input, libraryPath: library, outputs: outputs, batch: batch,
                                         refineIterations: refinement.iterations))

@@ -26,8 +26,10 @@ struct Infer: ParsableCommand {
         _ = try scan.shape
     }
 
+    @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+
     func run() throws {
-        try RunContext.run { ctx in
+        try RunContext.run(quiet: progressOptions.quiet) { ctx in
             try inferScan(ctx, InferRequest(modelPath: model, scan: try scan.input,
                                             outputs: MapOutputs(path: output.path, force: output.force, quickLooks: quicklook),
                                             batch: batch, mcSamples: mcSamples, refineIterations: refinement.iterations))

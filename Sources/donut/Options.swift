@@ -17,6 +17,13 @@ struct ConfigOptions: ParsableArguments {
     var sourceDescription: String { path ?? "built-in preset srio3-lsat-002" }
 }
 
+/// Progress output of long commands (rank 0, stderr): a bar on a terminal, a plain line
+/// every 10 % or 30 s otherwise (Slurm logs).
+struct ProgressOptions: ParsableArguments {
+    @Flag(help: "No progress bar or progress lines (log lines, warnings and errors still print).")
+    var quiet = false
+}
+
 /// Where results go and whether existing files may be replaced.
 struct OutputOptions: ParsableArguments {
     @Option(name: .customLong("out"), help: ArgumentHelp("Output HDF5 file.", valueName: "file.h5"))

@@ -50,10 +50,12 @@ struct Refine: ParsableCommand {
         guard chunk >= 1 else { throw ValidationError("--chunk must be positive (got \(chunk))") }
     }
 
+    @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+
     func run() throws {
         StopSignal.install()
         var outcome: RefineOutcome?
-        try RunContext.run { ctx in
+        try RunContext.run(quiet: progressOptions.quiet) { ctx in
             var request = RefineRequest(modelPath: model, manifestPath: manifest, outPath: out)
             request.libraryPath = library; request.augment = augment; request.epochs = epochs
             request.learningRateScale = lrScale; request.seed = seed; request.outDir = outDir; request.force = force

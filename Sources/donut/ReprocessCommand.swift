@@ -36,9 +36,11 @@ struct Reprocess: ParsableCommand {
         guard chunk >= 1 else { throw ValidationError("--chunk must be positive (got \(chunk))") }
     }
 
+    @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+
     func run() throws {
         var outcome: ReprocessOutcome?
-        try RunContext.run { ctx in
+        try RunContext.run(quiet: progressOptions.quiet) { ctx in
             var request = ReprocessRequest(manifestPath: manifest, outDir: outDir)
             request.force = force; request.physicsRefine = physicsRefine; request.refineIterations = refineIterations
             request.quickLooks = quicklook; request.chunkFrames = chunk

@@ -33,8 +33,10 @@ struct SimulateLibrary: ParsableCommand {
         guard chunk > 0 else { throw ValidationError("--chunk must be positive (got \(chunk))") }
     }
 
+    @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+
     func run() throws {
-        try RunContext.run { ctx in
+        try RunContext.run(quiet: progressOptions.quiet) { ctx in
             var cfg = try config.load()
             if let t = thicknessSteps { cfg.library.thickness = t; try cfg.validate() }
             ctx.log("config: \(config.sourceDescription)")
@@ -74,8 +76,10 @@ struct SimulateScan: ParsableCommand {
         if let p = peak, !(p > 0 && p.isFinite) { throw ValidationError("--peak must be a positive number of photons (got \(p))") }
     }
 
+    @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+
     func run() throws {
-        try RunContext.run { ctx in
+        try RunContext.run(quiet: progressOptions.quiet) { ctx in
             var cfg = try config.load()
             if let p = peak { cfg.noise.peakPhotons = p }
             ctx.log("config: \(config.sourceDescription)")

@@ -66,10 +66,12 @@ struct Train: ParsableCommand {
         guard bucketBytes >= 4 else { throw ValidationError("--bucket-bytes must be at least 4 (one Float), got \(bucketBytes)") }
     }
 
+    @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+
     func run() throws {
         StopSignal.install()
         var completed = true
-        try RunContext.run { ctx in
+        try RunContext.run(quiet: progressOptions.quiet) { ctx in
             var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
             if let e = epochs { train.schedule.epochs = e }
             if let s = seed { train.schedule.seed = s }

@@ -735,9 +735,10 @@ public struct H5Filter: Equatable, Sendable, CustomStringConvertible {
         self.name = name ?? H5Filter.known[id]?.name ?? "filter \(id)"
     }
 
-    /// Bitshuffle (32008) with LZ4 (compression code 2 in parameter 4); block size 0 = automatic.
-    /// The first three parameters are filled in by the filter (version, element size).
-    public static let bitshuffleLZ4 = H5Filter(id: 32008, parameters: [0, 0, 0, 0, 2])
+    /// Bitshuffle (32008) with LZ4 for writing: block size 0 (automatic), compression 2 (LZ4).
+    /// The filter stores them after three values of its own (version, element size), so
+    /// a file read back lists five parameters, the compression fifth.
+    public static let bitshuffleLZ4 = H5Filter(id: 32008, parameters: [0, 2])
     public static func gzip(level: UInt32 = 4) -> H5Filter { H5Filter(id: 1, parameters: [level]) }
 
     /// "bitshuffle (id 32008, with zstd)": the compressor inside bitshuffle and Blosc

@@ -35,6 +35,10 @@ public struct ScanGeometry: Equatable, Sendable {
     public var x: [Double]?
     public var y: [Double]?
 
+    public init(rows: Int, cols: Int, order: ScanOrder, source: ScanOrderSource, x: [Double]? = nil, y: [Double]? = nil) {
+        self.rows = rows; self.cols = cols; self.order = order; self.source = source; self.x = x; self.y = y
+    }
+
     /// File frame index of map pixel `k` (row·cols + col).
     ///   raster: k;  serpentine: row·cols + (row odd ? cols − 1 − col : col);  scatter: k.
     public func fileIndex(_ k: Int) -> Int {

@@ -7,7 +7,7 @@ struct Donut: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "donut",
         abstract: "Strain, tilt and thickness maps from scanning X-ray nanodiffraction (SXDM).",
-        subcommands: [Simulate.self, Fit.self, Train.self, Infer.self, Reprocess.self, Refine.self, Evaluate.self, Plot.self, Sweep.self, Demo.self, Bench.self])
+        subcommands: [Simulate.self, Inspect.self, Fit.self, Train.self, Infer.self, Reprocess.self, Refine.self, Evaluate.self, Plot.self, Sweep.self, Demo.self, Bench.self])
 }
 
 @main

@@ -2,6 +2,7 @@ import ArgumentParser
 import DonutPhysics
 import DonutCore
 import DonutPipeline
+import DonutIO
 
 struct Simulate: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -67,8 +68,41 @@ struct SimulateScan: ParsableCommand {
     @Option(help: "Peak photons per frame (overrides noise.peak_photons).") var peak: Double?
     @Flag(inversion: .prefixedNo, help: "Poisson noise.") var noise = true
     @Flag(exclusivity: .exclusive, help: "Forward model.") var model: ProfileChoice = .box
+    @Option(help: ArgumentHelp("Write raw detector frames as a beamline does (uint32, bitshuffle-LZ4, gaps, hot pixels, pixel_mask, "
+                               + "±20 % monitor, serpentine samx/samy): the model frames spread over the config's instrument.roi.",
+                               valueName: "eiger")) var detector: String?
+    @Option(help: ArgumentHelp("Detector size (raw pixels) with --detector.", valueName: "HxW")) var detectorSize = "514x1030"
+    @Option(help: "Monitor spread with --detector: each frame's intensity is 1 ± this (uniform).") var monitorSpread = 0.2
+    @Option(help: "Hot pixels with --detector (the first three inside the ROI).") var hotPixels = 5
+    @Flag(help: "With --detector: raster order instead of serpentine.") var raster = false
+    @Flag(help: "With --detector: leave out the NeXus pixel_mask.") var noMask = false
+    @Option(help: ArgumentHelp("Chunk compression with --detector.", valueName: "bitshuffle-lz4|gzip|none")) var compression = "bitshuffle-lz4"
+
+    var detectorRequest: RawDetectorRequest? {
+        get throws {
+            guard let detector else { return nil }
+            guard detector == "eiger" else { throw ValidationError("--detector must be eiger (got '\(detector)')") }
+            var r = RawDetectorRequest()
+            guard let size = parseScanShape(detectorSize), size.rows >= 8, size.cols >= 8 else {
+                throw ValidationError("--detector-size must look like 514x1030 (got '\(detectorSize)')")
+            }
+            r.height = size.rows; r.width = size.cols
+            guard monitorSpread >= 0, monitorSpread < 1 else { throw ValidationError("--monitor-spread must be in [0, 1) (got \(monitorSpread))") }
+            r.monitorAmplitude = monitorSpread
+            guard hotPixels >= 0, hotPixels <= 7 else { throw ValidationError("--hot-pixels must be 0…7 (got \(hotPixels))") }
+            r.hotPixels = hotPixels; r.serpentine = !raster; r.writeMask = !noMask
+            switch compression {
+            case "bitshuffle-lz4": r.compression = [.bitshuffleLZ4]
+            case "gzip": r.compression = [.gzip()]
+            case "none": r.compression = []
+            default: throw ValidationError("--compression must be bitshuffle-lz4, gzip or none (got '\(compression)')")
+            }
+            return r
+        }
+    }
 
     func validate() throws {
+        _ = try detectorRequest
         guard Phantom(rawValue: phantom) != nil else {
             throw ValidationError("--phantom must be one of \(Phantom.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(phantom)')")
         }
@@ -86,7 +120,11 @@ struct SimulateScan: ParsableCommand {
             var request = ScanSimulationRequest(config: cfg, outPath: output.path)
             request.phantom = Phantom(rawValue: phantom)!; request.rows = rows; request.cols = cols; request.seed = seed
             request.noise = noise; request.profile = model.profile; request.force = output.force
-            try simulateScan(ctx, request)
+            if let raw = try detectorRequest {
+                try simulateRawScan(ctx, request, detector: raw)
+            } else {
+                try simulateScan(ctx, request)
+            }
         }
     }
 }

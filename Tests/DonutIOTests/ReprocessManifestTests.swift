@@ -76,6 +76,20 @@ final class ReprocessManifestTests: XCTestCase {
         XCTAssertEqual(jobs.map { $0.refineIterations }, [8, nil, 8])
         XCTAssertEqual(jobs[2].scanShape?.rows, 165)
         XCTAssert(jobs.allSatisfy { $0.duplicateOf == nil })
+        // Raw-detector keys: the mask file relative to the manifest, the monitor, order, threshold.
+        let folder = URL(fileURLWithPath: path).deletingLastPathComponent().appendingPathComponent("masks/eiger-500k.h5").standardizedFileURL.path
+        XCTAssertEqual(jobs[2].readOptions.mask, .file(path: folder, dataset: "/pixel_mask"))
+        XCTAssertEqual(jobs[2].maskPath, folder)
+        XCTAssertEqual(jobs[2].readOptions.monitor, .dataset(file: nil, path: "/entry/measurement/i0"))
+        XCTAssertEqual(jobs[2].readOptions.scanOrder, .serpentine)
+        XCTAssertEqual(jobs[2].readOptions.hotPixelThreshold, 100000)
+        XCTAssertEqual(jobs[0].readOptions, ScanReadOptions())
+        XCTAssertNil(jobs[0].maskPath)
+        // Command-line settings win over the manifest's, for every scan.
+        let cli = ReprocessManifest.Settings(roi: DetectorROI(x: 1, y: 2, width: 128, height: 128), mask: "none")
+        let over = try ReprocessManifest.load(path: path).jobs(manifestPath: path, override: cli)
+        XCTAssert(over.allSatisfy { $0.roi == cli.roi && $0.readOptions.mask == MaskSource.none }, "\(over.map(\.roi))")
+        XCTAssertEqual(over[2].readOptions.scanOrder, .serpentine)
     }
 
     /// Reprocess needs each scan's model or library; refine (which supplies the model) does not.

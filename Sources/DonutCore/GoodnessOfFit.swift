@@ -1,5 +1,6 @@
 import Foundation
 import DonutBLAS
+import DonutNN
 import DonutPhysics
 
 /// Expected Poisson deviance of one pixel, e(μ) = E[d(k; μ)] for k ~ Poisson(μ), with
@@ -52,7 +53,7 @@ public enum PoissonDevianceExpectation {
 ///     gof = D / E[D | μ],   D = 2 Σ_i w_i [k_i log(k_i/μ_i) − (k_i − μ_i)],   E[D | μ] = Σ_i w_i e(μ_i)
 ///
 /// over the measured pixels (w = 1; masked pixels carry no information and are left out),
-/// with μ the expected counts of the model at the method's estimate. ≈ 1 (spread ~√(2/E[D]))
+/// with μ the expected counts of the model (`GoodnessOfFit`: at the frame's optimum). ≈ 1 (spread ~√(2/E[D]))
 /// for a frame the model explains, whatever the count level; ≫ 1 for an unmasked hot pixel,
 /// a wrong ROI, counts that are not Poisson (already divided by a monitor or a gain).
 public struct FrameFit: Sendable, Equatable {
@@ -68,40 +69,53 @@ public struct FrameFit: Sendable, Equatable {
     public var measuredPixels: Int
 }
 
-/// Goodness of fit for every method, against ONE model: the smooth (differentiable) forward
-/// model at the method's estimate, μ_i = m·a·I_i(θ) + b, m the frame's monitor, a the frame's
-/// Poisson maximum-likelihood intensity scale over the measured pixels
-/// (a = Σ w k / Σ w m I: Σ w μ = Σ w k up to the floor b), b = `floor`.
+/// Goodness of fit for every method, against ONE model and at ONE point: the smooth
+/// (differentiable) forward model at its maximum-likelihood parameters for the frame, found by
+/// the physics refinement started from the method's estimate (a few Levenberg–Marquardt steps),
+/// μ_i = m·a·I_i(θ̂) + b, m the frame's monitor, a the frame's intensity scale (free), b = `floor`.
+///
+/// Why at the optimum and not at the method's estimate: then gof is a property of the frame
+/// and the model, not of the estimator, and means exactly the same for the fit, DONUT,
+/// NanobeamNN and the refinement (for the refinement it is the deviance it minimised). It
+/// answers "can this frame be explained by a film's diffraction pattern at all?" — it cannot
+/// with an unmasked hot pixel, a sentinel in the ROI, a ROI off the peak, counts that are not
+/// Poisson — while a coarse but honest estimate (the fit's library grid, a small network) is
+/// not flagged for being coarse (measured: on `domains` frames the fit's own estimates give
+/// gof 3.8 at 7 photons and 43 at 100, their optimum 0.98 and 1.13). How far a method's
+/// estimate is from the optimum is its accuracy, which `*_sigma`, the benchmarks and the
+/// constant-map check (`ScanVerdict`) speak to.
 ///
 /// Why the smooth model for all: it is the model the refinement maximises the likelihood of
-/// (its gof is then exactly the deviance it minimised) and the model of DONUT's physics branch;
-/// it is defined for every parameter value, and never exactly 0 where the film scatters:
-/// the box model's hard edges put μ = 0 next to its edges, where a peak displaced by a
-/// fraction of a pixel (or the box–smooth difference itself) would give D = ∞. The box and
-/// smooth patterns correlate ≥ 0.997 over the published library (docs/physics.md), so the
-/// fit's and NanobeamNN's estimates (trained on box patterns) are judged fairly.
+/// and the model of DONUT's physics branch; it is defined for every parameter value and never
+/// exactly 0 where the film scatters: the box model's hard edges put μ = 0 next to its edges,
+/// where a peak displaced by a fraction of a pixel would give D = ∞. The box–smooth difference
+/// costs gof 0.98 → 1.13 (median) from 7 to 100 photons at the peak on box-model frames.
 ///
-/// Why the scale is free per frame: the methods estimate shape, not brightness (the network
-/// and the fit normalise each frame; the refinement fits a). The monitor only fixes what a
-/// means (brightness per unit incident intensity); it cancels from gof.
+/// The monitor cancels from gof (a is free per frame: the methods estimate shape, not
+/// brightness); it only fixes what a means (brightness per unit incident intensity).
 public final class GoodnessOfFit {
     public let model: ForwardModel<Float>
+    let config: DonutConfig
     /// Expected counts added to every pixel (photons): the refinement's background, so that a
     /// photon where the model is dark costs a finite 2[log(k/b) − 1] ≈ 12, not ∞.
     public let floor: Double
     /// Frames with gof above this get valid = 0 (`GoodnessOfFit.defaultThreshold`).
     public var threshold: Double
     var patterns: [Float] = []
+    /// Refinements (with and without thickness) finding the optimum, one per thread.
+    var refinements: [Bool: [PhysicsRefinement]] = [:]
 
     public init(config: DonutConfig, floor: Double = 1e-3, threshold: Double = GoodnessOfFit.defaultThreshold) {
         model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .smooth)
-        self.floor = floor; self.threshold = threshold
+        self.config = config; self.floor = floor; self.threshold = threshold
     }
 
-    /// Calibrated from simulation (docs/benchmarks.md, "Goodness of fit"): the largest gof of
-    /// correctly modelled frames (box- and smooth-model scans at 7 and 100 photons peak,
-    /// estimates of the fit, DONUT and the refinement) times a margin.
-    public static let defaultThreshold = 3.0
+    /// Calibrated from simulation (docs/benchmarks.md, "Goodness of fit"): at the optimum,
+    /// correctly modelled frames stay below 1.10 (smooth- and box-model scans at 7 photons, the
+    /// smooth ones at 100) and 1.21 (box-model frames at 100 photons, the model mismatch); an
+    /// unmasked hot pixel gives ≥ 100, counts doubled (not Poisson) 2. 2 leaves room for the
+    /// mismatch of real frames at higher counts.
+    public static let defaultThreshold = 2.0
 
     /// gof of one frame against expected counts `mu` (all > 0) over pixels with weight 1
     /// (all when `weights` is nil).
@@ -119,9 +133,10 @@ public final class GoodnessOfFit {
                         worstPixel: worstPixel, worstShare: d > 0 ? worst / d : 0, measuredPixels: measured)
     }
 
-    /// gof of each frame of `block` listed in `frames` (indices within the block) at the
-    /// estimates `estimates` (one per listed frame): the smooth model at each estimate, scaled
-    /// by the frame's ML intensity scale and its monitor, plus the floor.
+    /// gof of each frame of `block` listed in `frames` (indices within the block) at the given
+    /// estimates (one per listed frame), not at the optimum: the smooth model at each estimate,
+    /// scaled by the frame's ML intensity scale and its monitor, plus the floor (how well an
+    /// estimate explains the frame, e.g. to rank networks: `HeldOutMetrics`).
     public func evaluate(_ block: FrameBlock, frames: [Int], estimates: [FrameParameters]) -> [FrameFit] {
         precondition(frames.count == estimates.count, "\(frames.count) frames, \(estimates.count) estimates")
         let np = block.pixelCount
@@ -157,24 +172,35 @@ public final class GoodnessOfFit {
     }
 
     /// Fills `results.goodnessOfFit` for the frames of `block` that are valid in `results`
-    /// (NaN elsewhere) and sets valid = 0 where gof exceeds `threshold` (the parameters are kept:
-    /// valid says they cannot be trusted). Returns the per-frame fits (nil where not valid) for
-    /// the scan verdict. `results.frameRange` must contain the block.
+    /// (NaN elsewhere) — gof at the optimum found from each frame's estimate — and sets valid = 0
+    /// where gof exceeds `threshold` (the parameters are kept: valid says they cannot be
+    /// trusted). Returns the per-frame fits (nil where not judged) for the scan verdict.
+    /// `results.frameRange` must contain the block. Frames are shared by `Parallel.threads` threads.
     @discardableResult
     public func fill(_ results: inout FrameResults, block: FrameBlock) -> [FrameFit?] {
         let o = block.first - results.frameRange.lowerBound
         precondition(o >= 0 && o + block.count <= results.frameRange.count, "block \(block.range) outside the results \(results.frameRange)")
         if results.goodnessOfFit == nil { results.goodnessOfFit = .init(repeating: .nan, count: results.frameRange.count) }
-        var frames: [Int] = [], estimates: [FrameParameters] = []
-        for f in 0..<block.count where results.valid[o + f] == 1 {
+        let thickness = results.thicknessA != nil
+        var starts: [FrameParameters] = [], skip: [Bool] = []
+        for f in 0..<block.count {
             let i = o + f
+            let t = results.thicknessA?[i]
             let p = FrameParameters(strain: results.strain[i], tiltLRDeg: results.tiltLRDeg[i], tiltUDDeg: results.tiltUDDeg[i],
-                                    thicknessA: results.thicknessA?[i].isFinite == true ? results.thicknessA![i] : model.geometry.defaultThicknessA)
-            guard p.strain.isFinite, p.tiltLRDeg.isFinite, p.tiltUDDeg.isFinite else { continue }
-            frames.append(f); estimates.append(p)
+                                    thicknessA: t?.isFinite == true ? t! : model.geometry.defaultThicknessA)
+            starts.append(p)
+            skip.append(results.valid[i] != 1 || !(p.strain.isFinite && p.tiltLRDeg.isFinite && p.tiltUDDeg.isFinite))
         }
+        if refinements[thickness] == nil {
+            refinements[thickness] = (0..<max(Parallel.threads, 1)).map { _ in
+                PhysicsRefinement(config: config, fitThickness: thickness, maxIterations: 8, background: floor, modelMismatch: false)
+            }
+        }
+        let workers = refinements[thickness]!
+        let optima = workers[0].refine(block: block, from: starts, skip: skip, helpers: Array(workers.dropFirst()))
         var fits = [FrameFit?](repeating: nil, count: block.count)
-        for (f, fit) in zip(frames, evaluate(block, frames: frames, estimates: estimates)) {
+        for f in 0..<block.count {
+            guard let fit = optima[f]?.fit else { continue }
             fits[f] = fit
             results.goodnessOfFit![o + f] = fit.goodness
             if !(fit.goodness <= threshold) { results.valid[o + f] = 0 }

@@ -71,9 +71,11 @@ public final class PhysicsRefinement {
         public var scale: Double
         /// Mean |x − λ| over the measured pixels at the answer (photons).
         public var residual: Double
-        /// Reduced Poisson deviance D/E[D] of the frame at the answer over the measured pixels
-        /// (`GoodnessOfFit`): ≈ 1 when the model explains the frame.
-        public var goodness: Double
+        /// Reduced Poisson deviance of the frame at the answer over the measured pixels, with the
+        /// pixel that contributes most (`GoodnessOfFit`).
+        public var fit: FrameFit
+        /// D/E[D]: ≈ 1 when the model explains the frame.
+        public var goodness: Double { fit.goodness }
         /// Trial steps taken (each one pattern + Jacobian evaluation).
         public var iterations: Int
         public var converged: Bool
@@ -241,9 +243,9 @@ public final class PhysicsRefinement {
             lambda[i] = Float(a * Double(pattern[i]) + background)
             if weights.map({ $0[i] > 0 }) ?? true { residual += abs(Double(frame[i]) - Double(lambda[i])); measured += 1 }
         }
-        let goodness = lambda.withUnsafeBufferPointer { GoodnessOfFit.evaluate(counts: frame, weights: weights, expected: $0).goodness }
-        return Result(parameters: p, sigma: honest(sigma, goodness: goodness), scale: a / monitor,
-                      residual: measured > 0 ? residual / Double(measured) : .nan, goodness: goodness,
+        let fit = lambda.withUnsafeBufferPointer { GoodnessOfFit.evaluate(counts: frame, weights: weights, expected: $0) }
+        return Result(parameters: p, sigma: honest(sigma, goodness: fit.goodness), scale: a / monitor,
+                      residual: measured > 0 ? residual / Double(measured) : .nan, fit: fit,
                       iterations: iterations, converged: converged)
     }
 

@@ -59,9 +59,12 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
     let run = CorrelationFitRun(frameCount: layout.frameCount, batch: batch, residualModel: residualModel)
     // Every rank reads every frame (the library is split); the checksum counts each rank's own block.
     let source = TimedFrameSource(reader: reader, times: times, checksummed: keep)
+    // The goodness of fit judges the final estimates: the refined ones when refinement follows
+    // (a frame the fit's grid places coarsely is not rejected before refinement sees it).
+    let judge = FrameJudge(config: config)
     var results = times.timeExcludingReads(\.estimate) {
-        run.run(fit: fit, keep: keep, readFrames: source.readOrZeros, allreduceSum: { comm.allreduceSum($0) },
-                progress: ctx.progressCallback("fit frames", unit: "frames"))
+        run.run(fit: fit, keep: keep, readBlock: source.readBlockOrZeros, allreduceSum: { comm.allreduceSum($0) },
+                judge: refineIterations == nil ? judge : nil, progress: ctx.progressCallback("fit frames", unit: "frames"))
     }
     try ctx.agreeing { try source.throwIfFailed() }
     if let iterations = refineIterations {
@@ -69,10 +72,12 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
         let rereads = TimedFrameSource(reader: reader, times: times, checksummed: 0..<0)
         try times.timeExcludingReads(\.refine) {
             try ctx.agreeing {
-                try refinement.refine(&results, readFrames: rereads.read, progress: ctx.progressCallback("physics refinement", total: layout.frameCount, unit: "frames"))
+                try refinement.refine(&results, readBlock: rereads.readBlock, judge: judge,
+                                      progress: ctx.progressCallback("physics refinement", total: layout.frameCount, unit: "frames"))
             }
         }
     }
+    let warning = judge.scanWarning(scan: scan.path, config: config, comm: comm)
     var counts = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&counts)
     let provenance = ctx.provenance(
@@ -88,7 +93,8 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
                                        force: outputs.force, comm: comm, scan: reader.summary)
         }
     }
-    ctx.log("wrote \(outputs.path)\(counts[0] > 0 ? " (\(counts[0]) bad frame(s) marked valid = 0)" : "")")
+    ctx.log("wrote \(outputs.path)\(counts[0] > 0 ? " (\(counts[0]) frame(s) marked valid = 0)" : "")")
     if outputs.quickLooks && comm.isRoot { try outputs.writeQuickLooks() }
-    return MapsOutcome(frames: layout.frameCount, invalidFrames: Int(counts[0]))
+    if let warning { ctx.log(warning) }
+    return MapsOutcome(frames: layout.frameCount, invalidFrames: Int(counts[0]), warning: warning)
 }

@@ -76,19 +76,19 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
     let source = TimedFrameSource(reader: reader, times: times, checksummed: keep)
     let progress = ctx.progress(refinement == nil ? "infer frames" : "infer + refine frames", total: layout.frameCount, share: keep.count, unit: "frames")
     var results = FrameResults(frameRange: keep)
+    // The goodness of fit judges the final estimates (the refined ones with --physics-refine).
+    let judge = FrameJudge(config: config)
     try ctx.agreeing {
         var start = keep.lowerBound
         repeat {
             let chunk = start..<min(start + chunkFrames, keep.upperBound)
-            let frames = try source.read(chunk)
+            let frames = try source.readBlock(chunk)
             // The encoder asks batch by batch (`batch` < chunk): hand it those frames of the chunk.
-            let np = network.frameSize * network.frameSize
-            let framesOf = { (r: Range<Int>) -> [Float] in
-                r == chunk ? frames : Array(frames[((r.lowerBound - chunk.lowerBound) * np)..<((r.upperBound - chunk.lowerBound) * np)])
+            var part = times.time(\.estimate) {
+                inference.run(frames: chunk, readBlock: { frames.frames($0) }, judge: refinement == nil ? judge : nil)
             }
-            var part = times.time(\.estimate) { inference.run(frames: chunk, readFrames: framesOf) }
             if let refinement {
-                times.time(\.refine) { refinement.refine(&part, batch: chunk.count, readFrames: framesOf) }
+                times.time(\.refine) { refinement.refine(&part, batch: chunk.count, readBlock: { frames.frames($0) }, judge: judge) }
             }
             results.place(part)
             progress.update(chunk.upperBound - keep.lowerBound)
@@ -97,6 +97,7 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
     }
     var invalid = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&invalid)
+    let warning = judge.scanWarning(scan: scan.path, config: config, comm: comm)
     let modelChecksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: checkpoint.parameters, firstIndex: 0, frameSize: 1))
     let provenance = ctx.provenance(
         method: refineIterations == nil ? checkpoint.method : checkpoint.method + "+physics-refine", config: reader.provenanceConfigJSON(config, recorded: checkpoint.configJSON),
@@ -111,7 +112,8 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
         }
     }
     ctx.log(String(format: "wrote %@ (%.0f frames/s encoder on rank 0)%@", outputs.path, Double(keep.count) / max(times.estimate, 1e-9),
-                   invalid[0] > 0 ? " — \(invalid[0]) bad frame(s) marked valid = 0" : ""))
+                   invalid[0] > 0 ? " — \(invalid[0]) frame(s) marked valid = 0" : ""))
     if outputs.quickLooks && comm.isRoot { try outputs.writeQuickLooks() }
-    return MapsOutcome(frames: layout.frameCount, invalidFrames: Int(invalid[0]))
+    if let warning { ctx.log(warning) }
+    return MapsOutcome(frames: layout.frameCount, invalidFrames: Int(invalid[0]), warning: warning)
 }

@@ -98,6 +98,7 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
     let totals = StageTimes()
     var frames = 0, skipped = 0
     let progress = ctx.progress("reprocess scans", total: jobs.count, unit: "scans")
+    var warnings: [String] = []
     for (i, job) in jobs.enumerated() {
         defer { progress.update(i + 1, detail: job.name) }
         // Skip or run: decided on rank 0 (it alone reads the status and stats the files).
@@ -129,17 +130,19 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
         saveStatus()
         let times = StageTimes(), t0 = Date()
         var count = 0
-        var reason = ""
+        var reason = "", warning: String?
         do {
             let scan = ScanInput(path: job.scanPath, dataset: job.dataset, scanShape: job.scanShape, roi: job.roi, options: job.readOptions)
             let outputs = MapOutputs(path: job.outputPath, force: force, quickLooks: quicklook)
             if job.method == "fit" {
-                count = try fitScan(ctx, FitRequest(scan: scan, libraryPath: job.modelPath, outputs: outputs, batch: job.batch,
-                                                    refineIterations: job.refineIterations), times: times).frames
+                let outcome = try fitScan(ctx, FitRequest(scan: scan, libraryPath: job.modelPath, outputs: outputs, batch: job.batch,
+                                                          refineIterations: job.refineIterations), times: times)
+                count = outcome.frames; warning = outcome.warning
             } else {
-                count = try inferScan(ctx, InferRequest(modelPath: job.modelPath, scan: scan, outputs: outputs, batch: job.batch,
-                                                        mcSamples: 0, refineIterations: job.refineIterations, chunkFrames: chunk),
-                                      times: times).frames
+                let outcome = try inferScan(ctx, InferRequest(modelPath: job.modelPath, scan: scan, outputs: outputs, batch: job.batch,
+                                                              mcSamples: 0, refineIterations: job.refineIterations, chunkFrames: chunk),
+                                            times: times)
+                count = outcome.frames; warning = outcome.warning
             }
         } catch {
             reason = "\(error)"
@@ -149,6 +152,7 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
         let seconds = Date().timeIntervalSince(t0)
         if reason.isEmpty {
             frames += count; totals.add(times)
+            if let warning { warnings.append(warning) }
             status.scans[i].state = .done; status.scans[i].fingerprint = fingerprint
             status.scans[i].frames = count; status.scans[i].seconds = seconds
             ctx.log(String(format: "%@: done, %d frames in %.2f s (%.0f frames/s) — %@, other (open, load, check) %.3f s", job.name,
@@ -166,6 +170,7 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
                    done, skipped, failures.count, frames, Date().timeIntervalSince(started), CommunicationClock.processCPUSeconds() - startCPU,
                    totals.summary(estimateName: "estimate")))
     for f in failures { ctx.log("  failed: \(f.name): \(f.reason)") }
+    for w in warnings { ctx.log(w) }   // the scans whose maps should not be trusted, again at the end
     if comm.isRoot && statusWritable { ctx.log("status: \(statusPath)") }
     return ReprocessOutcome(done: done, skipped: skipped, failed: failures.count, statusPath: statusPath)
 }

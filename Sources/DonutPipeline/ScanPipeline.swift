@@ -130,6 +130,28 @@ final class TimedFrameSource {
         }
     }
 
+    /// Frames `range` as methods consume them (`ScanReader.readBlock`: masked pixels weight 0,
+    /// monitor), adding the counts of those inside `checksummed` to the checksum.
+    func readBlock(_ range: Range<Int>) throws -> FrameBlock {
+        let block = try times.time(\.read) { try reader.readBlock(range) }
+        let mine = range.clamped(to: checksummed)
+        if !mine.isEmpty {
+            let np = block.pixelCount, o = mine.lowerBound - range.lowerBound
+            let part = o == 0 && mine.count == range.count ? block.counts : Array(block.counts[(o * np)..<((o + mine.count) * np)])
+            checksum &+= ScanReader.frameChecksum(frames: part, firstIndex: mine.lowerBound, frameSize: reader.frameSize)
+        }
+        return block
+    }
+
+    /// `readBlock` for loops with a collective per batch (see `readOrZeros`).
+    func readBlockOrZeros(_ range: Range<Int>) -> FrameBlock {
+        do { return try readBlock(range) } catch {
+            if failure == nil { failure = error }
+            let np = reader.frameSize * reader.frameSize
+            return FrameBlock(first: range.lowerBound, count: range.count, pixelCount: np, counts: .init(repeating: 0, count: range.count * np))
+        }
+    }
+
     /// Throws the recorded read error, if any.
     func throwIfFailed() throws { if let failure { throw failure } }
 
@@ -195,6 +217,21 @@ public struct MapOutputs {
 public struct MapsOutcome {
     /// Frames in the scan (= map pixels).
     public var frames: Int
-    /// Frames marked valid = 0 (bad frames, failed estimates), over all ranks.
+    /// Frames marked valid = 0 (bad frames, failed estimates, goodness of fit above the
+    /// threshold), over all ranks.
     public var invalidFrames: Int
+    /// The scan's verdict warning (`ScanVerdict`): frames the model does not explain, constant
+    /// maps; nil when the maps can be trusted. Logged at the end of the command.
+    public var warning: String? = nil
+}
+
+extension FrameJudge {
+    /// The scan's verdict over every rank's frames (one allreduce of its sums) and its warning
+    /// naming `scan`, on every rank. Collective.
+    func scanWarning(scan: String, config: DonutConfig, comm: Communicator) -> String? {
+        var sums = verdict.sums
+        comm.allreduceSum(&sums)
+        return ScanVerdict(sums: sums, pixelCount: verdict.pixelCount)
+            .warning(scan: scan, ranges: config.ranges, threshold: goodness.threshold)
+    }
 }

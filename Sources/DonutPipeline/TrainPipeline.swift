@@ -161,7 +161,8 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
                         let np = probe.model.frameSize * probe.model.frameSize
                         var checksum: UInt64 = 0, mine: [Double] = []
                         for chunk in chunks(shardRange(count: reader.layout.frameCount, parts: comm.size, index: comm.rank)) {
-                            let frames = try reader.readFrames(chunk)
+                            // As methods see them: masked pixels 0 (a frame empty after masking is unusable).
+                            let frames = try reader.readBlock(chunk).counts
                             checksum &+= ScanReader.frameChecksum(frames: frames, firstIndex: chunk.lowerBound, frameSize: probe.model.frameSize)
                             frames.withUnsafeBufferPointer { all in
                                 for k in 0..<chunk.count where FrameProblem.inspect(UnsafeBufferPointer(rebasing: all[(k * np)..<((k + 1) * np)])) == nil {
@@ -296,8 +297,13 @@ func chunks(_ range: Range<Int>, size: Int = 1024) -> [Range<Int>] {
 
 /// The frames a `Trainer` asks for, read from the scans (usable frames only) and the library:
 /// consecutive indices in one hyperslab read each (a run that crosses from one scan into the
-/// next is split there). Independent reads (any rank, any time).
+/// next is split there). Independent reads (any rank, any time). Measured frames are read as
+/// `FrameBlock`s (masked pixels 0); their weights are kept for `measuredWeights` of the same
+/// ids, which the trainer asks for right after. The monitor is not applied: the network's
+/// input is each frame scaled to mean 1, where it cancels.
 final class TrainingFileSource: TrainingFrameSource {
+    /// Weights of the last `measuredFrames` read (nil: no pixel masked) and its ids.
+    var lastWeights: (ids: [Int], weights: [Float]?)?
     /// The scans in concatenation order; `usable` indexes their concatenated frames.
     let scans: [ScanReader], usable: [Int], library: LibraryReader?
     /// `firstFrame[s]`: index of scan s's frame 0 in the concatenation (+ the total at the end).
@@ -309,16 +315,30 @@ final class TrainingFileSource: TrainingFrameSource {
 
     func measuredFrames(_ ids: [Int]) throws -> [Float] {
         guard !scans.isEmpty else { throw PipelineError("training asked for measured frames without a scan") }
-        return try Self.runs(ids.map { usable[$0] }) { try concatenatedFrames($0) }
+        var weights: [Float] = [], masked = false
+        let frames = try Self.runs(ids.map { usable[$0] }) { range -> [Float] in
+            let blocks = try concatenatedBlocks(range)
+            for b in blocks {
+                if let w = b.weights { weights.append(contentsOf: w); masked = true }
+                else { weights.append(contentsOf: repeatElement(1, count: b.counts.count)) }
+            }
+            return blocks.flatMap(\.counts)
+        }
+        lastWeights = (ids, masked ? weights : nil)
+        return frames
+    }
+    func measuredWeights(_ ids: [Int]) throws -> [Float]? {
+        if let last = lastWeights, last.ids == ids { return last.weights }
+        _ = try measuredFrames(ids)
+        return lastWeights?.weights
     }
     /// Frames `range` of the concatenated scans, one read per scan it touches.
-    func concatenatedFrames(_ range: Range<Int>) throws -> [Float] {
-        var out: [Float] = []
+    func concatenatedBlocks(_ range: Range<Int>) throws -> [FrameBlock] {
+        var out: [FrameBlock] = []
         for (s, scan) in scans.enumerated() {
             let part = range.clamped(to: firstFrame[s] ..< firstFrame[s + 1])
             guard !part.isEmpty else { continue }
-            let frames = try scan.readFrames((part.lowerBound - firstFrame[s]) ..< (part.upperBound - firstFrame[s]))
-            if out.isEmpty { out = frames } else { out.append(contentsOf: frames) }
+            out.append(try scan.readBlock((part.lowerBound - firstFrame[s]) ..< (part.upperBound - firstFrame[s])))
         }
         return out
     }

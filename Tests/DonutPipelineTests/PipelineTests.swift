@@ -189,3 +189,36 @@ final class RefinePipelineTests: XCTestCase {
         }
     }
 }
+
+final class GoodnessOfFitPipelineTests: XCTestCase {
+    /// Hot pixels (1e6 counts) nobody masked: the fit does not write a silent constant map —
+    /// every affected frame gets valid = 0 and a goodness of fit ≫ 1, and the outcome carries a
+    /// warning naming the scan and the pixel; the clean scan gets gof ≈ 1 and no warning.
+    func testUnmaskedHotPixelsAreFlaggedWithAWarning() throws {
+        let dir = try scratchFolder(self)
+        let config = smallConfig(steps: 7)
+        try simulateInputs(in: dir, config: config)
+        let scan = dir.appendingPathComponent("scan.h5").path, lib = dir.appendingPathComponent("lib.h5").path
+        let reader = try ScanReader(path: scan, config: config)
+        var frames = try reader.readFrames(0..<reader.layout.frameCount)
+        let layout = reader.layout, t = try reader.groundTruth()
+        try reader.close()
+        for f in 0..<layout.frameCount { frames[f * 4096 + 30 * 64 + 33] = 1e6 }
+        let hot = dir.appendingPathComponent("hot.h5").path
+        try ScanWriter.write(path: hot, frames: frames, layout: layout, frameSize: 64, groundTruth: t,
+                             provenance: context.provenance(method: "test", config: "{}", inputs: [], modelID: ""))
+        let clean = try fitScan(context, FitRequest(scan: ScanInput(path: scan), libraryPath: lib,
+                                                    outputs: MapOutputs(path: dir.appendingPathComponent("clean.h5").path, force: false, quickLooks: false)))
+        XCTAssertNil(clean.warning)
+        let cleanMaps = try ResultMapsReader.read(path: dir.appendingPathComponent("clean.h5").path).results
+        let gof = try XCTUnwrap(cleanMaps.goodnessOfFit)
+        XCTAssert(gof.allSatisfy { $0 > 0.7 && $0 < GoodnessOfFit.defaultThreshold }, "clean gof \(gof)")
+        let outcome = try fitScan(context, FitRequest(scan: ScanInput(path: hot), libraryPath: lib,
+                                                      outputs: MapOutputs(path: dir.appendingPathComponent("hot_fit.h5").path, force: false, quickLooks: false)))
+        let warning = try XCTUnwrap(outcome.warning)
+        XCTAssert(warning.contains(hot) && warning.contains("y = 30, x = 33"), warning)
+        XCTAssertEqual(outcome.invalidFrames, layout.frameCount)
+        let maps = try ResultMapsReader.read(path: dir.appendingPathComponent("hot_fit.h5").path).results
+        XCTAssert(maps.valid.allSatisfy { $0 == 0 } && maps.goodnessOfFit!.allSatisfy { $0 > 100 })
+    }
+}

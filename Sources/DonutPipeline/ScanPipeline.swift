@@ -130,19 +130,6 @@ final class TimedFrameSource {
         }
     }
 
-    /// Frames `range` as methods consume them (`ScanReader.readBlock`: masked pixels weight 0,
-    /// monitor), adding the counts of those inside `checksummed` to the checksum.
-    func readBlock(_ range: Range<Int>) throws -> FrameBlock {
-        let block = try times.time(\.read) { try reader.readBlock(range) }
-        let mine = range.clamped(to: checksummed)
-        if !mine.isEmpty {
-            let np = block.pixelCount, o = mine.lowerBound - range.lowerBound
-            let part = o == 0 && mine.count == range.count ? block.counts : Array(block.counts[(o * np)..<((o + mine.count) * np)])
-            checksum &+= ScanReader.frameChecksum(frames: part, firstIndex: mine.lowerBound, frameSize: reader.frameSize)
-        }
-        return block
-    }
-
     /// `readBlock` for loops with a collective per batch (see `readOrZeros`).
     func readBlockOrZeros(_ range: Range<Int>) -> FrameBlock {
         do { return try readBlock(range) } catch {

@@ -201,12 +201,12 @@ final class GoodnessOfFitPipelineTests: XCTestCase {
         let scan = dir.appendingPathComponent("scan.h5").path, lib = dir.appendingPathComponent("lib.h5").path
         let reader = try ScanReader(path: scan, config: config)
         var frames = try reader.readFrames(0..<reader.layout.frameCount)
-        let layout = reader.layout, t = try reader.groundTruth()
+        let layout = reader.layout, t = try reader.groundTruth(), json = try XCTUnwrap(reader.configJSON)
         try reader.close()
         for f in 0..<layout.frameCount { frames[f * 4096 + 30 * 64 + 33] = 1e6 }
         let hot = dir.appendingPathComponent("hot.h5").path
         try ScanWriter.write(path: hot, frames: frames, layout: layout, frameSize: 64, groundTruth: t,
-                             provenance: context.provenance(method: "test", config: "{}", inputs: [], modelID: ""))
+                             provenance: context.provenance(method: "test", config: json, inputs: [], modelID: ""))
         let clean = try fitScan(context, FitRequest(scan: ScanInput(path: scan), libraryPath: lib,
                                                     outputs: MapOutputs(path: dir.appendingPathComponent("clean.h5").path, force: false, quickLooks: false)))
         XCTAssertNil(clean.warning)

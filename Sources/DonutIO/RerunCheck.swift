@@ -108,6 +108,24 @@ public struct TrainingRun: Codable, Equatable, Sendable {
         try paths.map { try ContentFingerprint.content(of: $0, reusing: previous) }
     }
 
+    /// The settings that differ from `other`'s, as "key: old → new" (settings texts of
+    /// `key=value` lines), at most `limit` of them and a count of the rest.
+    public func settingsChanges(from other: TrainingRun, limit: Int = 6) -> String {
+        func pairs(_ text: String) -> [String: String] {
+            var d: [String: String] = [:]
+            for line in text.split(separator: "\n") {
+                let kv = line.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                d[String(kv[0])] = kv.count > 1 ? String(kv[1]) : ""
+            }
+            return d
+        }
+        let old = pairs(other.settingsText), now = pairs(settingsText)
+        let changed = Set(old.keys).union(now.keys).sorted().filter { old[$0] != now[$0] }
+        var parts = changed.prefix(limit).map { "\($0): \(old[$0] ?? "—") → \(now[$0] ?? "—")" }
+        if changed.count > limit { parts.append("and \(changed.count - limit) more") }
+        return parts.isEmpty ? "settings differ" : parts.joined(separator: "; ")
+    }
+
     /// The inputs whose content differs from `other`'s (paths), empty when all agree.
     public func changedInputs(since other: TrainingRun) -> [String] {
         let old = Dictionary(other.inputs.map { ($0.path, $0.digest) }, uniquingKeysWith: { a, _ in a })
@@ -175,7 +193,7 @@ public enum TrainingRerun {
                 return .refuse(file: out, message: "exists and records no run fingerprint (an older donut wrote it); pass --force to overwrite it")
             }
             if done.settings != current.settings {
-                return .refuse(file: out, message: "exists and was trained with other settings (it records: \(done.settingsText); now: \(current.settingsText)); pass --force to overwrite it or choose another --out")
+                return .refuse(file: out, message: "exists and was trained with other settings (\(current.settingsChanges(from: done))); pass --force to overwrite it or choose another --out")
             }
             let changed = current.changedInputs(since: done)
             if changed.isEmpty && done.finished { return .alreadyDone }
@@ -206,7 +224,7 @@ public enum TrainingRerun {
         }
         if saved.settings != current.settings {
             return force ? .fresh(replace: true, why: "--force (the checkpoint \(path) belongs to other settings)")
-                : .refuse(file: path, message: "this checkpoint belongs to a run with other settings (it records: \(saved.settingsText); now: \(current.settingsText)); it is not resumed — remove it, choose another --checkpoint, or pass --force to start afresh")
+                : .refuse(file: path, message: "this checkpoint belongs to a run with other settings (\(current.settingsChanges(from: saved))); it is not resumed — remove it, choose another --checkpoint, or pass --force to start afresh")
         }
         let changed = current.changedInputs(since: saved)
         if !changed.isEmpty {

@@ -68,14 +68,17 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
     let statusPath = ReprocessStatus.path(inFolder: folder)
     // Rank 0 owns the status file; every decision it takes is broadcast.
     var previous: [String: ReprocessStatus.Entry] = [:]
+    func key(_ output: String, _ scan: String) -> String { output + "\u{0}" + scan }
     var setupProblem = ""
     if comm.isRoot {
         do {
             if !FileManager.default.fileExists(atPath: folder) {
                 try FileManager.default.createDirectory(atPath: folder, withIntermediateDirectories: true)
             }
-            if !force, let old = try ReprocessStatus.read(path: statusPath) {
-                for e in old.scans where e.state == .done { previous[e.output + "\u{0}" + e.scan] = e }
+            // With --force an unreadable status file is replaced; without, it is an error.
+            if let old = force ? (try? ReprocessStatus.read(path: statusPath)) ?? nil : try ReprocessStatus.read(path: statusPath) {
+                // A duplicate entry (same scan and output, failed) must not hide the done one.
+                for e in old.scans where previous[key(e.output, e.scan)]?.state != .done { previous[key(e.output, e.scan)] = e }
             }
         } catch {
             setupProblem = "\(error)"
@@ -83,12 +86,19 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
     }
     setupProblem = comm.broadcast(setupProblem)
     if !setupProblem.isEmpty { ctx.log("reprocess: \(setupProblem)") }
-    var status = ReprocessStatus(manifest: URL(fileURLWithPath: manifest).standardizedFileURL.path,
-                                 scans: jobs.map { .init(name: $0.name, scan: $0.scanPath, output: $0.outputPath) })
+    // Every scan starts from what the status file says of it (done stays done), else pending;
+    // a scan recorded as running was interrupted: pending.
+    var status = ReprocessStatus(manifest: URL(fileURLWithPath: manifest).standardizedFileURL.path, scans: jobs.map { job in
+        guard var e = previous[key(job.outputPath, job.scanPath)] else { return .init(name: job.name, scan: job.scanPath, output: job.outputPath) }
+        e.name = job.name
+        if e.state == .running { e.state = .pending }
+        return e
+    })
     var statusWritable = true
+    /// Writes the status file when an entry changed (a rerun that changes nothing writes nothing).
     func saveStatus() {
         guard comm.isRoot, statusWritable else { return }
-        do { try status.write(path: statusPath) } catch {
+        do { try status.writeIfChanged(path: statusPath) } catch {
             statusWritable = false
             ctx.log("reprocess: warning: \(error) — status is reported here only")
         }
@@ -101,23 +111,38 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
     var warnings: [String] = []
     for (i, job) in jobs.enumerated() {
         defer { progress.update(i + 1, detail: job.name) }
-        // Skip or run: decided on rank 0 (it alone reads the status and stats the files).
-        var verdict = ""   // "skip", "fail:<reason>" or "" (run)
-        var fingerprint = ""
+        // Done, run (replacing our own stale or a damaged result) or fail: decided on rank 0,
+        // which alone reads the status, hashes the inputs and verifies the result.
+        var verdict = ""   // "done", "fail:<reason>", "run" or "replace"
+        var why = ""
+        var fingerprint = "", inputs: [FileContent] = []
         if comm.isRoot {
-            fingerprint = job.fingerprint
             if let reason = job.duplicateOf {
                 verdict = "fail:" + reason
-            } else if let old = previous[job.outputPath + "\u{0}" + job.scanPath], old.state == .done,
-                      old.fingerprint == fingerprint, FileManager.default.fileExists(atPath: job.outputPath) {
-                verdict = "skip"
-                status.scans[i] = old
+            } else {
+                do {
+                    let d = try ReprocessRerun.decide(job, previous: force ? nil : previous[key(job.outputPath, job.scanPath)], force: force)
+                    fingerprint = d.fingerprint; inputs = d.inputs
+                    switch d.verdict {
+                    case .done(let entry):
+                        verdict = "done"
+                        status.scans[i] = entry; status.scans[i].name = job.name
+                    case .run(let replace, let reason):
+                        verdict = replace ? "replace" : "run"; why = reason
+                    case .refuse(let message):
+                        verdict = "fail:" + "\(DonutIOError(file: job.outputPath, message))"
+                    }
+                } catch {
+                    verdict = "fail:\(error)"
+                }
             }
         }
         verdict = comm.broadcast(verdict)
-        if verdict == "skip" {
+        why = comm.broadcast(why)
+        if verdict == "done" {
             skipped += 1
-            ctx.log("\(job.name): done before with the same inputs, skipped (--force redoes it)")
+            ctx.log("\(job.name): done before with the same inputs and settings, result verified; left alone (--force redoes it)")
+            saveStatus()
             continue
         }
         if verdict.hasPrefix("fail:") {
@@ -126,14 +151,16 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
             saveStatus()
             continue
         }
-        status.scans[i].state = .running
+        if !why.isEmpty && why != "--force" { ctx.log("\(job.name): \(why)") }
+        let replace = verdict == "replace"
+        status.scans[i].state = .running; status.scans[i].reason = ""
         saveStatus()
         let times = StageTimes(), t0 = Date()
         var count = 0
         var reason = "", warning: String?
         do {
             let scan = ScanInput(path: job.scanPath, dataset: job.dataset, scanShape: job.scanShape, roi: job.roi, options: job.readOptions)
-            let outputs = MapOutputs(path: job.outputPath, force: force, quickLooks: quicklook)
+            let outputs = MapOutputs(path: job.outputPath, force: force || replace, quickLooks: quicklook)
             if job.method == "fit" {
                 let outcome = try fitScan(ctx, FitRequest(scan: scan, libraryPath: job.modelPath, outputs: outputs, batch: job.batch,
                                                           refineIterations: job.refineIterations), times: times)
@@ -155,6 +182,8 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
             if let warning { warnings.append(warning) }
             status.scans[i].state = .done; status.scans[i].fingerprint = fingerprint
             status.scans[i].frames = count; status.scans[i].seconds = seconds
+            status.scans[i].inputs = inputs
+            if comm.isRoot { status.scans[i].result = try? ContentFingerprint.content(of: job.outputPath) }
             ctx.log(String(format: "%@: done, %d frames in %.2f s (%.0f frames/s) — %@, other (open, load, check) %.3f s", job.name,
                            count, seconds, Double(count) / max(seconds, 1e-9),
                            times.summary(estimateName: job.method == "fit" ? "fit" : "infer"), seconds - times.total))

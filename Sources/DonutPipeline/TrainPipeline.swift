@@ -80,6 +80,9 @@ public struct TrainOutcome {
     public var completed: Bool
     /// Optimiser steps taken in total (including those before a resume).
     public var steps: Int
+    /// True when `outPath` was already a finished model of the same inputs and settings:
+    /// nothing was trained or written.
+    public var alreadyDone = false
 }
 
 /// The config a scan records (simulated scans do), for training without a library.
@@ -96,9 +99,44 @@ func scanConfig(_ path: String) throws -> DonutConfig {
 /// on N ranks, data-parallel (`Trainer`).
 public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutcome {
     let comm = ctx.comm
-    let train = r.training, supervised = r.supervised, mix = r.mix, library = r.libraryPath, resume = r.resume
+    let train = r.training, supervised = r.supervised, mix = r.mix, library = r.libraryPath
     let mode: TrainingMode = supervised ? .nanobeamnn : .donut
     let checkpointPath = r.checkpointPath
+    // Rerun: finished, resumable, stale or someone else's? Decided on rank 0 from the run
+    // records of the model and checkpoint files, before anything is read or computed.
+    var run: TrainingRun?
+    var verdict = ""   // "done", "resume:<path>", "fresh:<0|1><why>", "refuse:<file>\u{0}<message>"
+    if comm.isRoot {
+        do {
+            let recorded = [r.outPath, checkpointPath, r.resume].compactMap { $0 }
+                .compactMap { try? CheckpointFile.readRun(path: $0) }.flatMap(\.inputs)
+            let current = TrainingRun(settingsText: trainingRunSettings(r), inputs: try TrainingRun.inputs(trainingRunInputs(r), reusing: recorded))
+            run = current
+            switch TrainingRerun.decide(current: current, out: r.outPath, checkpoint: checkpointPath, resume: r.resume, force: r.force) {
+            case .alreadyDone: verdict = "done"
+            case .resume(let path): verdict = "resume:" + path
+            case .fresh(let replace, let why): verdict = "fresh:" + (replace ? "1" : "0") + why
+            case .refuse(let file, let message): verdict = "refuse:" + file + "\u{0}" + message
+            }
+        } catch {
+            verdict = "refuse:" + ((error as? DonutIOError)?.file ?? r.outPath) + "\u{0}" + ((error as? DonutIOError)?.message ?? "\(error)")
+        }
+    }
+    verdict = comm.broadcast(verdict)
+    if verdict.hasPrefix("refuse:") {
+        let parts = verdict.dropFirst(7).split(separator: "\u{0}", maxSplits: 1, omittingEmptySubsequences: false).map(String.init)
+        throw DonutIOError(file: parts[0], parts.count > 1 ? parts[1] : "")
+    }
+    if verdict == "done" {
+        var steps = 0
+        if comm.isRoot { steps = (try? CheckpointFile.read(path: r.outPath).step) ?? 0 }
+        steps = Int(comm.broadcast([Double(steps)])[0])
+        ctx.log("\(r.outPath) is finished (\(steps) steps) with the same inputs and settings: nothing to do (--force trains again)")
+        return TrainOutcome(completed: true, steps: steps, alreadyDone: true)
+    }
+    let resume = verdict.hasPrefix("resume:") ? String(verdict.dropFirst(7)) : nil
+    let replace = verdict.hasPrefix("fresh:1")
+    if verdict.hasPrefix("fresh:"), verdict.count > 7 { ctx.log(String(verdict.dropFirst(7))) }
     // Inputs and the instrument config: the library's, else the scan's; they must agree.
     // Every rank opens the files for independent reads and checks its contiguous shard
     // (checksums, bad frames); the frames themselves are read per epoch (`TrainingFileSource`).
@@ -227,11 +265,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
     }
     if let resume {
         try trainer.restore(try CheckpointFile.read(path: resume))
-        ctx.log("resumed from \(resume) at step \(trainer.step) (epoch \(trainer.epoch))")
-    } else if !r.force {
-        for path in [r.outPath, checkpointPath] where FileManager.default.fileExists(atPath: path) {
-            throw DonutIOError(file: path, "exists; pass --force to overwrite (or --resume \(checkpointPath))")
-        }
+        ctx.log("resumed from \(resume) at step \(trainer.step) (epoch \(trainer.epoch)): the same inputs and settings, unfinished")
     }
     broadcastTrainingState(trainer, comm: comm)
     let batch = train.schedule.batchSize
@@ -255,7 +289,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         checkpoint: { t in
             guard comm.isRoot else { return }
             try CheckpointFile.write(t.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON), path: checkpointPath,
-                                     provenance: provenance, force: true)
+                                     provenance: provenance, force: true, run: run)
         },
         log: { rec in
             latest = String(format: "epoch %d  loss %.5f", rec.epoch, rec.train)
@@ -269,10 +303,26 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         ctx.log("stopped by signal after step \(trainer.step); checkpoint \(checkpointPath); continue with --resume \(checkpointPath)")
         return TrainOutcome(completed: false, steps: trainer.step)
     }
+    let wall = Date().timeIntervalSince(t0)
     if comm.isRoot {
         let model = trainer.checkpoint(configJSON: configJSON, trainingJSON: trainingJSON)
-        try CheckpointFile.write(model, path: r.outPath, provenance: provenance, force: r.force || resume != nil)
+        var finished = run
+        finished?.finished = true
+        try CheckpointFile.write(model, path: r.outPath, provenance: provenance, force: r.force || replace || resume != nil, run: finished)
         try writeLossLog(model.lossLog, path: TrainRequest.lossLogPath(out: r.outPath))
+        let heldOut = try heldOutMetrics(trainer, config: config, source: source, libraryOnly: supervised || mix >= 1 || usable.isEmpty)
+        let metrics = SweepPointMetrics(
+            heldOutFrames: heldOut.frames, heldOutPhysicsMAE: heldOut.physicsMAE, heldOutDeviance: heldOut.deviance,
+            groundTruthRMSE: heldOut.groundTruthRMSE,
+            validationLoss: model.lossLog.last(where: { $0.validation.isFinite })?.validation ?? .nan,
+            wallSeconds: wall, samplesPerSecond: Double((trainer.step - firstStep) * batch * comm.size) / max(wall, 1e-9),
+            steps: trainer.step)
+        try AtomicOutput.write(try metrics.json(), to: SweepPointMetrics.path(forModel: r.outPath), force: true)
+        if heldOut.frames > 0 {
+            ctx.log(String(format: "held-out frames: %d, physics MAE %.4g counts, reduced Poisson deviance %.4g%@", heldOut.frames,
+                           heldOut.physicsMAE, heldOut.deviance,
+                           heldOut.groundTruthRMSE.keys.sorted().map { String(format: ", RMSE %@ %.3g", $0, heldOut.groundTruthRMSE[$0]!) }.joined()))
+        }
     }
     ctx.log(String(format: "wrote %@ after %d steps in %.1f s", r.outPath, trainer.step, Date().timeIntervalSince(t0)))
     return TrainOutcome(completed: true, steps: trainer.step)
@@ -364,4 +414,66 @@ func writeLossLog(_ log: [LossRecord], path: String) throws {
     var text = "step,epoch,train_loss,validation_loss,decoder_mae,physics_mae\n"
     for r in log { text += "\(r.step),\(r.epoch),\(r.train),\(r.validation),\(r.decoderMAE),\(r.physicsMAE)\n" }
     try AtomicOutput.write(Data(text.utf8), to: path, force: true)
+}
+
+/// What decides a training's weights besides the content of its input files, one `key=value`
+/// per line (the training preset flattened to dotted keys, so a refusal can name what differs).
+func trainingRunSettings(_ r: TrainRequest) -> String {
+    func absolute(_ p: String) -> String { URL(fileURLWithPath: p).standardizedFileURL.path }
+    var lines = ["mode=\(r.supervised ? TrainingMode.nanobeamnn.rawValue : TrainingMode.donut.rawValue)",
+                 "method=\(r.method ?? "train")", "mix=\(r.mix)", "sync_batchnorm=\(r.syncBatchNorm)"]
+    for (i, scan) in r.scans.enumerated() {
+        for child in Mirror(reflecting: scan).children {
+            guard let label = child.label else { continue }
+            let value = label.lowercased().hasSuffix("path") ? ((child.value as? String).map(absolute) ?? "\(child.value)") : "\(child.value)"
+            lines.append("scans[\(i)].\(label)=\(value)")
+        }
+    }
+    if let library = r.libraryPath { lines.append("library=\(absolute(library))") }
+    if let base = r.initialModel { lines.append("base_model=\(absolute(base.path))") }
+    if let tree = try? JSONSerialization.jsonObject(with: Data(ConfigFile.json(of: r.training).utf8)) as? [String: Any] {
+        func flatten(_ prefix: String, _ value: Any) {
+            if let d = value as? [String: Any] {
+                for k in d.keys.sorted() { flatten(prefix.isEmpty ? k : prefix + "." + k, d[k]!) }
+            } else if let data = try? JSONSerialization.data(withJSONObject: value, options: [.fragmentsAllowed, .sortedKeys]) {
+                lines.append("\(prefix)=\(String(decoding: data, as: UTF8.self))")
+            }
+        }
+        flatten("", tree)
+    }
+    return lines.joined(separator: "\n")
+}
+
+/// The files whose content decides a training: its scans with their mask and monitor files,
+/// the library, the base model.
+func trainingRunInputs(_ r: TrainRequest) -> [String] {
+    var files: [String] = []
+    for scan in r.scans {
+        files.append(scan.path)
+        if case .file(let path, _) = scan.options.mask { files.append(path) }
+        if case .dataset(let file?, _) = scan.options.monitor { files.append(file) }
+    }
+    if let library = r.libraryPath { files.append(library) }
+    if let base = r.initialModel { files.append(base.path) }
+    return files
+}
+
+/// The trained network on the trainer's held-out (validation) measured frames, with ground-truth
+/// RMSE when every scan has ground truth. Library-only training has no measured held-out frames.
+func heldOutMetrics(_ trainer: Trainer, config: DonutConfig, source: TrainingFileSource, libraryOnly: Bool) throws -> HeldOutMetrics {
+    let ids = libraryOnly ? [] : trainer.validationIndices
+    var truth: [String: [Double]] = [:]
+    let maps = try source.scans.map { try $0.groundTruth() }
+    if !ids.isEmpty, maps.allSatisfy({ $0 != nil }) {
+        let names = maps.map { Set($0!.keys) }.reduce(Set(SweepSummary.groundTruthMaps)) { $0.intersection($1) }
+        for name in names {
+            truth[name] = ids.map { id -> Double in
+                let global = source.usable[id]
+                let s = source.firstFrame.lastIndex(where: { $0 <= global })!
+                return maps[s]![name]![global - source.firstFrame[s]]
+            }
+        }
+    }
+    return try HeldOutMetrics.evaluate(network: trainer.network, config: config, batch: trainer.training.schedule.batchSize,
+                                       count: ids.count, readFrames: { try source.measuredFrames(Array(ids[$0])) }, truth: truth)
 }

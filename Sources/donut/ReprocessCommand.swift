@@ -12,9 +12,12 @@ struct Reprocess: ParsableCommand {
         rank streams its frames in chunks: memory is a chunk, never a scan.
 
         <output folder>/reprocess-status.json says, per scan, pending / running / done / failed with the
-        reason; it is rewritten atomically after every scan. A rerun skips scans recorded as done whose
-        inputs and settings are unchanged (file sizes and times, method, model, refinement) and whose
-        result still exists; --force redoes everything. A scan that fails (missing or corrupt file, wrong
+        reason; it is rewritten atomically whenever an entry changes. A rerun leaves a scan done (and
+        writes nothing) when its settings and the CONTENT of its inputs (scan, model or library, mask;
+        a streamed hash, not modification times) are unchanged and its result is verified readable,
+        complete and identical to the one recorded; it redoes a scan whose inputs or settings changed
+        (replacing its own earlier result) or whose result was truncated or damaged, and refuses to
+        overwrite any other file without --force. --force redoes everything. A scan that fails (missing or corrupt file, wrong
         frame size, duplicate entry, unwritable output) is recorded and skipped while the others finish;
         the exit status is non-zero when any scan failed, after a summary.
         """)

@@ -13,7 +13,15 @@ struct Train: ParsableCommand {
         NanobeamNN (--supervised) trains the same encoder on library frames with MSE on scaled labels.
         A checkpoint is written atomically every schedule.checkpoint_every steps and on SIGTERM or
         SIGUSR1 (then the exit code is \(DonutExitCode.preempted.rawValue)); --resume continues to the same weights as
-        an uninterrupted run. The final model (a checkpoint) goes to --out, the loss log beside it (.csv).
+        an uninterrupted run. The final model (a checkpoint) goes to --out, the loss log beside it (.csv),
+        and the held-out metrics (physics MAE, reduced Poisson deviance, ground-truth RMSE on the
+        validation frames; wall time, samples/s) in <out>.metrics.json.
+
+        Reruns: models and checkpoints record the run's settings and the content of its inputs.
+        A finished model of the same settings and inputs is left alone (exit 0, nothing written);
+        a checkpoint is resumed (with or without --resume) only when it belongs to an unfinished run
+        of the same settings and inputs; a checkpoint or model of other settings is refused with the
+        differing keys named (--force starts afresh); a changed input (a repaired scan) trains again.
 
         Data-parallel under MPI (`mpirun -np N donut train …`, or srun): schedule.batch_size is the
         batch of each rank (global batch N·b); N ranks with batch b follow the same loss curve and

@@ -97,12 +97,19 @@ final class ReprocessTests: XCTestCase {
         XCTAssert(again.stderr.contains("2 skipped"), again.stderr)
         XCTAssertEqual(try FileManager.default.attributesOfItem(atPath: a)[.modificationDate] as? Date, before, "skipped, not rewritten")
         XCTAssertEqual(try status(dir).scans.map(\.state), [.done, .done, .failed, .failed, .failed, .failed])
-        // A changed input is redone… but never over an existing result without --force.
+        // A changed setting (refinement on) redoes the scan over its own earlier result…
         try "defaults: {method: fit, library: lib.h5}\nscans:\n  - path: a.h5\n    overrides: {physics_refine: true}\n"
             .write(to: dir.appendingPathComponent("m2.yaml"), atomically: true, encoding: .utf8)
         let changed = try donut(["reprocess", "--manifest", "m2.yaml", "--out-dir", "out"], in: dir)
-        XCTAssertNotEqual(changed.status, 0)
-        XCTAssert(changed.stderr.contains("pass --force"), changed.stderr)
+        assertSucceeded(changed, "a changed setting")
+        XCTAssert(changed.stderr.contains("changed since the result was made"), changed.stderr)
+        XCTAssertNotNil(try maps(dir, "out/a_maps.h5").sigmas["strain_sigma"], "redone with refinement")
+        // … but never overwrites a file that is not the result it recorded without --force.
+        try FileManager.default.removeItem(atPath: a)
+        try FileManager.default.copyItem(atPath: dir.appendingPathComponent("out/b_maps.h5").path, toPath: a)
+        let foreign = try donut(["reprocess", "--manifest", "m2.yaml", "--out-dir", "out"], in: dir)
+        XCTAssertNotEqual(foreign.status, 0)
+        XCTAssert(foreign.stderr.contains("a_maps.h5") && foreign.stderr.contains("pass --force"), foreign.stderr)
         let forced = try donut(["reprocess", "--manifest", "m.yaml", "--force"], in: dir)
         XCTAssert(forced.stderr.contains("2 done") && forced.stderr.contains("0 skipped"), forced.stderr)
         XCTAssertNotEqual(try FileManager.default.attributesOfItem(atPath: a)[.modificationDate] as? Date, before, "redone")

@@ -127,7 +127,12 @@ final class TrainInferTests: XCTestCase {
         assertSucceeded(try donut(["train", "--scan", "scan.h5", "--training", "nodrop.yaml", "--out", "nodrop.h5"], in: dir), "train without dropout")
         assertFailed(try donut(["infer", "--model", "nodrop.h5", "--scan", "scan.h5", "--out", "m3.h5", "--mc-samples", "5"], in: dir),
                      naming: ["nodrop.h5", "network.dropout", "--physics-refine"])
-        // An existing model is not overwritten without --force.
-        assertFailed(try donut(["train", "--scan", "scan.h5", "--training", training, "--out", "model.h5"], in: dir), naming: ["model.h5", "--force"])
+        // An existing model is not overwritten without --force: the same training has nothing to
+        // do (exit 0), another one is refused.
+        let again = try donut(["train", "--scan", "scan.h5", "--training", training, "--out", "model.h5"], in: dir)
+        assertSucceeded(again, "the same training again")
+        XCTAssert(again.stderr.contains("nothing to do"), again.stderr)
+        assertFailed(try donut(["train", "--scan", "scan.h5", "--training", "nodrop.yaml", "--out", "model.h5"], in: dir),
+                     naming: ["model.h5", "other settings", "--force"])
     }
 }

@@ -191,7 +191,7 @@ final class RerunTests: XCTestCase {
         let ck = dir.appendingPathComponent("model.checkpoint.h5").path
         try Data(repeating: 1, count: 4000).write(to: URL(fileURLWithPath: scan))
         func run(_ settings: String, finished: Bool = false) throws -> TrainingRun {
-            TrainingRun(settingsText: settings, inputs: try TrainingRun.inputs([scan], reusing: []), finished: finished)
+            TrainingRun(settingsText: "preset=" + settings, inputs: try TrainingRun.inputs([scan], reusing: []), finished: finished)
         }
         let current = try run("preset A")
         XCTAssertEqual(TrainingRerun.decide(current: current, out: out, checkpoint: ck, resume: nil, force: false), .fresh(replace: false, why: ""))
@@ -203,7 +203,7 @@ final class RerunTests: XCTestCase {
         guard case .refuse(ck, let message) = TrainingRerun.decide(current: try run("preset B"), out: out, checkpoint: ck, resume: ck, force: false) else {
             return XCTFail("a checkpoint of other settings is not resumed")
         }
-        XCTAssert(message.contains("preset A") && message.contains("preset B") && message.contains("--force"), message)
+        XCTAssert(message.contains("preset: preset A → preset B") && message.contains("--force"), message)
         guard case .fresh(replace: true, _) = TrainingRerun.decide(current: try run("preset B"), out: out, checkpoint: ck, resume: ck, force: true) else {
             return XCTFail("--force starts afresh")
         }

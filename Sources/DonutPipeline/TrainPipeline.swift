@@ -182,7 +182,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
             do {
                 let (reader, mine, checksum) = try ctx.agreeing { () throws -> (ScanReader, [Double], UInt64) in
                     var probe = try config ?? baseConfig ?? scanConfig(scanPath)
-                    if let roi = scan.roi { probe.instrument.roi = roi }
+                    if let roi = scan.options.roi ?? scan.roi { probe.instrument.roi = roi }  // the model records the ROI it was trained on
                     let reader = try ScanReader(path: scanPath, dataset: scan.dataset, config: probe, scanShape: scan.scanShape, options: scan.options)
                     do {
                         if let json = reader.configJSON {

@@ -308,3 +308,34 @@ final class ResultScanSummaryTests: XCTestCase {
         XCTAssertEqual(try f.readString("/entry/scan_order"), "scatter")
     }
 }
+
+final class RawDetectorDTypeTests: XCTestCase {
+    /// Each dtype's sentinel (uint8 255, int32 2³¹ − 1), negative values (int32 −1) and
+    /// NaN/∞ (float32) are excluded by readBlock; readFrames passes values on as stored.
+    func testSentinelsNegativeAndNaNAreExcluded() throws {
+        let folder = makeScratchFolder(self)
+        func check<T: H5Numeric>(_ name: String, _ bad: [T], _ fill: T, type: H5ElementType, expectSentinel: Double?) throws {
+            let path = folder.appendingPathComponent("\(name).h5").path
+            var frames = [T](repeating: fill, count: 2 * 12 * 10)
+            // Frame 1: bad values at raw (y 2, x 1), (y 4, x 3), (y 9, x 8) → model (0,0), (1,1), (3,3).
+            for (v, (y, x)) in zip(bad, [(2, 1), (4, 3), (9, 8)]) { frames[(12 + y) * 10 + x] = v }
+            let f = try H5File.create(path)
+            try f.createGroup("/entry"); try f.createGroup("/entry/data")
+            let d = try f.createDataset("/entry/data/data", type: type, shape: [2, 12, 10])
+            try frames.withUnsafeBufferPointer { try d.write($0) }
+            try d.close(); try f.close()
+            let reader = try ScanReader(path: path, config: rawConfig(), scanShape: (1, 2))
+            XCTAssertEqual(reader.sentinel, expectSentinel, name)
+            let block = try reader.readBlock(0..<2)
+            let w = try XCTUnwrap(block.weights, name)
+            let zeros = w.indices.filter { w[$0] == 0 }
+            XCTAssertEqual(zeros, [16 + 0, 16 + 5, 16 + 15].prefix(bad.count).map { $0 }, name)
+            XCTAssert(zeros.allSatisfy { block.counts[$0] == 0 }, name)
+            XCTAssert(block.counts.allSatisfy { $0.isFinite && $0 >= 0 }, name)
+            XCTAssertFalse(try reader.readFrames(1..<2).allSatisfy { $0.isFinite && $0 >= 0 && $0 < 100 }, "\(name): readFrames keeps stored values")
+        }
+        try check("u8", [UInt8(255)], UInt8(3), type: .uint8, expectSentinel: 255)
+        try check("i32", [Int32(-1), Int32.max], Int32(3), type: .int32, expectSentinel: 2147483647)
+        try check("f32", [Float.nan, -2, .infinity], Float(3), type: .float32, expectSentinel: nil)
+    }
+}

@@ -27,7 +27,7 @@ donut_meaning() {
         0) echo "done (or already done: nothing to do)" ;;
         1) echo "internal error (a bug: please report it with this log)" ;;
         2) echo "bad input or usage, refused before any computation (the message above names the file and field)" ;;
-        3) echo "some scans failed, the others are done (the status file gives each failure's reason)" ;;
+        3) echo "some scans or sweep points failed, the others are done (the status file or the log gives each failure's reason)" ;;
         75) echo "preempted: a checkpoint was written; resubmitting resumes from it" ;;
         127) echo "donut binary not found" ;;
         *) if (( $1 > 128 )); then echo "killed by signal $(( $1 - 128 ))"; else echo "unexpected exit code"; fi ;;
@@ -39,7 +39,7 @@ donut_meaning() {
 # Sets DONUT_STATUS (never exits: the caller decides, usually with donut_exit).
 donut_mpi() {
     DONUT_STATUS=0
-    echo "donut-$DONUT_STAGE job $SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ (array task $SLURM_ARRAY_TASK_ID)}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT} on $(hostname -s): $DONUT_LAUNCH $DONUT $*" >&2
+    echo "donut-$DONUT_STAGE job $SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ (array $SLURM_ARRAY_JOB_ID, task $SLURM_ARRAY_TASK_ID)}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT} on $(hostname -s): $DONUT_LAUNCH $DONUT $*" >&2
     $DONUT_LAUNCH "$DONUT" "$@" || DONUT_STATUS=$?
 }
 

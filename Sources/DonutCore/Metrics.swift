@@ -29,3 +29,7 @@ public enum MapMetrics {
 
 /// Code version written into every result's provenance.
 public let donutVersion = "0.1.0"
+
+/// Frames per batch of the correlation fit and the encoder when none is given: one GEMM of
+/// 256 × 4096 per library chunk or layer, large enough to run at the BLAS rate.
+public let defaultFramesPerBatch = 256

@@ -92,3 +92,7 @@ func writeAtomically(_ output: AtomicOutput, _ body: (H5File) throws -> Void) th
 
 /// Where every Donut file (scan, library, result, model) records its config as JSON.
 public let configDataset = "/entry/process/config/data"
+
+/// Where a scan holds its frames unless told otherwise (NXdata default of NeXus files and
+/// of `donut simulate scan`).
+public let defaultFramesDataset = "/entry/data/data"

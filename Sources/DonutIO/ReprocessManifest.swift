@@ -86,8 +86,8 @@ public struct ReprocessManifest: StrictConfig {
     }
 
     public static var schemaExample: ReprocessManifest {
-        let all = Settings(method: "donut", model: "model.h5", library: "lib.h5", dataset: "/entry/data/data",
-                           roi: DetectorROI(x: 0, y: 0, width: 64, height: 64), physicsRefine: false, refineIterations: PhysicsRefinement.defaultMaxIterations, batch: 256,
+        let all = Settings(method: "donut", model: "model.h5", library: "lib.h5", dataset: defaultFramesDataset,
+                           roi: DetectorROI(x: 0, y: 0, width: 64, height: 64), physicsRefine: false, refineIterations: PhysicsRefinement.defaultMaxIterations, batch: defaultFramesPerBatch,
                            mask: "auto", monitor: "auto", scanOrder: "raster", hotPixelThreshold: 1e6)
         return ReprocessManifest(outputDir: "results", defaults: all,
                                  scans: [Scan(path: "scan.h5", scanShape: "64x64", output: "scan_maps.h5", overrides: all)])
@@ -178,10 +178,10 @@ public struct ReprocessManifest: StrictConfig {
             let output = URL(fileURLWithPath: outDir).appendingPathComponent(scan.output ?? "\(stem)_maps.h5").path
             let method = s.method ?? "donut"
             var job = ReprocessJob(index: i, name: "scans[\(i)] \(scan.path)", scanPath: path,
-                                   dataset: s.dataset ?? "/entry/data/data", scanShape: scan.scanShape.flatMap(parseScanShape),
+                                   dataset: s.dataset ?? defaultFramesDataset, scanShape: scan.scanShape.flatMap(parseScanShape),
                                    method: method, modelPath: (method == "donut" ? s.model : s.library).map { resolve($0, against: base) } ?? "",
                                    roi: s.roi, refineIterations: (s.physicsRefine ?? false) ? (s.refineIterations ?? PhysicsRefinement.defaultMaxIterations) : nil,
-                                   batch: s.batch ?? 256, outputPath: output, duplicateOf: nil)
+                                   batch: s.batch ?? defaultFramesPerBatch, outputPath: output, duplicateOf: nil)
             // Mask and monitor files are relative to the manifest's folder, like every path in it.
             var options = ScanReadOptions(hotPixelThreshold: s.hotPixelThreshold, scanOrder: s.scanOrder.flatMap(ScanOrder.init(rawValue:)))
             switch s.mask.map(MaskSource.parse) ?? .auto {

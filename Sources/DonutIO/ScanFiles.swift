@@ -89,7 +89,7 @@ public final class ScanReader {
     /// under /entry, then 1-D datasets of /entry/measurement named *mon*, i0 or io).
     public static let monitorSearch = ["/entry/instrument/monitor/data", "/entry/monitor/data", "/entry/control/data"]
 
-    public init(path: String, dataset: String = "/entry/data/data", config: DonutConfig,
+    public init(path: String, dataset: String = defaultFramesDataset, config: DonutConfig,
                 comm: Communicator? = nil, scanShape: (rows: Int, cols: Int)? = nil,
                 options: ScanReadOptions = ScanReadOptions()) throws {
         try options.validate()
@@ -131,8 +131,8 @@ public final class ScanReader {
             source = .hdf5(f, d)
             self.dataset = dataset
             objectName = dataset
-            if f.exists("/entry/process/config/data") {
-                configJSON = try f.readString("/entry/process/config/data")
+            if f.exists(configDataset) {
+                configJSON = try f.readString(configDataset)
             }
             axisPositions = try Self.readPositions(f)
         }
@@ -657,7 +657,7 @@ public enum ScanWriter {
                              force: Bool = false) throws {
         let n = layout.frameCount
         guard frames.count == n * frameSize * frameSize else {
-            throw DonutIOError.dataset(path, "/entry/data/data", "\(frames.count) values given for \(layout.rows)×\(layout.cols) frames of \(frameSize)×\(frameSize)")
+            throw DonutIOError.dataset(path, defaultFramesDataset, "\(frames.count) values given for \(layout.rows)×\(layout.cols) frames of \(frameSize)×\(frameSize)")
         }
         guard layout.y.count == layout.rows, layout.x.count == layout.cols else {
             throw DonutIOError.dataset(path, "/entry/data/y", "layout axes y (\(layout.y.count)) and x (\(layout.x.count)) do not match \(layout.rows)×\(layout.cols)")
@@ -677,7 +677,7 @@ public enum ScanWriter {
             try f.writeRootAndEntry(kind: "scan", entryDefault: "data")
             try f.createGroup("/entry/data", nxClass: "NXdata")
             try f.setAttribute("signal", "data", on: "/entry/data")
-            try f.writeDataset("/entry/data/data", frames, shape: [layout.rows, layout.cols, frameSize, frameSize], units: "counts")
+            try f.writeDataset(defaultFramesDataset, frames, shape: [layout.rows, layout.cols, frameSize, frameSize], units: "counts")
             if layout.axisUnits == "um" {
                 try f.writeDataset("/entry/data/y", layout.y, shape: [layout.rows], units: "um")
                 try f.writeDataset("/entry/data/x", layout.x, shape: [layout.cols], units: "um")

@@ -16,7 +16,7 @@ public struct FitRequest {
     /// Levenberg–Marquardt iterations of the per-frame physics refinement; nil: no refinement.
     public var refineIterations: Int?
 
-    public init(scan: ScanInput, libraryPath: String, outputs: MapOutputs, batch: Int = 256, refineIterations: Int? = nil) {
+    public init(scan: ScanInput, libraryPath: String, outputs: MapOutputs, batch: Int = defaultFramesPerBatch, refineIterations: Int? = nil) {
         self.scan = scan; self.libraryPath = libraryPath; self.outputs = outputs; self.batch = batch
         self.refineIterations = refineIterations
     }

@@ -24,7 +24,7 @@ public struct InferRequest {
     /// The streamed chunk when none is given: 4096 frames of 64×64 Float = 64 MiB.
     public static let defaultChunkFrames = 4096
 
-    public init(modelPath: String, scan: ScanInput, outputs: MapOutputs, batch: Int = 256, mcSamples: Int = 0,
+    public init(modelPath: String, scan: ScanInput, outputs: MapOutputs, batch: Int = defaultFramesPerBatch, mcSamples: Int = 0,
                 refineIterations: Int? = nil, chunkFrames: Int = InferRequest.defaultChunkFrames) {
         self.modelPath = modelPath; self.scan = scan; self.outputs = outputs; self.batch = batch
         self.mcSamples = mcSamples; self.refineIterations = refineIterations; self.chunkFrames = chunkFrames

@@ -65,7 +65,7 @@ public struct ScanInput {
     public var options: ScanReadOptions
 
     /// The frames' dataset when none is named.
-    public static let defaultDataset = "/entry/data/data"
+    public static let defaultDataset = defaultFramesDataset
 
     public init(path: String, dataset: String = ScanInput.defaultDataset, scanShape: (rows: Int, cols: Int)? = nil, roi: DetectorROI? = nil,
                 options: ScanReadOptions = ScanReadOptions()) {

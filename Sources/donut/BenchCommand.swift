@@ -114,7 +114,9 @@ struct BenchLibrary: ParsableCommand {
 }
 
 struct BenchFit: ParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "fit", abstract: "Correlation fit ms/frame vs this machine's sgemm floor (2·4096·N_library FLOP per frame).")
+    static let configuration = CommandConfiguration(
+        commandName: "fit", abstract: "Correlation fit ms/frame vs this machine's sgemm floor (2·4096·N_library FLOP per frame).",
+        usage: "donut bench fit [<options>]")
     @Option(help: "Steps per library axis.") var steps = 41
     @Option(help: "Frames to fit.") var frames = 512
     @Option(help: "Frames per batch.") var batch = 256
@@ -197,10 +199,11 @@ struct BenchSmoothVsBox: ParsableCommand {
 struct BenchRefine: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "refine", abstract: "Per-frame physics refinement frames/s (Poisson LM, analytic Jacobian).",
+        usage: "donut bench refine [<options>]",
         discussion: """
-        Frames of the domains phantom at --peak photons under the smooth model, refined from starts
-        offset by (3e-4, 0.003°, −0.005°) from the truth, on one thread and on all BLAS threads (fixed
-        frame partition). Also times one pattern + Jacobian on the reference path (Double, per-element
+        Frames of the domains phantom at --peak photons under the smooth model, refined from starts \
+        offset by (3e-4, 0.003°, −0.005°) from the truth, on one thread and on all BLAS threads (fixed \
+        frame partition). Also times one pattern + Jacobian on the reference path (Double, per-element \
         exp/sin) and on the fast path refinement uses (Float, recurrences), in the same run.
         """)
     @Option(help: "Frames to refine.") var frames = 1024

@@ -12,13 +12,14 @@ struct BenchScaling: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scaling",
         abstract: "Data-parallel training: samples/s on the launched ranks, allreduce share and bytes per step, efficiency model at 8/64/512 ranks.",
+        usage: "donut bench scaling [<options>]   (under mpirun -np N)",
         discussion: """
         Run it once per rank count and compare (scripts/bench-scaling does np = 1 and 2):
           OPENBLAS_NUM_THREADS=1 mpirun -np 2 .build/release/donut bench scaling
-        The model: a step is compute T_c (measured on this rank) plus a ring allreduce of the
-        S-byte buffer, 2(n − 1)/n·S/B + 2(n − 1)·α, plus (synchronised BatchNorm) 3 small
-        allreduces per BatchNorm layer at 2·log₂(n)·α each; no overlap of communication with
-        compute (as implemented). T_c is this run's CPU time per step outside reductions (the
+        The model: a step is compute T_c (measured on this rank) plus a ring allreduce of the \
+        S-byte buffer, 2(n − 1)/n·S/B + 2(n − 1)·α, plus (synchronised BatchNorm) 3 small \
+        allreduces per BatchNorm layer at 2·log₂(n)·α each; no overlap of communication with \
+        compute (as implemented). T_c is this run's CPU time per step outside reductions (the \
         wall time on cores nobody else uses). Efficiency = T_c / step time. See docs/scaling.md.
         """)
     @Option(help: "Frames per step on each rank.") var batch = 16

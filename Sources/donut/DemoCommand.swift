@@ -6,11 +6,12 @@ import DonutPipeline
 struct Demo: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the whole chain on a built-in example: library, phantom scan, correlation fit, accuracy table.",
+        usage: "donut demo [--out-dir <dir>] [--epochs <epochs>] [<options>]",
         discussion: """
-        Simulates a box-model library over the published ranges, a scan of the published
-        `paper` phantom at 7 photons peak with Poisson noise, fits it with the correlation
-        method, trains DONUT on the scan's own frames (no labels) for --epochs, infers, writes
-        NeXus maps and PNG quick-looks into --out-dir, and prints the error of each method's
+        Simulates a box-model library over the published ranges, a scan of the published \
+        `paper` phantom at 7 photons peak with Poisson noise, fits it with the correlation \
+        method, trains DONUT on the scan's own frames (no labels) for --epochs, infers, writes \
+        NeXus maps and PNG quick-looks into --out-dir, and prints the error of each method's \
         maps against the ground truth.
         """)
 

@@ -1,11 +1,13 @@
 import ArgumentParser
+import DonutCore
 import DonutPipeline
 
 struct Infer: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Maps from a trained model (DONUT or NanobeamNN): strain, tilts[, thickness], residual, valid[, *_sigma].",
+        usage: "donut infer --model <model.h5> --scan <scan.h5> --out <maps.h5>\n[<options>]",
         discussion: """
-        Ranks split the frames; each reads only its block and all write one NeXus file collectively.
+        Ranks split the frames; each reads only its block and all write one NeXus file collectively. \
         --mc-samples N adds MC-dropout standard deviations (*_sigma maps) from N passes with dropout on.
         """)
 
@@ -13,7 +15,7 @@ struct Infer: ParsableCommand {
     @OptionGroup(title: "Input") var scan: ScanOptions
     @OptionGroup(title: "Output") var output: OutputOptions
     @Flag(inversion: .prefixedNo, help: "Write a PNG quick-look per map beside the output.") var quicklook = true
-    @Option(help: "Frames per batch.") var batch = 256
+    @Option(help: "Frames per batch.") var batch = defaultFramesPerBatch
     @Option(help: "MC-dropout passes for *_sigma maps (0: none; 30 is typical).") var mcSamples = 0
     @OptionGroup(title: "Refinement") var refinement: RefinementOptions
 
@@ -23,14 +25,14 @@ struct Infer: ParsableCommand {
         guard mcSamples == 0 || !refinement.physicsRefine else {
             throw ValidationError("--mc-samples and --physics-refine both write *_sigma maps: choose one")
         }
-        _ = try scan.shape
+        try scan.require()
     }
 
     @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
 
     func run() throws {
         try RunContext.run(quiet: progressOptions.quiet) { ctx in
-            try inferScan(ctx, InferRequest(modelPath: model, scan: try scan.input,
+            try inferScan(ctx, InferRequest(modelPath: model, scan: try scan.required,
                                             outputs: MapOutputs(path: output.path, force: output.force, quickLooks: quicklook),
                                             batch: batch, mcSamples: mcSamples, refineIterations: refinement.iterations))
         }

@@ -3,6 +3,7 @@ import Foundation
 import DonutPhysics
 import DonutIO
 import DonutCore
+import DonutPipeline
 
 /// Which configuration to use: a YAML file, or the published preset built in.
 struct ConfigOptions: ParsableArguments {
@@ -60,4 +61,37 @@ struct RefinementOptions: ParsableArguments {
     }
     /// Iterations when refinement is on, else nil.
     var iterations: Int? { physicsRefine ? refineIterations : nil }
+}
+
+/// Which scan to read and how: the options of every command that reads one scan. A new
+/// scan-input option goes here and into `ScanInput` (what the pipelines take).
+struct ScanOptions: ParsableArguments {
+    @Option(name: .customLong("scan"), help: ArgumentHelp("Scan file (HDF5 or .npy).", valueName: "scan.h5"))
+    var path: String?
+    @Option(help: "Dataset holding the frames (HDF5).") var dataset = ScanInput.defaultDataset
+    @Option(help: ArgumentHelp("Scan shape for 3-D (N, H, W) frames, as ROWSxCOLS.", valueName: "rowsxcols"))
+    var scanShape: String?
+    @OptionGroup(title: "Raw detector files") var read: ScanReadFlags
+
+    func validate() throws { _ = try shape }
+
+    /// "64x64" → (64, 64); nil without --scan-shape.
+    var shape: (rows: Int, cols: Int)? {
+        get throws {
+            guard let s = scanShape else { return nil }
+            guard let shape = parseScanShape(s) else { throw ValidationError("--scan-shape must look like 64x64 (got '\(s)')") }
+            return shape
+        }
+    }
+
+    /// The scan as the pipelines take it; nil without --scan.
+    var input: ScanInput? {
+        get throws { try path.map { ScanInput(path: $0, dataset: dataset, scanShape: try shape, options: try read.options) } }
+    }
+
+    /// For commands that cannot run without a scan: refuses a missing --scan (in `validate`).
+    func require() throws {
+        guard path != nil else { throw ValidationError("Missing expected argument '--scan <scan.h5>'") }
+    }
+    var required: ScanInput { get throws { try require(); return try input! } }
 }

@@ -4,20 +4,21 @@ import DonutPipeline
 struct Refine: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Post-experiment refinement: fine-tune a trained DONUT model on all scans of a manifest (+ simulated frames), then re-infer every scan.",
+        usage: "donut refine --model <model.h5> --manifest <scans.yaml>\n--out <refined.h5> [<options>]",
         discussion: """
-        Starts from --model's weights and BatchNorm statistics with its training preset (network, loss,
-        optimiser, schedule), a fresh AdamW state (step 0) and --epochs passes (default 5) over the usable
-        frames of every manifest scan. --augment F draws a fraction F of every batch from Poisson-noised
-        library frames (train's --mix). The model, the library and every scan must be for the same
-        instrument (the error names the file and the differing config keys). A scan that cannot be opened
+        Starts from --model's weights and BatchNorm statistics with its training preset (network, loss, \
+        optimiser, schedule), a fresh AdamW state (step 0) and --epochs passes (default 5) over the usable \
+        frames of every manifest scan. --augment F draws a fraction F of every batch from Poisson-noised \
+        library frames (train's --mix). The model, the library and every scan must be for the same \
+        instrument (the error names the file and the differing config keys). A scan that cannot be opened \
         or has no usable frame is logged and left out of training (its re-inference then fails in the status).
 
-        Training is `donut train`'s (data-parallel under mpirun/srun, checkpoints every
-        schedule.checkpoint_every steps and on SIGTERM/SIGUSR1 with exit code \(DonutExitCode.preempted.rawValue), --resume).
-        The refined model goes to --out (atomic; provenance names the base model), then every scan is
-        re-inferred with it exactly as `donut reprocess` does (status file, failed scans skipped, --force)
-        into --out-dir (default: <out>_maps beside the model, so the base model's maps stay). The manifest's
-        per-scan method and model are replaced by the refined model; dataset, scan_shape, roi, batch and
+        Training is `donut train`'s (data-parallel under mpirun/srun, checkpoints every \
+        schedule.checkpoint_every steps and on SIGTERM/SIGUSR1 with exit code \(DonutExitCode.preempted.rawValue), --resume). \
+        The refined model goes to --out (atomic; provenance names the base model), then every scan is \
+        re-inferred with it exactly as `donut reprocess` does (status file, failed scans skipped, --force) \
+        into --out-dir (default: <out>_maps beside the model, so the base model's maps stay). The manifest's \
+        per-scan method and model are replaced by the refined model; dataset, scan_shape, roi, batch and \
         physics_refine are kept. See docs/training.md.
         """)
 
@@ -37,7 +38,7 @@ struct Refine: ParsableCommand {
     var physicsRefine = false
     @Option(help: ArgumentHelp("Checkpoint file (default: <out>.checkpoint.h5).", valueName: "ck.h5")) var checkpoint: String?
     @Option(help: ArgumentHelp("Continue the fine-tuning from this checkpoint.", valueName: "ck.h5")) var resume: String?
-    @OptionGroup(title: "Raw detector files (over the manifest's roi, mask, monitor, scan_order, hot_pixel_threshold)") var read: ScanReadFlags
+    @OptionGroup(title: "Raw detector files (these win over the manifest's keys)") var read: ScanReadFlags
     @Flag(help: "Data-parallel: BatchNorm statistics over the global batch (all ranks) instead of each rank's batch.")
     var syncBatchnorm = false
     @Option(help: "Frames per streamed chunk and rank when re-inferring.") var chunk = InferRequest.defaultChunkFrames

@@ -14,10 +14,11 @@ struct SimulateLibrary: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "library",
         abstract: "Simulate the library of patterns over the config's parameter grid (ranks split the entries).",
+        usage: "donut simulate library --out <lib.h5> [--config <file.yaml>] [<options>]",
         discussion: """
-        Writes /entry/library/patterns (nε, nω, nχ[, nt], H, W) float32, the axes and the config.
-        Each rank computes a contiguous slab of entries and writes it collectively; the file is
-        the same for any number of ranks. Memory per rank stays bounded: slabs are written in
+        Writes /entry/library/patterns (nε, nω, nχ[, nt], H, W) float32, the axes and the config. \
+        Each rank computes a contiguous slab of entries and writes it collectively; the file is \
+        the same for any number of ranks. Memory per rank stays bounded: slabs are written in \
         chunks of --chunk entries.
         """)
 
@@ -52,9 +53,10 @@ struct SimulateScan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scan",
         abstract: "Simulate a scan of a phantom: frames, ground-truth maps and the config.",
+        usage: "donut simulate scan --out <scan.h5> [--config <file.yaml>] [<options>]",
         discussion: """
-        Frames are the forward model at each pixel's parameters, scaled to a peak of
-        noise.peak_photons (or --peak) and Poisson-sampled with a per-frame random stream, so
+        Frames are the forward model at each pixel's parameters, scaled to a peak of \
+        noise.peak_photons (or --peak) and Poisson-sampled with a per-frame random stream, so \
         the same seed gives the same scan. Written by rank 0.
         """)
 

@@ -19,10 +19,10 @@ struct SweepPlan: ParsableCommand {
         commandName: "plan",
         abstract: "Write one training preset per point of a sweep definition (grid or random search).",
         discussion: """
-        Every point's preset is checked by the strict loader before anything is written, so a
-        misspelt key or a bad value fails here, not hours later on the cluster. Writes
-        <out-dir>/run-NNN/train.yaml, <out-dir>/points.tsv (index, then one column per key) and
-        <out-dir>/plan.json, and prints the sbatch line for slurm/sweep.sbatch (one array task per
+        Every point's preset is checked by the strict loader before anything is written, so a \
+        misspelt key or a bad value fails here, not hours later on the cluster. Writes \
+        <out-dir>/run-NNN/train.yaml, <out-dir>/points.tsv (index, then one column per key) and \
+        <out-dir>/plan.json, and prints the sbatch line for slurm/sweep.sbatch (one array task per \
         points_per_task points).
         """)
     @Option(help: ArgumentHelp("Sweep definition (YAML: base, grid — or random and ranges).", valueName: "sweep.yaml")) var definition: String
@@ -47,12 +47,12 @@ struct SweepRun: ParsableCommand {
         commandName: "run",
         abstract: "Train the points of one array task of a planned sweep.",
         discussion: """
-        Task T trains points T·K … T·K+K−1 (K = points per task of the plan) one after another,
-        each into <out-dir>/run-NNN/model.h5 with its checkpoint, loss log and held-out metrics
-        (model.metrics.json) beside it. Reruns are safe: a finished point is left alone (nothing
-        rewritten), an interrupted one resumes from its checkpoint, a point whose scan changed is
-        trained again; a failing point is recorded in run-NNN/status.json and the next one runs
-        (exit status \(DonutExitCode.scansFailed.rawValue) when any failed). SIGTERM/SIGUSR1: the running point
+        Task T trains points T·K … T·K+K−1 (K = points per task of the plan) one after another, \
+        each into <out-dir>/run-NNN/model.h5 with its checkpoint, loss log and held-out metrics \
+        (model.metrics.json) beside it. Reruns are safe: a finished point is left alone (nothing \
+        rewritten), an interrupted one resumes from its checkpoint, a point whose scan changed is \
+        trained again; a failing point is recorded in run-NNN/status.json and the next one runs \
+        (exit status \(DonutExitCode.scansFailed.rawValue) when any failed). SIGTERM/SIGUSR1: the running point \
         checkpoints and the command exits \(DonutExitCode.preempted.rawValue).
         """)
     @Option(help: ArgumentHelp("Folder of the planned sweep.", valueName: "dir")) var outDir: String
@@ -101,10 +101,10 @@ struct SweepSummaryCommand: ParsableCommand {
         commandName: "summary",
         abstract: "Rank the finished points of a sweep; write summary.csv, summary.md and a PNG per swept key.",
         discussion: """
-        Points are ranked by --rank-by (default held_out_deviance: the mean reduced Poisson
-        deviance of the held-out frames, comparable whatever loss weights are swept; the
-        validation loss Σ w_k·L_k is not). Metrics: \(SweepSummary.metricNames.joined(separator: ", ")).
-        Failed, unfinished and not started points are listed with their reason. Files with the
+        Points are ranked by --rank-by (default held_out_deviance: the mean reduced Poisson \
+        deviance of the held-out frames, comparable whatever loss weights are swept; the \
+        validation loss Σ w_k·L_k is not). Metrics: \(SweepSummary.metricNames.joined(separator: ", ")). \
+        Failed, unfinished and not started points are listed with their reason. Files with the \
         same content are left alone; files with other content need --force.
         """)
     @Option(help: ArgumentHelp("Folder of the runs (as given to plan).", valueName: "dir")) var outDir: String

@@ -8,32 +8,32 @@ struct Train: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Train DONUT (unsupervised, through the physics) or NanobeamNN (--supervised, on library labels).",
         discussion: """
-        DONUT trains on the scan's own frames (no labels), on simulated library frames, or on both
-        (--library with --mix F: a fraction F of every batch is Poisson-noised library frames).
-        NanobeamNN (--supervised) trains the same encoder on library frames with MSE on scaled labels.
-        A checkpoint is written atomically every schedule.checkpoint_every steps and on SIGTERM or
-        SIGUSR1 (then the exit code is \(DonutExitCode.preempted.rawValue)); --resume continues to the same weights as
-        an uninterrupted run. The final model (a checkpoint) goes to --out, the loss log beside it (.csv),
-        and the held-out metrics (physics MAE, reduced Poisson deviance, ground-truth RMSE on the
+        DONUT trains on the scan's own frames (no labels), on simulated library frames, or on both \
+        (--library with --mix F: a fraction F of every batch is Poisson-noised library frames). \
+        NanobeamNN (--supervised) trains the same encoder on library frames with MSE on scaled labels. \
+        A checkpoint is written atomically every schedule.checkpoint_every steps and on SIGTERM or \
+        SIGUSR1 (then the exit code is \(DonutExitCode.preempted.rawValue)); --resume continues to the same weights as \
+        an uninterrupted run. The final model (a checkpoint) goes to --out, the loss log beside it (.csv), \
+        and the held-out metrics (physics MAE, reduced Poisson deviance, ground-truth RMSE on the \
         validation frames; wall time, samples/s) in <out>.metrics.json.
 
-        Reruns: models and checkpoints record the run's settings and the content of its inputs.
-        A finished model of the same settings and inputs is left alone (exit 0, nothing written);
-        a checkpoint is resumed (with or without --resume) only when it belongs to an unfinished run
-        of the same settings and inputs; a checkpoint or model of other settings is refused with the
+        Reruns: models and checkpoints record the run's settings and the content of its inputs. \
+        A finished model of the same settings and inputs is left alone (exit 0, nothing written); \
+        a checkpoint is resumed (with or without --resume) only when it belongs to an unfinished run \
+        of the same settings and inputs; a checkpoint or model of other settings is refused with the \
         differing keys named (--force starts afresh); a changed input (a repaired scan) trains again.
 
-        Data-parallel under MPI (`mpirun -np N donut train …`, or srun): schedule.batch_size is the
-        batch of each rank (global batch N·b); N ranks with batch b follow the same loss curve and
-        reach the same weights as one rank with batch N·b (to rounding). Rank 0's initial weights
-        are broadcast; each rank reads only its share of every epoch's frames (and of the library
-        entries it simulates); the gradients, loss terms and stop flag are summed in one allreduce
-        per step. BatchNorm is per-rank by default (each rank's batch, running statistics averaged
-        every step); --sync-batchnorm uses the statistics of the global batch (the exact
+        Data-parallel under MPI (`mpirun -np N donut train …`, or srun): schedule.batch_size is the \
+        batch of each rank (global batch N·b); N ranks with batch b follow the same loss curve and \
+        reach the same weights as one rank with batch N·b (to rounding). Rank 0's initial weights \
+        are broadcast; each rank reads only its share of every epoch's frames (and of the library \
+        entries it simulates); the gradients, loss terms and stop flag are summed in one allreduce \
+        per step. BatchNorm is per-rank by default (each rank's batch, running statistics averaged \
+        every step); --sync-batchnorm uses the statistics of the global batch (the exact \
         one-rank equivalent). Rank 0 logs and writes checkpoints. See docs/training.md.
         """)
 
-    @OptionGroup(title: "Input") var scanOptions: OptionalScanOptions
+    @OptionGroup(title: "Input") var scanOptions: ScanOptions
     @Option(help: ArgumentHelp("Simulated library (needed with --supervised or --mix).", valueName: "lib.h5")) var library: String?
     @Option(help: "Fraction of every batch drawn from the library (0…1).") var mix: Double = 0
     @Flag(help: "NanobeamNN: supervised training on library frames and labels.") var supervised = false
@@ -46,11 +46,14 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue from this checkpoint.", valueName: "ck.h5")) var resume: String?
     @Flag(help: "Data-parallel: BatchNorm statistics over the global batch (all ranks) instead of each rank's batch.")
     var syncBatchnorm = false
-    @Flag(help: "Data-parallel debug: check after every step that all ranks hold identical weights (abort otherwise).")
+    // Debug and test options: hidden from --help (docs/training.md describes them).
+    @Flag(help: ArgumentHelp("Data-parallel debug: check after every step that all ranks hold identical weights (abort otherwise).",
+                             visibility: .hidden))
     var checkReplicas = false
     @Option(help: "Data-parallel: the step's allreduce goes in buckets of at most this many bytes.")
     var bucketBytes = Communicator.defaultBucketBytes
-    @Option(help: ArgumentHelp("Fault injection (tests): rank R exits abruptly during step STEP (default 1).", valueName: "R[:STEP]"))
+    @Option(help: ArgumentHelp("Fault injection (tests): rank R exits abruptly during step STEP (default 1).", valueName: "R[:STEP]",
+                               visibility: .private))
     var failRank: String?
 
     /// `--fail-rank R[:STEP]`.
@@ -83,7 +86,7 @@ struct Train: ParsableCommand {
             var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
             if let e = epochs { train.schedule.epochs = e }
             if let s = seed { train.schedule.seed = s }
-            let scans = try scanOptions.path.map { [ScanInput(path: $0, dataset: scanOptions.dataset, scanShape: try scanOptions.shape, options: try scanOptions.read.options)] } ?? []
+            let scans = try scanOptions.input.map { [$0] } ?? []
             var request = TrainRequest(
                 scans: scans, libraryPath: library, mix: mix, supervised: supervised, training: train,
                 outPath: output.path, force: output.force, checkpointPath: checkpoint, resume: resume)
@@ -94,13 +97,4 @@ struct Train: ParsableCommand {
         if !completed { throw ExitCode(DonutExitCode.preempted.rawValue) }
     }
 
-}
-
-/// `--scan` when a command can also run without one.
-struct OptionalScanOptions: ParsableArguments {
-    @Option(name: .customLong("scan"), help: ArgumentHelp("Scan file (HDF5 or .npy).", valueName: "scan.h5")) var path: String?
-    @Option(help: "Dataset holding the frames (HDF5).") var dataset = "/entry/data/data"
-    @Option(help: ArgumentHelp("Scan shape for 3-D (N, H, W) frames, as ROWSxCOLS.", valueName: "rowsxcols")) var scanShape: String?
-    @OptionGroup(title: "Raw detector files") var read: ScanReadFlags
-    var shape: (rows: Int, cols: Int)? { get throws { try ScanOptions.parseShape(scanShape) } }
 }

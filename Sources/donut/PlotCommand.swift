@@ -5,13 +5,14 @@ import DonutIO
 struct Plot: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "PNG figures of result maps: maps, quality maps, and against ground truth errors, parity and crosstalk.",
+        usage: "donut plot <result.h5> [--compare <other.h5> ...] [--truth <scan.h5>]\n--out <dir> [--force]",
         discussion: """
-        Writes <out>/<name>_<map>.png for RESULT and every --compare file (strain and tilts in a
-        diverging colour map centred on 0 with the same limits across the files, axes in µm when
-        the scan positions are known, σ / goodness-of-fit / residual / valid maps), and with
-        --truth: truth_<map>.png, <name>_<map>_error.png, <name>_<map>_parity.png and
-        <name>_crosstalk.png (tilt_lr error against true strain), printing each map's RMSE.
-        Refuses (exit 2, nothing written) when a figure exists, unless --force. For figures
+        Writes <out>/<name>_<map>.png for RESULT and every --compare file (strain and tilts in a \
+        diverging colour map centred on 0 with the same limits across the files, axes in µm when \
+        the scan positions are known, σ / goodness-of-fit / residual / valid maps), and with \
+        --truth: truth_<map>.png, <name>_<map>_error.png, <name>_<map>_parity.png and \
+        <name>_crosstalk.png (tilt_lr error against true strain), printing each map's RMSE. \
+        Refuses (exit 2, nothing written) when a figure exists, unless --force. For figures \
         with matplotlib, see the notebooks in notebooks-export/.
         """)
 

@@ -75,13 +75,14 @@ struct ScanOptions: ParsableArguments {
 
     func validate() throws { _ = try shape }
 
-    /// "64x64" → (64, 64); nil without --scan-shape.
-    var shape: (rows: Int, cols: Int)? {
-        get throws {
-            guard let s = scanShape else { return nil }
-            guard let shape = parseScanShape(s) else { throw ValidationError("--scan-shape must look like 64x64 (got '\(s)')") }
-            return shape
-        }
+    /// The --scan-shape given, as (rows, cols); nil without it.
+    var shape: (rows: Int, cols: Int)? { get throws { try Self.parseShape(scanShape) } }
+
+    /// "64x64" → (64, 64); nil stays nil.
+    static func parseShape(_ text: String?) throws -> (rows: Int, cols: Int)? {
+        guard let s = text else { return nil }
+        guard let shape = parseScanShape(s) else { throw ValidationError("--scan-shape must look like 64x64 (got '\(s)')") }
+        return shape
     }
 
     /// The scan as the pipelines take it; nil without --scan.

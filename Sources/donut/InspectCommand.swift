@@ -7,14 +7,14 @@ struct Inspect: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Describe a scan file: dtype, shape, chunks, filters, mask, hot pixels, monitor, positioners, order, and a suggested ROI.",
         discussion: """
-        Sums the frames (at most --frames, evenly spread), counts masked, sentinel (gap) and hot
-        pixels, finds the brightest region of the model's ROI size (frame_size × binning of the
-        config) and writes the summed frame as a PNG with that ROI drawn in red. Prints the
+        Sums the frames (at most --frames, evenly spread), counts masked, sentinel (gap) and hot \
+        pixels, finds the brightest region of the model's ROI size (frame_size × binning of the \
+        config) and writes the summed frame as a PNG with that ROI drawn in red. Prints the \
         --roi, --mask, --monitor and --hot-pixel-threshold a fit or an inference would need.
         """)
 
     @Argument(help: ArgumentHelp("Scan file (HDF5).", valueName: "scan.h5")) var scan: String
-    @Option(help: "Dataset holding the frames.") var dataset = "/entry/data/data"
+    @Option(help: "Dataset holding the frames.") var dataset = defaultFramesDataset
     @Option(help: ArgumentHelp("Config whose frame_size × binning sizes the suggested ROI (default: the file's, else the preset).", valueName: "file.yaml"))
     var config: String?
     @Option(help: ArgumentHelp("Scan shape for 3-D (N, H, W) frames without positioners, as ROWSxCOLS.", valueName: "rowsxcols"))

@@ -18,6 +18,7 @@ struct SweepPlan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "plan",
         abstract: "Write one training preset per point of a sweep definition (grid or random search).",
+        usage: "donut sweep plan --definition <sweep.yaml> --out-dir <dir> [<options>]",
         discussion: """
         Every point's preset is checked by the strict loader before anything is written, so a \
         misspelt key or a bad value fails here, not hours later on the cluster. Writes \
@@ -57,7 +58,7 @@ struct SweepRun: ParsableCommand {
         """)
     @Option(help: ArgumentHelp("Folder of the planned sweep.", valueName: "dir")) var outDir: String
     @Option(help: "Array task (SLURM_ARRAY_TASK_ID).") var task: Int
-    @OptionGroup(title: "Input") var scanOptions: OptionalScanOptions
+    @OptionGroup(title: "Input") var scanOptions: ScanOptions
     @Option(help: ArgumentHelp("Simulated library (needed with --supervised or --mix).", valueName: "lib.h5")) var library: String?
     @Option(help: "Fraction of every batch drawn from the library (0…1).") var mix: Double = 0
     @Flag(help: "NanobeamNN: supervised training on library frames and labels.") var supervised = false
@@ -75,7 +76,7 @@ struct SweepRun: ParsableCommand {
         StopSignal.install()
         var outcome: SweepTaskOutcome?
         try RunContext.run { ctx in
-            let scans = try scanOptions.path.map { [ScanInput(path: $0, dataset: scanOptions.dataset, scanShape: try scanOptions.shape)] } ?? []
+            let scans = try scanOptions.input.map { [$0] } ?? []
             var request = SweepTaskRequest(outDir: outDir, task: task, scans: scans)
             request.libraryPath = library; request.mix = mix; request.supervised = supervised
             request.syncBatchNorm = syncBatchnorm; request.force = force

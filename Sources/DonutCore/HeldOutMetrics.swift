@@ -18,16 +18,25 @@ public struct HeldOutMetrics: Sendable, Equatable {
     /// the map's units); empty without ground truth.
     public var groundTruthRMSE: [String: Double]
 
-    /// Runs `network` in inference mode on the `count` held-out frames (`readFrames(r)` gives
-    /// held-out frames r, frameSize² floats each, all pixels measured) in batches of `batch`,
-    /// then judges every usable frame at the network's estimate with `GoodnessOfFit` (the
+    /// `evaluate(…readBlock:…)` for frames read as plain counts (every pixel measured).
+    public static func evaluate(network: DonutNetwork<Float>, config: DonutConfig, batch: Int, count: Int,
+                                readFrames: (Range<Int>) throws -> [Float], truth: [String: [Double]] = [:]) rethrows -> HeldOutMetrics {
+        let np = config.model.frameSize * config.model.frameSize
+        return try evaluate(network: network, config: config, batch: batch, count: count, readBlock: {
+            FrameBlock(first: $0.lowerBound, count: $0.count, pixelCount: np, counts: try readFrames($0))
+        }, truth: truth)
+    }
+
+    /// Runs `network` in inference mode on the `count` held-out frames (`readBlock(r)` gives
+    /// held-out frames r with their masks) in batches of `batch`, then judges every usable
+    /// frame at the network's estimate with `GoodnessOfFit` over its measured pixels (the
     /// smooth model of `config`; frames above the valid threshold count too: a model that
     /// explains the frames badly must rank badly). `truth`: ground-truth maps (strain, tilt_lr,
     /// tilt_ud, thickness) of the held-out frames, in the same order.
     public static func evaluate(network: DonutNetwork<Float>, config: DonutConfig, batch: Int, count: Int,
-                                readFrames: (Range<Int>) throws -> [Float], truth: [String: [Double]] = [:]) rethrows -> HeldOutMetrics {
+                                readBlock: (Range<Int>) throws -> FrameBlock, truth: [String: [Double]] = [:]) rethrows -> HeldOutMetrics {
         guard count > 0 else { return HeldOutMetrics(frames: 0, physicsMAE: .nan, deviance: .nan, groundTruthRMSE: [:]) }
-        let maps = try NetworkInference(network: network, batch: batch).run(frames: 0..<count, readFrames: readFrames)
+        let maps = try NetworkInference(network: network, batch: batch).run(frames: 0..<count, readBlock: readBlock)
         func mean(_ values: [Double]?) -> Double {
             guard let values else { return .nan }
             let usable = zip(values, maps.valid).filter { $0.0.isFinite && $0.1 != 0 }.map(\.0)
@@ -35,7 +44,6 @@ public struct HeldOutMetrics: Sendable, Equatable {
         }
         // Goodness of fit of every usable frame (not only those under the threshold).
         let judge = GoodnessOfFit(config: config)
-        let np = config.model.frameSize * config.model.frameSize
         var deviance = [Double](repeating: .nan, count: count)
         for start in stride(from: 0, to: count, by: batch) {
             let range = start..<min(start + batch, count)
@@ -47,7 +55,7 @@ public struct HeldOutMetrics: Sendable, Equatable {
                 frames.append(i - start); estimates.append(p)
             }
             guard !frames.isEmpty else { continue }
-            let block = FrameBlock(first: start, count: range.count, pixelCount: np, counts: try readFrames(range))
+            let block = try readBlock(range)
             for (f, fit) in zip(frames, judge.evaluate(block, frames: frames, estimates: estimates)) { deviance[start + f] = fit.goodness }
         }
         var rmse: [String: Double] = [:]

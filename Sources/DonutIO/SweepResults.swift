@@ -190,6 +190,16 @@ public struct SweepSummary {
         return text
     }
 
+    /// The ranking for a terminal or a script: tab-separated, the point's index first, best
+    /// first (the header names the columns), then one `not ranked:` line per point without
+    /// results and its reason.
+    public func tsv() -> String {
+        var text = (["index"] + keys + Self.metricNames + ["held_out_frames", "steps"]).joined(separator: "\t") + "\n"
+        for row in rows() { text += row.dropFirst().joined(separator: "\t") + "\n" }
+        for m in missing { text += "not ranked: point \(m.index): \(m.reason)\n" }
+        return text
+    }
+
     /// The ranking as a markdown table, then the points without results and their reasons.
     public func markdown() -> String {
         var text = "Sweep ranked by **\(metric)** (\(Self.higherIsBetter(metric) ? "higher" : "lower") is better)"

@@ -474,6 +474,11 @@ func heldOutMetrics(_ trainer: Trainer, config: DonutConfig, source: TrainingFil
             }
         }
     }
+    let np = config.model.frameSize * config.model.frameSize
     return try HeldOutMetrics.evaluate(network: trainer.network, config: config, batch: trainer.training.schedule.batchSize,
-                                       count: ids.count, readFrames: { try source.measuredFrames(Array(ids[$0])) }, truth: truth)
+                                       count: ids.count, readBlock: { r in
+        let part = Array(ids[r])
+        return FrameBlock(first: r.lowerBound, count: r.count, pixelCount: np, counts: try source.measuredFrames(part),
+                          weights: try source.measuredWeights(part))
+    }, truth: truth)
 }

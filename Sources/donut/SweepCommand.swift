@@ -114,7 +114,8 @@ struct SweepSummaryCommand: ParsableCommand {
 
     func run() throws {
         let (summary, files) = try summariseSweep(outDir: outDir, metric: rankBy, force: force)
-        print(summary.markdown(), terminator: "")
-        print("\nwrote " + files.joined(separator: ", "))
+        print("ranked by \(rankBy) (best first):")
+        print(summary.tsv(), terminator: "")
+        print("wrote " + files.joined(separator: ", "))
     }
 }

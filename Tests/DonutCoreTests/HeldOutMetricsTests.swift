@@ -42,4 +42,28 @@ final class HeldOutMetricsTests: XCTestCase {
         let none = HeldOutMetrics.evaluate(network: net, config: config, batch: 4, count: 0, readFrames: read)
         XCTAssertEqual(none.frames, 0); XCTAssert(none.physicsMAE.isNaN && none.deviance.isNaN)
     }
+
+    /// Masked pixels carry no information: a hot pixel under the mask changes nothing, the same
+    /// pixel unmasked makes the deviance much larger.
+    func testMaskedPixelsAreLeftOutOfTheDeviance() throws {
+        let (config, settings) = NetworkGradientTests.smallSetup(thickness: false, dropout: 0)
+        let net = try DonutNetwork<Float>(settings: settings, optimiser: TrainingConfig.donutPaper.optimiser, config: config, seed: 5)
+        let np = config.model.frameSize * config.model.frameSize
+        let clean = NetworkGradientTests.frames(config, count: 4).map(Float.init)
+        var hot = clean
+        for k in 0..<4 { hot[k * np + 37] = 1e6 }
+        var weights = [Float](repeating: 1, count: 4 * np)
+        for k in 0..<4 { weights[k * np + 37] = 0 }
+        func metrics(_ frames: [Float], _ w: [Float]?) -> HeldOutMetrics {
+            HeldOutMetrics.evaluate(network: net, config: config, batch: 4, count: 4, readBlock: { r in
+                var c = Array(frames[(r.lowerBound * np)..<(r.upperBound * np)])
+                let ww = w.map { Array($0[(r.lowerBound * np)..<(r.upperBound * np)]) }
+                if let ww { for i in c.indices where ww[i] == 0 { c[i] = 0 } }   // masked pixels hold 0
+                return FrameBlock(first: r.lowerBound, count: r.count, pixelCount: np, counts: c, weights: ww)
+            })
+        }
+        let maskedHot = metrics(hot, weights), maskedClean = metrics(clean, weights), unmasked = metrics(hot, nil)
+        XCTAssertEqual(maskedHot.deviance, maskedClean.deviance, accuracy: 1e-12 * maskedClean.deviance)
+        XCTAssertGreaterThan(unmasked.deviance, 10 * maskedHot.deviance)
+    }
 }

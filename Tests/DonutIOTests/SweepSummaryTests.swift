@@ -75,6 +75,10 @@ final class SweepSummaryTests: XCTestCase {
         XCTAssert(md.contains("| 1 | 1 | 5.0 | 1.1 |"), md)
         XCTAssert(md.contains("point 3 (loss.physics = 20.0): failed: scan.h5: no usable frame"), md)
         XCTAssert(md.contains("point 4 (loss.physics = 50.0): unfinished"), md)
+        let tsv = summary.tsv().split(separator: "\n").map(String.init)
+        XCTAssertEqual(tsv[0].split(separator: "\t").prefix(3), ["index", "loss.physics", "held_out_deviance"])
+        XCTAssertEqual(tsv[1...3].map { $0.split(separator: "\t")[0] }, ["1", "2", "0"], "index first, best first")
+        XCTAssert(tsv[4].hasPrefix("not ranked: point 3: failed"), tsv[4])
         // The PNG: signature and the plot's size in IHDR.
         let png = try Data(contentsOf: URL(fileURLWithPath: paths[2]))
         XCTAssertEqual(Array(png.prefix(8)), [137, 80, 78, 71, 13, 10, 26, 10])

@@ -1,4 +1,5 @@
 import DonutCore
+import DonutPhysics
 import Foundation
 
 /// `donut plot`: PNG figures of result files through the quick-look renderer — the maps of
@@ -7,8 +8,9 @@ import Foundation
 /// goodness-of-fit, residual and valid maps, and against a scan's ground truth: the truth
 /// maps, error maps (estimate − truth), parity densities (estimate against truth, y = x
 /// marked) and the crosstalk density (tilt_lr error against true strain, the DONUT paper's
-/// comparison). Files are `<out>/<stem>_<figure>.png`; the notebooks draw the same with
-/// matplotlib.
+/// comparison), and with a scan: for a few pixels of the first result, the measured frame,
+/// the forward model's frame at the result's parameters and their difference. Files are
+/// `<out>/<stem>_<figure>.png`; the notebooks draw the same with matplotlib.
 public enum ResultPlots {
     public struct Request: Sendable {
         public var result: String
@@ -17,8 +19,15 @@ public enum ResultPlots {
         public var truthScan: String?
         public var outDir: String
         public var force: Bool
-        public init(result: String, compare: [String] = [], truthScan: String? = nil, outDir: String, force: Bool = false) {
+        /// The scan whose frames are drawn beside the model (default: `truthScan`); nil and no
+        /// truth: no frame figures.
+        public var frameScan: String?
+        /// How many pixels get frame figures.
+        public var frameCount: Int
+        public init(result: String, compare: [String] = [], truthScan: String? = nil, outDir: String, force: Bool = false,
+                    frameScan: String? = nil, frameCount: Int = 3) {
             self.result = result; self.compare = compare; self.truthScan = truthScan; self.outDir = outDir; self.force = force
+            self.frameScan = frameScan; self.frameCount = frameCount
         }
     }
 
@@ -50,7 +59,11 @@ public enum ResultPlots {
             throw DonutIOError(file: p, "maps are \(f.layout.rows)×\(f.layout.cols), \(request.result) has \(first.rows)×\(first.cols): cannot compare")
         }
         let truth = try request.truthScan.map { try readGroundTruth(path: $0, frames: first.frameCount) }
-        let figures = plan(stems: stems(paths), files: files, truth: truth)
+        var figures = plan(stems: stems(paths), files: files, truth: truth)
+        if let scan = request.frameScan ?? request.truthScan, request.frameCount > 0 {
+            figures += try frameFigures(stem: stems(paths)[0], path: request.result, maps: files[0], scanPath: scan,
+                                        count: request.frameCount)
+        }
         var report = Report()
         if let truth {
             for (stem, f) in zip(stems(paths), files) {
@@ -190,6 +203,62 @@ public enum ResultPlots {
     /// their robust limits; axes in the scan's units when positions are known.
     public static func style(map name: String, layout: ScanLayout) -> QuickLook.Style {
         QuickLook.Style(signed: signedMaps.contains(name), limits: name == "valid" ? (0, 1) : nil, axes: axes(layout))
+    }
+
+    /// Pixels worth a look: the worst and the median goodness of fit (else residual) and the
+    /// largest |strain|, all valid, distinct, in that order.
+    static func chosenPixels(_ r: FrameResults, count: Int) -> [Int] {
+        let valid = (0..<r.valid.count).filter { r.valid[$0] != 0 && r.strain[$0].isFinite }
+        var picks: [Int] = []
+        if let score = r.goodnessOfFit ?? r.residual {
+            let scored = valid.filter { score[$0].isFinite }.sorted { score[$0] < score[$1] }
+            if let worst = scored.last { picks.append(worst) }
+            if !scored.isEmpty { picks.append(scored[scored.count / 2]) }
+        }
+        if let largest = valid.max(by: { abs(r.strain[$0]) < abs(r.strain[$1]) }) { picks.append(largest) }
+        var out: [Int] = []
+        for p in picks where !out.contains(p) { out.append(p) }
+        return Array(out.prefix(count))
+    }
+
+    /// Measured frame, model frame and measured − model for the chosen pixels. The model is
+    /// the forward model of the result's config (box profile for the correlation fit's
+    /// library, smooth for the networks) at the pixel's parameters, scaled to the measured
+    /// counts by the Poisson maximum-likelihood factor a = Σ counts / Σ model.
+    static func frameFigures(stem: String, path: String, maps: ResultMaps, scanPath: String, count: Int) throws -> [Figure] {
+        guard let provenance = maps.provenance, !provenance.configJSON.isEmpty else {
+            throw DonutIOError(file: path, object: "/entry/process/config", "no config recorded: cannot draw the model's frames")
+        }
+        let config = try ConfigFile.fromJSON(provenance.configJSON, source: "\(path):/entry/process/config")
+        let reader = try ScanReader(path: scanPath, config: config)
+        defer { try? reader.close() }
+        guard reader.layout.frameCount == maps.layout.frameCount else {
+            throw DonutIOError(file: scanPath, "has \(reader.layout.frameCount) frames, \(path) has \(maps.layout.frameCount) map pixels")
+        }
+        let profile: Profile = provenance.method.hasPrefix("correlation-fit") ? .box : .smooth
+        let model = ForwardModel<Double>(geometry: DiffractionGeometry(config: config), profile: profile)
+        let r = maps.results, n = config.model.frameSize
+        var figures: [Figure] = []
+        for i in chosenPixels(r, count: count) {
+            let measured = try reader.readFrames(i..<(i + 1)).map(Double.init)
+            let p = FrameParameters(strain: r.strain[i], tiltLRDeg: r.tiltLRDeg[i], tiltUDDeg: r.tiltUDDeg[i],
+                                    thicknessA: r.thicknessA?[i] ?? config.sample.thicknessA)
+            var predicted = model.patterns([p])
+            let total = predicted.reduce(0, +), counts = measured.filter(\.isFinite).reduce(0, +)
+            let scale = total > 0 ? counts / total : 0
+            predicted = predicted.map { $0 * scale }
+            let top = max(measured.filter(\.isFinite).max() ?? 0, predicted.max() ?? 0, 1e-12)
+            let at = "r\(i / maps.layout.cols)_c\(i % maps.layout.cols)"
+            let label = String(format: "(%d, %d)", i / maps.layout.cols, i % maps.layout.cols)
+            figures.append(Figure(name: "\(stem)_frame_\(at)_measured.png", title: "\(stem) \(label): measured", units: "counts",
+                                  map: measured, rows: n, cols: n, valid: nil, style: .init(limits: (0, top))))
+            figures.append(Figure(name: "\(stem)_frame_\(at)_model.png", title: "\(stem) \(label): model (\(profile.rawValue))",
+                                  units: "counts", map: predicted, rows: n, cols: n, valid: nil, style: .init(limits: (0, top))))
+            figures.append(Figure(name: "\(stem)_frame_\(at)_difference.png", title: "\(stem) \(label): measured - model",
+                                  units: "counts", map: zip(measured, predicted).map { $0 - $1 }, rows: n, cols: n, valid: nil,
+                                  style: .init(signed: true)))
+        }
+        return figures
     }
 
     static func axes(_ layout: ScanLayout) -> QuickLook.Axes? {

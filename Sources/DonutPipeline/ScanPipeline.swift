@@ -191,6 +191,7 @@ public struct MapOutputs {
         ]
         if let t = r.thicknessA { list.append(("thickness", t, "thickness", "angstrom")) }
         if let e = r.residual { list.append(("residual", e, "residual (MAE)", "counts")) }
+        if let g = r.goodnessOfFit { list.append(("goodness_of_fit", g, "goodness of fit D/E[D]", "")) }
         list.append(("valid", r.valid.map(Double.init), "valid", ""))
         for (name, values, title, units) in list {
             try QuickLook.write(path: quickLookPath(name), map: values, rows: rows, cols: cols,

@@ -20,6 +20,10 @@ final class PlotTests: XCTestCase {
                      "fit_crosstalk.png", "fit_valid.png"] {
             XCTAssert(files.contains(name), "\(name) missing: \(files.sorted())")
         }
+        let frameFiles = files.filter { $0.hasPrefix("fit_frame_") }
+        XCTAssert([6, 9].contains(frameFiles.count) && frameFiles.count % 3 == 0,
+                  "2–3 distinct pixels × measured, model, difference: \(files.sorted())")
+        XCTAssertFalse(files.contains { $0.hasPrefix("fit-2_frame_") }, "frames of RESULT only")
         // The RMSE printed is the one `donut evaluate` reports for the same file.
         let evaluate = try donut(["evaluate", "--scan", "scan.h5", "fit.h5"], in: dir)
         assertSucceeded(evaluate, "evaluate")

@@ -1,6 +1,7 @@
 import XCTest
 import DonutCore
 @testable import DonutIO
+import DonutPhysics
 
 /// `donut plot`'s library side: which figures, shared limits, truth comparisons, no overwrite.
 final class ResultPlotsTests: XCTestCase {
@@ -42,7 +43,7 @@ final class ResultPlotsTests: XCTestCase {
         let folder = makeScratchFolder(self)
         let (result, scan, _) = try makeFiles(in: folder)
         let out = folder.appendingPathComponent("plots").path
-        let report = try ResultPlots.write(.init(result: result, truthScan: scan, outDir: out))
+        let report = try ResultPlots.write(.init(result: result, truthScan: scan, outDir: out, frameCount: 0))
         let names = Set(report.files.map { URL(fileURLWithPath: $0).lastPathComponent })
         for expected in ["fit_strain.png", "fit_tilt_lr.png", "fit_tilt_ud.png", "fit_strain_sigma.png", "fit_valid.png",
                          "truth_strain.png", "fit_strain_error.png", "fit_tilt_lr_error.png", "fit_strain_parity.png",
@@ -114,5 +115,43 @@ final class ResultPlotsTests: XCTestCase {
         XCTAssertThrowsError(try ResultPlots.write(.init(result: result, truthScan: result, outDir: folder.appendingPathComponent("p").path))) { e in
             XCTAssert("\(e)".contains("ground_truth") && "\(e)".contains("fit.h5"), "\(e)")
         }
+    }
+}
+
+/// The model frame `donut plot` draws beside a measured one is the forward model at the
+/// result's parameters: on noise-free frames simulated at those parameters the difference
+/// vanishes (to Float precision of the stored frames), and a wrong parameter shows.
+final class ResultPlotsFrameTests: XCTestCase {
+    func testModelFrameMatchesNoiseFreeFramesAtTheirParameters() throws {
+        let folder = makeScratchFolder(self)
+        let config = DonutConfig.srio3LSAT002
+        let params = [FrameParameters(strain: 0.002, tiltLRDeg: 0.01, tiltUDDeg: -0.03, thicknessA: config.sample.thicknessA),
+                      FrameParameters(strain: -0.001, tiltLRDeg: -0.02, tiltUDDeg: 0.05, thicknessA: config.sample.thicknessA)]
+        let model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
+        let frames = model.patterns(params).map { $0 * 3 }            // any scale: the plot fits it
+        let layout = ScanLayout(rows: 1, cols: 2)
+        let prov = Provenance(version: "t", date: "t", method: "correlation-fit", commandLine: "t",
+                              configJSON: ConfigFile.json(config), inputs: [], modelID: "")
+        let scan = folder.appendingPathComponent("scan.h5").path
+        try ScanWriter.write(path: scan, frames: frames, layout: layout, frameSize: 64, provenance: prov)
+        var r = FrameResults(frameRange: 0..<2)
+        r.strain = params.map(\.strain); r.tiltLRDeg = params.map(\.tiltLRDeg); r.tiltUDDeg = params.map(\.tiltUDDeg)
+        r.valid = [1, 1]
+        r.strain[1] = 0                                                  // pixel 1: a wrong strain (true −0.001)
+        r.residual = [0.1, 0.9]                                          // chosen: worst residual (1), largest |strain| (0)
+        let result = folder.appendingPathComponent("fit.h5").path
+        try ResultMapsWriter.write(path: result, results: r, layout: layout, provenance: prov)
+
+        let figures = try ResultPlots.frameFigures(stem: "fit", path: result, maps: try ResultMapsReader.read(path: result),
+                                                   scanPath: scan, count: 3)
+        func map(_ name: String) throws -> [Double] { try XCTUnwrap(figures.first { $0.name == name }).map }
+        let measured0 = try map("fit_frame_r0_c0_measured.png"), diff0 = try map("fit_frame_r0_c0_difference.png")
+        let peak = measured0.max()!
+        XCTAssertGreaterThan(peak, 0)
+        XCTAssertLessThan(diff0.map(abs).max()!, 1e-5 * peak, "right parameters: the model is the frame")
+        XCTAssertEqual(try map("fit_frame_r0_c0_model.png").reduce(0, +), measured0.reduce(0, +), accuracy: 1e-6 * measured0.reduce(0, +))
+        let diff1 = try map("fit_frame_r0_c1_difference.png"), measured1 = try map("fit_frame_r0_c1_measured.png")
+        XCTAssertGreaterThan(diff1.map(abs).max()!, 0.1 * measured1.max()!, "a wrong strain shows in the difference")
+        XCTAssert(figures.first { $0.name.hasSuffix("difference.png") }!.style.signed)
     }
 }

@@ -273,14 +273,6 @@ public struct ReprocessJob: Equatable, Sendable {
     public func fingerprint(inputs: [FileContent]) -> String {
         ContentFingerprint.digest(ofText: settingsText + "|" + inputs.map { "\($0.path)=\($0.digest)" }.joined(separator: "|"))
     }
-
-    /// `fingerprint(inputs:)` with every input hashed now (no recorded digests to reuse).
-    public var fingerprint: String {
-        fingerprint(inputs: inputFiles.map {
-            (try? ContentFingerprint.content(of: $0))
-                ?? FileContent(path: $0, size: -1, mtimeNS: 0, ctimeNS: 0, inode: 0, device: 0, digest: "unreadable")
-        })
-    }
 }
 
 /// `p` if absolute, else `p` inside `base`; standardized.

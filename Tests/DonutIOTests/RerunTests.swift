@@ -147,6 +147,34 @@ final class RerunTests: XCTestCase {
         }
     }
 
+    /// A mask file is an input like the scan: its content is part of the fingerprint; the
+    /// manifest's read options (hot-pixel threshold) are settings.
+    func testMaskContentAndReadOptionsDecide() throws {
+        let dir = makeScratchFolder(self)
+        var j = job(dir)
+        j.maskPath = dir.appendingPathComponent("mask.npy").path
+        try Data(repeating: 1, count: 5000).write(to: URL(fileURLWithPath: j.scanPath))
+        try Data(repeating: 2, count: 3000).write(to: URL(fileURLWithPath: j.modelPath))
+        try Data(repeating: 0, count: 400).write(to: URL(fileURLWithPath: j.maskPath!))
+        XCTAssertEqual(j.inputFiles, [j.scanPath, j.modelPath, j.maskPath!])
+        try writeResult(j.outputPath)
+        let done = try doneEntry(j)
+        guard case .done = try ReprocessRerun.decide(j, previous: done, force: false).verdict else { return XCTFail("unchanged: done") }
+        let stamp = try mtime(j.maskPath!)
+        try Data(repeating: 0, count: 399).write(to: URL(fileURLWithPath: j.maskPath!))
+        setTimes(j.maskPath!, Int(stamp.timeIntervalSince1970))
+        guard case .run(replace: true, _) = try ReprocessRerun.decide(j, previous: done, force: false).verdict else {
+            return XCTFail("a changed mask is reprocessed")
+        }
+        try Data(repeating: 0, count: 400).write(to: URL(fileURLWithPath: j.maskPath!))
+        var hot = j
+        hot.readOptions.hotPixelThreshold = 5000
+        XCTAssertNotEqual(hot.settingsText, j.settingsText)
+        guard case .run(replace: true, _) = try ReprocessRerun.decide(hot, previous: done, force: false).verdict else {
+            return XCTFail("another hot-pixel threshold is reprocessed")
+        }
+    }
+
     /// Status entries written by an older version (no inputs/result records) still read.
     func testOlderStatusFilesRead() throws {
         let dir = makeScratchFolder(self)

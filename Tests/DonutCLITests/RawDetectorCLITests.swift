@@ -102,6 +102,41 @@ final class RawDetectorCLITests: XCTestCase {
     }
 }
 
+extension RawDetectorCLITests {
+    /// zstd chunks (no Debian decoder) are refused naming the filter and the remedy; with the
+    /// remedy — HDF5_PLUGIN_PATH set to Python hdf5plugin's plugins — the same file is read.
+    func testPluginPathFromTheEnvironmentIsHonoured() throws {
+        let dir = try scratchFolder(self)
+        let config = try writeSmallConfig(in: dir)
+        var env = ProcessInfo.processInfo.environment
+        env["HDF5_PLUGIN_PATH"] = nil
+        func python(_ args: [String]) throws -> (Int32, String) {
+            let p = Process(), out = Pipe()
+            p.executableURL = URL(fileURLWithPath: "/usr/bin/env"); p.arguments = ["python3"] + args
+            p.environment = env; p.standardOutput = out; p.standardError = FileHandle.nullDevice
+            try p.run()
+            let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+            p.waitUntilExit()
+            return (p.terminationStatus, text.trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+        let (ok, plugins) = try python(["-c", "import h5py, hdf5plugin; print(hdf5plugin.PLUGIN_PATH)"])
+        guard ok == 0 else { throw XCTSkip("python3 with h5py and hdf5plugin is needed (scripts/setup installs them)") }
+        let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .deletingLastPathComponent().appendingPathComponent("scripts/make_raw_fixtures.py").path
+        XCTAssertEqual(try python([script, dir.path, "--frames", "2", "--height", "140", "--width", "140"]).0, 0)
+        let args = ["inspect", "raw_zstd.h5", "--config", config, "--dataset", "/entry/instrument/detector/data", "--scan-shape", "1x2"]
+        if try donut(args + ["--png", "a.png"], in: dir, environment: ["HDF5_PLUGIN_PATH": "/nonexistent"]).status == 0 {
+            throw XCTSkip("a zstd decoder is installed system-wide here")
+        }
+        let refused = try donut(args + ["--png", "a.png"], in: dir, environment: ["HDF5_PLUGIN_PATH": "/nonexistent"])
+        XCTAssertEqual(refused.status, 2, refused.all)
+        assertFailed(refused, naming: ["raw_zstd.h5", "/entry/instrument/detector/data", "zstd (id 32015)", "HDF5_PLUGIN_PATH"])
+        let read = try donut(args + ["--png", "b.png"], in: dir, environment: ["HDF5_PLUGIN_PATH": plugins])
+        assertSucceeded(read, "inspect with hdf5plugin's plugins")
+        XCTAssert(read.stdout.contains("zstd (id 32015) [decoder found]"), read.stdout)
+    }
+}
+
 private func XCTAssertEqual(_ a: [Double], _ b: [Double], accuracy: Double, file: StaticString = #filePath, line: UInt = #line) {
     XCTAssertEqual(a.count, b.count, file: file, line: line)
     for (x, y) in zip(a, b) { XCTAssertEqual(x, y, accuracy: accuracy, file: file, line: line) }

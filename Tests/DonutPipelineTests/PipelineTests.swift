@@ -72,10 +72,14 @@ final class TrainInferPipelineTests: XCTestCase {
                                                               outputs: MapOutputs(path: out, force: false, quickLooks: false),
                                                               batch: 4, chunkFrames: chunk))
             XCTAssertEqual(outcome.frames, 30)
-            XCTAssertEqual(outcome.invalidFrames, 0)
             maps.append(try ResultMapsReader.read(path: out).results)
+            XCTAssertEqual(outcome.invalidFrames, maps.last!.valid.filter { $0 == 0 }.count, "the outcome counts the valid = 0 frames")
         }
-        XCTAssert(maps[0].strain.allSatisfy(\.isFinite) && maps[0].tiltLRDeg.allSatisfy(\.isFinite))
+        // A tiny model after two epochs: some frames may fail the goodness-of-fit check, but
+        // every frame marked valid has finite maps.
+        for i in maps[0].valid.indices where maps[0].valid[i] == 1 {
+            XCTAssert(maps[0].strain[i].isFinite && maps[0].tiltLRDeg[i].isFinite, "frame \(i)")
+        }
         XCTAssertEqual(bits(maps[0].strain), bits(maps[1].strain))
         XCTAssertEqual(bits(maps[0].tiltLRDeg), bits(maps[1].tiltLRDeg))
         XCTAssertEqual(bits(maps[0].tiltUDDeg), bits(maps[1].tiltUDDeg))

@@ -195,10 +195,9 @@ public final class DonutNetwork<T: GEMMScalar> {
         /// The first block's padded input and patch moments when it trains as one
         /// `ConvBatchNormReLUPool` (training plans whose first conv takes it; its convOut is then unused).
         var firstBlockPadded: UnsafeMutablePointer<T>?, firstBlockMoments: UnsafeMutablePointer<Double>?
-        /// Whether the last training forward ran the encoder blocks as conv → `BatchNormReLUPool`
-        /// (no dropout): its backward must match. (reluOut, dropOut and dropMask are then one-element
-        /// placeholders: `plan` sizes them only for a network with dropout.)
-        var encoderFused = false
+        /// The kind of the last forward: the backward follows that pass's plan. (Without dropout,
+        /// reluOut, dropOut and dropMask are one-element placeholders: only the dropout passes use them.)
+        var lastPass = PassKind.inference
         var features: UnsafeMutablePointer<T>               // last pool output (batch × featureCount)
         var headOut: [UnsafeMutablePointer<T>] = [], headRelu: UnsafeMutablePointer<T>?
         var latent: UnsafeMutablePointer<T>                  // z (batch × L)
@@ -244,12 +243,18 @@ public final class DonutNetwork<T: GEMMScalar> {
 
     public private(set) var plannedBatch = 0
     public private(set) var plannedForTraining = false
+    /// Every conv layer's kernels for every kind of pass, decided by `plan(batch:training:)`;
+    /// print it to see which kernels run.
+    public private(set) var networkPlan: NetworkPlan?
     var acts: Activations?
 
-    /// Allocates every activation (and, for training, gradient) buffer for `batch` frames.
+    /// Decides every conv layer's kernels for `batch` frames (shapes, T, this CPU) and
+    /// allocates every activation (and, for training, gradient) buffer they need.
     /// The only allocation of a run; steps reuse the buffers.
     public func plan(batch: Int, training: Bool) {
         if batch == plannedBatch && (plannedForTraining || !training) { return }
+        let kernels = makePlan(batch: batch, training: training)
+        let trainingLayers = kernels.layers(.training)
         let a = Activations(batch: batch)
         let n = frameSize, np = n * n, latent = mapping.latentCount
         var size = n, largest = batch * np, columns = 0
@@ -283,7 +288,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             var s = bottleneckSize
             for block in decoder {
                 let upCount = batch * block.inChannels * (2 * s) * (2 * s), outCount = batch * block.outChannels * (2 * s) * (2 * s)
-                let shape = convShape(block, batch: batch, size: 2 * s), fused = UpsampleConv2d.fuses(shape)
+                let shape = convShape(block, batch: batch, size: 2 * s), fused = trainingLayers[encoder.count + a.upOut.count].forward.isSubPixel
                 a.upOut.append(fused ? nil : a.floats(upCount)); a.decConv.append(a.floats(outCount))
                 if block.gamma != nil {
                     a.decRelu.append(a.floats(outCount))
@@ -295,8 +300,8 @@ public final class DonutNetwork<T: GEMMScalar> {
                 s *= 2
             }
         }
-        if training, let first = encoder.first, ConvBatchNormReLUPool.applies(convShape(first, batch: batch, size: n)) {
-            let shape = convShape(first, batch: batch, size: n)
+        if let first = trainingLayers.first, first.composition == .convBatchNormReLUPool {
+            let shape = first.shape
             columns = max(columns, ConvBatchNormReLUPool.scratchCount(shape))
             a.firstBlockPadded = a.floats(ConvBatchNormReLUPool.paddedCount(shape))
             a.firstBlockMoments = a.doubles(ConvBatchNormReLUPool.momentsCount(shape))
@@ -308,7 +313,57 @@ public final class DonutNetwork<T: GEMMScalar> {
             a.gradPhysics = a.floats(batch * np); a.gradOutput = a.floats(batch * np)
             a.frameLoss = a.doubles(batch)
         }
-        acts = a; plannedBatch = batch; plannedForTraining = training
+        acts = a; plannedBatch = batch; plannedForTraining = training; networkPlan = kernels
+    }
+
+    /// The plan of every kind of pass for `batch` frames: per conv layer the block composition
+    /// and the kernels (`Conv2d.forwardPath`, `backwardPath`, `UpsampleConv2d.path`,
+    /// `ConvBatchNormReLUPool.path`) on this CPU for T. Backward paths only with `training`.
+    func makePlan(batch: Int, training: Bool) -> NetworkPlan {
+        let target = KernelTarget.native(T.self)
+        let passes = PassKind.allCases.map { kind -> [LayerPlan] in
+            var layers: [LayerPlan] = []
+            var size = frameSize
+            for k in encoder.indices {
+                let shape = convShape(encoder[k], batch: batch, size: size), name = "encoder.\(k)"
+                let forward = Conv2d.forwardPath(shape, target: target)
+                let backward = training && kind.trains ? Conv2d.backwardPath(shape, target: target) : nil
+                switch kind {
+                case .inference:
+                    layers.append(LayerPlan(name: name, shape: shape, composition: .pooledEpilogue,
+                                            forward: Conv2d.forwardPath(shape, target: target, pooled: true), backward: nil))
+                case .monteCarlo:
+                    layers.append(LayerPlan(name: name, shape: shape, composition: .epilogueThenDropoutPool, forward: forward, backward: nil))
+                case .trainingWithDropout:
+                    layers.append(LayerPlan(name: name, shape: shape, composition: .layers, forward: forward, backward: backward))
+                case .training:
+                    // The first block whole from its input's moments, where it applies and the
+                    // backward buffers exist; the others: the conv's statistics → BatchNormReLUPool.
+                    if k == 0, training, let moments = ConvBatchNormReLUPool.path(shape, target: target) {
+                        layers.append(LayerPlan(name: name, shape: shape, composition: .convBatchNormReLUPool, forward: moments, backward: moments))
+                    } else {
+                        layers.append(LayerPlan(name: name, shape: shape, composition: .statisticsThenBatchNormReLUPool,
+                                                forward: forward, backward: backward))
+                    }
+                }
+                size /= 2
+            }
+            var s = bottleneckSize
+            for k in decoder.indices {
+                s *= 2
+                let shape = convShape(decoder[k], batch: batch, size: s)
+                // Up-sampling fused into the conv where `UpsampleConv2d` applies, else Upsample2d → Conv2d.
+                let subPixel = UpsampleConv2d.path(shape, target: target)
+                let forward = subPixel ?? Conv2d.forwardPath(shape, target: target)
+                let backward = subPixel ?? Conv2d.backwardPath(shape, target: target)
+                layers.append(LayerPlan(name: "decoder.\(k)", shape: shape,
+                                        composition: decoder[k].gamma != nil ? .upConvBatchNormReLU : .upConv,
+                                        forward: forward, backward: training && kind.trains ? backward : nil))
+            }
+            return layers
+        }
+        return NetworkPlan(batch: batch, scalar: T.self == Float.self ? "Float" : "\(T.self)", target: target, training: training,
+                           dropout: settings.dropout, passes: passes)
     }
 
     func convShape(_ b: ConvBN, batch: Int, size: Int) -> Conv2dShape {
@@ -348,40 +403,38 @@ public final class DonutNetwork<T: GEMMScalar> {
 
     private func forwardLayers(mode: ForwardMode, rng: inout SplitMix64, physics runPhysics: Bool, decoder runDecoder: Bool) {
         let a = acts!, b = a.batch, p = store.parameters
+        let kind = PassKind(mode, dropout: settings.dropout), layers = networkPlan!.passes[kind.rawValue]
+        a.lastPass = kind
         var size = frameSize
         // Layers by index, not `for x in array`: iterating an array of structs unspecialised (debug
         // builds) allocates per element, and the allocation test (AllocationTests) runs in debug.
         for k in encoder.indices {
-            let block = encoder[k]
-            let shape = convShape(block, batch: b, size: size), count = shape.outputCount
+            let block = encoder[k], layer = layers[k]
+            let shape = layer.shape, count = shape.outputCount
             let next = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
-            if !mode.batchStatistics && !(mode.dropout && settings.dropout > 0) {
-                // Inference: conv → BatchNorm → ReLU → max pool in one pass per plane (no argmax: no backward).
+            switch layer.composition {
+            case .pooledEpilogue:
+                // conv → BatchNorm → ReLU → max pool in one pass per plane (no argmax: no backward).
                 convBNReLU(block, mode: mode, input: a.encoderInput[k], convOut: a.convOut[k], output: a.reluOut[k],
                            mean: a.mean[k], invStd: a.invStd[k], scale: a.bnScale[k], shift: a.bnShift[k], shape: shape,
-                           pooled: next)
-                size /= 2
-                continue
-            }
-            a.encoderFused = mode.batchStatistics && !(mode.dropout && settings.dropout > 0)
-            if a.encoderFused, k == 0, let padded = a.firstBlockPadded, let moments = a.firstBlockMoments {
+                           pooled: next, path: layer.forward)
+            case .convBatchNormReLUPool:
                 // The first block whole, its conv output never stored (`ConvBatchNormReLUPool`).
                 buffers.withUnsafeMutableBufferPointer { buf in
                     ConvBatchNormReLUPool.forwardTraining(
                         pooled: next, argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k], mean: a.mean[k], invStd: a.invStd[k],
                         runningMean: buf.baseAddress! + block.runningMean, runningVar: buf.baseAddress! + block.runningVar,
                         input: a.encoderInput[k], weight: p + block.weight.offset, bias: p + block.bias.offset,
-                        gamma: p + block.gamma!.offset, beta: p + block.beta!.offset, shape: shape, padded: padded, moments: moments,
-                        scratch: a.columns, synchronise: batchNormReducer)
+                        gamma: p + block.gamma!.offset, beta: p + block.beta!.offset, shape: shape,
+                        padded: a.firstBlockPadded!, moments: a.firstBlockMoments!,
+                        scratch: a.columns, synchronise: batchNormReducer, path: layer.forward)
                 }
-                size /= 2
-                continue
-            }
-            if a.encoderFused {
-                // Training without dropout: the conv writes its planes' statistics, then BatchNorm,
-                // ReLU and the pool in one pass (`BatchNormReLUPool`).
+            case .statisticsThenBatchNormReLUPool:
+                // The conv writes its planes' statistics, then BatchNorm, ReLU and the pool in one
+                // pass (`BatchNormReLUPool`).
                 Conv2d.forward(output: a.convOut[k], input: a.encoderInput[k], weight: p + block.weight.offset,
-                               bias: p + block.bias.offset, columns: a.columns, shape: shape, planeStatistics: a.planeStatistics[k])
+                               bias: p + block.bias.offset, columns: a.columns, shape: shape, planeStatistics: a.planeStatistics[k],
+                               path: layer.forward)
                 buffers.withUnsafeMutableBufferPointer { buf in
                     BatchNormReLUPool.forwardTraining(pooled: next, argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k], mean: a.mean[k], invStd: a.invStd[k],
                                                       runningMean: buf.baseAddress! + block.runningMean,
@@ -390,21 +443,17 @@ public final class DonutNetwork<T: GEMMScalar> {
                                                       gamma: p + block.gamma!.offset, beta: p + block.beta!.offset, batch: b,
                                                       channels: block.outChannels, height: size, width: size, synchronise: batchNormReducer)
                 }
-                size /= 2
-                continue
-            }
-            convBNReLU(block, mode: mode, input: a.encoderInput[k], convOut: a.convOut[k], output: a.reluOut[k],
-                       mean: a.mean[k], invStd: a.invStd[k], scale: a.bnScale[k], shift: a.bnShift[k], shape: shape)
-            // Eval-mode dropout is the identity: pool straight from the ReLU output.
-            var pooled = UnsafePointer(a.reluOut[k])
-            if mode.dropout && settings.dropout > 0 {
+            default:
+                // Layer by layer, with dropout (batch statistics in training, the epilogue in MC dropout).
+                convBNReLU(block, mode: mode, input: a.encoderInput[k], convOut: a.convOut[k], output: a.reluOut[k],
+                           mean: a.mean[k], invStd: a.invStd[k], scale: a.bnScale[k], shift: a.bnShift[k], shape: shape,
+                           path: layer.forward)
                 Dropout.forwardTraining(output: a.dropOut[k], mask: a.dropMask[k], input: a.reluOut[k],
                                         probability: settings.dropout, rng: &rng, count: count,
                                         sampleIDs: dropoutSampleIDs)
-                pooled = UnsafePointer(a.dropOut[k])
+                MaxPool2d.forward(output: next, argmax: a.poolArgmax[k], input: a.dropOut[k], batch: b,
+                                  channels: block.outChannels, height: size, width: size)
             }
-            MaxPool2d.forward(output: next, argmax: a.poolArgmax[k], input: pooled, batch: b,
-                              channels: block.outChannels, height: size, width: size)
             size /= 2
         }
         var input = UnsafePointer(a.features)
@@ -437,27 +486,27 @@ public final class DonutNetwork<T: GEMMScalar> {
             var s = bottleneckSize, x = UnsafePointer(a.decoderInRelu!)
             var bnIndex = 0
             for k in decoder.indices {
-                let block = decoder[k]
-                // Up-sample → conv: fused on the low-res input where `UpsampleConv2d` applies.
+                let block = decoder[k], layer = layers[encoder.count + k], subPixel = layer.forward.isSubPixel
+                // Up-sample → conv: fused on the low-res input on the sub-pixel paths.
                 var input = x
-                if let up = a.upOut[k] {
-                    Upsample2d.forward(output: up, input: x, batch: b, channels: block.inChannels, height: s, width: s)
-                    input = UnsafePointer(up)
+                if !subPixel {
+                    Upsample2d.forward(output: a.upOut[k]!, input: x, batch: b, channels: block.inChannels, height: s, width: s)
+                    input = UnsafePointer(a.upOut[k]!)
                 }
                 s *= 2
-                let shape = convShape(block, batch: b, size: s)
+                let shape = layer.shape
                 if block.gamma != nil {
                     convBNReLU(block, mode: mode, input: input, convOut: a.decConv[k], output: a.decRelu[bnIndex],
                                mean: a.decMean[bnIndex], invStd: a.decInvStd[bnIndex], scale: a.decScale[bnIndex],
-                               shift: a.decShift[bnIndex], shape: shape, upsampled: a.upOut[k] == nil)
+                               shift: a.decShift[bnIndex], shape: shape, upsampled: subPixel, path: layer.forward)
                     x = UnsafePointer(a.decRelu[bnIndex]); bnIndex += 1
-                } else if a.upOut[k] == nil {
+                } else if subPixel {
                     UpsampleConv2d.forward(output: a.decConv[k], input: input, weight: p + block.weight.offset,
-                                           bias: p + block.bias.offset, columns: a.columns, shape: shape)
+                                           bias: p + block.bias.offset, columns: a.columns, shape: shape, path: layer.forward)
                     x = UnsafePointer(a.decConv[k])
                 } else {
                     Conv2d.forward(output: a.decConv[k], input: input, weight: p + block.weight.offset,
-                                   bias: p + block.bias.offset, columns: a.columns, shape: shape)
+                                   bias: p + block.bias.offset, columns: a.columns, shape: shape, path: layer.forward)
                     x = UnsafePointer(a.decConv[k])
                 }
             }
@@ -482,11 +531,11 @@ public final class DonutNetwork<T: GEMMScalar> {
     /// and invStd. Running statistics: BatchNorm is a per-channel affine (`scale`, `shift`
     /// scratch) applied with the ReLU in the conv's own output pass; `convOut` is not written.
     /// `pooled`: running statistics only; the 2×2 max pool of the result goes there and
-    /// `output` is not written.
+    /// `output` is not written. `path`: the conv's kernel from the plan.
     private func convBNReLU(_ block: ConvBN, mode: ForwardMode, input: UnsafePointer<T>, convOut: UnsafeMutablePointer<T>,
                             output: UnsafeMutablePointer<T>, mean: UnsafeMutablePointer<T>, invStd: UnsafeMutablePointer<T>,
                             scale: UnsafeMutablePointer<T>, shift: UnsafeMutablePointer<T>, shape: Conv2dShape,
-                            pooled: UnsafeMutablePointer<T>? = nil, upsampled: Bool = false) {
+                            pooled: UnsafeMutablePointer<T>? = nil, upsampled: Bool = false, path: ConvolutionPath) {
         let p = store.parameters, gamma = p + block.gamma!.offset, beta = p + block.beta!.offset
         let columns = acts!.columns
         buffers.withUnsafeMutableBufferPointer { buf in
@@ -494,10 +543,10 @@ public final class DonutNetwork<T: GEMMScalar> {
             if mode.batchStatistics {
                 if upsampled {
                     UpsampleConv2d.forward(output: convOut, input: input, weight: p + block.weight.offset,
-                                           bias: p + block.bias.offset, columns: columns, shape: shape)
+                                           bias: p + block.bias.offset, columns: columns, shape: shape, path: path)
                 } else {
                     Conv2d.forward(output: convOut, input: input, weight: p + block.weight.offset,
-                                   bias: p + block.bias.offset, columns: columns, shape: shape)
+                                   bias: p + block.bias.offset, columns: columns, shape: shape, path: path)
                 }
                 BatchNorm2d.forwardTraining(output: output, mean: mean, invStd: invStd, runningMean: rm, runningVar: rv,
                                             input: convOut, gamma: gamma, beta: beta, batch: shape.batch,
@@ -508,10 +557,10 @@ public final class DonutNetwork<T: GEMMScalar> {
                                        channels: block.outChannels)
                 if upsampled {
                     UpsampleConv2d.forward(output: output, input: input, weight: p + block.weight.offset, bias: p + block.bias.offset,
-                                           columns: columns, shape: shape, scale: scale, shift: shift, relu: true)
+                                           columns: columns, shape: shape, scale: scale, shift: shift, relu: true, path: path)
                 } else {
                     Conv2d.forward(output: output, input: input, weight: p + block.weight.offset, bias: p + block.bias.offset,
-                                   columns: columns, shape: shape, scale: scale, shift: shift, relu: true, pooled: pooled)
+                                   columns: columns, shape: shape, scale: scale, shift: shift, relu: true, pooled: pooled, path: path)
                 }
             }
         }
@@ -633,11 +682,12 @@ public final class DonutNetwork<T: GEMMScalar> {
     /// Decoder backward from ∂L/∂reconstruction; adds ∂L/∂z into gradLatent.
     private func backwardDecoder(from dOut: UnsafeMutablePointer<T>) {
         let a = acts!, b = a.batch, p = store.parameters, g = store.gradients
+        let layers = trainedLayers(a)
         var cur = dOut
         var s = frameSize
         var bnIndex = decoderBatchNormCount - 1
         for k in stride(from: decoder.count - 1, through: 0, by: -1) {
-            let block = decoder[k], shape = convShape(block, batch: b, size: s)
+            let block = decoder[k], layer = layers[encoder.count + k], shape = layer.shape, path = layer.backward!
             if block.gamma != nil {
                 let u = other(cur, a)
                 BatchNorm2d.backwardTraining(dInput: u, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
@@ -649,17 +699,17 @@ public final class DonutNetwork<T: GEMMScalar> {
             }
             let t = other(cur, a)
             s /= 2
-            guard let up = a.upOut[k] else {
+            if path.isSubPixel {
                 // Fused up-sample → conv: the input gradient is the low-res one directly. Block k's
                 // input is block k − 1's ReLU output (every block but the last has BatchNorm + ReLU).
                 let input = k == 0 ? a.decoderInRelu! : a.decRelu[k - 1]
                 UpsampleConv2d.backward(dInput: t, dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dOutput: cur,
-                                        input: input, weight: p + block.weight.offset, columns: a.columns, shape: shape)
+                                        input: input, weight: p + block.weight.offset, columns: a.columns, shape: shape, path: path)
                 cur = t
                 continue
             }
             Conv2d.backward(dInput: t, dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dOutput: cur,
-                            input: up, weight: p + block.weight.offset, columns: a.columns, shape: shape)
+                            input: a.upOut[k]!, weight: p + block.weight.offset, columns: a.columns, shape: shape, path: path)
             let u = other(t, a)
             Upsample2d.backward(dInput: u, dOutput: t, batch: b, channels: block.inChannels, height: s, width: s)
             cur = u
@@ -679,9 +729,16 @@ public final class DonutNetwork<T: GEMMScalar> {
         }
     }
 
+    /// The layers of the last forward's pass, which the backward follows; it must have been a training pass.
+    private func trainedLayers(_ a: Activations) -> [LayerPlan] {
+        precondition(a.lastPass.trains && plannedForTraining, "backward needs a training forward (ForwardMode.training) on a network planned for training")
+        return networkPlan!.passes[a.lastPass.rawValue]
+    }
+
     /// Head and encoder backward from gradLatent.
     private func backwardEncoder() {
         let a = acts!, b = a.batch, p = store.parameters, g = store.gradients, latent = mapping.latentCount
+        let layers = trainedLayers(a)
         let dA = a.gradA!, dB = a.gradB!
         ScaledTanh.backward(dInput: dA, dOutput: a.gradLatent!, output: a.latent, count: b * latent)
         var dCurrent = dA, dOther = dB
@@ -701,19 +758,20 @@ public final class DonutNetwork<T: GEMMScalar> {
         for k in stride(from: encoder.count - 1, through: 0, by: -1) {
             let block = encoder[k]
             size *= 2
-            let shape = convShape(block, batch: b, size: size), count = shape.outputCount
-            if a.encoderFused {
+            let layer = layers[k], shape = layer.shape, count = shape.outputCount, path = layer.backward!
+            switch layer.composition {
+            case .convBatchNormReLUPool:
+                // No input gradient needed: the conv's gradients without the block's dense dx.
                 let pooled = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
-                if k == 0, let padded = a.firstBlockPadded, let moments = a.firstBlockMoments {
-                    // No input gradient needed: the conv's gradients without the block's dense dx.
-                    ConvBatchNormReLUPool.backwardTraining(
-                        dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dGamma: g + block.gamma!.offset,
-                        dBeta: g + block.beta!.offset, dPooled: dCurrent, pooled: pooled, argmax: a.poolArgmax[k],
-                        pooledInput: a.pooledInput[k], weight: p + block.weight.offset, bias: p + block.bias.offset,
-                        gamma: p + block.gamma!.offset, mean: a.mean[k], invStd: a.invStd[k], shape: shape, padded: padded,
-                        moments: moments, synchronise: batchNormReducer)
-                    continue
-                }
+                ConvBatchNormReLUPool.backwardTraining(
+                    dWeight: g + block.weight.offset, dBias: g + block.bias.offset, dGamma: g + block.gamma!.offset,
+                    dBeta: g + block.beta!.offset, dPooled: dCurrent, pooled: pooled, argmax: a.poolArgmax[k],
+                    pooledInput: a.pooledInput[k], weight: p + block.weight.offset, bias: p + block.bias.offset,
+                    gamma: p + block.gamma!.offset, mean: a.mean[k], invStd: a.invStd[k], shape: shape, padded: a.firstBlockPadded!,
+                    moments: a.firstBlockMoments!, synchronise: batchNormReducer, path: path)
+                continue
+            case .statisticsThenBatchNormReLUPool:
+                let pooled = k + 1 < encoder.count ? a.encoderInput[k + 1] : a.features
                 BatchNormReLUPool.backwardTraining(dInput: dOther, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
                                                    dInputSums: g + block.bias.offset, dPooled: dCurrent, pooled: pooled,
                                                    argmax: a.poolArgmax[k], pooledInput: a.pooledInput[k], input: a.convOut[k],
@@ -723,17 +781,17 @@ public final class DonutNetwork<T: GEMMScalar> {
                 swap(&dCurrent, &dOther)
                 Conv2d.backward(dInput: k > 0 ? dOther : nil, dWeight: g + block.weight.offset, dBias: nil,
                                 dOutput: dCurrent, input: a.encoderInput[k], weight: p + block.weight.offset,
-                                columns: a.columns, shape: shape)
+                                columns: a.columns, shape: shape, path: path)
                 swap(&dCurrent, &dOther)
                 continue
+            default:
+                break
             }
             MaxPool2d.backward(dInput: dOther, dOutput: dCurrent, argmax: a.poolArgmax[k], batch: b,
                                channels: block.outChannels, height: size, width: size)
             swap(&dCurrent, &dOther)
-            if settings.dropout > 0 {
-                Dropout.backward(dInput: dOther, dOutput: dCurrent, mask: a.dropMask[k], count: count)
-                swap(&dCurrent, &dOther)
-            }
+            Dropout.backward(dInput: dOther, dOutput: dCurrent, mask: a.dropMask[k], count: count)
+            swap(&dCurrent, &dOther)
             // ReLU's backward is fused into BatchNorm's (gated by the ReLU output).
             BatchNorm2d.backwardTraining(dInput: dOther, dGamma: g + block.gamma!.offset, dBeta: g + block.beta!.offset,
                                          dOutput: dCurrent, input: a.convOut[k], gamma: p + block.gamma!.offset,
@@ -742,7 +800,7 @@ public final class DonutNetwork<T: GEMMScalar> {
             swap(&dCurrent, &dOther)
             Conv2d.backward(dInput: k > 0 ? dOther : nil, dWeight: g + block.weight.offset, dBias: g + block.bias.offset,
                             dOutput: dCurrent, input: a.encoderInput[k], weight: p + block.weight.offset,
-                            columns: a.columns, shape: shape)
+                            columns: a.columns, shape: shape, path: path)
             swap(&dCurrent, &dOther)
         }
     }

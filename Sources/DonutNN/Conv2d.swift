@@ -112,24 +112,32 @@ public enum Conv2d {
     /// - planeStatistics (batch·outC·2) or nil: for each output plane q = n·outC + oc, written
     ///   while the plane is in cache: [2q] = Σ y, [2q + 1] = Σ (y − ȳ)² (`BatchNorm2d.planeStatistics`),
     ///   what a training BatchNorm after the conv needs instead of two passes of its own. Not with `pooled`.
+    /// - path: the kernel (`forwardPath`; a network passes its plan's); nil decides it here,
+    ///   for this shape, T and this CPU.
     public static func forward<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, input: UnsafePointer<T>,
         weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
         columns: UnsafeMutablePointer<T>, shape s: Conv2dShape,
         scale: UnsafePointer<T>? = nil, shift: UnsafePointer<T>? = nil, relu: Bool = false,
-        pooled: UnsafeMutablePointer<T>? = nil, planeStatistics: UnsafeMutablePointer<Double>? = nil
+        pooled: UnsafeMutablePointer<T>? = nil, planeStatistics: UnsafeMutablePointer<Double>? = nil,
+        path planned: ConvolutionPath? = nil
     ) {
         precondition((scale == nil) == (shift == nil), "scale and shift come together")
         precondition(pooled == nil || planeStatistics == nil, "plane statistics need the full-size output")
-        if usesDirect(s) {
+        let path = planned ?? forwardPath(s, target: .native(T.self), pooled: pooled != nil)
+        precondition(admits(path, s, forward: true) && (!path.usesAVX2 || T.self == Float.self), "\(path) cannot run the forward of \(s)")
+        switch path {
+        case .stencil, .stencilAVX2, .pooledStencilAVX2:
             forwardDirect(output: output, input: input, weight: weight, bias: bias, scratch: columns, shape: s,
-                          scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: planeStatistics)
-            return
+                          scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: planeStatistics, path: path)
+        default:
+            let winograd = path == .winograd
+            if winograd { Winograd.transformWeights(winogradWeights(columns, s), weight, s) }
+            let loop = ForwardChunks(output: output, input: input, weight: weight, bias: bias, columns: columns, shape: s,
+                                     scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: planeStatistics,
+                                     winograd: winograd)
+            serialBLAS { Parallel.forWorkers(chunkCount(s), workers: workerCount(s), loop) }
         }
-        if usesWinograd(s) { Winograd.transformWeights(winogradWeights(columns, s), weight, s) }
-        let loop = ForwardChunks(output: output, input: input, weight: weight, bias: bias, columns: columns, shape: s,
-                                 scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: planeStatistics)
-        serialBLAS { Parallel.forWorkers(chunkCount(s), workers: workerCount(s), loop) }
     }
 
     /// `forward` on a worker's run of chunks: im2col of the chunk's images into the worker's
@@ -139,13 +147,15 @@ public enum Conv2d {
         let columns: UnsafeMutablePointer<T>, shape: Conv2dShape
         let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
         let statistics: UnsafeMutablePointer<Double>?
+        /// The `Winograd` transforms instead of im2col (`.winograd`).
+        let winograd: Bool
 
         @_specialize(where T == Float)
         func run(_ chunks: Range<Int>, worker: Int) {
             let s = shape, plane = s.outHeight * s.outWidth, g = chunkSize(s)
             let inImage = s.inChannels * s.height * s.width, outImage = s.outChannels * plane
             let cols = columns + worker * workerScratch(s), chunkBlock = cols + g * plane * s.patchSize
-            let winograd = usesWinograd(s), tiles = Winograd.tiles(s), extra = chunkBlock + g * plane * s.outChannels
+            let tiles = Winograd.tiles(s), extra = chunkBlock + g * plane * s.outChannels
             for chunk in chunks {
                 let n0 = chunk * g, count = min(g, s.batch - n0), width = count * plane
                 // One image without pooling: the GEMM block is the image's NCHW output itself.
@@ -263,15 +273,19 @@ public enum Conv2d {
     /// - dBias (outC): **adds** (+=) Σ_{n, oy, ox} dOutput[n, oc, oy, ox]; nil if the conv has no bias.
     /// - dOutput (batch, outC, outH, outW); input (batch, inC, H, W); weight (outC, inC, kH, kW).
     /// - columns: scratch of `scratchCount(shape)` elements (overwritten).
+    /// - path: the kernel (`backwardPath`; a network passes its plan's); nil decides it here.
     public static func backward<T: GEMMScalar>(
         dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
         dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
-        columns: UnsafeMutablePointer<T>, shape s: Conv2dShape
+        columns: UnsafeMutablePointer<T>, shape s: Conv2dShape, path planned: ConvolutionPath? = nil
     ) {
+        let path = planned ?? backwardPath(s, target: .native(T.self))
+        precondition(admits(path, s, forward: false) && (!path.usesAVX2 || T.self == Float.self), "\(path) cannot run the backward of \(s)")
         let partials = columns + workerCount(s) * workerScratch(s)
         if let dBias { Parallel.forRanges(s.outChannels, work: s.outputCount, BiasGradient(dBias: dBias, dOutput: dOutput, shape: s)) }
-        if usesDirect(s) {
-            backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s)
+        if path != .gemm {
+            backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s,
+                           avx2: path.usesAVX2)
             return
         }
         let loop = BackwardChunks(dInput: dInput, partials: partials, dOutput: dOutput, input: input, weight: weight, columns: columns, shape: s)

@@ -84,15 +84,18 @@ public enum ConvBatchNormReLUPool {
         input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>, gamma: UnsafePointer<T>, beta: UnsafePointer<T>,
         shape s: Conv2dShape, padded: UnsafeMutablePointer<T>, moments: UnsafeMutablePointer<Double>, scratch: UnsafeMutablePointer<T>,
         epsilon: Double = BatchNorm2d.defaultEpsilon, momentum: Double = BatchNorm2d.defaultMomentum,
-        synchronise reduce: BatchNorm2d.Reducer? = nil
+        synchronise reduce: BatchNorm2d.Reducer? = nil, path planned: ConvolutionPath? = nil
     ) {
         precondition(applies(s))
         precondition(s.outputCount <= Int(Int32.max), "argmax indices are Int32")
+        let path = planned ?? path(s, target: .native(T.self))!
+        precondition((path == .moments || path == .momentsAVX2) && (!path.usesAVX2 || T.self == Float.self), "\(path) cannot run \(s)")
         let patch = s.patchSize, m = patch * (patch + 1), plane = s.height * s.width
         // Input moments per image (parallel), then the batch's S and centred Gram in image order.
         serialBLAS {
             Parallel.forRanges(s.batch, work: s.batch * plane * patch,
-                               PatchMoments(moments: moments, padded: padded, scratch: scratch, input: input, shape: s))
+                               PatchMoments(moments: moments, padded: padded, scratch: scratch, input: input, shape: s,
+                                            avx2: path.usesAVX2))
         }
         let sTotal = moments + s.batch * m, gram = sTotal + patch, pixels = Double(s.batch * plane)
         sTotal.update(repeating: 0, count: patch)
@@ -129,15 +132,17 @@ public enum ConvBatchNormReLUPool {
                 return quadratic + pixels * offset * offset
             })
         Parallel.forRanges(s.batch * s.outChannels, work: s.batch * s.outChannels * plane * (patch + 2),
-                           ConvNormaliseReLUPool(pooled: pooled, argmax: argmax, pooledInput: pooledInput, padded: padded,
+                           ConvNormaliseReLUPool(avx2: path.usesAVX2, pooled: pooled, argmax: argmax, pooledInput: pooledInput, padded: padded,
                                                  weight: weight, bias: bias, gamma: gamma, beta: beta, mean: mean, invStd: invStd,
                                                  scratch: scratch, shape: s))
     }
 
     /// The forward's pass on planes `planes` (q = n·outC + c): x = bias + Σ_ic stencil of the padded
     /// input plane into the worker's scratch, then `BatchNormReLUPool.poolRowPair` row pair by row
-    /// pair; or, where `Conv2d.pooledStencil` applies, `StencilAVX2.stencil3x3PoolArgmax` at once.
+    /// pair; or, on `.momentsAVX2` where `Conv2d.pooledStencilFits`, `StencilAVX2.stencil3x3PoolArgmax` at once.
     struct ConvNormaliseReLUPool<T: GEMMScalar>: ParallelLoop {
+        /// The AVX2 stencils (`.momentsAVX2`).
+        let avx2: Bool
         let pooled: UnsafeMutablePointer<T>, argmax: UnsafeMutablePointer<Int32>, pooledInput: UnsafeMutablePointer<T>
         let padded: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>
         let gamma: UnsafePointer<T>, beta: UnsafePointer<T>, mean: UnsafePointer<T>, invStd: UnsafePointer<T>
@@ -148,7 +153,7 @@ public enum ConvBatchNormReLUPool {
             let s = shape, w = s.width, plane = s.height * w, oh = s.height / 2, ow = w / 2, taps = s.kernelH * s.kernelW
             let pw = w + s.kernelW - 1, paddedPlane = (s.height + s.kernelH - 1) * pw
             let x = scratch + worker * workerScratch(s), rows = x + plane
-            if T.self == Float.self && Conv2d.pooledStencil(s) {
+            if T.self == Float.self && avx2 && Conv2d.pooledStencilFits(s) {
                 // One input plane: the stencil, normalisation and pooling in registers
                 // (`StencilAVX2.stencil3x3PoolArgmax`) on the image's padded plane split into even
                 // and odd columns (the worker's scratch, redone when the image changes).
@@ -174,7 +179,7 @@ public enum ConvBatchNormReLUPool {
                 x.update(repeating: bias[c], count: plane)
                 for ic in 0..<s.inChannels {
                     Conv2d.stencil(x, s.height, w, padded + (n * s.inChannels + ic) * paddedPlane, pw,
-                                   weight + (c * s.inChannels + ic) * taps, s.kernelH, s.kernelW, accumulate: true)
+                                   weight + (c * s.inChannels + ic) * taps, s.kernelH, s.kernelW, accumulate: true, avx2: avx2)
                 }
                 // As BatchNorm2d.forwardTraining: y = x·scale + shift, then ReLU.
                 let scale = gamma[c] * invStd[c], shift = beta[c] - mean[c] * scale
@@ -196,9 +201,13 @@ public enum ConvBatchNormReLUPool {
         dPooled: UnsafePointer<T>, pooled: UnsafePointer<T>, argmax: UnsafePointer<Int32>, pooledInput: UnsafePointer<T>,
         weight: UnsafePointer<T>, bias: UnsafePointer<T>, gamma: UnsafePointer<T>, mean: UnsafePointer<T>, invStd: UnsafePointer<T>,
         shape s: Conv2dShape, padded: UnsafePointer<T>, moments: UnsafeMutablePointer<Double>,
-        synchronise reduce: BatchNorm2d.Reducer? = nil
+        synchronise reduce: BatchNorm2d.Reducer? = nil, path planned: ConvolutionPath? = nil
     ) {
         precondition(applies(s))
+        // The backward's kernels (window gathers, Double sums) are the same on both paths; the
+        // path is checked so that a plan and its layer cannot disagree.
+        let path = planned ?? path(s, target: .native(T.self))!
+        precondition(path == .moments || path == .momentsAVX2, "\(path) cannot run \(s)")
         let patch = s.patchSize, m = patch * (patch + 1), channels = s.outChannels, plane = s.height * s.width
         let sTotal = moments + s.batch * m, gram = sTotal + patch, h = sTotal + m, sums = h + channels * patch
         let pixels = Double(s.batch * plane)
@@ -245,6 +254,8 @@ public enum ConvBatchNormReLUPool {
     struct PatchMoments<T: GEMMScalar>: ParallelLoop {
         let moments: UnsafeMutablePointer<Double>, padded: UnsafeMutablePointer<T>, scratch: UnsafeMutablePointer<T>
         let input: UnsafePointer<T>, shape: Conv2dShape
+        /// `StencilAVX2.dot` for the Gram matrix (`.momentsAVX2`).
+        let avx2: Bool
 
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
@@ -278,7 +289,7 @@ public enum ConvBatchNormReLUPool {
                         for y in 0..<(s.height - 1) { for k in 0..<extra { sum -= ones[y * pw + s.width + k] } }
                         out[t] = Double(sum)   // Σ (c_t − a) for now
                         for u in t..<patch {
-                            let g = Double(dot(ones, centred + tapOffset(u, s), run) - between(t, u))
+                            let g = Double(dot(ones, centred + tapOffset(u, s), run, avx2: avx2) - between(t, u))
                             out[patch + t * patch + u] = g; out[patch + u * patch + t] = g
                         }
                     }
@@ -321,11 +332,10 @@ public enum ConvBatchNormReLUPool {
         return (r0, r1, r2, sg, sgx)
     }
 
-    /// Σ a[i]·b[i] over n values: `StencilAVX2.dot` (four FMA chains) for Float on a CPU with
-    /// AVX2 + FMA, else `Conv2d.dot`.
+    /// Σ a[i]·b[i] over n values: `StencilAVX2.dot` (four FMA chains) if `avx2` (Float), else `Conv2d.dot`.
     @inline(__always)
-    static func dot<T: GEMMScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int) -> T {
-        if T.self == Float.self && CPUFeatures.avx2FMA { return T(StencilAVX2.dot(a.float, b.float, n)) }
+    static func dot<T: GEMMScalar>(_ a: UnsafePointer<T>, _ b: UnsafePointer<T>, _ n: Int, avx2: Bool) -> T {
+        if T.self == Float.self && avx2 { return T(StencilAVX2.dot(a.float, b.float, n)) }
         return Conv2d.dot(a, b, n)
     }
 

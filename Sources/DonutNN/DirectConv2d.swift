@@ -1,18 +1,5 @@
 import DonutBLAS
 import DonutKernelsAVX2
-import CDonutCPU
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
-
-/// What the CPU can run beyond baseline x86-64, asked once (CPUID).
-public enum CPUFeatures {
-    /// AVX2 and FMA (with the OS saving YMM state): the `DonutKernelsAVX2` stencils may run.
-    /// `DONUT_NO_AVX2=1` in the environment turns them off (to compare, or to rule them out).
-    public static let avx2FMA: Bool = donut_cpu_has_avx2_fma() != 0 && getenv("DONUT_NO_AVX2") == nil
-}
 
 /// Direct (stencil) convolution for the shapes where im2col + GEMM is a poor fit: stride 1 with
 /// one input channel (the encoder's first conv: a K = 9 GEMM) or one output channel (the
@@ -43,14 +30,6 @@ extension Conv2d {
     /// image, then the rotated weights (backward).
     static func directScratchCount(_ s: Conv2dShape) -> Int {
         directWorkers(s) * directWorkerScratch(s) + (s.batch + 1) * s.weightCount
-    }
-
-    /// Whether the direct forward's pooled epilogue runs as `StencilAVX2.stencil3x3Pool` for `s`:
-    /// Float on a CPU with AVX2 + FMA, one input plane, 3×3, padding 1, even sizes and at least
-    /// 16 columns (a pooled row of 8 lanes).
-    static func pooledStencil(_ s: Conv2dShape) -> Bool {
-        CPUFeatures.avx2FMA && s.inChannels == 1 && s.kernelH == 3 && s.kernelW == 3 && s.stride == 1 && s.padding == 1
-            && s.height % 2 == 0 && s.width % 2 == 0 && s.width >= 16
     }
 
     /// The zero-padded plane (h + 2, w + 2) of src (h, w), w even, as its even and odd columns,
@@ -88,11 +67,12 @@ extension Conv2d {
     /// (output, input) plane pair runs it on the input padded by `padding`; its adjoint (the input
     /// gradient) on dy padded by k − 1 − padding with the kernel rotated (`flipped`). Every
     /// pixel takes the 8-wide SIMD loop (scalar tail); 3×3 kernels do all nine taps in one pass.
-    /// Float 3×3 or 2×2 on a CPU with AVX2 + FMA: `StencilAVX2.stencil3x3` / `stencil2x2` (fused multiply-adds, 8 lanes).
+    /// `avx2` (a path with `ConvolutionPath.usesAVX2`, so T is Float), 3×3 or 2×2:
+    /// `StencilAVX2.stencil3x3` / `stencil2x2` (fused multiply-adds, 8 lanes).
     @inline(__always)
     static func stencil<T: GEMMScalar>(_ y: UnsafeMutablePointer<T>, _ yh: Int, _ yw: Int, _ x: UnsafePointer<T>, _ xw: Int,
-                                       _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int, accumulate: Bool = true) {
-        if T.self == Float.self && CPUFeatures.avx2FMA {
+                                       _ w: UnsafePointer<T>, _ kh: Int, _ kw: Int, accumulate: Bool = true, avx2: Bool) {
+        if T.self == Float.self && avx2 {
             if kh == 3 && kw == 3 { StencilAVX2.stencil3x3(y.float, yh, yw, x.float, xw, w.float, accumulate: accumulate); return }
             if kh == 2 && kw == 2 { StencilAVX2.stencil2x2(y.float, yh, yw, x.float, xw, w.float, accumulate: accumulate); return }
         }
@@ -146,11 +126,11 @@ extension Conv2d {
     /// gradient of one (output plane, input plane) pair, xp the input zero-padded as in the forward
     /// (rows `xw` apart). 3×3 kernels take all nine taps in one pass over dy (nine 8-lane partial
     /// sums, each dy vector loaded once); other kernels one tap at a time (`dot` per row).
-    /// Float 3×3 or 2×2 on a CPU with AVX2 + FMA: `StencilAVX2.stencilGradient3x3` / `stencilGradient2x2`.
+    /// `avx2` (Float), 3×3 or 2×2: `StencilAVX2.stencilGradient3x3` / `stencilGradient2x2`.
     @inline(__always)
     static func stencilGradient<T: GEMMScalar>(_ g: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ yh: Int, _ yw: Int,
-                                               _ xp: UnsafePointer<T>, _ xw: Int, _ kh: Int, _ kw: Int) {
-        if T.self == Float.self && CPUFeatures.avx2FMA {
+                                               _ xp: UnsafePointer<T>, _ xw: Int, _ kh: Int, _ kw: Int, avx2: Bool) {
+        if T.self == Float.self && avx2 {
             if kh == 3 && kw == 3 { StencilAVX2.stencilGradient3x3(g.float, dy.float, yh, yw, xp.float, xw); return }
             if kh == 2 && kw == 2 { StencilAVX2.stencilGradient2x2(g.float, dy.float, yh, yw, xp.float, xw); return }
         }
@@ -208,16 +188,18 @@ extension Conv2d {
 
     /// `forward` on the direct path (same contract), parallel over images: each image's input
     /// planes are zero-padded once into the worker's scratch, then every output plane is a sum
-    /// of valid stencils.
+    /// of valid stencils. `path`: `.stencil`, `.stencilAVX2` or `.pooledStencilAVX2` (with `pooled`).
     static func forwardDirect<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
         scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape,
         scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?,
-        statistics: UnsafeMutablePointer<Double>?
+        statistics: UnsafeMutablePointer<Double>?, path: ConvolutionPath
     ) {
+        precondition(path != .pooledStencilAVX2 || (pooled != nil && statistics == nil), "the pooled stencil needs `pooled` and no statistics")
         Parallel.forWorkers(s.batch, workers: directWorkers(s),
                             DirectForward(output: output, input: input, weight: weight, bias: bias, scratch: scratch, shape: s,
-                                          scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: statistics))
+                                          scale: scale, shift: shift, relu: relu, pooled: pooled, statistics: statistics,
+                                          avx2: path.usesAVX2, pooledStencil: path == .pooledStencilAVX2))
     }
 
     /// `forwardDirect` on a worker's run of images.
@@ -226,6 +208,8 @@ extension Conv2d {
         let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
         let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool, pooled: UnsafeMutablePointer<T>?
         let statistics: UnsafeMutablePointer<Double>?
+        /// The AVX2 stencils; the pooled stencil (`.pooledStencilAVX2`).
+        let avx2: Bool, pooledStencil: Bool
 
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
@@ -233,7 +217,7 @@ extension Conv2d {
             let pw = s.width + 2 * s.padding, padded = (s.height + 2 * s.padding) * pw
             let pooledPlane = (s.outHeight / 2) * (s.outWidth / 2)
             let xp = scratch + worker * directWorkerScratch(s), full = xp + s.inChannels * padded
-            let evenOdd = T.self == Float.self && pooledStencil(s) && pooled != nil && statistics == nil
+            let evenOdd = T.self == Float.self && pooledStencil
             for n in images {
                 if evenOdd, let pooled {
                     // One input plane, pooled epilogue: the conv planes are never stored (`stencil3x3Pool`).
@@ -256,7 +240,7 @@ extension Conv2d {
                     let y = pooled == nil ? output + q * plane : full
                     for ic in 0..<s.inChannels {
                         stencil(y, s.outHeight, s.outWidth, xp + ic * padded, pw, weight + (oc * s.inChannels + ic) * taps,
-                                s.kernelH, s.kernelW, accumulate: ic > 0)
+                                s.kernelH, s.kernelW, accumulate: ic > 0, avx2: avx2)
                     }
                     finishPlane(y, y, channel: oc, bias: bias, scale: scale, shift: shift, relu: relu,
                                 pooled: pooled.map { $0 + q * pooledPlane }, statistics: statistics.map { $0 + 2 * q }, s)
@@ -271,7 +255,7 @@ extension Conv2d {
     static func backwardDirect<T: GEMMScalar>(
         dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>,
         dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
-        scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape
+        scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape, avx2: Bool
     ) {
         let taps = s.kernelH * s.kernelW
         let partials = scratch + directWorkers(s) * directWorkerScratch(s), flips = partials + s.batch * s.weightCount
@@ -281,7 +265,7 @@ extension Conv2d {
         }
         Parallel.forWorkers(s.batch, workers: directWorkers(s),
                             DirectBackward(dInput: dInput, partials: partials, dOutput: dOutput, input: input, flips: flips,
-                                           scratch: scratch, shape: s))
+                                           scratch: scratch, shape: s, avx2: avx2))
         addPartials(dWeight, partials, count: s.weightCount, partials: s.batch)
     }
 
@@ -293,6 +277,8 @@ extension Conv2d {
         let dInput: UnsafeMutablePointer<T>?, partials: UnsafeMutablePointer<T>
         let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, flips: UnsafePointer<T>
         let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
+        /// The AVX2 stencils (`.stencilAVX2`).
+        let avx2: Bool
 
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
@@ -309,7 +295,7 @@ extension Conv2d {
                 for oc in 0..<s.outChannels {
                     for ic in 0..<s.inChannels {
                         stencilGradient(g + (oc * s.inChannels + ic) * taps, dOutput + (n * s.outChannels + oc) * plane,
-                                        s.outHeight, s.outWidth, work + ic * xPadded, xw, s.kernelH, s.kernelW)
+                                        s.outHeight, s.outWidth, work + ic * xPadded, xw, s.kernelH, s.kernelW, avx2: avx2)
                     }
                 }
                 guard let dInput else { continue }
@@ -320,7 +306,7 @@ extension Conv2d {
                     let dx = dInput + (n * s.inChannels + ic) * inPlane
                     for oc in 0..<s.outChannels {
                         stencil(dx, s.height, s.width, work + oc * dyPadded, dyw, flips + (oc * s.inChannels + ic) * taps,
-                                s.kernelH, s.kernelW, accumulate: oc > 0)
+                                s.kernelH, s.kernelW, accumulate: oc > 0, avx2: avx2)
                     }
                 }
             }

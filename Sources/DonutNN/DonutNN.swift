@@ -3,10 +3,12 @@
 // Backward adds (+=) into parameter gradients and writes (=) input gradients; no allocation
 // inside forward/backward (scratch sizes from `scratchCount`). Layout NCHW, row-major; generic
 // over GEMMScalar (Float runs, Double checks against finite differences in DonutNNTests).
+//   ConvolutionPlan.swift ConvolutionPath (which kernel runs a conv) and the functions that decide it; CPUFeatures,
+//                         KernelTarget (what T and the CPU allow)
 //   Conv2d.swift          Conv2dShape, Conv2d (im2col + one GEMM per chunk of images, col2im backward)
 //   WinogradConv2d.swift  Conv2d's forward for 3×3 pad-1 convs on even planes: Winograd F(2×2, 3×3), 16 GEMMs per chunk
-//   DirectConv2d.swift    Conv2d's direct stencil path (one input or one output channel); CPUFeatures
-//                         (Float 3×3 and 2×2 stencils run from the DonutKernelsAVX2 module when CPUID has AVX2 + FMA)
+//   DirectConv2d.swift    Conv2d's direct stencil path (one input or one output channel; the Float 3×3 and 2×2
+//                         stencils of the DonutKernelsAVX2 module on the AVX2 paths)
 //   Upsample2d.swift      nearest ×s upsampling (the decoder: upsample then conv)
 //   UpsampleConv2d.swift  nearest ×2 upsample → 3×3 conv fused (sub-pixel: four 2×2 convs on the low-res input,
 //                         as class GEMMs, or 2×2 direct stencils for one output channel)
@@ -26,4 +28,23 @@
 //   Parallel.swift        loops over the cores as `ParallelLoop` values (own range first, then the back of the
 //                         others': items computed whole by one thread, results thread-count independent)
 //   WorkerPool.swift      the pthreads behind `Parallel` (spin, then sleep; no allocation per job)
+//
+// Convolution kernels (`ConvolutionPath`, ConvolutionPlan.swift). Each conv layer's kernel, forward and backward,
+// is decided once from its shape, the scalar type and the CPU (`KernelTarget`: the AVX2 + FMA stencils for Float
+// where CPUID has them, `DONUT_NO_AVX2=1` turns them off); the layers take the decision as `path:` and a network
+// keeps all of them (DonutCore's `NetworkPlan`, printed by `donut bench train|infer --show-plan`).
+//   path                 forward/backward  taken when (decided by)
+//   gemm                 both              no other path fits; backward of every conv with more than one input and
+//                                          output channel (`Conv2d.forwardPath`, `backwardPath`)
+//   winograd             forward           3×3, stride 1, pad 1, even planes, >1 input and output channel (encoder 2…)
+//   stencil              both              stride 1 with one input or one output channel, generic kernels
+//                                          (Double; Float without AVX2; kernels other than 3×3 and 2×2)
+//   stencilAVX2          both              as `stencil`, Float 3×3 or 2×2 on an AVX2 + FMA CPU
+//   pooledStencilAVX2    forward           inference with the pool in the epilogue, one input plane, 3×3 pad 1,
+//                                          even planes ≥ 16 wide, Float on AVX2 (the encoder's first block)
+//   subPixelGEMM         both              up ×2 → 3×3 pad 1 on even planes, >1 input and output channel
+//                                          (`UpsampleConv2d.path`; the decoder's blocks but the last)
+//   subPixelStencil(AVX2) both             up ×2 → 3×3 with one output channel (the decoder's last block)
+//   moments(AVX2)        both              training without dropout, first encoder block: stride 1, same size,
+//                                          patch ≤ 16, even planes (`ConvBatchNormReLUPool.path`)
 import DonutBLAS

@@ -219,19 +219,22 @@ public enum UpsampleConv2d {
 
     /// y (batch, outC, H, W) = the up-sampled conv of input (batch, inC, H/2, W/2) plus bias, with
     /// `Conv2d.forward`'s optional epilogue y ← max(scale·y + shift, 0) (eval BatchNorm + ReLU).
-    /// columns: `scratchCount(shape)` elements.
+    /// columns: `scratchCount(shape)` elements. path: the kernel (`path(_:target:)`; a network
+    /// passes its plan's); nil decides it here.
     public static func forward<T: GEMMScalar>(
         output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>, bias: UnsafePointer<T>?,
         columns: UnsafeMutablePointer<T>, shape s: Conv2dShape,
-        scale: UnsafePointer<T>? = nil, shift: UnsafePointer<T>? = nil, relu: Bool = false
+        scale: UnsafePointer<T>? = nil, shift: UnsafePointer<T>? = nil, relu: Bool = false, path planned: ConvolutionPath? = nil
     ) {
         precondition(fuses(s) && (scale == nil) == (shift == nil))
-        if usesDirect(s) {
+        let path = planned ?? path(s, target: .native(T.self))!
+        precondition(admits(path, s) && (!path.usesAVX2 || T.self == Float.self), "\(path) cannot run the up-sampling conv \(s)")
+        if path != .subPixelGEMM {
             let folded = columns + Conv2d.directWorkers(s) * directWorkerScratch(s)
             foldWeights(folded, weight, s)
             Parallel.forWorkers(s.batch, workers: Conv2d.directWorkers(s),
                                 DirectForward(output: output, input: input, folded: folded, bias: bias, scratch: columns, shape: s,
-                                              scale: scale, shift: shift, relu: relu))
+                                              scale: scale, shift: shift, relu: relu, avx2: path.usesAVX2))
             return
         }
         let low = lowShape(s), folded = columns + Conv2d.workerCount(low) * workerScratch(s)
@@ -286,17 +289,21 @@ public enum UpsampleConv2d {
     /// - dInput (batch, inC, H/2, W/2): **written**; nil to skip.
     /// - dWeight (outC, inC, 3, 3), dBias (outC): **add**, as `Conv2d.backward`.
     /// - input: the forward's low-res input; columns: `scratchCount(shape)` elements.
+    /// - path: as `forward`'s.
     public static func backward<T: GEMMScalar>(
         dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>, dBias: UnsafeMutablePointer<T>?,
         dOutput: UnsafePointer<T>, input: UnsafePointer<T>, weight: UnsafePointer<T>,
-        columns: UnsafeMutablePointer<T>, shape s: Conv2dShape
+        columns: UnsafeMutablePointer<T>, shape s: Conv2dShape, path planned: ConvolutionPath? = nil
     ) {
         precondition(fuses(s))
+        let path = planned ?? path(s, target: .native(T.self))!
+        precondition(admits(path, s) && (!path.usesAVX2 || T.self == Float.self), "\(path) cannot run the up-sampling conv \(s)")
         if let dBias {
             Parallel.forRanges(s.outChannels, work: s.outputCount, Conv2d.BiasGradient(dBias: dBias, dOutput: dOutput, shape: s))
         }
-        if usesDirect(s) {
-            backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s)
+        if path != .subPixelGEMM {
+            backwardDirect(dInput: dInput, dWeight: dWeight, dOutput: dOutput, input: input, weight: weight, scratch: columns, shape: s,
+                           avx2: path.usesAVX2)
             return
         }
         let low = lowShape(s), kernel = columns + Conv2d.workerCount(low) * workerScratch(s)
@@ -386,6 +393,8 @@ public enum UpsampleConv2d {
         let output: UnsafeMutablePointer<T>, input: UnsafePointer<T>, folded: UnsafePointer<T>, bias: UnsafePointer<T>?
         let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
         let scale: UnsafePointer<T>?, shift: UnsafePointer<T>?, relu: Bool
+        /// `StencilAVX2.stencil2x2` (`.subPixelStencilAVX2`).
+        let avx2: Bool
 
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
@@ -401,7 +410,7 @@ public enum UpsampleConv2d {
                     let py = cls / 2, px = cls % 2
                     for ic in 0..<s.inChannels {
                         Conv2d.stencil(z + cls * planeL, h, w, xp + ic * padded + py * pw + px, pw, folded + cls * perClass + 4 * ic,
-                                       2, 2, accumulate: ic > 0)
+                                       2, 2, accumulate: ic > 0, avx2: avx2)
                     }
                 }
                 let y = output + n * s.height * s.width
@@ -421,7 +430,7 @@ public enum UpsampleConv2d {
     /// as the sum of the classes' adjoint stencils (rotated folded kernels on the padded classes).
     static func backwardDirect<T: GEMMScalar>(
         dInput: UnsafeMutablePointer<T>?, dWeight: UnsafeMutablePointer<T>, dOutput: UnsafePointer<T>, input: UnsafePointer<T>,
-        weight: UnsafePointer<T>, scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape
+        weight: UnsafePointer<T>, scratch: UnsafeMutablePointer<T>, shape s: Conv2dShape, avx2: Bool
     ) {
         let folded = scratch + Conv2d.directWorkers(s) * directWorkerScratch(s), kernels = 4 * classPatch(s)
         let rotated = folded + kernels, partials = rotated + kernels
@@ -429,7 +438,7 @@ public enum UpsampleConv2d {
         for k in 0..<(kernels / 4) { Conv2d.flipped(folded + 4 * k, count: 4, into: rotated + 4 * k) }
         Parallel.forWorkers(s.batch, workers: Conv2d.directWorkers(s),
                             DirectBackward(dInput: dInput, partials: partials, dOutput: dOutput, input: input, rotated: rotated,
-                                           scratch: scratch, shape: s))
+                                           scratch: scratch, shape: s, avx2: avx2))
         Conv2d.addPartials(dWeight, partials, count: s.weightCount, partials: s.batch)
     }
 
@@ -438,6 +447,7 @@ public enum UpsampleConv2d {
         let dInput: UnsafeMutablePointer<T>?, partials: UnsafeMutablePointer<T>
         let dOutput: UnsafePointer<T>, input: UnsafePointer<T>, rotated: UnsafePointer<T>
         let scratch: UnsafeMutablePointer<T>, shape: Conv2dShape
+        let avx2: Bool
 
         @_specialize(where T == Float)
         func run(_ images: Range<Int>, worker: Int) {
@@ -461,7 +471,7 @@ public enum UpsampleConv2d {
                 for cls in 0..<4 {
                     let py = cls / 2, px = cls % 2
                     for ic in 0..<s.inChannels {
-                        Conv2d.stencilGradient(g4, dz + cls * planeL, h, w, xp + ic * padded + py * pw + px, pw, 2, 2)
+                        Conv2d.stencilGradient(g4, dz + cls * planeL, h, w, xp + ic * padded + py * pw + px, pw, 2, 2, avx2: avx2)
                         addUnfolded(partial + 9 * ic, g4, stride: 1, py: py, px: px)
                     }
                 }
@@ -472,7 +482,7 @@ public enum UpsampleConv2d {
                     for cls in 0..<4 {
                         let py = cls / 2, px = cls % 2
                         Conv2d.stencil(dx, h, w, dzp + cls * padded + (1 - py) * pw + (1 - px), pw, rotated + cls * perClass + 4 * ic,
-                                       2, 2, accumulate: cls > 0)
+                                       2, 2, accumulate: cls > 0, avx2: avx2)
                     }
                 }
             }

@@ -47,8 +47,10 @@ struct BenchTrain: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "train", abstract: "DONUT training samples/s and the share of a step per stage.")
     @Option(help: "Frames per step.") var batch = 16
     @Option(help: "Steps to time.") var steps = 40
+    @Flag(help: "Print each conv layer's kernels (the network plan) before timing.") var showPlan = false
     func run() throws {
         let (config, training, net) = try benchNetwork(batch: batch, training: true)
+        if showPlan, let plan = net.networkPlan { print(plan) }
         var rng = SplitMix64(seed: 1)
         var adam = AdamW()
         print("machine: \(machineSummary())")
@@ -92,8 +94,10 @@ struct BenchTrain: ParsableCommand {
 struct BenchInfer: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "infer", abstract: "Inference frames/s of the default network (encoder + head; and with the physics residual).")
     @Option(help: "Frames per batch.") var batch = 256
+    @Flag(help: "Print each conv layer's kernels (the network plan) before timing.") var showPlan = false
     func run() throws {
         let (config, training, net) = try benchNetwork(batch: batch, training: false)
+        if showPlan, let plan = net.networkPlan { print(plan) }
         var rng = SplitMix64(seed: 1)
         print("machine: \(machineSummary())")
         let tEncoder = bestTime { net.forward(mode: .inference, rng: &rng, physics: false, decoder: false) }

@@ -1,9 +1,11 @@
 import XCTest
 import DonutNN
 
-/// The convolution's two paths (direct stencil for one input or one output channel at stride
-/// 1; im2col + GEMM over chunks of images otherwise) against the naive loops, on the network's
-/// shapes and awkward ones, and the threading rule: results bit-identical for any thread count.
+/// `Conv2d`'s paths in Double (`ConvolutionPath`: direct stencil for one input or one output
+/// channel at stride 1, Winograd for 3×3 pad-1 convs on even planes, im2col + GEMM otherwise;
+/// each test asserts the path its shapes take) against the naive loops, on the network's shapes
+/// and awkward ones, and the threading rule: results bit-identical for any thread count. The
+/// Float kernels of every path (AVX2 included) are checked in `ConvolutionFloatTests`.
 final class ConvolutionPathTests: XCTestCase {
     /// Forward (Double, 1e-12: same products, different order) and both backward products
     /// against `naiveConv2d` / `naiveConv2dBackward` (1e-12 of the largest term sum); dInput is
@@ -40,20 +42,23 @@ final class ConvolutionPathTests: XCTestCase {
             Conv2dShape(batch: 2, inChannels: 1, height: 4, width: 3, outChannels: 2, kernelH: 3, kernelW: 3, padding: 0),
         ]
         for (i, s) in shapes.enumerated() {
-            XCTAssertTrue(Conv2d.usesDirect(s), "\(s) should take the direct path")
+            XCTAssertEqual(Conv2d.forwardPath(s, target: .native(Double.self)), .stencil, "\(s) should take the direct path")
+            XCTAssertEqual(Conv2d.backwardPath(s, target: .native(Double.self)), .stencil, "\(s) should take the direct path")
             checkAgainstNaive(s, seed: 100 + UInt64(i), "direct \(s)")
         }
     }
 
-    /// Batches large enough for chunks of several images (the GEMM's N spans images).
+    /// Batches large enough for chunks of several images (the GEMM's N spans images); odd
+    /// planes, stride 2 and 1×1 kernels, which Winograd does not take.
     func testGEMMPathWithMultiImageChunksMatchesNaiveLoops() {
         let shapes = [
-            Conv2dShape(batch: 16, inChannels: 3, height: 8, width: 8, outChannels: 4, kernelH: 3, kernelW: 3, padding: 1),
+            Conv2dShape(batch: 16, inChannels: 3, height: 7, width: 7, outChannels: 4, kernelH: 3, kernelW: 3, padding: 1),
             Conv2dShape(batch: 11, inChannels: 2, height: 5, width: 7, outChannels: 3, kernelH: 3, kernelW: 3, stride: 2, padding: 1),
             Conv2dShape(batch: 9, inChannels: 5, height: 3, width: 3, outChannels: 2, kernelH: 1, kernelW: 1),
         ]
         for (i, s) in shapes.enumerated() {
-            XCTAssertFalse(Conv2d.usesDirect(s))
+            XCTAssertEqual(Conv2d.forwardPath(s, target: .native(Double.self)), .gemm, "\(s) should take the GEMM path")
+            XCTAssertEqual(Conv2d.backwardPath(s, target: .native(Double.self)), .gemm, "\(s) should take the GEMM path")
             XCTAssertGreaterThan(Conv2d.chunkSize(s), 1, "\(s) should put several images in a chunk")
             checkAgainstNaive(s, seed: 200 + UInt64(i), "GEMM \(s)")
         }
@@ -73,7 +78,9 @@ final class ConvolutionPathTests: XCTestCase {
             Conv2dShape(batch: 16, inChannels: 4, height: 8, width: 8, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1),
         ]
         for (i, s) in shapes.enumerated() {
-            XCTAssertTrue(Conv2d.usesWinograd(s), "\(s) should take the Winograd path")
+            XCTAssertEqual(Conv2d.forwardPath(s, target: .native(Double.self)), .winograd, "\(s) should take the Winograd path")
+            XCTAssertEqual(Conv2d.forwardPath(s, target: .native(Float.self)), .winograd, "\(s) should take the Winograd path")
+            XCTAssertEqual(Conv2d.backwardPath(s, target: .native(Float.self)), .gemm, "\(s): backward by GEMM")
             checkAgainstNaive(s, seed: 500 + UInt64(i), "Winograd \(s)")
             var rng = SplitMix64(seed: 600 + UInt64(i))
             let x = randomValues(s.inputCount, &rng), w = randomValues(s.weightCount, &rng), b = randomValues(s.outChannels, &rng)

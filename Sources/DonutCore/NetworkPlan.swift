@@ -31,22 +31,23 @@ public enum PassKind: Int, Sendable, CaseIterable, CustomStringConvertible {
     }
 }
 
-/// What a block runs around its convolution in one kind of pass.
+/// What a block runs around its convolution in one kind of pass (the raw value is what the plan prints):
+/// - `layers`: encoder, training with dropout: conv → BatchNorm → ReLU → dropout → max pool, layer by layer;
+/// - `statisticsThenBatchNormReLUPool`: encoder, training without dropout: the conv writes its planes'
+///   statistics, then `BatchNormReLUPool`;
+/// - `convBatchNormReLUPool`: the same for the first block, whole (`ConvBatchNormReLUPool`, conv output never stored);
+/// - `pooledEpilogue`: encoder, inference: eval BatchNorm, ReLU and the 2×2 pool in the conv's epilogue;
+/// - `epilogueThenDropoutPool`: encoder, MC dropout: eval BatchNorm and ReLU in the epilogue, then dropout and the pool;
+/// - `upConvBatchNormReLU`: decoder block: (up-sampling →) conv → BatchNorm → ReLU (eval: in the epilogue);
+/// - `upConv`: the decoder's last block: (up-sampling →) conv.
 public enum BlockComposition: String, Sendable {
-    /// Encoder, training: conv → BatchNorm → ReLU → dropout → max pool, layer by layer.
-    case layers = "conv → BN → ReLU → dropout → pool"
-    /// Encoder, training without dropout: the conv writes its planes' statistics, then `BatchNormReLUPool`.
-    case statisticsThenBatchNormReLUPool = "conv+statistics → BatchNormReLUPool"
-    /// Encoder, training without dropout, first block: `ConvBatchNormReLUPool` (conv output never stored).
-    case convBatchNormReLUPool = "ConvBatchNormReLUPool"
-    /// Encoder, inference: eval BatchNorm, ReLU and the 2×2 pool in the conv's epilogue.
-    case pooledEpilogue = "conv+BN+ReLU+pool epilogue"
-    /// Encoder, MC dropout: eval BatchNorm and ReLU in the epilogue, then dropout and the pool.
-    case epilogueThenDropoutPool = "conv+BN+ReLU epilogue → dropout → pool"
-    /// Decoder block with BatchNorm: (up-sampling →) conv → BatchNorm → ReLU (eval: in the epilogue).
-    case upConvBatchNormReLU = "up ×2 → conv → BN → ReLU"
-    /// The decoder's last block: (up-sampling →) conv.
-    case upConv = "up ×2 → conv"
+    case layers = "conv → BN → ReLU → dropout → pool",
+         statisticsThenBatchNormReLUPool = "conv+statistics → BatchNormReLUPool",
+         convBatchNormReLUPool = "ConvBatchNormReLUPool",
+         pooledEpilogue = "conv+BN+ReLU+pool epilogue",
+         epilogueThenDropoutPool = "conv+BN+ReLU epilogue → dropout → pool",
+         upConvBatchNormReLU = "up ×2 → conv → BN → ReLU",
+         upConv = "up ×2 → conv"
 }
 
 /// One convolution layer's plan: its shape, what runs around it and its kernels.

@@ -16,11 +16,13 @@ func benchFrames(_ config: DonutConfig, count: Int) -> [Float] {
     return frames
 }
 
-/// The default DONUT network on the published preset, planned for `batch`, with paper-phantom frames loaded.
-func benchNetwork(batch: Int, training: Bool) throws -> (DonutConfig, TrainingConfig, DonutNetwork<Float>) {
+/// The default DONUT network on the published preset, planned for `batch`, with paper-phantom frames
+/// loaded; `showPlan` prints its plan (each conv layer's kernels) first.
+func benchNetwork(batch: Int, training: Bool, showPlan: Bool = false) throws -> (DonutConfig, TrainingConfig, DonutNetwork<Float>) {
     let config = DonutConfig.srio3LSAT002, preset = TrainingConfig.donutPaper
     let net = try DonutNetwork<Float>(settings: preset.network, optimiser: preset.optimiser, config: config, seed: 0)
     net.plan(batch: batch, training: training)
+    if showPlan, let plan = net.networkPlan { print(plan) }
     let frames = benchFrames(config, count: batch)
     frames.withUnsafeBufferPointer { net.loadInput($0.baseAddress!, count: batch) }
     return (config, preset, net)
@@ -49,8 +51,7 @@ struct BenchTrain: ParsableCommand {
     @Option(help: "Steps to time.") var steps = 40
     @Flag(help: "Print each conv layer's kernels (the network plan) before timing.") var showPlan = false
     func run() throws {
-        let (config, training, net) = try benchNetwork(batch: batch, training: true)
-        if showPlan, let plan = net.networkPlan { print(plan) }
+        let (config, training, net) = try benchNetwork(batch: batch, training: true, showPlan: showPlan)
         var rng = SplitMix64(seed: 1)
         var adam = AdamW()
         print("machine: \(machineSummary())")
@@ -96,8 +97,7 @@ struct BenchInfer: ParsableCommand {
     @Option(help: "Frames per batch.") var batch = 256
     @Flag(help: "Print each conv layer's kernels (the network plan) before timing.") var showPlan = false
     func run() throws {
-        let (config, training, net) = try benchNetwork(batch: batch, training: false)
-        if showPlan, let plan = net.networkPlan { print(plan) }
+        let (config, training, net) = try benchNetwork(batch: batch, training: false, showPlan: showPlan)
         var rng = SplitMix64(seed: 1)
         print("machine: \(machineSummary())")
         let tEncoder = bestTime { net.forward(mode: .inference, rng: &rng, physics: false, decoder: false) }

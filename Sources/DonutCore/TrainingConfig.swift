@@ -62,6 +62,20 @@ public struct TrainingConfig: StrictConfig {
         guard s.validationFraction >= 0, s.validationFraction < 1 else {
             throw ConfigError(key: "schedule.validation_fraction", "must be in [0, 1) (got \(s.validationFraction))")
         }
+        guard s.seed >= 0 else { throw ConfigError(key: "schedule.seed", "must be ≥ 0 (got \(s.seed))") }
+        // Sizes that allocate: the weights of each 3×3 convolution (with gradient and two AdamW
+        // moments) and of the hidden layer, checked before the network is built.
+        var previous = 1
+        for c in n.encoderChannels {
+            if let why = Sizes.memoryProblem("a convolution's weights", factors: [("input channels", previous), ("network.encoder_channels", c), ("3×3 taps", 9)], bytesPerElement: 16) {
+                throw ConfigError(key: "network.encoder_channels", why)
+            }
+            previous = c
+        }
+        if let why = Sizes.memoryProblem("the hidden layer", factors: [("network.hidden_units", n.hiddenUnits), ("network.encoder_channels (last)", previous)], bytesPerElement: 16) {
+            throw ConfigError(key: "network.hidden_units", why)
+        }
+        guard s.batchSize <= 1 << 24 else { throw ConfigError(key: "schedule.batch_size", "\(s.batchSize) frames per batch is beyond any memory (at most \(1 << 24))") }
         guard s.checkpointEvery > 0 else { throw ConfigError(key: "schedule.checkpoint_every", "must be positive (got \(s.checkpointEvery))") }
         guard supervised.labelScale.count == 4, supervised.labelScale.allSatisfy({ $0 > 0 }) else {
             throw ConfigError(key: "supervised.label_scale", "must be 4 positive factors for (strain, tilt_lr, tilt_ud, thickness) (got \(supervised.labelScale))")

@@ -315,6 +315,17 @@ extension DonutConfig {
             throw ConfigError(key: "library", why)
         }
         try positive(noise.peakPhotons, "noise.peak_photons")
+        // The pattern itself: a config can pass every check above and still put the Bragg
+        // condition nowhere on the detector (e.g. energy_keV 1e6: θ ≈ 0, the rocking curve
+        // misses every pixel), which gives an all-zero library that makes every frame "bad".
+        // One box-model pattern at the centre of the ranges (a 2·n·m² GEMM) tells.
+        func mid(_ r: [Double]) -> Double { (r[0] + r[1]) / 2 }
+        let centre = FrameParameters(strain: mid(ranges.strain), tiltLRDeg: mid(ranges.tiltLRDeg),
+                                     tiltUDDeg: mid(ranges.tiltUDDeg), thicknessA: sample.thicknessA)
+        let pattern = ForwardModel<Double>(geometry: DiffractionGeometry(config: self), profile: .box).patterns([centre])
+        guard pattern.allSatisfy(\.isFinite), pattern.contains(where: { $0 > 0 }) else {
+            throw ConfigError(key: "instrument.energy_keV", "the diffraction pattern at the centre of the ranges (strain \(centre.strain), tilt_lr \(centre.tiltLRDeg)°, tilt_ud \(centre.tiltUDDeg)°) is \(pattern.allSatisfy(\.isFinite) ? "zero on every pixel" : "not finite"): the Bragg condition is met nowhere on the detector; check instrument.energy_keV, sample.lattice_c_A, sample.reflection_l, model.box_half_width_invA and the ranges")
+        }
     }
 }
 

@@ -172,6 +172,9 @@ final class NestingAndSizeTests: XCTestCase {
         c.model.frameSize = 1 << 40
         XCTAssertThrowsError(try c.validate()) { XCTAssert("\($0)".contains("model.frame_size"), "\($0)") }
         c = .srio3LSAT002
+        c.instrument.energyKeV = 1e6
+        XCTAssertThrowsError(try c.validate()) { XCTAssert("\($0)".contains("instrument.energy_keV") && "\($0)".contains("zero on every pixel"), "\($0)") }
+        c = .srio3LSAT002
         c.zonePlate.upsampling = 1 << 30
         XCTAssertThrowsError(try c.validate()) { XCTAssert("\($0)".contains("zone_plate.upsampling"), "\($0)") }
     }

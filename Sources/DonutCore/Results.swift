@@ -87,6 +87,24 @@ public struct Provenance: Equatable, Sendable {
 }
 
 extension FrameResults {
+    /// Every frame whose estimate (strain, tilts, thickness when present) is not finite gets
+    /// valid = 0 and NaN estimates, whatever the method: a non-finite number never leaves
+    /// Donut marked valid (a NaN model, a diverged refinement). Returns how many frames
+    /// this newly invalidated.
+    @discardableResult
+    public mutating func invalidateNonFiniteEstimates() -> Int {
+        var changed = 0
+        for i in valid.indices {
+            let finite = strain[i].isFinite && tiltLRDeg[i].isFinite && tiltUDDeg[i].isFinite && (thicknessA?[i].isFinite ?? true)
+            guard !finite else { continue }
+            if valid[i] != 0 { changed += 1 }
+            valid[i] = 0
+            strain[i] = .nan; tiltLRDeg[i] = .nan; tiltUDDeg[i] = .nan
+            if thicknessA != nil { thicknessA![i] = .nan }
+        }
+        return changed
+    }
+
     /// Copies `part` (a sub-block of this block, e.g. one streamed chunk) into place.
     /// Optional maps and sigmas present in `part` are created here (NaN elsewhere) first.
     public mutating func place(_ part: FrameResults) {

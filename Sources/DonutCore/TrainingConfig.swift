@@ -59,6 +59,7 @@ public struct TrainingConfig: StrictConfig {
         let s = schedule
         guard s.batchSize > 0 else { throw ConfigError(key: "schedule.batch_size", "must be positive (got \(s.batchSize))") }
         guard s.epochs > 0 else { throw ConfigError(key: "schedule.epochs", "must be positive (got \(s.epochs))") }
+        guard s.epochs <= 1_000_000 else { throw ConfigError(key: "schedule.epochs", "must be at most 1000000 (got \(s.epochs)): a step count beyond any training") }
         guard s.validationFraction >= 0, s.validationFraction < 1 else {
             throw ConfigError(key: "schedule.validation_fraction", "must be in [0, 1) (got \(s.validationFraction))")
         }

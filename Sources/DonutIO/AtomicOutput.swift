@@ -132,6 +132,14 @@ public struct AtomicOutput: Sendable {
         }
     }
 
+    /// Empties the temporary file before an abandoned HDF5 file is closed. A write that met
+    /// a full disk leaves HDF5 1.10 unable to flush at close, and a failed close leaves a
+    /// half-closed file that crashes the process at exit (MPI_Finalize / atexit); with the
+    /// space given back the close succeeds. Not collective; harmless when there is no file.
+    public func releaseSpace() {
+        truncate(temporaryPath, 0)
+    }
+
     /// Removes the temporary file (harmless when it does not exist). Not collective, so an
     /// error path on any subset of ranks may call it.
     public func discard() {

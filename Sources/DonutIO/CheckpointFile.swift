@@ -22,6 +22,12 @@ public enum CheckpointFile {
     /// own finished model or resumable checkpoint.
     public static func write(_ c: ModelCheckpoint, path: String, provenance: Provenance, force: Bool,
                              run: TrainingRun? = nil) throws {
+        // A model holding NaN/Inf is never written: a training that diverged stops with this
+        // error and the previous checkpoint stays as it was.
+        do { try checkValues(c, path: path) } catch var e as DonutIOError {
+            e.message = "not written, the previous file (if any) is kept: " + e.message
+            throw e
+        }
         guard c.parameters.count == c.firstMoments.count, c.parameters.count == c.secondMoments.count else {
             throw DonutIOError(file: path, object: root, "parameters (\(c.parameters.count)) and AdamW moments (\(c.firstMoments.count), \(c.secondMoments.count)) differ in length")
         }

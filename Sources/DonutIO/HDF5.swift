@@ -158,7 +158,26 @@ public final class H5File {
         guard id >= 0 else { return }
         let rc = H5Fclose(id)
         id = -1
-        if rc < 0 { throw DonutIOError(file: path, "closing failed (\(takeHDF5ErrorMessage()))") }
+        if rc < 0 {
+            H5File.noteFailedClose()
+            throw DonutIOError(file: path, "closing failed (\(takeHDF5ErrorMessage()))")
+        }
+    }
+
+    /// True once a file could not be closed (a write met a full disk). HDF5 1.10 then holds
+    /// a half-closed file that crashes its own shutdown (at MPI_Finalize or at exit): the
+    /// process must end without it — skip MPI_Finalize (see `donut`'s RunContext), and
+    /// leave at exit, with the exit status, before HDF5's exit handler runs.
+    nonisolated(unsafe) public private(set) static var hasFailedClose = false
+
+    static func noteFailedClose() {
+        guard !hasFailedClose else { return }
+        hasFailedClose = true
+        // Registered after HDF5's own atexit handler, so it runs first (reverse order).
+        on_exit({ status, _ in
+            fflush(nil)
+            _exit(status)
+        }, nil)
     }
 
     // MARK: Links and groups

@@ -26,10 +26,10 @@ public final class LibraryWriter {
     private var patterns: H5Dataset?
 
     public init(path: String, grid: LibraryGrid, frameSize: Int, provenance: Provenance,
-                force: Bool = false, comm: Communicator? = nil) throws {
+                force: Bool = false, comm: Communicator? = nil, inputs: [(role: String, path: String)] = []) throws {
         self.grid = grid; self.frameSize = frameSize
         output = try AtomicOutput(path: path, force: force, comm: comm,
-                                  expectedBytes: grid.count * frameSize * frameSize * 4 + (64 << 10))
+                                  expectedBytes: grid.count * frameSize * frameSize * 4 + (64 << 10), inputs: inputs)
         do {
             let f = try H5File.create(output.temporaryPath, comm: comm)
             file = f
@@ -81,6 +81,7 @@ public final class LibraryWriter {
 
     /// Gives up: closes what is open and removes the temporary file.
     public func abandon() {
+        output.releaseSpace()
         try? patterns?.close(); patterns = nil
         try? file?.close(); file = nil
         output.discard()

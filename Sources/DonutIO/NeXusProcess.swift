@@ -75,6 +75,7 @@ func writeAtomically(_ output: AtomicOutput, _ body: (H5File) throws -> Void) th
             try body(file)
             try file.close()
         } catch {
+            output.releaseSpace()
             try? file.close()
             throw error
         }

@@ -47,8 +47,11 @@ private func optionalMap(_ r: FrameResults, _ name: String) -> [Double]? {
 /// Ranks with non-empty blocks must carry the same optional maps.
 public enum ResultMapsWriter {
     /// `scan`: how the frames were read (mask, monitor, ROI, order), the same on every rank.
-    public static func write(path: String, results: FrameResults, layout: ScanLayout, provenance: Provenance,
+    public static func write(path: String, results given: FrameResults, layout: ScanLayout, provenance: Provenance,
                              force: Bool = false, comm: Communicator? = nil, scan: ScanReadSummary? = nil) throws {
+        // Nothing non-finite is written marked valid (the pipelines count these beforehand).
+        var results = given
+        results.invalidateNonFiniteEstimates()
         // 1. Local checks, then one allreduce so that every rank throws together.
         let n = results.frameRange.count
         var problem: String?

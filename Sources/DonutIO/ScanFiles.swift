@@ -654,7 +654,7 @@ public enum ScanWriter {
     /// Refuses to overwrite `path` unless `force`; the file appears only when complete.
     public static func write(path: String, frames: [Float], layout: ScanLayout, frameSize: Int,
                              groundTruth: [String: [Double]]? = nil, provenance: Provenance,
-                             force: Bool = false) throws {
+                             force: Bool = false, inputs: [(role: String, path: String)] = []) throws {
         let n = layout.frameCount
         guard frames.count == n * frameSize * frameSize else {
             throw DonutIOError.dataset(path, defaultFramesDataset, "\(frames.count) values given for \(layout.rows)×\(layout.cols) frames of \(frameSize)×\(frameSize)")
@@ -672,7 +672,7 @@ public enum ScanWriter {
                 }
             }
         }
-        let output = try AtomicOutput(path: path, force: force, expectedBytes: frames.count * 4 + (64 << 10))
+        let output = try AtomicOutput(path: path, force: force, expectedBytes: frames.count * 4 + (64 << 10), inputs: inputs)
         try writeAtomically(output) { f in
             try f.writeRootAndEntry(kind: "scan", entryDefault: "data")
             try f.createGroup("/entry/data", nxClass: "NXdata")

@@ -15,6 +15,8 @@ public struct FitRequest {
     public var batch: Int
     /// Levenberg–Marquardt iterations of the per-frame physics refinement; nil: no refinement.
     public var refineIterations: Int?
+    /// Further files the result must not replace (role, path), e.g. a reprocess manifest.
+    public var otherInputs: [(role: String, path: String)] = []
 
     public init(scan: ScanInput, libraryPath: String, outputs: MapOutputs, batch: Int = defaultFramesPerBatch, refineIterations: Int? = nil) {
         self.scan = scan; self.libraryPath = libraryPath; self.outputs = outputs; self.batch = batch
@@ -30,7 +32,7 @@ public struct FitRequest {
 public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes = StageTimes()) throws -> MapsOutcome {
     let comm = ctx.comm, scan = request.scan, libraryPath = request.libraryPath, outputs = request.outputs
     let batch = request.batch, refineIterations = request.refineIterations
-    try outputs.checkNothingIsOverwritten(comm: comm)
+    try outputs.checkNothingIsOverwritten(inputs: [("--scan", scan.path), ("--library", libraryPath)] + request.otherInputs, comm: comm)
     let libraryFile = try LibraryReader(path: libraryPath, comm: comm)
     defer { try? libraryFile.close() }
     guard let libraryConfigJSON = libraryFile.configJSON else {
@@ -56,7 +58,8 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
     let fit = times.time(\.estimate) { CorrelationFit(grid: grid, entries: slab, patterns: patterns, pixelCount: np) }
     let keep = shardRange(count: layout.frameCount, parts: comm.size, index: comm.rank)
     let residualModel = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
-    let run = CorrelationFitRun(frameCount: layout.frameCount, batch: batch, residualModel: residualModel)
+    // A batch larger than the scan buys nothing and would allocate for frames that do not exist.
+    let run = CorrelationFitRun(frameCount: layout.frameCount, batch: min(batch, max(layout.frameCount, 1)), residualModel: residualModel)
     // Every rank reads every frame (the library is split); the checksum counts each rank's own block.
     let source = TimedFrameSource(reader: reader, times: times, checksummed: keep)
     // The goodness of fit judges the final estimates: the refined ones when refinement follows
@@ -77,6 +80,7 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
             }
         }
     }
+    results.invalidateNonFiniteEstimates()
     let warning = judge.scanWarning(scan: scan.path, config: config, comm: comm)
     var counts = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&counts)

@@ -20,6 +20,8 @@ public struct InferRequest {
     public var refineIterations: Int?
     /// Frames per streamed chunk and rank (memory: one chunk of frames, never a block).
     public var chunkFrames: Int
+    /// Further files the result must not replace (role, path), e.g. a reprocess manifest.
+    public var otherInputs: [(role: String, path: String)] = []
 
     /// The streamed chunk when none is given: 4096 frames of 64×64 Float = 64 MiB.
     public static let defaultChunkFrames = 4096
@@ -42,7 +44,7 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
     let comm = ctx.comm, model = request.modelPath, scan = request.scan, outputs = request.outputs
     let batch = request.batch, mcSamples = request.mcSamples, refineIterations = request.refineIterations
     let chunkFrames = request.chunkFrames
-    try outputs.checkNothingIsOverwritten(comm: comm)
+    try outputs.checkNothingIsOverwritten(inputs: [("--model", model), ("--scan", scan.path)] + request.otherInputs, comm: comm)
     let (checkpoint, config, network) = try ctx.agreeing {
         let checkpoint = try CheckpointFile.read(path: model)
         let config = try ConfigFile.fromJSON(checkpoint.configJSON, source: "\(model):\(configDataset)")
@@ -95,6 +97,7 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
             start = chunk.upperBound
         } while start < keep.upperBound
     }
+    results.invalidateNonFiniteEstimates()
     var invalid = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&invalid)
     let warning = judge.scanWarning(scan: scan.path, config: config, comm: comm)

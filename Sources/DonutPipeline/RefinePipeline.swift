@@ -88,6 +88,7 @@ public func refine(_ ctx: RunContext, _ request: RefineRequest) throws -> Refine
     training.initialModel = (model, base)
     training.skipUnusableScans = true
     training.method = "refine-donut"
+    training.otherInputs = [("--manifest", manifest)] + (request.libraryPath.map { [("--library", $0)] } ?? [])
     training.shouldStop = request.shouldStop
     let trained = try trainModel(ctx, training)
     guard trained.completed else { return RefineOutcome(training: trained, reprocess: nil) }

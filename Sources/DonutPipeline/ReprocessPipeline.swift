@@ -84,6 +84,18 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
             setupProblem = "\(error)"
         }
     }
+    // The status file is the run's record: a path it cannot be written to (a folder, a
+    // FIFO, the manifest itself) ends the run before any scan, not with a warning.
+    var statusProblem = ""
+    if comm.isRoot {
+        if let kind = FileKind.nonRegular(statusPath) {
+            statusProblem = "\(DonutIOError(file: statusPath, "is \(kind), not a status file: move it away or choose another output folder"))"
+        } else if let why = FileIdentity.clash(output: statusPath, inputs: [("--manifest", manifest)]) {
+            statusProblem = "\(DonutIOError(file: statusPath, why))"
+        }
+    }
+    statusProblem = comm.broadcast(statusProblem)
+    if !statusProblem.isEmpty { throw PipelineError(statusProblem) }
     setupProblem = comm.broadcast(setupProblem)
     if !setupProblem.isEmpty { ctx.log("reprocess: \(setupProblem)") }
     // Every scan starts from what the status file says of it (done stays done), else pending;
@@ -161,14 +173,18 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
         do {
             let scan = ScanInput(path: job.scanPath, dataset: job.dataset, scanShape: job.scanShape, roi: job.roi, options: job.readOptions)
             let outputs = MapOutputs(path: job.outputPath, force: force || replace, quickLooks: quicklook)
+            let manifestInput = [(role: "--manifest", path: manifest), (role: "the status file", path: statusPath)]
             if job.method == "fit" {
-                let outcome = try fitScan(ctx, FitRequest(scan: scan, libraryPath: job.modelPath, outputs: outputs, batch: job.batch,
-                                                          refineIterations: job.refineIterations), times: times)
+                var request = FitRequest(scan: scan, libraryPath: job.modelPath, outputs: outputs, batch: job.batch,
+                                         refineIterations: job.refineIterations)
+                request.otherInputs = manifestInput
+                let outcome = try fitScan(ctx, request, times: times)
                 count = outcome.frames; warning = outcome.warning
             } else {
-                let outcome = try inferScan(ctx, InferRequest(modelPath: job.modelPath, scan: scan, outputs: outputs, batch: job.batch,
-                                                              mcSamples: 0, refineIterations: job.refineIterations, chunkFrames: chunk),
-                                            times: times)
+                var request = InferRequest(modelPath: job.modelPath, scan: scan, outputs: outputs, batch: job.batch,
+                                           mcSamples: 0, refineIterations: job.refineIterations, chunkFrames: chunk)
+                request.otherInputs = manifestInput
+                let outcome = try inferScan(ctx, request, times: times)
                 count = outcome.frames; warning = outcome.warning
             }
         } catch {

@@ -169,16 +169,24 @@ public struct MapOutputs {
         return url.deletingPathExtension().path + "_\(map).png"
     }
 
-    /// Fails before any work when an output exists and --force was not given.
-    func checkNothingIsOverwritten(maps: [String] = MapOutputs.mapNames, comm: Communicator) throws {
-        guard !force else { return }
+    /// Fails before any work when an output is the same file as one of `inputs` (role,
+    /// path) — with or without --force —, is a folder or special file, or exists and
+    /// --force was not given. Rank 0 decides; every rank throws the same error.
+    func checkNothingIsOverwritten(maps: [String] = MapOutputs.mapNames, inputs: [(role: String, path: String)] = [],
+                                   comm: Communicator) throws {
         var clash = ""
         if comm.isRoot {
-            let files = [path] + (quickLooks ? maps.map(quickLookPath) : [])
-            clash = files.first { FileManager.default.fileExists(atPath: $0) } ?? ""
+            let files = [("--out", path)] + (quickLooks ? maps.map { ("quick-look", quickLookPath($0)) } : [])
+            do {
+                try FileIdentity.checkDistinct(outputs: files, inputs: inputs)
+                for (_, file) in files {
+                    if let kind = FileKind.nonRegular(file) { throw DonutIOError(file: file, "exists and is \(kind), not a regular file: refusing to replace it") }
+                    if !force && FileManager.default.fileExists(atPath: file) { throw DonutIOError(file: file, "exists; pass --force to overwrite") }
+                }
+            } catch { clash = "\(error)" }
         }
         clash = comm.broadcast(clash)
-        if !clash.isEmpty { throw DonutIOError(file: clash, "exists; pass --force to overwrite") }
+        if !clash.isEmpty { throw PipelineError(clash) }
     }
 
     /// One PNG per map of the written result file (rank 0).

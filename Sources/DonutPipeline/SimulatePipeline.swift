@@ -12,6 +12,8 @@ public struct LibraryRequest {
     public var profile: Profile = .box
     /// Entries per collective write (bounds memory: chunk × H × W × 4 bytes per rank).
     public var chunkEntries = LibraryRequest.defaultChunkEntries
+    /// Files the library must not replace (role, path), e.g. the config file it was made from.
+    public var otherInputs: [(role: String, path: String)] = []
 
     public static let defaultChunkEntries = 4096
 
@@ -26,7 +28,8 @@ public func simulateLibrary(_ ctx: RunContext, _ request: LibraryRequest) throws
     let n = cfg.model.frameSize
     ctx.log("simulate library: \(profile.rawValue) model, grid \(grid.shape.map(String.init).joined(separator: "×")) = \(grid.count) entries of \(n)×\(n), \(ctx.comm.size) rank(s) → \(path)")
     let provenance = ctx.provenance(method: "library-\(profile.rawValue)", config: ConfigFile.json(cfg), inputs: [], modelID: "")
-    let writer = try LibraryWriter(path: path, grid: grid, frameSize: n, provenance: provenance, force: request.force, comm: ctx.comm)
+    let writer = try LibraryWriter(path: path, grid: grid, frameSize: n, provenance: provenance, force: request.force, comm: ctx.comm,
+                                   inputs: request.otherInputs)
     let mine = shardRange(count: grid.count, parts: ctx.comm.size, index: ctx.comm.rank)
     let largest = shardRange(count: grid.count, parts: ctx.comm.size, index: 0).count
     let rounds = (largest + chunk - 1) / chunk   // the same on every rank: writes are collective
@@ -63,6 +66,8 @@ public struct ScanSimulationRequest {
     public var profile: Profile = .box
     public var outPath: String
     public var force = false
+    /// Files the scan must not replace (role, path), e.g. the config file it was made from.
+    public var otherInputs: [(role: String, path: String)] = []
 
     public init(config: DonutConfig, outPath: String) { self.config = config; self.outPath = outPath }
 }
@@ -72,6 +77,12 @@ public struct ScanSimulationRequest {
 public func simulateScan(_ ctx: RunContext, _ request: ScanSimulationRequest) throws {
     let cfg = request.config, kind = request.phantom, rows = request.rows, cols = request.cols, seed = request.seed
     let noise = request.noise, profile = request.profile, path = request.outPath
+    // The frames are held in memory before the write: their size is checked first.
+    let n = cfg.model.frameSize
+    if let why = Sizes.memoryProblem("the simulated frames", factors: [("--rows", rows), ("--cols", cols), ("model.frame_size", n), ("model.frame_size", n)],
+                                     bytesPerElement: 4 * 2) {
+        throw PipelineError(why)
+    }
     ctx.log("simulate scan: phantom \(kind.rawValue) \(rows)×\(cols), seed \(seed), peak \(cfg.noise.peakPhotons) photons, noise \(noise ? "Poisson" : "off"), \(profile.rawValue) model → \(path)")
     // Rank 0 writes; every rank learns the outcome, so all fail together (no rank runs
     // ahead on a missing file).
@@ -79,7 +90,6 @@ public func simulateScan(_ ctx: RunContext, _ request: ScanSimulationRequest) th
         guard ctx.comm.isRoot else { return }
         let maps = kind.maps(rows: rows, cols: cols, config: cfg, seed: seed)
         let forward = ForwardModel<Float>(geometry: DiffractionGeometry(config: cfg), profile: profile)
-        let n = cfg.model.frameSize
         var frames = [Float](repeating: 0, count: maps.count * n * n)
         frames.withUnsafeMutableBufferPointer {
             ScanSimulation.frames(of: maps, range: 0..<maps.count, model: forward, peakPhotons: cfg.noise.peakPhotons,
@@ -91,7 +101,7 @@ public func simulateScan(_ ctx: RunContext, _ request: ScanSimulationRequest) th
         try ScanWriter.write(path: path, frames: frames, layout: ScanLayout(rows: rows, cols: cols), frameSize: n,
                              groundTruth: ["strain": maps.strain, "tilt_lr": maps.tiltLRDeg, "tilt_ud": maps.tiltUDDeg,
                                            "thickness": maps.thicknessA],
-                             provenance: provenance, force: request.force)
+                             provenance: provenance, force: request.force, inputs: request.otherInputs)
     }
     ctx.log("wrote \(path)")
 }

@@ -13,10 +13,22 @@ public enum StopSignal {
     /// Whether a stop signal arrived since `install()`.
     public static var requested: Bool { flag != 0 }
 
-    /// Routes SIGTERM and SIGUSR1 to `requested` (instead of ending the process).
+    /// Routes SIGTERM and SIGUSR1 to `requested` (instead of ending the process) and makes
+    /// sure they are not blocked (a launcher's thread may have started us with them blocked:
+    /// a child inherits the mask). Call it first thing in `main` (a signal during start-up
+    /// then stops the run at its first step, with a checkpoint) and again after MPI_Init,
+    /// which installs handlers of its own. A signal arrived before is kept (`requested`).
     public static func install() {
         signal(SIGTERM) { _ in StopSignal.flag = 1 }
         signal(SIGUSR1) { _ in StopSignal.flag = 1 }
+        var set = stopSignals
+        pthread_sigmask(SIG_UNBLOCK, &set, nil)
+    }
+
+    private static var stopSignals: sigset_t {
+        var set = sigset_t()
+        sigemptyset(&set); sigaddset(&set, SIGTERM); sigaddset(&set, SIGUSR1)
+        return set
     }
 }
 
@@ -55,6 +67,8 @@ public struct TrainRequest {
     public var skipUnusableScans = false
     /// Provenance method name (default "train-<mode>").
     public var method: String? = nil
+    /// Further files no output may replace (role, path): the training preset, a manifest.
+    public var otherInputs: [(role: String, path: String)] = []
     /// Asked before every step (on every rank; the ranks agree): true stops after a
     /// checkpoint. Default: a SIGTERM/SIGUSR1 arrived (`StopSignal`).
     public var shouldStop: () -> Bool = { StopSignal.requested }
@@ -102,6 +116,8 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
     let train = r.training, supervised = r.supervised, mix = r.mix, library = r.libraryPath
     let mode: TrainingMode = supervised ? .nanobeamnn : .donut
     let checkpointPath = r.checkpointPath
+    try train.validate()   // command-line overrides (--seed, --epochs) included
+    try checkTrainingOutputs(r, comm: comm)
     // Rerun: finished, resumable, stale or someone else's? Decided on rank 0 from the run
     // records of the model and checkpoint files, before anything is read or computed.
     var run: TrainingRun?
@@ -137,6 +153,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
     let resume = verdict.hasPrefix("resume:") ? String(verdict.dropFirst(7)) : nil
     let replace = verdict.hasPrefix("fresh:1")
     if verdict.hasPrefix("fresh:"), verdict.count > 7 { ctx.log(String(verdict.dropFirst(7))) }
+    try checkLossLogIsFree(r, replace: replace || resume != nil, comm: comm)
     // Inputs and the instrument config: the library's, else the scan's; they must agree.
     // Every rank opens the files for independent reads and checks its contiguous shard
     // (checksums, bad frames); the frames themselves are read per epoch (`TrainingFileSource`).
@@ -264,7 +281,17 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         ctx.log("fine-tuning \(base.path) (\(base.checkpoint.method), step \(base.checkpoint.step)); AdamW restarts at step 0")
     }
     if let resume {
-        try trainer.restore(try CheckpointFile.read(path: resume))
+        // A checkpoint continues only the training it was made for: same instrument, same network.
+        let saved = try CheckpointFile.read(path: resume)
+        let savedConfig = try ConfigFile.fromJSON(saved.configJSON, source: "\(resume):\(configDataset)")
+        let differing = config.patternKeysDiffering(from: savedConfig)
+        guard differing.isEmpty else {
+            throw DonutIOError(file: resume, object: configDataset,
+                               "checkpoint made for another instrument than this training's inputs: \(differing.joined(separator: ", ")) differ")
+        }
+        do { try trainer.restore(saved) } catch let e as ConfigError {
+            throw DonutIOError(file: resume, object: "/entry/model/layout", "checkpoint of another network than the training preset's: \(e.message)")
+        }
         ctx.log("resumed from \(resume) at step \(trainer.step) (epoch \(trainer.epoch)): the same inputs and settings, unfinished")
     }
     broadcastTrainingState(trainer, comm: comm)
@@ -280,7 +307,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         shouldStop: {
             if let f = r.failRank, f.rank == comm.rank, f.step == trainer.step {
                 // Fault injection: die as a killed or crashed rank would, without MPI_Finalize.
-                fputs("donut: rank \(comm.rank): --fail-rank: exiting abruptly during step \(trainer.step)\n", stderr)
+                fputs("donut: error: rank \(comm.rank) exits abruptly during step \(trainer.step) (--fail-rank fault injection)\n", stderr)
                 fflush(stderr)
                 _exit(3)
             }
@@ -309,7 +336,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         var finished = run
         finished?.finished = true
         try CheckpointFile.write(model, path: r.outPath, provenance: provenance, force: r.force || replace || resume != nil, run: finished)
-        try writeLossLog(model.lossLog, path: TrainRequest.lossLogPath(out: r.outPath))
+        try writeLossLog(model.lossLog, path: TrainRequest.lossLogPath(out: r.outPath), force: r.force || replace || resume != nil)
         let heldOut = try heldOutMetrics(trainer, config: config, source: source, libraryOnly: supervised || mix >= 1 || usable.isEmpty)
         let metrics = SweepPointMetrics(
             heldOutFrames: heldOut.frames, heldOutPhysicsMAE: heldOut.physicsMAE, heldOutDeviance: heldOut.deviance,
@@ -410,10 +437,45 @@ final class TrainingFileSource: TrainingFrameSource {
 }
 
 /// step, epoch, train, validation, decoder MAE, physics MAE — one line per log record (atomic).
-func writeLossLog(_ log: [LossRecord], path: String) throws {
+func writeLossLog(_ log: [LossRecord], path: String, force: Bool) throws {
     var text = "step,epoch,train_loss,validation_loss,decoder_mae,physics_mae\n"
     for r in log { text += "\(r.step),\(r.epoch),\(r.train),\(r.validation),\(r.decoderMAE),\(r.physicsMAE)\n" }
-    try AtomicOutput.write(Data(text.utf8), to: path, force: true)
+    try AtomicOutput.write(Data(text.utf8), to: path, force: force)
+}
+
+/// Before any work (rank 0 decides, every rank throws): no output (model, checkpoint, loss
+/// log) is the same file as an input or as another output — the checkpoint may be the
+/// `--resume` file it continues —, and none is a folder or special file. Whether an
+/// existing model or checkpoint may be replaced is the rerun decision's (`TrainingRerun`).
+func checkTrainingOutputs(_ r: TrainRequest, comm: Communicator) throws {
+    var verdict = ""
+    if comm.isRoot {
+        let lossLog = TrainRequest.lossLogPath(out: r.outPath)
+        let inputs = r.scans.map { (role: "--scan", path: $0.path) } + (r.libraryPath.map { [("--library", $0)] } ?? [])
+            + (r.initialModel.map { [("--model", $0.path)] } ?? []) + r.otherInputs
+        let resumed = r.resume.map { [(role: "--resume", path: $0)] } ?? []
+        do {
+            try FileIdentity.checkDistinct(outputs: [("--out", r.outPath), ("the loss log", lossLog)], inputs: inputs + resumed)
+            try FileIdentity.checkDistinct(outputs: [("--out", r.outPath), ("the loss log", lossLog), ("--checkpoint", r.checkpointPath)], inputs: inputs)
+            for path in [r.outPath, r.checkpointPath, lossLog] {
+                if let kind = FileKind.nonRegular(path) { throw DonutIOError(file: path, "exists and is \(kind), not a regular file: refusing to replace it") }
+            }
+        } catch { verdict = "\(error)" }
+    }
+    verdict = comm.broadcast(verdict)
+    if !verdict.isEmpty { throw PipelineError(verdict) }
+}
+
+/// A loss log that exists is replaced only with --force or by a training that replaces or
+/// continues its own model (`replace`); someone's `<out>.loss.csv` is not overwritten.
+func checkLossLogIsFree(_ r: TrainRequest, replace: Bool, comm: Communicator) throws {
+    var verdict = ""
+    let lossLog = TrainRequest.lossLogPath(out: r.outPath)
+    if comm.isRoot, !r.force, !replace, FileManager.default.fileExists(atPath: lossLog) {
+        verdict = "\(DonutIOError(file: lossLog, "exists; pass --force to overwrite"))"
+    }
+    verdict = comm.broadcast(verdict)
+    if !verdict.isEmpty { throw PipelineError(verdict) }
 }
 
 /// What decides a training's weights besides the content of its input files, one `key=value`

@@ -14,6 +14,12 @@ struct Donut: ParsableCommand {
 enum Main {
     static func main() {
         OpenBLASCore.reexecWithBetterCoreIfNeeded()
+        // train and refine turn SIGTERM/SIGUSR1 into a checkpoint and exit 75: from here on
+        // (after the re-exec, which would reset the handler and lose the flag), so one
+        // during start-up is no plain kill (StopSignal).
+        if let command = CommandLine.arguments.dropFirst().first, ["train", "refine"].contains(command) {
+            StopSignal.install()
+        }
         do {
             var command = try Donut.parseAsRoot()
             try command.run()

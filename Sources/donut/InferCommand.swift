@@ -22,6 +22,9 @@ struct Infer: ParsableCommand {
     func validate() throws {
         guard batch >= 1 else { throw ValidationError("--batch must be positive (got \(batch))") }
         guard mcSamples == 0 || mcSamples >= 2 else { throw ValidationError("--mc-samples must be 0 or ≥ 2 (got \(mcSamples))") }
+        guard mcSamples <= RequestLimits.monteCarloSamples else {
+            throw ValidationError("--mc-samples must be at most \(RequestLimits.monteCarloSamples) (got \(mcSamples))")
+        }
         guard mcSamples == 0 || !refinement.physicsRefine else {
             throw ValidationError("--mc-samples and --physics-refine both write *_sigma maps: choose one")
         }

@@ -57,7 +57,9 @@ struct RefinementOptions: ParsableArguments {
     @Option(help: "Levenberg–Marquardt iterations per frame (Jacobian evaluations).") var refineIterations = PhysicsRefinement.defaultMaxIterations
 
     func validate() throws {
-        guard refineIterations >= 1 else { throw ValidationError("--refine-iterations must be ≥ 1 (got \(refineIterations))") }
+        guard (1...RequestLimits.refineIterations).contains(refineIterations) else {
+            throw ValidationError("--refine-iterations must be between 1 and \(RequestLimits.refineIterations) (got \(refineIterations))")
+        }
     }
     /// Iterations when refinement is on, else nil.
     var iterations: Int? { physicsRefine ? refineIterations : nil }

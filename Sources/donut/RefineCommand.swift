@@ -54,9 +54,9 @@ struct Refine: ParsableCommand {
     @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
 
     func run() throws {
-        StopSignal.install()
         var outcome: RefineOutcome?
         try RunContext.run(quiet: progressOptions.quiet) { ctx in
+            StopSignal.install()   // again: MPI_Init installs handlers of its own
             var request = RefineRequest(modelPath: model, manifestPath: manifest, outPath: out)
             request.libraryPath = library; request.augment = augment; request.epochs = epochs
             request.learningRateScale = lrScale; request.seed = seed; request.outDir = outDir; request.force = force

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import DonutMPI
+import DonutIO
 import DonutPipeline
 
 extension RunContext {
@@ -27,9 +28,16 @@ extension RunContext {
                 comm.abort(reason, code: code.rawValue)
             }
             if comm.isRoot { FileHandle.standardError.write(Data("donut: error: \(reason)\n".utf8)) }
-            comm.finalize()
+            finalize(comm)
             throw ExitCode(code.rawValue)
         }
+        finalize(comm)
+    }
+
+    /// MPI_Finalize, unless an HDF5 file could not be closed (a full disk): HDF5 would crash
+    /// finalizing it (`H5File.hasFailedClose`); the process then ends without it.
+    private static func finalize(_ comm: Communicator) {
+        guard !H5File.hasFailedClose else { return }
         comm.finalize()
     }
 }

@@ -43,6 +43,7 @@ struct SimulateLibrary: ParsableCommand {
             if let t = thicknessSteps { cfg.library.thickness = t; try cfg.validate() }
             ctx.log("config: \(config.sourceDescription)")
             var request = LibraryRequest(config: cfg, outPath: output.path)
+            request.otherInputs = config.path.map { [("--config", $0)] } ?? []
             request.force = output.force; request.profile = model.profile; request.chunkEntries = chunk
             try simulateLibrary(ctx, request)
         }
@@ -120,6 +121,7 @@ struct SimulateScan: ParsableCommand {
             if let p = peak { cfg.noise.peakPhotons = p }
             ctx.log("config: \(config.sourceDescription)")
             var request = ScanSimulationRequest(config: cfg, outPath: output.path)
+            request.otherInputs = config.path.map { [("--config", $0)] } ?? []
             request.phantom = Phantom(rawValue: phantom)!; request.rows = rows; request.cols = cols; request.seed = seed
             request.noise = noise; request.profile = model.profile; request.force = output.force
             if let raw = try detectorRequest {

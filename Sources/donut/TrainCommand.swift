@@ -80,9 +80,9 @@ struct Train: ParsableCommand {
     @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
 
     func run() throws {
-        StopSignal.install()
         var completed = true
         try RunContext.run(quiet: progressOptions.quiet) { ctx in
+            StopSignal.install()   // again: MPI_Init installs handlers of its own
             var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
             if let e = epochs { train.schedule.epochs = e }
             if let s = seed { train.schedule.seed = s }
@@ -92,6 +92,7 @@ struct Train: ParsableCommand {
                 outPath: output.path, force: output.force, checkpointPath: checkpoint, resume: resume)
             request.syncBatchNorm = syncBatchnorm; request.checkReplicas = checkReplicas
             request.failRank = try failure; request.bucketBytes = bucketBytes
+            request.otherInputs = training.map { [("--training", $0)] } ?? []
             completed = try trainModel(ctx, request).completed
         }
         if !completed { throw ExitCode(DonutExitCode.preempted.rawValue) }

@@ -214,8 +214,20 @@ final class ContentCheckTests: XCTestCase {
         for (name, edit, fragments) in cases {
             var c = checkpoint()
             edit(&c)
+            // Donut refuses to write it (a diverged training keeps its last good checkpoint) …
+            assertThrows(try CheckpointFile.write(c, path: good, provenance: self.provenance(), force: true),
+                         containing: ["good.h5", "not written", "previous file"] + fragments)
+            XCTAssertEqual(try CheckpointFile.read(path: good).parameters, checkpoint().parameters, "the previous checkpoint is intact")
+            // … and refuses to read one damaged in place.
             let path = dir.appendingPathComponent("\(name).h5").path
-            try CheckpointFile.write(c, path: path, provenance: provenance(), force: false)
+            try FileManager.default.copyItem(atPath: good, toPath: path)
+            let f = try H5File.open(path, writable: true)
+            for (dataset, values) in [("parameters", c.parameters), ("buffers", c.bufferValues), ("adam_v", c.secondMoments)] {
+                let d = try f.openDataset("/entry/model/" + dataset)
+                try values.withUnsafeBufferPointer { try d.write($0) }
+                try d.close()
+            }
+            try f.close()
             assertThrows(try CheckpointFile.read(path: path), containing: ["\(name).h5"] + fragments)
         }
     }

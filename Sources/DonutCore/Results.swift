@@ -88,19 +88,17 @@ public struct Provenance: Equatable, Sendable {
 
 extension FrameResults {
     /// Every frame whose estimate (strain, tilts, thickness when present) is not finite gets
-    /// valid = 0 and NaN estimates, whatever the method: a non-finite number never leaves
-    /// Donut marked valid (a NaN model, a diverged refinement). Returns how many frames
-    /// this newly invalidated.
+    /// valid = 0, whatever the method: a non-finite number never leaves Donut marked valid
+    /// (a NaN model, a diverged refinement). The values stay as computed (NaN, ±inf).
+    /// Returns how many frames this newly invalidated.
     @discardableResult
     public mutating func invalidateNonFiniteEstimates() -> Int {
         var changed = 0
-        for i in valid.indices {
+        for i in valid.indices where valid[i] != 0 {
             let finite = strain[i].isFinite && tiltLRDeg[i].isFinite && tiltUDDeg[i].isFinite && (thicknessA?[i].isFinite ?? true)
             guard !finite else { continue }
-            if valid[i] != 0 { changed += 1 }
             valid[i] = 0
-            strain[i] = .nan; tiltLRDeg[i] = .nan; tiltUDDeg[i] = .nan
-            if thicknessA != nil { thicknessA![i] = .nan }
+            changed += 1
         }
         return changed
     }

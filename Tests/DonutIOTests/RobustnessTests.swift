@@ -232,6 +232,25 @@ final class ContentCheckTests: XCTestCase {
         }
     }
 
+    /// Whatever a method hands the writer, a frame whose estimate is not finite is written
+    /// with valid = 0 (its values as they were).
+    func testNonFiniteEstimatesAreNeverValid() throws {
+        let dir = makeScratchFolder(self)
+        var r = FrameResults(frameRange: 0..<4)
+        r.strain = [1e-3, .nan, 2e-3, 3e-3]; r.tiltLRDeg = [0.1, 0.1, .infinity, 0.1]; r.tiltUDDeg = [0, 0, 0, 0]
+        r.thicknessA = [100, 100, 100, -.infinity]
+        r.valid = [1, 1, 1, 1]
+        let path = dir.appendingPathComponent("maps.h5").path
+        try ResultMapsWriter.write(path: path, results: r, layout: ScanLayout(rows: 2, cols: 2), provenance: provenance())
+        let back = try ResultMapsReader.read(path: path).results
+        XCTAssertEqual(back.valid, [1, 0, 0, 0])
+        XCTAssertEqual(back.strain[0], 1e-3)
+        XCTAssertEqual(back.tiltLRDeg[2], .infinity)
+        var copy = r
+        XCTAssertEqual(copy.invalidateNonFiniteEstimates(), 3)
+        XCTAssertEqual(copy.invalidateNonFiniteEstimates(), 0, "already flagged")
+    }
+
     /// Library entries that are NaN or all zero are named as such; a library whose stored
     /// config disagrees with its patterns is refused.
     func testLibraryContentAndStoredConfig() throws {

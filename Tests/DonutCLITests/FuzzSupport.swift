@@ -110,6 +110,24 @@ func killChildren(of pid: Int32, signal: Int32) {
     for child in childProcesses(of: pid) { kill(child, signal) }
 }
 
+/// Waits (up to 60 s) until the donut process `pid` — or, under mpirun, each of its `ranks`
+/// children — catches SIGTERM and SIGUSR1 (/proc/PID/status SigCgt); returns the donut pids.
+func waitForStopHandlers(_ pid: Int32, ranks: Int) -> [Int32] {
+    func catches(_ p: Int32) -> Bool {
+        guard let status = try? String(contentsOfFile: "/proc/\(p)/status", encoding: .utf8),
+              let line = status.split(separator: "\n").first(where: { $0.hasPrefix("SigCgt:") }),
+              let mask = UInt64(line.dropFirst("SigCgt:".count).trimmingCharacters(in: .whitespaces), radix: 16) else { return false }
+        let wanted = (UInt64(1) << UInt64(SIGTERM - 1)) | (UInt64(1) << UInt64(SIGUSR1 - 1))
+        return mask & wanted == wanted
+    }
+    for _ in 0..<3000 {
+        let donuts = ranks > 1 ? childProcesses(of: pid) : [pid]
+        if donuts.count == ranks, donuts.allSatisfy(catches) { return donuts }
+        usleep(20_000)
+    }
+    return ranks > 1 ? childProcesses(of: pid) : [pid]
+}
+
 func childProcesses(of pid: Int32) -> [Int32] {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/task/\(pid)/children", encoding: .utf8) else { return [] }
     return text.split(separator: " ").compactMap { Int32($0.trimmingCharacters(in: .whitespacesAndNewlines)) }

@@ -626,6 +626,54 @@ public final class DonutNetwork<T: GEMMScalar> {
         return losses
     }
 
+    /// The DONUT losses of the last forward, any pass kind, with no gradient: validation runs
+    /// an inference pass (running BatchNorm statistics, no dropout), which has no backward.
+    /// Same terms as `backwardUnsupervised`.
+    public func unsupervisedLosses(weights: LossWeights, pixelWeights: UnsafePointer<T>? = nil) -> NetworkLosses {
+        let a = acts!, b = a.batch, np = frameSize * frameSize, x = a.encoderInput[0]
+        var losses = NetworkLosses(total: 0, decoderMAE: .nan, physicsMAE: .nan, supervisedMSE: .nan)
+        if weights.physics > 0 {
+            losses.physicsMAE = MAELoss.frames(prediction: a.physicsOut, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!,
+                                               pixelWeights: pixelWeights)
+            losses.total += weights.physics * (weights.physicsLoss == "poisson"
+                ? PoissonDeviance.forward(prediction: a.physicsOut, target: x, count: b * np, floor: Self.poissonFloorCounts,
+                                          pixelWeights: pixelWeights)
+                : losses.physicsMAE)
+        }
+        if weights.decoder > 0, decoderInput != nil {
+            let mae = MAELoss.frames(prediction: reconstruction, target: x, frames: b, framePixels: np, frameSums: a.frameLoss!,
+                                     pixelWeights: pixelWeights)
+            losses.decoderMAE = mae; losses.total += weights.decoder * mae
+        }
+        return losses
+    }
+
+    /// The NanobeamNN loss of the last forward, any pass kind, with no gradient (validation).
+    public func supervisedLosses(labels: UnsafePointer<Double>, labelScale: [Double]) -> NetworkLosses {
+        let mse = supervisedMSE(labels: labels, labelScale: labelScale, gradients: nil)
+        return NetworkLosses(total: mse, decoderMAE: .nan, physicsMAE: .nan, supervisedMSE: mse)
+    }
+
+    /// mean over frames and parameters of (s·(θ − θ*))²; with `gradients`, ∂L/∂θ (batch × 4)
+    /// is written there and carried into gradLatent.
+    private func supervisedMSE(labels: UnsafePointer<Double>, labelScale: [Double], gradients: UnsafeMutablePointer<Double>?) -> Double {
+        let a = acts!, b = a.batch, latent = mapping.latentCount
+        var sum = 0.0
+        let count = Double(b * latent)
+        for k in 0..<b {
+            let p = a.parameters[k]
+            for j in 0..<4 {
+                guard j < latent else { gradients?[4 * k + j] = 0; continue }
+                let value = j == 0 ? p.strain : j == 1 ? p.tiltLRDeg : j == 2 ? p.tiltUDDeg : p.thicknessA
+                let d = labelScale[j] * (value - labels[4 * k + j])
+                sum += d * d
+                gradients?[4 * k + j] = 2 * labelScale[j] * d / count
+            }
+            if let gradients { mapping.addLatentGradient(gradients + 4 * k, parameters: p, into: a.gradLatent! + k * latent) }
+        }
+        return sum / count
+    }
+
     /// NanobeamNN: L = mean over frames and parameters of (s·(θ − θ*))², s the label scale;
     /// `labels` holds θ* (batch × 4: ε, ω°, χ°, t).
     public func backwardSupervised(labels: UnsafePointer<Double>, labelScale: [Double]) -> NetworkLosses {
@@ -633,23 +681,10 @@ public final class DonutNetwork<T: GEMMScalar> {
     }
 
     private func backwardSupervisedLayers(labels: UnsafePointer<Double>, labelScale: [Double]) -> NetworkLosses {
-        let a = acts!, b = a.batch, latent = mapping.latentCount
-        a.gradLatent!.update(repeating: 0, count: b * latent)
-        var sum = 0.0
-        let count = Double(b * latent)
-        for k in 0..<b {
-            let p = a.parameters[k]
-            for j in 0..<4 {
-                guard j < latent else { a.gradTheta![4 * k + j] = 0; continue }
-                let value = j == 0 ? p.strain : j == 1 ? p.tiltLRDeg : j == 2 ? p.tiltUDDeg : p.thicknessA
-                let d = labelScale[j] * (value - labels[4 * k + j])
-                sum += d * d
-                a.gradTheta![4 * k + j] = 2 * labelScale[j] * d / count
-            }
-            mapping.addLatentGradient(a.gradTheta! + 4 * k, parameters: p, into: a.gradLatent! + k * latent)
-        }
+        let a = acts!
+        a.gradLatent!.update(repeating: 0, count: a.batch * mapping.latentCount)
+        let mse = supervisedMSE(labels: labels, labelScale: labelScale, gradients: a.gradTheta!)
         backwardEncoder()
-        let mse = sum / count
         return NetworkLosses(total: mse, decoderMAE: .nan, physicsMAE: .nan, supervisedMSE: mse)
     }
 

@@ -444,9 +444,8 @@ public final class Trainer {
             batchFrames.withUnsafeBufferPointer { network.loadInput($0.baseAddress!, count: batchSize) }
             var rng = SplitMix64(seed: 0)   // no dropout in inference mode
             network.forward(mode: .inference, rng: &rng, physics: mode == .donut, decoder: mode == .donut)
-            network.store.zeroGradients()
-            let l: NetworkLosses = mode == .donut ? withLossWeights { network.backwardUnsupervised(weights: training.loss, pixelWeights: $0) }
-                : batchLabels.withUnsafeBufferPointer { network.backwardSupervised(labels: $0.baseAddress!, labelScale: training.supervised.labelScale) }
+            let l: NetworkLosses = mode == .donut ? withLossWeights { network.unsupervisedLosses(weights: training.loss, pixelWeights: $0) }
+                : batchLabels.withUnsafeBufferPointer { network.supervisedLosses(labels: $0.baseAddress!, labelScale: training.supervised.labelScale) }
             total += l.total; batches += 1
         }
         network.buffers = savedBuffers

@@ -34,8 +34,10 @@ final class BadInputTests: XCTestCase {
                      naming: ["odd.h5", "/entry/data/data", "50×50"])
     }
 
-    /// NaN, negative and all-zero frames become NaN pixels with valid = 0; the rest is fitted.
-    func testBadFramesBecomeInvalidPixels() throws {
+    /// A NaN or negative value is an excluded pixel (weight 0, as int32 detectors write −1 for
+    /// bad pixels): its frame is fitted from the other pixels. A frame with nothing left to fit
+    /// — all-zero, or every pixel NaN — becomes a NaN pixel of the maps with valid = 0.
+    func testBadPixelsAreExcludedAndBadFramesBecomeInvalidPixels() throws {
         let cfg = try ConfigFile.load(path: config)
         let reader = try ScanReader(path: path("scan.h5"), config: cfg)
         var frames = try reader.readFrames(0..<12)
@@ -43,14 +45,15 @@ final class BadInputTests: XCTestCase {
         frames[1 * 4096 + 100] = .nan
         frames[5 * 4096 + 7] = -3
         for i in (9 * 4096)..<(10 * 4096) { frames[i] = 0 }
+        for i in (10 * 4096)..<(11 * 4096) { frames[i] = .nan }
         try ScanWriter.write(path: path("bad.h5"), frames: frames, layout: ScanLayout(rows: 3, cols: 4), frameSize: 64,
                              provenance: Provenance(version: "t", date: "t", method: "t", commandLine: "t", configJSON: ConfigFile.json(cfg), inputs: [], modelID: ""))
         let r = try donut(["fit", "--scan", "bad.h5", "--library", "lib.h5", "--out", "m.h5"], ranks: 2, in: dir)
         assertSucceeded(r, "fit with bad frames")
-        XCTAssert(r.stderr.contains("3 bad frame"), "reports the bad frames: \(r.stderr)")
+        XCTAssert(r.stderr.contains("marked valid = 0"), "reports the frames it could not fit: \(r.stderr)")
         let maps = try ResultMapsReader.read(path: path("m.h5")).results
         for i in 0..<12 {
-            let bad = [1, 5, 9].contains(i)
+            let bad = [9, 10].contains(i)
             XCTAssertEqual(maps.valid[i], bad ? 0 : 1, "valid at frame \(i)")
             XCTAssertEqual(maps.strain[i].isNaN, bad, "strain NaN at frame \(i)")
             XCTAssertEqual(maps.tiltLRDeg[i].isNaN, bad)

@@ -195,9 +195,10 @@ public final class DonutNetwork<T: GEMMScalar> {
         /// The first block's padded input and patch moments when it trains as one
         /// `ConvBatchNormReLUPool` (training plans whose first conv takes it; its convOut is then unused).
         var firstBlockPadded: UnsafeMutablePointer<T>?, firstBlockMoments: UnsafeMutablePointer<Double>?
-        /// The kind of the last forward: the backward follows that pass's plan. (Without dropout,
-        /// reluOut, dropOut and dropMask are one-element placeholders: only the dropout passes use them.)
-        var lastPass = PassKind.inference
+        /// The kind of the last training forward: the backward follows that pass's plan (also after
+        /// an inference forward, whose losses the validation takes from `backwardUnsupervised`).
+        /// (Without dropout, reluOut, dropOut and dropMask are one-element placeholders.)
+        var lastTrainingPass = PassKind.training
         var features: UnsafeMutablePointer<T>               // last pool output (batch × featureCount)
         var headOut: [UnsafeMutablePointer<T>] = [], headRelu: UnsafeMutablePointer<T>?
         var latent: UnsafeMutablePointer<T>                  // z (batch × L)
@@ -404,7 +405,7 @@ public final class DonutNetwork<T: GEMMScalar> {
     private func forwardLayers(mode: ForwardMode, rng: inout SplitMix64, physics runPhysics: Bool, decoder runDecoder: Bool) {
         let a = acts!, b = a.batch, p = store.parameters
         let kind = PassKind(mode, dropout: settings.dropout), layers = networkPlan!.passes[kind.rawValue]
-        a.lastPass = kind
+        if kind.trains { a.lastTrainingPass = kind }
         var size = frameSize
         // Layers by index, not `for x in array`: iterating an array of structs unspecialised (debug
         // builds) allocates per element, and the allocation test (AllocationTests) runs in debug.
@@ -764,10 +765,10 @@ public final class DonutNetwork<T: GEMMScalar> {
         }
     }
 
-    /// The layers of the last forward's pass, which the backward follows; it must have been a training pass.
+    /// The layers of the last training forward's pass, which the backward follows.
     private func trainedLayers(_ a: Activations) -> [LayerPlan] {
-        precondition(a.lastPass.trains && plannedForTraining, "backward needs a training forward (ForwardMode.training) on a network planned for training")
-        return networkPlan!.passes[a.lastPass.rawValue]
+        precondition(plannedForTraining, "backward needs a network planned for training")
+        return networkPlan!.passes[a.lastTrainingPass.rawValue]
     }
 
     /// Head and encoder backward from gradLatent.

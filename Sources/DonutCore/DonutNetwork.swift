@@ -195,10 +195,9 @@ public final class DonutNetwork<T: GEMMScalar> {
         /// The first block's padded input and patch moments when it trains as one
         /// `ConvBatchNormReLUPool` (training plans whose first conv takes it; its convOut is then unused).
         var firstBlockPadded: UnsafeMutablePointer<T>?, firstBlockMoments: UnsafeMutablePointer<Double>?
-        /// The kind of the last training forward: the backward follows that pass's plan (also after
-        /// an inference forward, whose losses the validation takes from `backwardUnsupervised`).
-        /// (Without dropout, reluOut, dropOut and dropMask are one-element placeholders.)
-        var lastTrainingPass = PassKind.training
+        /// The kind of the last forward: the backward follows that pass's plan. (Without dropout,
+        /// reluOut, dropOut and dropMask are one-element placeholders: only the dropout passes use them.)
+        var lastPass = PassKind.inference
         var features: UnsafeMutablePointer<T>               // last pool output (batch × featureCount)
         var headOut: [UnsafeMutablePointer<T>] = [], headRelu: UnsafeMutablePointer<T>?
         var latent: UnsafeMutablePointer<T>                  // z (batch × L)
@@ -405,7 +404,7 @@ public final class DonutNetwork<T: GEMMScalar> {
     private func forwardLayers(mode: ForwardMode, rng: inout SplitMix64, physics runPhysics: Bool, decoder runDecoder: Bool) {
         let a = acts!, b = a.batch, p = store.parameters
         let kind = PassKind(mode, dropout: settings.dropout), layers = networkPlan!.passes[kind.rawValue]
-        if kind.trains { a.lastTrainingPass = kind }
+        a.lastPass = kind
         var size = frameSize
         // Layers by index, not `for x in array`: iterating an array of structs unspecialised (debug
         // builds) allocates per element, and the allocation test (AllocationTests) runs in debug.
@@ -765,10 +764,10 @@ public final class DonutNetwork<T: GEMMScalar> {
         }
     }
 
-    /// The layers of the last training forward's pass, which the backward follows.
+    /// The layers of the last forward's pass, which the backward follows; it must have been a training pass.
     private func trainedLayers(_ a: Activations) -> [LayerPlan] {
-        precondition(plannedForTraining, "backward needs a network planned for training")
-        return networkPlan!.passes[a.lastTrainingPass.rawValue]
+        precondition(a.lastPass.trains && plannedForTraining, "backward needs a training forward (ForwardMode.training) on a network planned for training")
+        return networkPlan!.passes[a.lastPass.rawValue]
     }
 
     /// Head and encoder backward from gradLatent.

@@ -46,7 +46,7 @@ let package = Package(
             ]),
         /// The fit, infer, train, reprocess, refine and simulate pipelines: typed requests in,
         /// outcomes out, collective under MPI; what the commands call (no option parsing here).
-        .target(name: "DonutPipeline", dependencies: ["DonutCore", "DonutIO", "DonutMPI", "DonutPhysics", "DonutNN"]),
+        .target(name: "DonutPipeline", dependencies: ["DonutCore", "DonutIO", "DonutMPI", "DonutPhysics", "DonutNN", "CDonutSignals"]),
         /// Forward models (box = published reference, smooth = differentiable), geometry, gradients.
         .target(name: "DonutPhysics", dependencies: ["DonutBLAS"], swiftSettings: specialiseAcrossModules),
         /// Tensors and layers with forward and backward side by side.
@@ -68,6 +68,9 @@ let package = Package(
         .target(name: "DonutKernelsAVX2", swiftSettings: avx2Kernels),
         /// CPUID: whether the AVX2 + FMA kernels may run.
         .target(name: "CDonutCPU"),
+        /// SIGTERM/SIGUSR1 handlers installed before any other code of the process runs
+        /// (`.preinit_array`): a stop request during start-up is kept (`StopSignal`).
+        .target(name: "CDonutSignals"),
         // C interop
         /// `static inline` accessors for MPI/HDF5 macros; no API of its own.
         .target(name: "CDonutBridge", dependencies: ["CMPI", "CHDF5"]),

@@ -4,31 +4,50 @@ import DonutNN
 import DonutCore
 import DonutIO
 import DonutMPI
+import CDonutSignals
 
-/// Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit or requeue): a training
-/// finishes its step, writes a checkpoint and returns `TrainOutcome.completed == false`.
+/// Set by SIGTERM/SIGUSR1 (Slurm's warning before a time limit or requeue, a preemption,
+/// `kill`): a training asks it at every phase before its first step — then it ends at once,
+/// writing nothing — and before every step — then it finishes the step, writes a checkpoint
+/// and returns `TrainOutcome.completed == false` (exit 75).
+///
+/// The flag and its handlers live in `CDonutSignals`, installed before any other code of
+/// the `donut` process when the command is train, refine or sweep: a signal during the
+/// dynamic loading of the libraries, argument parsing or MPI_Init is a stop request too.
 public enum StopSignal {
-    nonisolated(unsafe) static var flag: sig_atomic_t = 0
+    /// Whether a stop signal arrived (since the process started).
+    public static var requested: Bool { donut_stop_requested() != 0 }
 
-    /// Whether a stop signal arrived since `install()`.
-    public static var requested: Bool { flag != 0 }
+    /// The signal's name ("SIGTERM", "SIGUSR1"), nil if none arrived.
+    public static var signalName: String? {
+        switch donut_stop_signal() {
+        case SIGTERM: return "SIGTERM"
+        case SIGUSR1: return "SIGUSR1"
+        default: return nil
+        }
+    }
+
+    /// Whether the handlers were installed before `main` (the command line named train,
+    /// refine or sweep).
+    public static var installedBeforeMain: Bool { donut_stop_installed_early() != 0 }
 
     /// Routes SIGTERM and SIGUSR1 to `requested` (instead of ending the process) and makes
     /// sure they are not blocked (a launcher's thread may have started us with them blocked:
-    /// a child inherits the mask). Call it first thing in `main` (a signal during start-up
-    /// then stops the run at its first step, with a checkpoint) and again after MPI_Init,
-    /// which installs handlers of its own. A signal arrived before is kept (`requested`).
-    public static func install() {
-        signal(SIGTERM) { _ in StopSignal.flag = 1 }
-        signal(SIGUSR1) { _ in StopSignal.flag = 1 }
-        var set = stopSignals
-        pthread_sigmask(SIG_UNBLOCK, &set, nil)
-    }
+    /// a child inherits the mask). Already done before `main` for train/refine/sweep; call it
+    /// again after MPI_Init, in case an MPI library installs handlers of its own (Open MPI
+    /// 4.1 does not for these two). A signal arrived before is kept (`requested`).
+    public static func install() { donut_stop_install() }
 
-    private static var stopSignals: sigset_t {
-        var set = sigset_t()
-        sigemptyset(&set); sigaddset(&set, SIGTERM); sigaddset(&set, SIGUSR1)
-        return set
+    /// Sets or clears the request as a signal would (in-process tests).
+    public static func set(_ requested: Bool) { donut_stop_set(requested ? 1 : 0) }
+
+    /// Runs `body`, which may `execv` this program afresh (`OpenBLASCore.reexecWithBetterCoreIfNeeded`),
+    /// with SIGTERM/SIGUSR1 blocked and a stop request already received re-raised as pending:
+    /// both survive exec, so the new image's early handler receives it; nothing is lost or fatal.
+    public static func preservedAcrossExec(_ body: () -> Void) {
+        donut_stop_before_exec()
+        body()
+        donut_stop_after_exec()
     }
 }
 
@@ -72,6 +91,9 @@ public struct TrainRequest {
     /// Asked before every step (on every rank; the ranks agree): true stops after a
     /// checkpoint. Default: a SIGTERM/SIGUSR1 arrived (`StopSignal`).
     public var shouldStop: () -> Bool = { StopSignal.requested }
+    /// Asked at the end of every phase before the first step (on every rank; the ranks
+    /// agree): true ends the training there, with nothing written. Default: `StopSignal`.
+    public var shouldStopBeforeFirstStep: () -> Bool = { StopSignal.requested }
 
     public init(scans: [ScanInput], libraryPath: String? = nil, mix: Double = 0, supervised: Bool = false,
                 training: TrainingConfig, outPath: String, force: Bool = false, checkpointPath: String? = nil,
@@ -118,6 +140,21 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
     let checkpointPath = r.checkpointPath
     try train.validate()   // command-line overrides (--seed, --epochs) included
     try checkTrainingOutputs(r, comm: comm)
+    /// A stop request (`r.shouldStopBeforeFirstStep`) before the first step ends the training at once, at
+    /// the end of the phase it arrived in: nothing has been written yet (no checkpoint, model,
+    /// loss log or temporary file), so a rerun resumes the checkpoint it would have resumed
+    /// or starts afresh. Collective: every rank asks, any rank's request stops all (one rank
+    /// leaving alone would leave the others waiting in the next collective).
+    func stoppedDuringStartUp(_ phase: String, resuming checkpoint: String? = nil) -> TrainOutcome? {
+        var requests = [r.shouldStopBeforeFirstStep() ? 1.0 : 0.0]
+        comm.allreduceSum(&requests)
+        guard requests[0] > 0 else { return nil }
+        let next = checkpoint.map { "the checkpoint \($0) is unchanged: continue with --resume \($0) (or the same command again)" }
+            ?? "no checkpoint exists yet: run the same command again to start the training"
+        ctx.log("stopped by signal during start-up (\(phase)), before the first step: nothing written; \(next)")
+        return TrainOutcome(completed: false, steps: 0)
+    }
+    if let stopped = stoppedDuringStartUp("parsing the options and starting MPI") { return stopped }
     // Rerun: finished, resumable, stale or someone else's? Decided on rank 0 from the run
     // records of the model and checkpoint files, before anything is read or computed.
     var run: TrainingRun?
@@ -153,6 +190,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
     let resume = verdict.hasPrefix("resume:") ? String(verdict.dropFirst(7)) : nil
     let replace = verdict.hasPrefix("fresh:1")
     if verdict.hasPrefix("fresh:"), verdict.count > 7 { ctx.log(String(verdict.dropFirst(7))) }
+    if let stopped = stoppedDuringStartUp("fingerprinting the inputs", resuming: resume) { return stopped }
     try checkLossLogIsFree(r, replace: replace || resume != nil, comm: comm)
     // Inputs and the instrument config: the library's, else the scan's; they must agree.
     // Every rank opens the files for independent reads and checks its contiguous shard
@@ -174,6 +212,10 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         inputs.append(.init(path: relativePath(library, from: r.outPath), dataset: "/entry/library/patterns",
                             checksum: ScanReader.checksumString(sum[0])))
         libraryReader = reader; libraryGrid = reader.grid
+        if let stopped = stoppedDuringStartUp("checking the library \(library)", resuming: resume) {
+            try? reader.close()
+            return stopped
+        }
     }
     // A base model (refine): its config is the reference every input must agree with.
     let baseConfig = try r.initialModel.map {
@@ -246,6 +288,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
                 usable += scanUsable
                 scanReaders.append(reader)
                 offset += reader.layout.frameCount
+                if let stopped = stoppedDuringStartUp("checking the scan \(scanPath)", resuming: resume) { return stopped }
             } catch {
                 guard r.skipUnusableScans else { throw error }
                 ctx.log("\(scanPath): left out of training: \(error)")
@@ -295,6 +338,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         ctx.log("resumed from \(resume) at step \(trainer.step) (epoch \(trainer.epoch)): the same inputs and settings, unfinished")
     }
     broadcastTrainingState(trainer, comm: comm)
+    if let stopped = stoppedDuringStartUp("building the network", resuming: resume) { return stopped }
     let batch = train.schedule.batchSize
     ctx.log("train \(mode.rawValue): \(usable.count) measured frame(s)\(libraryGrid.map { ", library \($0.count) entries" } ?? ""), mix \(data.simulatedFraction), \(network.store.count) parameters, batch \(batch)\(comm.size > 1 ? " per rank × \(comm.size) ranks = \(comm.size * batch), BatchNorm \(r.syncBatchNorm ? "synchronised" : "per rank")" : ""), \(trainer.stepsPerEpoch) steps × \(train.schedule.epochs) epochs, seed \(train.schedule.seed)")
     let provenance = ctx.provenance(method: r.method ?? "train-\(mode.rawValue)", config: configJSON, inputs: inputs, modelID: baseModelID)

@@ -13,12 +13,12 @@ struct Donut: ParsableCommand {
 @main
 enum Main {
     static func main() {
-        OpenBLASCore.reexecWithBetterCoreIfNeeded()
-        // train and refine turn SIGTERM/SIGUSR1 into a checkpoint and exit 75: from here on
-        // (after the re-exec, which would reset the handler and lose the flag), so one
-        // during start-up is no plain kill (StopSignal).
-        if let command = CommandLine.arguments.dropFirst().first, ["train", "refine"].contains(command) {
-            StopSignal.install()
+        // train, refine and sweep turn SIGTERM/SIGUSR1 into a stop request (exit 75): the
+        // handlers are installed before main (CDonutSignals), and the request survives the
+        // OpenBLAS re-exec (blocked, re-raised as pending, received by the new image).
+        StopSignal.preservedAcrossExec { OpenBLASCore.reexecWithBetterCoreIfNeeded() }
+        if let command = CommandLine.arguments.dropFirst().first, ["train", "refine", "sweep"].contains(command) {
+            StopSignal.install()   // also where the executable has no .preinit_array support
         }
         do {
             var command = try Donut.parseAsRoot()

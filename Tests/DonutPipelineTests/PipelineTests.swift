@@ -114,6 +114,64 @@ final class TrainInferPipelineTests: XCTestCase {
         XCTAssertEqual(a.step, b.step)
         XCTAssertEqual(a.parameters.map(\.bitPattern), b.parameters.map(\.bitPattern), "weights after resume")
     }
+
+    /// A stop request during start-up — at the end of each phase before the first step —
+    /// ends the training at once with nothing written (no checkpoint, model, loss log or
+    /// temporary file); the same request again then trains to the uninterrupted weights. A
+    /// request during the start-up of a resumed run leaves its checkpoint byte for byte.
+    func testStopDuringStartUpWritesNothingAndARerunContinues() throws {
+        let dir = try scratchFolder(self)
+        try simulateInputs(in: dir, config: smallConfig(steps: 3), rows: 4, cols: 5)
+        let scan = ScanInput(path: dir.appendingPathComponent("scan.h5").path)
+        let library = dir.appendingPathComponent("lib.h5").path
+        let training = tinyTraining(epochs: 2, checkpointEvery: 2)
+        let straight = dir.appendingPathComponent("straight.h5").path
+        var whole = TrainRequest(scans: [scan], libraryPath: library, mix: 0.5, training: training, outPath: straight)
+        whole.shouldStop = { false }; whole.shouldStopBeforeFirstStep = { false }
+        XCTAssertTrue(try trainModel(context, whole).completed)
+        func files() throws -> [String] { try FileManager.default.contentsOfDirectory(atPath: dir.path).sorted() }
+        let before = try files()
+
+        let out = dir.appendingPathComponent("m.h5").path
+        // Phases: options/MPI, fingerprints, library, scan, network: a request in each.
+        for phase in 1...5 {
+            var request = TrainRequest(scans: [scan], libraryPath: library, mix: 0.5, training: training, outPath: out)
+            var asked = 0
+            request.shouldStopBeforeFirstStep = { asked += 1; return asked >= phase }
+            request.shouldStop = { XCTFail("phase \(phase): a step was started"); return true }
+            let outcome = try trainModel(context, request)
+            XCTAssertFalse(outcome.completed, "phase \(phase)")
+            XCTAssertEqual(outcome.steps, 0, "phase \(phase)")
+            XCTAssertEqual(asked, phase, "phase \(phase): stopped at the first request")
+            XCTAssertEqual(try files(), before, "phase \(phase): nothing written")
+        }
+        XCTAssertEqual(try files(), before)
+
+        // Interrupted after a few steps, then stopped during the start-up of the resume.
+        var first = TrainRequest(scans: [scan], libraryPath: library, mix: 0.5, training: training, outPath: out)
+        var steps = 0
+        first.shouldStopBeforeFirstStep = { false }
+        first.shouldStop = { steps += 1; return steps >= 3 }
+        XCTAssertFalse(try trainModel(context, first).completed)
+        let checkpoint = TrainRequest.defaultCheckpointPath(out: out)
+        let saved = try Data(contentsOf: URL(fileURLWithPath: checkpoint))
+        for phase in 1...5 {
+            var again = TrainRequest(scans: [scan], libraryPath: library, mix: 0.5, training: training, outPath: out, resume: checkpoint)
+            var asked = 0
+            again.shouldStopBeforeFirstStep = { asked += 1; return asked >= phase }
+            XCTAssertFalse(try trainModel(context, again).completed, "resume, phase \(phase)")
+            XCTAssertEqual(try Data(contentsOf: URL(fileURLWithPath: checkpoint)), saved, "resume, phase \(phase): checkpoint unchanged")
+            XCTAssertFalse(FileManager.default.fileExists(atPath: out))
+        }
+        // The same command again (no --resume: the run records find the checkpoint) finishes
+        // with the uninterrupted run's weights.
+        var last = TrainRequest(scans: [scan], libraryPath: library, mix: 0.5, training: training, outPath: out)
+        last.shouldStop = { false }; last.shouldStopBeforeFirstStep = { false }
+        XCTAssertTrue(try trainModel(context, last).completed)
+        let a = try CheckpointFile.read(path: straight), b = try CheckpointFile.read(path: out)
+        XCTAssertEqual(a.step, b.step)
+        XCTAssertEqual(a.parameters.map(\.bitPattern), b.parameters.map(\.bitPattern), "weights after the interrupted start-ups")
+    }
 }
 
 final class ReprocessPipelineTests: XCTestCase {

@@ -30,17 +30,18 @@ func benchNetwork(batch: Int, training: Bool, showPlan: Bool = false) throws -> 
 
 /// FLOPs of one frame through the encoder and head (2 per multiply–add), counting the convs as
 /// direct convolution (the figure compared across versions and with PyTorch), and `executed`:
-/// with the multiply–adds the Winograd convs actually do (16 per 2×2 tile and channel pair
-/// instead of 36; `Conv2d.usesWinograd`). Transforms and epilogues not counted in either.
-func encoderFLOPs(_ s: NetworkSettings, frameSize n: Int) -> (direct: Double, executed: Double) {
-    var direct = 0.0, executed = 0.0, size = n, c = 1
-    for out in s.encoderChannels {
-        let shape = Conv2dShape(batch: 1, inChannels: c, height: size, width: size, outChannels: out, kernelH: 3, kernelW: 3, padding: 1)
-        direct += 2 * Double(out * c * 9 * size * size)
-        executed += Conv2d.usesWinograd(shape) ? 2 * Double(out * c * 16 * (size / 2) * (size / 2)) : 2 * Double(out * c * 9 * size * size)
-        c = out; size /= 2
+/// with the multiply–adds the kernels `plan` chose for `pass` do (a Winograd conv: 16 per 2×2
+/// tile and channel pair instead of 36). The plan is the only place that decides a kernel, so
+/// the count reads it. Transforms and epilogues not counted in either.
+func encoderFLOPs(_ s: NetworkSettings, plan: NetworkPlan, pass: PassKind = .inference) -> (direct: Double, executed: Double) {
+    var direct = 0.0, executed = 0.0, features = 0
+    for layer in plan.layers(pass).prefix(s.encoderChannels.count) {   // encoder layers first
+        let c = layer.shape, macs = c.outChannels * c.inChannels * c.kernelH * c.kernelW * c.outHeight * c.outWidth
+        direct += 2 * Double(macs)
+        executed += layer.forward == .winograd ? 2 * Double(c.outChannels * c.inChannels * 16 * (c.outHeight / 2) * (c.outWidth / 2))
+                                               : 2 * Double(macs)
+        features = c.outChannels * (c.outHeight / 2) * (c.outWidth / 2)   // after the block's 2×2 pool
     }
-    let features = c * size * size
     let head = s.hiddenUnits > 0 ? 2 * Double(features * s.hiddenUnits + s.hiddenUnits * 3) : 2 * Double(features * 3)
     return (direct + head, executed + head)
 }
@@ -55,7 +56,7 @@ struct BenchTrain: ParsableCommand {
         var rng = SplitMix64(seed: 1)
         var adam = AdamW()
         print("machine: \(machineSummary())")
-        let fl = encoderFLOPs(training.network, frameSize: config.model.frameSize).direct
+        let fl = encoderFLOPs(training.network, plan: net.networkPlan!).direct
         print(String(format: "default DONUT network: %d parameters; encoder %.1f MFLOP/frame forward", net.store.count, fl / 1e6))
         // Stages, each timed on its own (best of 3 over `steps` repetitions).
         func time(_ body: () -> Void) -> Double { bestTime { for _ in 0..<steps { body() } } / Double(steps) }
@@ -102,7 +103,7 @@ struct BenchInfer: ParsableCommand {
         print("machine: \(machineSummary())")
         let tEncoder = bestTime { net.forward(mode: .inference, rng: &rng, physics: false, decoder: false) }
         let tWithPhysics = bestTime { net.forward(mode: .inference, rng: &rng, physics: true, decoder: false) }
-        let (fl, executed) = encoderFLOPs(training.network, frameSize: config.model.frameSize)
+        let (fl, executed) = encoderFLOPs(training.network, plan: net.networkPlan!)
         let floor = sgemmRate(m: 1024, n: 1024, k: 1024)
         print(String(format: "inference, batch %d: %.0f frames/s (encoder + head; target ≥ 4,000), %.0f frames/s with the physics residual",
                      batch, Double(batch) / tEncoder, Double(batch) / tWithPhysics))

@@ -72,6 +72,8 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
     let keep = shardRange(count: layout.frameCount, parts: comm.size, index: comm.rank)
     ctx.log("infer: model \(model) (\(checkpoint.method), step \(checkpoint.step), latent \(network.latentCount)), scan \(scan.path) \(layout.rows)×\(layout.cols), \(comm.size) rank(s), batch \(batch)\(mcSamples > 0 ? ", \(mcSamples) MC-dropout samples" : "")")
     let inference = NetworkInference(network: network, batch: min(batch, max(keep.count, 1)), monteCarloSamples: mcSamples)
+    network.plan(batch: inference.batch, training: false)   // as `inference.run` will: the plan is logged before
+    ctx.logPlan(of: network)
     let refinement = refineIterations.map {
         PhysicsRefinement(config: config, fitThickness: network.mapping.predictsThickness, maxIterations: $0)
     }

@@ -10,8 +10,12 @@ public struct RunContext {
     public let started = Date()
     /// No progress output (`--quiet`); log lines, warnings and errors still print.
     public var quiet: Bool
+    /// Log the details of a run too (`--verbose`): the network plan of train and infer.
+    public var verbose: Bool
 
-    public init(comm: Communicator, quiet: Bool = false) { self.comm = comm; self.quiet = quiet }
+    public init(comm: Communicator, quiet: Bool = false, verbose: Bool = false) {
+        self.comm = comm; self.quiet = quiet; self.verbose = verbose
+    }
 
     /// A line on stderr from rank 0, prefixed with the elapsed time (clearing a progress bar
     /// drawn in place first; the bar redraws at its next update).
@@ -21,6 +25,13 @@ public struct RunContext {
         let clear = ProgressMeter.barOnScreen ? "\r\u{1B}[K" : ""
         ProgressMeter.barOnScreen = false
         FileHandle.standardError.write(Data((clear + String(format: "[%7.2fs] ", t)).appending(message() + "\n").utf8))
+    }
+
+    /// At `--verbose`: the kernels each conv layer of `network` runs, as planned
+    /// (`NetworkPlan.description`, what `donut bench … --show-plan` prints).
+    public func logPlan<T>(of network: DonutNetwork<T>) {
+        guard verbose, let plan = network.networkPlan else { return }
+        log("\(plan)")
     }
 
     /// The progress of a phase of `total` items (global count), of which this rank does

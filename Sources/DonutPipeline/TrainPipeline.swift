@@ -341,6 +341,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
     if let stopped = stoppedDuringStartUp("building the network", resuming: resume) { return stopped }
     let batch = train.schedule.batchSize
     ctx.log("train \(mode.rawValue): \(usable.count) measured frame(s)\(libraryGrid.map { ", library \($0.count) entries" } ?? ""), mix \(data.simulatedFraction), \(network.store.count) parameters, batch \(batch)\(comm.size > 1 ? " per rank × \(comm.size) ranks = \(comm.size * batch), BatchNorm \(r.syncBatchNorm ? "synchronised" : "per rank")" : ""), \(trainer.stepsPerEpoch) steps × \(train.schedule.epochs) epochs, seed \(train.schedule.seed)")
+    ctx.logPlan(of: network)
     let provenance = ctx.provenance(method: r.method ?? "train-\(mode.rawValue)", config: configJSON, inputs: inputs, modelID: baseModelID)
     let t0 = Date(), firstStep = trainer.step
     let progress = ctx.progress("train \(mode.rawValue) steps", total: trainer.stepsPerEpoch * train.schedule.epochs,

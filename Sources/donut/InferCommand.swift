@@ -32,9 +32,10 @@ struct Infer: ParsableCommand {
     }
 
     @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+    @OptionGroup(title: "Progress") var verboseOptions: VerboseOptions
 
     func run() throws {
-        try RunContext.run(quiet: progressOptions.quiet) { ctx in
+        try RunContext.run(quiet: progressOptions.quiet, verbose: verboseOptions.verbose) { ctx in
             try inferScan(ctx, InferRequest(modelPath: model, scan: try scan.required,
                                             outputs: MapOutputs(path: output.path, force: output.force, quickLooks: quicklook),
                                             batch: batch, mcSamples: mcSamples, refineIterations: refinement.iterations))

@@ -25,6 +25,13 @@ struct ProgressOptions: ParsableArguments {
     var quiet = false
 }
 
+/// `--verbose` of the commands that run a network (train, infer, refine, reprocess): the
+/// network plan in the log, printed by the pipelines (`RunContext.logPlan`).
+struct VerboseOptions: ParsableArguments {
+    @Flag(help: "Also log the network plan: the kernels of every conv layer, forward and backward.")
+    var verbose = false
+}
+
 /// Where results go and whether existing files may be replaced.
 struct OutputOptions: ParsableArguments {
     @Option(name: .customLong("out"), help: ArgumentHelp("Output HDF5 file.", valueName: "file.h5"))

@@ -52,10 +52,11 @@ struct Refine: ParsableCommand {
     }
 
     @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+    @OptionGroup(title: "Progress") var verboseOptions: VerboseOptions
 
     func run() throws {
         var outcome: RefineOutcome?
-        try RunContext.run(quiet: progressOptions.quiet) { ctx in
+        try RunContext.run(quiet: progressOptions.quiet, verbose: verboseOptions.verbose) { ctx in
             StopSignal.install()   // again: MPI_Init installs handlers of its own
             var request = RefineRequest(modelPath: model, manifestPath: manifest, outPath: out)
             request.libraryPath = library; request.augment = augment; request.epochs = epochs

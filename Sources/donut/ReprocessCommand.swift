@@ -41,10 +41,11 @@ struct Reprocess: ParsableCommand {
     }
 
     @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+    @OptionGroup(title: "Progress") var verboseOptions: VerboseOptions
 
     func run() throws {
         var outcome: ReprocessOutcome?
-        try RunContext.run(quiet: progressOptions.quiet) { ctx in
+        try RunContext.run(quiet: progressOptions.quiet, verbose: verboseOptions.verbose) { ctx in
             var request = ReprocessRequest(manifestPath: manifest, outDir: outDir)
             request.force = force; request.physicsRefine = physicsRefine; request.refineIterations = refineIterations
             request.quickLooks = quicklook; request.chunkFrames = chunk

@@ -13,9 +13,9 @@ extension RunContext {
     /// and rank 0's one-line reason is the last line on stderr: when every rank failed
     /// (rank-local failures are agreed on, `RunContext.agreeing`), all ranks end cleanly
     /// (no MPI_Abort banner); a rank that failed alone ends the job with MPI_Abort.
-    static func run(quiet: Bool = false, _ body: (RunContext) throws -> Void) throws {
+    static func run(quiet: Bool = false, verbose: Bool = false, _ body: (RunContext) throws -> Void) throws {
         let comm = Communicator.world
-        let context = RunContext(comm: comm, quiet: quiet)
+        let context = RunContext(comm: comm, quiet: quiet, verbose: verbose)
         // Its own channel, so the failure handshake never meets a pending collective.
         let failures = comm.size > 1 ? comm.duplicate() : nil
         do {

@@ -78,10 +78,11 @@ struct Train: ParsableCommand {
     }
 
     @OptionGroup(title: "Progress") var progressOptions: ProgressOptions
+    @OptionGroup(title: "Progress") var verboseOptions: VerboseOptions
 
     func run() throws {
         var completed = true
-        try RunContext.run(quiet: progressOptions.quiet) { ctx in
+        try RunContext.run(quiet: progressOptions.quiet, verbose: verboseOptions.verbose) { ctx in
             StopSignal.install()   // again: MPI_Init installs handlers of its own
             var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
             if let e = epochs { train.schedule.epochs = e }

@@ -141,4 +141,37 @@ final class TrainInferTests: XCTestCase {
         assertFailed(try donut(["train", "--scan", "scan.h5", "--training", "nodrop.yaml", "--out", "model.h5"], in: dir),
                      naming: ["model.h5", "other settings", "--force"])
     }
+
+    /// `--verbose` logs the network plan, the same text (`NetworkPlan.description`) as `donut
+    /// bench … --show-plan`: the plan this process makes for the model's network at the run's
+    /// batch (train: the preset's 4; infer: the 40 frames, under the default 256) is in stderr
+    /// word for word. Without `--verbose`, no plan.
+    func testVerboseLogsTheNetworkPlan() throws {
+        let plain = try donut(["train", "--scan", "scan.h5", "--training", training, "--out", "model.h5", "--epochs", "1"], in: dir)
+        assertSucceeded(plain, "train")
+        XCTAssertFalse(plain.all.contains("network plan:"), plain.all)
+        let verbose = try donut(["train", "--scan", "scan.h5", "--training", training, "--out", "verbose.h5", "--epochs", "1",
+                                 "--verbose"], in: dir)
+        assertSucceeded(verbose, "train --verbose")
+        let model = try CheckpointFile.read(path: path("model.h5"))
+        let config = try ConfigFile.fromJSON(model.configJSON, source: "model.h5")
+        let preset = try ConfigFile.parse(TrainingConfig.self, yaml: model.trainingJSON, source: "model.h5")
+        func plan(batch: Int, training: Bool) throws -> String {
+            let net = try DonutNetwork<Float>(settings: preset.network, optimiser: preset.optimiser, config: config, seed: 0)
+            net.plan(batch: batch, training: training)
+            return "\(try XCTUnwrap(net.networkPlan))"
+        }
+        let trainingPlan = try plan(batch: preset.schedule.batchSize, training: true)
+        XCTAssert(trainingPlan.contains("with gradients"), trainingPlan)
+        XCTAssert(verbose.stderr.contains(trainingPlan), "train --verbose logs the plan:\n\(trainingPlan)\n---\n\(verbose.stderr)")
+
+        let inferPlain = try donut(["infer", "--model", "model.h5", "--scan", "scan.h5", "--out", "plain.h5"], in: dir)
+        assertSucceeded(inferPlain, "infer")
+        XCTAssertFalse(inferPlain.all.contains("network plan:"), inferPlain.all)
+        let inferVerbose = try donut(["infer", "--model", "model.h5", "--scan", "scan.h5", "--out", "maps.h5", "--verbose"], in: dir)
+        assertSucceeded(inferVerbose, "infer --verbose")
+        let inferencePlan = try plan(batch: 40, training: false)
+        XCTAssert(inferencePlan.contains("inference pass:"), inferencePlan)
+        XCTAssert(inferVerbose.stderr.contains(inferencePlan), "infer --verbose logs the plan:\n\(inferencePlan)\n---\n\(inferVerbose.stderr)")
+    }
 }

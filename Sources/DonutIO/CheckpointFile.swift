@@ -17,6 +17,9 @@ import DonutCore
 ///     /entry/process          NXprocess with the instrument config (NXnote) — as every Donut file
 public enum CheckpointFile {
     static let root = "/entry/model"
+    /// The datasets that errors and provenance name (each named here once).
+    public static let parametersDataset = "\(root)/parameters", layoutDataset = "\(root)/layout",
+                      trainingConfigDataset = "\(root)/training_config"
 
     /// `run`: the run's record (`TrainingRun`), so a rerun can tell whether this file is its
     /// own finished model or resumable checkpoint.
@@ -41,16 +44,16 @@ public enum CheckpointFile {
             try f.setAttribute("step", c.step, on: root)
             try f.setAttribute("epoch", c.epoch, on: root)
             try f.setAttribute("step_in_epoch", c.stepInEpoch, on: root)
-            try f.writeDataset("\(root)/parameters", c.parameters, shape: [c.parameters.count], units: "")
+            try f.writeDataset(parametersDataset, c.parameters, shape: [c.parameters.count], units: "")
             try f.writeDataset("\(root)/adam_m", c.firstMoments, shape: [c.firstMoments.count], units: "")
             try f.writeDataset("\(root)/adam_v", c.secondMoments, shape: [c.secondMoments.count], units: "")
             try f.writeDataset("\(root)/buffers", c.bufferValues, shape: [c.bufferValues.count], units: "")
             let layout = try JSONEncoder().encode(["parameters": c.tensors, "buffers": c.buffers])
-            try f.writeString("\(root)/layout", String(decoding: layout, as: UTF8.self))
+            try f.writeString(layoutDataset, String(decoding: layout, as: UTF8.self))
             try f.writeDataset("\(root)/rng_state", c.rngState, shape: [c.rngState.count], units: "")
             let log = c.lossLog.flatMap { [Double($0.step), Double($0.epoch), $0.train, $0.validation, $0.decoderMAE, $0.physicsMAE] }
             try f.writeDataset("\(root)/loss_log", log, shape: [c.lossLog.count, 6], units: "")
-            try f.writeString("\(root)/training_config", c.trainingJSON)
+            try f.writeString(trainingConfigDataset, c.trainingJSON)
             if let run {
                 try f.writeString("\(root)/run", String(decoding: try JSONEncoder().encode(run), as: UTF8.self))
             }
@@ -76,10 +79,10 @@ public enum CheckpointFile {
         defer { try? f.close() }
         guard f.exists(root) else { throw DonutIOError.group(path, root, "not found: this is not a Donut model or checkpoint file") }
         func floats(_ name: String) throws -> [Float] { try f.readDataset("\(root)/\(name)", as: Float.self) }
-        let layoutText = try f.readString("\(root)/layout")
+        let layoutText = try f.readString(layoutDataset)
         let layout: [String: [TensorRecord]]
         do { layout = try JSONDecoder().decode([String: [TensorRecord]].self, from: Data(layoutText.utf8)) } catch {
-            throw DonutIOError.dataset(path, "\(root)/layout", "unreadable tensor layout: \(error)")
+            throw DonutIOError.dataset(path, layoutDataset, "unreadable tensor layout: \(error)")
         }
         let log = try f.readDataset("\(root)/loss_log", as: Double.self)
         guard log.count % 6 == 0 else { throw DonutIOError.dataset(path, "\(root)/loss_log", "expected (N, 6), got \(log.count) values") }
@@ -96,10 +99,10 @@ public enum CheckpointFile {
             stepInEpoch: try f.readIntAttribute("step_in_epoch", on: root),
             rngState: try f.readDataset("\(root)/rng_state", as: UInt64.self),
             configJSON: try f.readProcess()?.configJSON ?? "",
-            trainingJSON: try f.readString("\(root)/training_config"), lossLog: records)
+            trainingJSON: try f.readString(trainingConfigDataset), lossLog: records)
         let expected = c.tensors.map(\.count).reduce(0, +)
         guard expected == c.parameters.count else {
-            throw DonutIOError.dataset(path, "\(root)/parameters", "holds \(c.parameters.count) values but the layout describes \(expected)")
+            throw DonutIOError.dataset(path, parametersDataset, "holds \(c.parameters.count) values but the layout describes \(expected)")
         }
         guard c.buffers.map(\.count).reduce(0, +) == c.bufferValues.count else {
             throw DonutIOError.dataset(path, "\(root)/buffers", "holds \(c.bufferValues.count) values but the layout describes \(c.buffers.map(\.count).reduce(0, +))")

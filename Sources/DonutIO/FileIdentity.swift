@@ -93,3 +93,8 @@ public enum FileKind {
         if let kind = nonRegular(path) { throw DonutIOError(file: path, "is \(kind), not a regular \(what)") }
     }
 }
+
+/// `path` without a trailing `suffix` (only at the end: "a.h5.d/m.h5" → "a.h5.d/m").
+public func removingSuffix(_ suffix: String, from path: String) -> String {
+    path.hasSuffix(suffix) ? String(path.dropLast(suffix.count)) : path
+}

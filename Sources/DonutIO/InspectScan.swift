@@ -82,7 +82,7 @@ public struct ScanInspection: Sendable {
 /// the model's size (frameSize × binning raw pixels of `config`, else of the config the file
 /// records, else of the published preset). Writes the summed frame as a PNG to `pngPath` when given (atomic,
 /// no overwrite without `force`). Serial.
-public func inspectScan(path: String, dataset: String = "/entry/data/data", config: DonutConfig? = nil, options: ScanReadOptions = ScanReadOptions(),
+public func inspectScan(path: String, dataset: String = defaultFramesDataset, config: DonutConfig? = nil, options: ScanReadOptions = ScanReadOptions(),
                         scanShape: (rows: Int, cols: Int)? = nil, maxFrames: Int = 256, pngPath: String? = nil,
                         force: Bool = false) throws -> ScanInspection {
     try options.validate()
@@ -101,8 +101,8 @@ public func inspectScan(path: String, dataset: String = "/entry/data/data", conf
     try d.checkFiltersDecode()
     var roiFrom = "the config given"
     var cfg = config
-    if cfg == nil, f.exists("/entry/process/config/data"),
-       let c = try? ConfigFile.fromJSON(try f.readString("/entry/process/config/data"), source: "\(path):/entry/process/config/data") {
+    if cfg == nil, f.exists(configDataset),
+       let c = try? ConfigFile.fromJSON(try f.readString(configDataset), source: "\(path):\(configDataset)") {
         cfg = c; roiFrom = "the config recorded in the file"
     }
     if cfg == nil { roiFrom = "the published preset (pass --config)" }

@@ -13,7 +13,8 @@ import Foundation
 //   /entry/process         NXprocess + config NXnote (see NeXusProcess.swift)
 
 private let libraryGroup = "/entry/library"
-private let patternsPath = "/entry/library/patterns"
+/// Where a library holds its patterns.
+public let libraryPatternsDataset = "/entry/library/patterns"
 
 /// Writes a library in parallel, each rank its slab of entries. `init`, `writeSlab` and
 /// `finish` are **collective**: every rank calls each, the same number of times (a rank
@@ -38,8 +39,8 @@ public final class LibraryWriter {
             try f.setAttribute("signal", "patterns", on: libraryGroup)
             let axes = grid.hasThicknessAxis ? ["strain", "tilt_lr", "tilt_ud", "thickness"] : ["strain", "tilt_lr", "tilt_ud"]
             try f.setAttribute("axes", axes + [".", "."], on: libraryGroup)
-            patterns = try f.createDataset(patternsPath, type: .float32, shape: grid.shape + [frameSize, frameSize])
-            try f.setAttribute("units", "arbitrary", on: patternsPath)
+            patterns = try f.createDataset(libraryPatternsDataset, type: .float32, shape: grid.shape + [frameSize, frameSize])
+            try f.setAttribute("units", "arbitrary", on: libraryPatternsDataset)
             try f.writeDataset("\(libraryGroup)/strain", grid.strain, shape: [grid.strain.count], units: "")
             try f.writeDataset("\(libraryGroup)/tilt_lr", grid.tiltLRDeg, shape: [grid.tiltLRDeg.count], units: "deg")
             try f.writeDataset("\(libraryGroup)/tilt_ud", grid.tiltUDDeg, shape: [grid.tiltUDDeg.count], units: "deg")
@@ -60,7 +61,7 @@ public final class LibraryWriter {
     public func writeSlab(entries: Range<Int>, patterns values: UnsafeBufferPointer<Float>) throws {
         guard let patterns else { throw DonutIOError(file: output.finalPath, "library writer is closed") }
         guard entries.lowerBound >= 0, entries.upperBound <= grid.count else {
-            throw DonutIOError.dataset(output.finalPath, patternsPath, "entries \(entries) outside the library's \(grid.count)")
+            throw DonutIOError.dataset(output.finalPath, libraryPatternsDataset, "entries \(entries) outside the library's \(grid.count)")
         }
         do {
             try patterns.write(values, selection: FlatSelection(leadingRank: grid.shape.count, range: entries))
@@ -108,17 +109,17 @@ public final class LibraryReader {
     public init(path: String, comm: Communicator? = nil) throws {
         self.path = path
         let f = try H5File.open(path, comm: comm)
-        let d = try f.openDataset(patternsPath)
+        let d = try f.openDataset(libraryPatternsDataset)
         let s = d.shape
         guard s.count == 5 || s.count == 6, s[s.count - 1] == s[s.count - 2], s[s.count - 1] > 0 else {
-            throw DonutIOError.dataset(path, patternsPath, "expected (nε, nω, nχ[, nt], H, W) with square frames, got \(s.count)-D \(s)")
+            throw DonutIOError.dataset(path, libraryPatternsDataset, "expected (nε, nω, nχ[, nt], H, W) with square frames, got \(s.count)-D \(s)")
         }
-        guard d.isNumeric else { throw DonutIOError.dataset(path, patternsPath, "expected numbers, got \(d.typeDescription)") }
+        guard d.isNumeric else { throw DonutIOError.dataset(path, libraryPatternsDataset, "expected numbers, got \(d.typeDescription)") }
         func axis(_ name: String, _ dim: Int) throws -> [Double] {
             let p = "\(libraryGroup)/\(name)"
             let values = try f.readDataset(p, as: Double.self)
             guard values.count == s[dim] else {
-                throw DonutIOError.dataset(path, p, "has \(values.count) values but \(patternsPath) has \(s[dim]) along axis \(dim) \(s)")
+                throw DonutIOError.dataset(path, p, "has \(values.count) values but \(libraryPatternsDataset) has \(s[dim]) along axis \(dim) \(s)")
             }
             return values
         }
@@ -146,11 +147,11 @@ public final class LibraryReader {
     private func checkAgainstStoredConfig(_ json: String) throws {
         guard let config = try? ConfigFile.fromJSON(json, source: "\(path):/entry/process/config/data") else { return }
         guard config.model.frameSize == frameSize else {
-            throw DonutIOError.dataset(path, patternsPath, "holds \(frameSize)×\(frameSize) patterns but the stored config says model.frame_size \(config.model.frameSize)")
+            throw DonutIOError.dataset(path, libraryPatternsDataset, "holds \(frameSize)×\(frameSize) patterns but the stored config says model.frame_size \(config.model.frameSize)")
         }
         let expected = LibraryGrid(config: config)
         guard expected.shape == grid.shape else {
-            throw DonutIOError.dataset(path, patternsPath, "has the grid \(grid.shape) but the stored config's library steps give \(expected.shape)")
+            throw DonutIOError.dataset(path, libraryPatternsDataset, "has the grid \(grid.shape) but the stored config's library steps give \(expected.shape)")
         }
         for (name, a, b) in [("strain", grid.strain, expected.strain), ("tilt_lr", grid.tiltLRDeg, expected.tiltLRDeg),
                              ("tilt_ud", grid.tiltUDDeg, expected.tiltUDDeg), ("thickness", grid.thicknessA, expected.thicknessA)]
@@ -175,7 +176,7 @@ public final class LibraryReader {
             let what = bad.map { "holds \($0)" } ?? (sum > 0 ? nil : "is all zero")
             guard let what else { continue }
             let p = grid.parameters(at: e)
-            throw DonutIOError.dataset(path, patternsPath, "library entry \(e) (strain \(p.strain), tilt_lr \(p.tiltLRDeg)°, tilt_ud \(p.tiltUDDeg)°, thickness \(p.thicknessA) Å) \(what): the library is damaged or its config puts the pattern outside the frame; simulate it again")
+            throw DonutIOError.dataset(path, libraryPatternsDataset, "library entry \(e) (strain \(p.strain), tilt_lr \(p.tiltLRDeg)°, tilt_ud \(p.tiltUDDeg)°, thickness \(p.thicknessA) Å) \(what): the library is damaged or its config puts the pattern outside the frame; simulate it again")
         }
     }
 
@@ -184,7 +185,7 @@ public final class LibraryReader {
     public func readSlab(_ entries: Range<Int>, checkEntries check: Bool = true) throws -> [Float] {
         guard let patterns else { throw DonutIOError(file: path, "library reader is closed") }
         guard entries.lowerBound >= 0, entries.upperBound <= grid.count else {
-            throw DonutIOError.dataset(path, patternsPath, "entries \(entries) outside the library's \(grid.count)")
+            throw DonutIOError.dataset(path, libraryPatternsDataset, "entries \(entries) outside the library's \(grid.count)")
         }
         let values = try patterns.read(as: Float.self, selection: FlatSelection(leadingRank: grid.shape.count, range: entries))
         if check { try checkEntries(entries, values) }

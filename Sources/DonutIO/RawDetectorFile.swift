@@ -64,16 +64,16 @@ public enum RawDetectorFileWriter {
             try f.writeRootAndEntry(kind: "scan", entryDefault: "data")
             try f.createGroup("/entry/data", nxClass: "NXdata")
             try f.setAttribute("signal", "data", on: "/entry/data")
-            let d = try f.createDataset("/entry/data/data", type: .uint32, shape: [n, h, w], chunks: [1, h, w], filters: compression)
+            let d = try f.createDataset(defaultFramesDataset, type: .uint32, shape: [n, h, w], chunks: [1, h, w], filters: compression)
             for r in 0..<rows {
                 let block = try frames(r)
                 guard block.count == cols * h * w else {
-                    throw DonutIOError.dataset(path, "/entry/data/data", "row \(r): \(block.count) values for \(cols) frames of \(h)×\(w)")
+                    throw DonutIOError.dataset(path, defaultFramesDataset, "row \(r): \(block.count) values for \(cols) frames of \(h)×\(w)")
                 }
                 try block.withUnsafeBufferPointer { try d.write($0, selection: FlatSelection(leadingRank: 1, range: (r * cols)..<((r + 1) * cols))) }
             }
             try d.close()
-            try f.setAttribute("units", "counts", on: "/entry/data/data")
+            try f.setAttribute("units", "counts", on: defaultFramesDataset)
             try f.createGroup("/entry/instrument", nxClass: "NXinstrument")
             try f.createGroup("/entry/instrument/detector", nxClass: "NXdetector")
             if writeMask {

@@ -82,7 +82,7 @@ public struct SweepPointMetrics: Codable, Equatable, Sendable {
 
     /// The metrics file of the model `modelPath` ("<model without .h5>.metrics.json").
     public static func path(forModel modelPath: String) -> String {
-        (modelPath.hasSuffix(".h5") ? String(modelPath.dropLast(3)) : modelPath) + ".metrics.json"
+        removingSuffix(".h5", from: modelPath) + ".metrics.json"
     }
 }
 

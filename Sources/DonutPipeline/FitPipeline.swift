@@ -88,7 +88,7 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
         method: refineIterations == nil ? "correlation-fit" : "correlation-fit+physics-refine", config: reader.provenanceConfigJSON(config, recorded: libraryConfigJSON),
         inputs: [.init(path: relativePath(scan.path, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : scan.dataset,
                        checksum: source.globalChecksum(comm)),
-                 .init(path: relativePath(libraryPath, from: outputs.path), dataset: "/entry/library/patterns",
+                 .init(path: relativePath(libraryPath, from: outputs.path), dataset: libraryPatternsDataset,
                        checksum: ScanReader.checksumString(libraryChecksum[0]))],
         modelID: "library:\(URL(fileURLWithPath: libraryPath).lastPathComponent) \(ScanReader.checksumString(libraryChecksum[0]))")
     try times.time(\.write) {

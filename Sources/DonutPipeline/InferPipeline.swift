@@ -48,13 +48,13 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
     let (checkpoint, config, network) = try ctx.agreeing {
         let checkpoint = try CheckpointFile.read(path: model)
         let config = try ConfigFile.fromJSON(checkpoint.configJSON, source: "\(model):\(configDataset)")
-        let training = try ConfigFile.parse(TrainingConfig.self, yaml: checkpoint.trainingJSON, source: "\(model):/entry/model/training_config")
+        let training = try ConfigFile.parse(TrainingConfig.self, yaml: checkpoint.trainingJSON, source: "\(model):\(CheckpointFile.trainingConfigDataset)")
         let network = try DonutNetwork<Float>(settings: training.network, optimiser: training.optimiser, config: config, seed: 0)
         do { try network.load(checkpoint) } catch let e as ConfigError {
-            throw DonutIOError(file: model, object: "/entry/model/layout", "\(e.message)")
+            throw DonutIOError(file: model, object: CheckpointFile.layoutDataset, "\(e.message)")
         }
         if mcSamples > 0 && training.network.dropout == 0 {
-            throw DonutIOError(file: model, object: "/entry/model/training_config",
+            throw DonutIOError(file: model, object: CheckpointFile.trainingConfigDataset,
                                "network.dropout is 0: MC-dropout sigmas (--mc-samples) need a model trained with dropout > 0; --physics-refine gives Fisher-information sigmas for any model")
         }
         return (checkpoint, config, network)
@@ -108,7 +108,7 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
         method: refineIterations == nil ? checkpoint.method : checkpoint.method + "+physics-refine", config: reader.provenanceConfigJSON(config, recorded: checkpoint.configJSON),
         inputs: [.init(path: relativePath(scan.path, from: outputs.path), dataset: reader.dataset.isEmpty ? "(npy)" : scan.dataset,
                        checksum: source.globalChecksum(comm)),
-                 .init(path: relativePath(model, from: outputs.path), dataset: "/entry/model/parameters", checksum: modelChecksum)],
+                 .init(path: relativePath(model, from: outputs.path), dataset: CheckpointFile.parametersDataset, checksum: modelChecksum)],
         modelID: "\(URL(fileURLWithPath: model).lastPathComponent) step \(checkpoint.step) \(modelChecksum)")
     try times.time(\.write) {
         try ctx.agreeing {

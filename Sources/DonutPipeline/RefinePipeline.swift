@@ -72,7 +72,7 @@ public func refine(_ ctx: RunContext, _ request: RefineRequest) throws -> Refine
     guard base.method == TrainingMode.donut.rawValue else {
         throw DonutIOError(file: model, object: "/entry/model", "is a \(base.method) model; refine fine-tunes DONUT models (through the physics, without labels)")
     }
-    var train = try ConfigFile.parse(TrainingConfig.self, yaml: base.trainingJSON, source: "\(model):/entry/model/training_config")
+    var train = try ConfigFile.parse(TrainingConfig.self, yaml: base.trainingJSON, source: "\(model):\(CheckpointFile.trainingConfigDataset)")
     train.schedule.epochs = request.epochs
     if let seed = request.seed { train.schedule.seed = seed }
     train.optimiser.learningRateEncoder *= request.learningRateScale

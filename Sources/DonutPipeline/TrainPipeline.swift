@@ -51,11 +51,6 @@ public enum StopSignal {
     }
 }
 
-/// `path` without a trailing `suffix` (only at the end: "a.h5.d/m.h5" → "a.h5.d/m").
-public func removingSuffix(_ suffix: String, from path: String) -> String {
-    path.hasSuffix(suffix) ? String(path.dropLast(suffix.count)) : path
-}
-
 /// Everything `donut train` (or `donut refine`) was asked to do.
 public struct TrainRequest {
     /// The scans whose usable frames are the measured training frames (one for `train`,
@@ -209,7 +204,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         }
         var sum = [checksum]
         comm.allreduceSum(&sum)
-        inputs.append(.init(path: relativePath(library, from: r.outPath), dataset: "/entry/library/patterns",
+        inputs.append(.init(path: relativePath(library, from: r.outPath), dataset: libraryPatternsDataset,
                             checksum: ScanReader.checksumString(sum[0])))
         libraryReader = reader; libraryGrid = reader.grid
         if let stopped = stoppedDuringStartUp("checking the library \(library)", resuming: resume) {
@@ -316,10 +311,10 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
     var baseModelID = ""
     if let base = r.initialModel {
         do { try network.load(base.checkpoint) } catch let e as ConfigError {
-            throw DonutIOError(file: base.path, object: "/entry/model/layout", "\(e.message)")
+            throw DonutIOError(file: base.path, object: CheckpointFile.layoutDataset, "\(e.message)")
         }
         let checksum = ScanReader.checksumString(ScanReader.frameChecksum(frames: base.checkpoint.parameters, firstIndex: 0, frameSize: 1))
-        inputs.append(.init(path: relativePath(base.path, from: r.outPath), dataset: "/entry/model/parameters", checksum: checksum))
+        inputs.append(.init(path: relativePath(base.path, from: r.outPath), dataset: CheckpointFile.parametersDataset, checksum: checksum))
         baseModelID = "fine-tuned from \(URL(fileURLWithPath: base.path).lastPathComponent) step \(base.checkpoint.step) \(checksum)"
         ctx.log("fine-tuning \(base.path) (\(base.checkpoint.method), step \(base.checkpoint.step)); AdamW restarts at step 0")
     }
@@ -333,7 +328,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
                                "checkpoint made for another instrument than this training's inputs: \(differing.joined(separator: ", ")) differ")
         }
         do { try trainer.restore(saved) } catch let e as ConfigError {
-            throw DonutIOError(file: resume, object: "/entry/model/layout", "checkpoint of another network than the training preset's: \(e.message)")
+            throw DonutIOError(file: resume, object: CheckpointFile.layoutDataset, "checkpoint of another network than the training preset's: \(e.message)")
         }
         ctx.log("resumed from \(resume) at step \(trainer.step) (epoch \(trainer.epoch)): the same inputs and settings, unfinished")
     }

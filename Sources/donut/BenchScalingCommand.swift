@@ -14,7 +14,7 @@ struct BenchScaling: ParsableCommand {
         abstract: "Data-parallel training: samples/s on the launched ranks, allreduce share and bytes per step, efficiency model at 8/64/512 ranks.",
         usage: "donut bench scaling [<options>]   (under mpirun -np N)",
         discussion: """
-        Run it once per rank count and compare (scripts/bench-scaling does np = 1 and 2):
+        Run it once per rank count and compare; scripts/bench-scaling does np 1 and 2:
           OPENBLAS_NUM_THREADS=1 mpirun -np 2 .build/release/donut bench scaling
         The model: a step is compute T_c (measured on this rank) plus a ring allreduce of the \
         S-byte buffer, 2(n − 1)/n·S/B + 2(n − 1)·α, plus (synchronised BatchNorm) 3 small \

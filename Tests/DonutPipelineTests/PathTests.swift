@@ -1,5 +1,6 @@
 import XCTest
 @testable import DonutPipeline
+import DonutIO
 
 final class PathSuffixTests: XCTestCase {
     /// Only a trailing suffix goes: a folder named like a file keeps its name.
@@ -9,5 +10,7 @@ final class PathSuffixTests: XCTestCase {
         XCTAssertEqual(TrainRequest.defaultCheckpointPath(out: "a.h5x/m.h5"), "a.h5x/m.checkpoint.h5")
         XCTAssertEqual(TrainRequest.lossLogPath(out: "a.h5x/m.h5"), "a.h5x/m.loss.csv")
         XCTAssertEqual(RefineRequest.defaultMapsFolder(out: "x.h5/r.h5"), "x.h5/r_maps")
+        XCTAssertEqual(SweepPointMetrics.path(forModel: "runs.h5.d/model.h5"), "runs.h5.d/model.metrics.json")
+        XCTAssertEqual(SweepPointMetrics.path(forModel: "runs.h5.d/model"), "runs.h5.d/model.metrics.json")
     }
 }

@@ -785,10 +785,10 @@ public struct H5Filter: Equatable, Sendable, CustomStringConvertible {
         5: ("nbit", "built into HDF5"),
         6: ("scaleoffset", "built into HDF5"),
         307: ("bzip2", "apt-get install hdf5-filter-plugin (scripts/setup does)"),
-        32000: ("lzf", "apt-get install hdf5-filter-plugin (scripts/setup does)"),
+        32000: ("lzf", "apt-get install bitshuffle (scripts/setup does)"),
         32001: ("blosc", "apt-get install hdf5-filter-plugin-blosc-serial (scripts/setup does)"),
         32004: ("lz4", "apt-get install hdf5-filter-plugin (scripts/setup does)"),
-        32008: ("bitshuffle", "apt-get install hdf5-filter-plugin (scripts/setup does; Debian 12's bitshuffle "
+        32008: ("bitshuffle", "apt-get install bitshuffle (scripts/setup does; Debian 12's bitshuffle "
                 + "plugins decode bitshuffle+LZ4, not bitshuffle+zstd)"),
         32015: ("zstd", "not packaged for Debian 12"),
         32026: ("blosc2", "not packaged for Debian 12"),

@@ -17,7 +17,8 @@ import DonutBLAS
 /// positions (a quarter of the plane), and dx = k·g − b − (x − μ)·a (`BatchNorm2d.backwardTraining`)
 /// is one pass over x, −b − (x − μ)·a, then k·g added at the argmax positions.
 ///
-/// Checked against the layer sequence in Double (to 1e-12) and Float (`FusedKernelTests`).
+/// Checked against the layer sequence in Double (to 1e-12) and Float (`BatchNormReLUPoolTests`), and
+/// in Float against Double within bounds derived from Float rounding (`FusedBlockFloatTests`).
 public enum BatchNormReLUPool {
     /// - pooled (batch, channels, height/2, width/2), argmax, pooledInput (same): written; argmax is
     ///   the flat index into `input` of each window's maximum of the ReLU output (first on ties, NaN

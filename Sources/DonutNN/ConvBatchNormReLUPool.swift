@@ -23,7 +23,8 @@ import DonutKernelsAVX2
 ///     dbias[oc] = Σ_p dx_p       = k·Σ_p g_p − b·P − a·P·(x̄ − μ)
 ///
 /// with H[oc, t] = Σ_windows g·c_argmax[t], one patch gathered per window maximum. Checked against
-/// the layer pair in Double (1e-10) and Float, and with synchronised replicas.
+/// the layer pair in Double (1e-10) and Float, and with synchronised replicas; on `.moments` and
+/// `.momentsAVX2` in Float against Double within bounds derived from Float rounding (`FusedBlockFloatTests`).
 public enum ConvBatchNormReLUPool {
     /// Patches at most this long: the Gram matrix costs patch² products per pixel (the encoder's
     /// first conv: 9).

@@ -2,7 +2,10 @@
 // side by side; arguments in the order outputs, inputs, parameters, cached values, sizes.
 // Backward adds (+=) into parameter gradients and writes (=) input gradients; no allocation
 // inside forward/backward (scratch sizes from `scratchCount`). Layout NCHW, row-major; generic
-// over GEMMScalar (Float runs, Double checks against finite differences in DonutNNTests).
+// over GEMMScalar (Float runs, Double checks against finite differences in DonutNNTests). Every Float kernel
+// (the `T.self == Float.self` branches, the AVX2 stencils) is checked against Double within a bound derived from
+// Float rounding: ConvolutionFloatTests (each ConvolutionPath but moments), BatchNormFloatTests, and
+// FusedBlockFloatTests (MaxPool2d, BatchNormReLUPool, ConvBatchNormReLUPool on moments and momentsAVX2).
 //   ConvolutionPlan.swift ConvolutionPath (which kernel runs a conv) and the functions that decide it; CPUFeatures,
 //                         KernelTarget (what T and the CPU allow)
 //   Conv2d.swift          Conv2dShape, Conv2d (im2col + one GEMM per chunk of images, col2im backward)
@@ -32,7 +35,8 @@
 // Convolution kernels (`ConvolutionPath`, ConvolutionPlan.swift). Each conv layer's kernel, forward and backward,
 // is decided once from its shape, the scalar type and the CPU (`KernelTarget`: the AVX2 + FMA stencils for Float
 // where CPUID has them, `DONUT_NO_AVX2=1` turns them off); the layers take the decision as `path:` and a network
-// keeps all of them (DonutCore's `NetworkPlan`, printed by `donut bench train|infer --show-plan`).
+// keeps all of them (DonutCore's `NetworkPlan`, printed by `donut bench train|infer --show-plan` and by
+// train, infer, refine and reprocess at `--verbose`).
 //   path                 forward/backward  taken when (decided by)
 //   gemm                 both              no other path fits; backward of every conv with more than one input and
 //                                          output channel (`Conv2d.forwardPath`, `backwardPath`)

@@ -46,12 +46,12 @@ struct Train: ParsableCommand {
     @Option(help: ArgumentHelp("Continue from this checkpoint.", valueName: "ck.h5")) var resume: String?
     @Flag(help: "Data-parallel: BatchNorm statistics over the global batch (all ranks) instead of each rank's batch.")
     var syncBatchnorm = false
+    @Option(help: "Data-parallel: the step's allreduce goes in buckets of at most this many bytes.")
+    var bucketBytes = Communicator.defaultBucketBytes
     // Debug and test options: hidden from --help (docs/training.md describes them).
     @Flag(help: ArgumentHelp("Data-parallel debug: check after every step that all ranks hold identical weights (abort otherwise).",
                              visibility: .hidden))
     var checkReplicas = false
-    @Option(help: "Data-parallel: the step's allreduce goes in buckets of at most this many bytes.")
-    var bucketBytes = Communicator.defaultBucketBytes
     @Option(help: ArgumentHelp("Fault injection (tests): rank R exits abruptly during step STEP (default 1).", valueName: "R[:STEP]",
                                visibility: .private))
     var failRank: String?

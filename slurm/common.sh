@@ -37,10 +37,57 @@ donut_meaning() {
 # donut_mpi ARGS…: donut on every rank of the allocation (DONUT_LAUNCH, srun --mpi=pmix by
 # default). donut refuses to start when the MPI world size differs from SLURM_NTASKS.
 # Sets DONUT_STATUS (never exits: the caller decides, usually with donut_exit).
+# SIGTERM to the job script (scancel, a preemption, the time limit) becomes SIGUSR1 to the
+# launcher (donut_forward_term), so that train/refine/sweep checkpoint and end with 75.
 donut_mpi() {
     DONUT_STATUS=0
-    echo "donut-$DONUT_STAGE job $SLURM_JOB_ID${SLURM_ARRAY_TASK_ID:+ (array $SLURM_ARRAY_JOB_ID, task $SLURM_ARRAY_TASK_ID)}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT} on $(hostname -s): $DONUT_LAUNCH $DONUT $*" >&2
-    $DONUT_LAUNCH "$DONUT" "$@" || DONUT_STATUS=$?
+    echo "donut-$DONUT_STAGE job ${SLURM_JOB_ID:-}${SLURM_ARRAY_TASK_ID:+ (array $SLURM_ARRAY_JOB_ID, task $SLURM_ARRAY_TASK_ID)}${SLURM_RESTART_COUNT:+, restart $SLURM_RESTART_COUNT} on $(hostname -s): $DONUT_LAUNCH $DONUT $*" >&2
+    donut_forward_term $DONUT_LAUNCH "$DONUT" "$@" || DONUT_STATUS=$?
+}
+
+# Open MPI 4.1's mpirun, itself given SIGTERM (Slurm ending a job signals every process of
+# it, mpirun included), ends the job with exit 1 whatever its ranks return: it sends them
+# SIGCONT, SIGTERM odls_base_sigkill_timeout seconds later (default 1) and SIGKILL as long
+# again after that. 10 s gives a rank that got SIGTERM at once (from Slurm) 20 s, within
+# Slurm's default KillWait of 30 s, to finish its step and write the checkpoint; a rank
+# stuck in a collective because another one died is killed 20 s later than by default.
+# No effect under srun.
+export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-10}
+
+# donut_forward_term LAUNCHER ARGS…: runs LAUNCHER ARGS… (mpirun or srun with donut) and
+# returns its exit code. A SIGTERM to this shell meanwhile is passed on as SIGUSR1, which
+# mpirun and srun forward to every rank: a training checkpoints and the launcher exits 75
+# (SIGTERM itself would make mpirun exit 1: docs/training.md, "Signals under mpirun").
+# Passed on no sooner than 2 s after the launch (a SIGUSR1 before mpirun or a rank has
+# installed its handler ends that process) and again every 10 s until the launcher ends
+# (mpirun drops a signal that arrives before it has started the ranks). The launcher runs in
+# the background because bash runs a trap only once its foreground command has ended.
+donut_forward_term() {
+    local pid status started next now stopping=0
+    started=${EPOCHREALTIME/[.,]/}   # microseconds
+    "$@" &
+    pid=$!
+    trap 'stopping=1' TERM
+    while :; do
+        if (( stopping )); then
+            # Polled, so that the script goes on as soon as the launcher has ended.
+            next=$(( started + 2000000 ))
+            while kill -0 "$pid" 2>/dev/null; do
+                now=${EPOCHREALTIME/[.,]/}
+                if (( now >= next )); then
+                    kill -USR1 "$pid" 2>/dev/null || true
+                    next=$(( now + 10000000 ))
+                fi
+                sleep 0.2
+            done
+        fi
+        status=0
+        wait "$pid" || status=$?
+        # `wait` returns early (> 128) when the trap ran: the launcher may still be running.
+        (( status > 128 )) && kill -0 "$pid" 2>/dev/null || break
+    done
+    trap - TERM
+    return "$status"
 }
 
 # donut_exit CODE [REASON]: the last line of the log says how the stage ended and why; exits CODE.
@@ -74,7 +121,10 @@ donut_requeue_or_exit() {
     if (( DONUT_STATUS == 75 )); then
         echo "donut-$DONUT_STAGE job $SLURM_JOB_ID: preempted at the time limit, checkpoint written; requeueing (restart $(( ${SLURM_RESTART_COUNT:-0} + 1 )))" >&2
         [[ -z ${DONUT_PIPELINE_DIR:-} ]] || echo "$(date '+%F %T') donut-$DONUT_STAGE job $SLURM_JOB_ID: requeued" >> "$DONUT_PIPELINE_DIR/pipeline.log"
-        scontrol requeue "$SLURM_JOB_ID"
+        # Slurm refuses to requeue a job it is already ending (scancel, the time limit
+        # reached): the checkpoint is there, a resubmission of the same command resumes.
+        scontrol requeue "$SLURM_JOB_ID" ||
+            donut_exit 75 "preempted, checkpoint written, but Slurm did not requeue the job (cancelled or at its time limit): submit the same command again to resume"
         exit 0
     fi
     donut_exit "$DONUT_STATUS"

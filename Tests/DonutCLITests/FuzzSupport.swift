@@ -69,40 +69,7 @@ struct FuzzRecord {
 /// Runs `donut args` in `folder` and kills it (and an mpirun's children) at `timeout`.
 func runDonut(_ args: [String], ranks: Int? = nil, in folder: URL, timeout: Double,
               environment: [String: String] = [:], whileRunning: ((Process) -> Void)? = nil) throws -> (CommandResult, Bool) {
-    let process = donutProcess(args, ranks: ranks, in: folder, environment: environment)
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out; process.standardError = err
-    // A child inherits the spawning thread's signal mask, and worker threads block most
-    // signals: spawn with none blocked, as a shell or Slurm would (else mpirun ignores SIGTERM).
-    var none = sigset_t(), saved = sigset_t()
-    sigemptyset(&none)
-    pthread_sigmask(SIG_SETMASK, &none, &saved)
-    defer { pthread_sigmask(SIG_SETMASK, &saved, nil) }
-    try process.run()
-    pthread_sigmask(SIG_SETMASK, &saved, nil)
-    final class Flag: @unchecked Sendable { var timedOut = false }
-    let flag = Flag()
-    let pid = process.processIdentifier
-    let deadline = DispatchWorkItem {
-        guard process.isRunning else { return }
-        flag.timedOut = true
-        killChildren(of: pid, signal: SIGKILL)
-        kill(pid, SIGKILL)
-    }
-    DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: deadline)
-    if let whileRunning { DispatchQueue.global().async { whileRunning(process) } }
-    final class Buffer: @unchecked Sendable { var data = Data() }
-    let errBuffer = Buffer()
-    let readErr = DispatchWorkItem { errBuffer.data = err.fileHandleForReading.readDataToEndOfFile() }
-    DispatchQueue.global().async(execute: readErr)
-    let o = out.fileHandleForReading.readDataToEndOfFile()
-    readErr.wait()
-    process.waitUntilExit()
-    deadline.cancel()
-    var status = process.terminationStatus
-    if process.terminationReason == .uncaughtSignal { status = 128 + status }
-    return (CommandResult(status: status, stdout: String(decoding: o, as: UTF8.self),
-                          stderr: String(decoding: errBuffer.data, as: UTF8.self)), flag.timedOut)
+    try runProcess(donutProcess(args, ranks: ranks, in: folder, environment: environment), timeout: timeout, whileRunning: whileRunning)
 }
 
 /// Sends `signal` to the direct children of `pid` (the ranks an mpirun started).

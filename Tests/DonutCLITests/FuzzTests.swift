@@ -514,28 +514,63 @@ final class FuzzTests: XCTestCase {
     }
 
     /// Signals during `train` (and `refine`) at any moment, start-up included: exit 75 with a
-    /// readable checkpoint, on one rank and under mpirun (signal to mpirun, and to the ranks
-    /// as Slurm's scancel does).
+    /// readable checkpoint, or — stopped before the first step — with nothing written; on one
+    /// rank and under mpirun (signal to mpirun, to the ranks as Slurm's scancel does, and to
+    /// the job script of slurm/common.sh, which passes it on as SIGUSR1).
     func testSignals() throws {
         var cases: [FuzzCase] = []
+        /// `after`: seconds from the moment every donut process catches the signals (its
+        /// handler is installed before main), or from the spawn when `beforeHandlers`.
         func signalled(_ name: String, signal: Int32, after: Double, ranks: Int?, toRanks: Bool = false, args: [String]? = nil, needs: [String]? = nil,
-                       alsoAccepted: Set<Int32> = []) -> FuzzCase {
+                       alsoAccepted: Set<Int32> = [], beforeHandlers: Bool = false, environment: [String: String] = [:],
+                       jobScript: Bool = false) -> FuzzCase {
             var c = FuzzCase(category: "signals", name: name,
                              args: args ?? ["train", "--scan", "tscan.h5", "--training", "long.yaml", "--out", "t.h5"],
                              ranks: ranks, needs: needs ?? ["tscan.h5", "long.yaml"],
-                             expect: .preempted({ _, d in
+                             expect: .preempted({ r, d in
+                                 let fm = FileManager.default
+                                 let partials = (try? fm.contentsOfDirectory(atPath: d.path).filter { $0.contains(".partial") }) ?? []
+                                 guard partials.isEmpty else { return "temporary files left: \(partials)" }
                                  let ck = d.appendingPathComponent("t.checkpoint.h5").path
-                                 guard FileManager.default.fileExists(atPath: ck) else { return "no checkpoint t.checkpoint.h5 after exit 75" }
+                                 // Stopped before the first step — or, before any code of donut ran
+                                 // (dynamic loading), ended by the signal's default action: nothing written.
+                                 if r.stderr.contains("stopped by signal during start-up") || r.status == 128 + SIGTERM {
+                                     let written = ["t.h5", "t.checkpoint.h5", "t.loss.csv"].filter { fm.fileExists(atPath: d.appendingPathComponent($0).path) }
+                                     return written.isEmpty ? nil : "stopped before the first step but wrote \(written)"
+                                 }
+                                 guard fm.fileExists(atPath: ck) else { return "no checkpoint t.checkpoint.h5 after a stop during training" }
                                  do { _ = try CheckpointFile.read(path: ck) } catch { return "checkpoint unreadable: \(error)" }
-                                 let partials = (try? FileManager.default.contentsOfDirectory(atPath: d.path).filter { $0.contains(".partial") }) ?? []
-                                 return partials.isEmpty ? nil : "temporary files left: \(partials)"
+                                 return nil
                              }, alsoAccepted: alsoAccepted), timeout: 120)
             c.run = { c, folder in
-                try runDonut(c.args, ranks: c.ranks, in: folder, timeout: c.timeout) { p in
-                    // `after` counts from the moment every donut process has its handler
-                    // (first thing in main): before, the dynamic loader is still mapping
-                    // libraries and no program can catch a signal (docs/robustness.md).
-                    let donuts = waitForStopHandlers(p.processIdentifier, ranks: ranks ?? 1)
+                let process: Process
+                if jobScript {
+                    // slurm/common.sh's donut_mpi with DONUT_LAUNCH=mpirun, as a job script runs it.
+                    process = Process()
+                    process.executableURL = URL(fileURLWithPath: "/bin/bash")
+                    process.arguments = ["-c", """
+                        source "$1"; shift
+                        DONUT_STAGE=train DONUT=\(donutBinary.path) DONUT_LAUNCH="mpirun --oversubscribe -np \(c.ranks ?? 1)"
+                        donut_mpi "$@"
+                        exit "$DONUT_STATUS"
+                        """, "job", MPISignalTests.commonScript.path] + c.args
+                    process.environment = donutProcess([], ranks: c.ranks, in: folder, environment: environment).environment
+                    process.currentDirectoryURL = folder
+                } else {
+                    process = donutProcess(c.args, ranks: c.ranks, in: folder, environment: environment)
+                }
+                return try runProcess(process, timeout: c.timeout) { p in
+                    var donuts: [Int32] = []
+                    if !beforeHandlers {
+                        var launcher = p.processIdentifier
+                        if jobScript {
+                            for _ in 0..<3000 {
+                                if let m = childProcesses(of: p.processIdentifier).first(where: { processName($0) == "mpirun" }) { launcher = m; break }
+                                usleep(20_000)
+                            }
+                        }
+                        donuts = waitForStopHandlers(launcher, ranks: ranks ?? 1)
+                    }
                     Thread.sleep(forTimeInterval: after)
                     if toRanks {
                         for pid in donuts { kill(pid, signal) }   // like scancel: every rank
@@ -550,19 +585,34 @@ final class FuzzTests: XCTestCase {
             cases.append(signalled("SIGTERM-at-\(t)s", signal: SIGTERM, after: t, ranks: nil))
             if i % 2 == 0 { cases.append(signalled("SIGUSR1-at-\(t)s", signal: SIGUSR1, after: t, ranks: nil)) }
         }
+        // From the spawn: the first few milliseconds are the dynamic loader's (no program can
+        // catch a signal then: the default action ends it, exit 143, nothing written); from
+        // the executable's .preinit_array on, a stop request.
+        for t in [0.0, 0.03, 0.1, 0.3, 1.0] {
+            cases.append(signalled("SIGTERM-from-spawn-at-\(t)s", signal: SIGTERM, after: t, ranks: nil, alsoAccepted: [128 + SIGTERM], beforeHandlers: true))
+        }
         cases.append(signalled("refine-SIGTERM-at-1s", signal: SIGTERM, after: 1, ranks: nil,
+                               args: ["refine", "--model", "model.h5", "--manifest", "m-tiny.yaml", "--augment", "0", "--epochs", "300", "--out", "t.h5"],
+                               needs: ["model.h5", "m-tiny.yaml", "tscan.h5"]))
+        cases.append(signalled("refine-SIGTERM-at-0s", signal: SIGTERM, after: 0, ranks: nil,
                                args: ["refine", "--model", "model.h5", "--manifest", "m-tiny.yaml", "--augment", "0", "--epochs", "300", "--out", "t.h5"],
                                needs: ["model.h5", "m-tiny.yaml", "tscan.h5"]))
         for t in [0.0, 2.0, 5.0] {
             cases.append(signalled("slurm-ranks-SIGTERM-at-\(t)s", signal: SIGTERM, after: t, ranks: 2, toRanks: true))
         }
-        // Open MPI's mpirun ends the job itself on SIGTERM: it forwards it, exits 1 and kills
-        // ranks still busy after its grace period (so not during a slow start-up).
-        for t in [1.0, 3.0] {
+        // Open MPI's mpirun ends the job itself on SIGTERM: it exits 1 whatever the ranks
+        // return; it sends them SIGCONT, SIGTERM odls_base_sigkill_timeout seconds later
+        // (default 1) and SIGKILL as long again later (docs/training.md).
+        for t in [0.0, 1.0, 3.0] {
             cases.append(signalled("mpirun-SIGTERM-at-\(t)s", signal: SIGTERM, after: t, ranks: 2, alsoAccepted: [1]))
         }
         cases.append(signalled("mpirun-SIGUSR1-at-0s", signal: SIGUSR1, after: 0, ranks: 2))
         cases.append(signalled("mpirun-SIGUSR1-at-3s", signal: SIGUSR1, after: 3, ranks: 2))
+        // The job script of the templates (slurm/common.sh) passes SIGTERM on as SIGUSR1: 75.
+        for t in [0.0, 2.0] {
+            cases.append(signalled("job-script-SIGTERM-at-\(t)s", signal: SIGTERM, after: t, ranks: 2, jobScript: true))
+        }
+        cases.append(signalled("job-script-SIGTERM-from-spawn-at-0.1s", signal: SIGTERM, after: 0.1, ranks: 2, beforeHandlers: true, jobScript: true))
         try run(cases, "signals", parallel: 2)
     }
 

@@ -202,12 +202,19 @@ final class ConvolutionFloatTests: XCTestCase {
         }
     }
 
+    /// The Winograd forward's Float loops, which Double never runs: `FloatKernels.winogradRows`
+    /// (Bᵀ d), `winogradColumns` (· B) and `winogradOutputRows` (Aᵀ M A), each 4 tiles at a time
+    /// and taken for T = Float wherever a tile row has ≥ 4 tiles (w/2 ≥ 4: asserted, or the
+    /// shape would check only the scalar tails). 16×16: two 4-tile steps, the second reading
+    /// e[3] across the step; 6×10: one step and a one-tile scalar tail; 8×8: one step, batch 6
+    /// in multi-image chunks. The backward has no Winograd (nor other Float-only) code: GEMM.
     func testWinogradPathInFloat() {
         for (i, s) in [
             Conv2dShape(batch: 1, inChannels: 8, height: 16, width: 16, outChannels: 8, kernelH: 3, kernelW: 3, padding: 1),
             Conv2dShape(batch: 3, inChannels: 5, height: 6, width: 10, outChannels: 7, kernelH: 3, kernelW: 3, padding: 1),
             Conv2dShape(batch: 6, inChannels: 4, height: 8, width: 8, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1),
         ].enumerated() {
+            XCTAssertGreaterThanOrEqual(s.width / 2, 4, "\(s): a tile row of fewer than 4 tiles never runs the Float loops")
             check(s, forward: .winograd, backward: .gemm, seed: 710 + UInt64(i))
         }
     }
@@ -226,8 +233,49 @@ final class ConvolutionFloatTests: XCTestCase {
             let avx2 = s.kernelH == s.kernelW && (s.kernelH == 3 || s.kernelH == 2)
             check(s, forward: avx2 ? .stencilAVX2 : .stencil, backward: avx2 ? .stencilAVX2 : .stencil, seed: 730 + UInt64(i))
         }
-        let first = Self.directShapes[0]
-        XCTAssertEqual(Conv2d.forwardPath(first, target: .native(Float.self), pooled: true), .pooledStencilAVX2)
+        for s in Self.directShapes[0...1] {   // `check`'s pooled forward ran `padPlaneEvenOdd` + `stencil3x3Pool` on these
+            XCTAssertEqual(Conv2d.forwardPath(s, target: .native(Float.self), pooled: true), .pooledStencilAVX2, "\(s)")
+        }
+    }
+
+    /// The pooled stencil's input, `Conv2d.padPlaneEvenOdd` (the zero-padded plane split into even
+    /// and odd columns), is a copy, and `StencilAVX2.stencil3x3Pool` does `stencil3x3`'s vector
+    /// arithmetic per conv value and reduces each window in `pool2Flat`'s order: so where
+    /// `stencil3x3` takes only its vector loops (output width a multiple of 8) and the pool has no
+    /// ties, `.pooledStencilAVX2` must give the same bits as `.stencilAVX2` with the pooled
+    /// epilogue (`padPlane`, `stencil3x3`, `pool2Flat`, the affine), itself checked against
+    /// Double above. Any lost, shifted or swapped element of the copy (or a scratch element it
+    /// does not write: the scratch starts as NaN) changes a conv value by O(|w||x|), not by
+    /// rounding. Pooled widths 16, 24 and 20 (the last 8-column block recomputed overlapping).
+    func testPooledStencilAVX2EqualsStencilAVX2Bits() throws {
+        try XCTSkipUnless(CPUFeatures.avx2FMA, "no AVX2 + FMA on this CPU")
+        for (i, s) in [
+            Conv2dShape(batch: 2, inChannels: 1, height: 32, width: 32, outChannels: 4, kernelH: 3, kernelW: 3, padding: 1),
+            Conv2dShape(batch: 3, inChannels: 1, height: 12, width: 48, outChannels: 3, kernelH: 3, kernelW: 3, padding: 1),
+            Conv2dShape(batch: 1, inChannels: 1, height: 18, width: 40, outChannels: 2, kernelH: 3, kernelW: 3, padding: 1),
+        ].enumerated() {
+            XCTAssertEqual(Conv2d.forwardPath(s, target: .native(Float.self), pooled: true), .pooledStencilAVX2, "\(s)")
+            XCTAssertEqual(Conv2d.forwardPath(s, target: .native(Float.self)), .stencilAVX2, "\(s)")
+            XCTAssertEqual(s.outWidth % 8, 0, "\(s): stencil3x3's scalar tail rounds differently")
+            let inputs = Inputs(inputCount: s.inputCount, s, seed: 770 + UInt64(i))
+            let x = Buffer(inputs.x), w = Buffer(inputs.w), b = Buffer(inputs.b), scale = Buffer(inputs.scale), shift = Buffer(inputs.shift)
+            let pooledCount = s.outputCount / 4, y = Buffer<Float>(repeating: .nan, count: s.outputCount)
+            func pooled(_ path: ConvolutionPath, relu: Bool) -> [Float] {
+                let cols = Buffer<Float>(repeating: .nan, count: Conv2d.scratchCount(s)), out = Buffer<Float>(repeating: .nan, count: pooledCount)
+                Conv2d.forward(output: y.pointer, input: x.const, weight: w.const, bias: b.const, columns: cols.pointer, shape: s,
+                               scale: scale.const, shift: shift.const, relu: relu, pooled: out.pointer, path: path)
+                defer { keepAlive(cols, out) }
+                return out.array
+            }
+            for relu in [false, true] {
+                let fused = pooled(.pooledStencilAVX2, relu: relu), reference = pooled(.stencilAVX2, relu: relu)
+                let differing = (0..<pooledCount).filter { fused[$0].bitPattern != reference[$0].bitPattern }
+                XCTAssertTrue(differing.isEmpty, "\(s) relu \(relu): \(differing.count) pooled values differ, first at "
+                              + differing.prefix(3).map { "[\($0)] \(fused[$0]) vs \(reference[$0])" }.joined(separator: ", "))
+                XCTAssertFalse(fused.contains { $0.isNaN }, "\(s) relu \(relu): NaN (an unwritten scratch element read)")
+            }
+            keepAlive(x, w, b, scale, shift, y)
+        }
     }
 
     static let directShapes = [

@@ -309,13 +309,9 @@ public enum BatchNorm2d {
     }
 
     /// dx[i] = dy[i]·[y[i] > 0] over n values (ReLU's backward fused; NaN in y gates to 0).
-    /// Float: `FloatKernels`, 16 lanes.
+    /// Generic path only: in Float, `FloatKernels.batchNormGradientSums` gates in its summing pass.
     @inline(__always)
     static func reluGate<T: GEMMScalar>(_ dx: UnsafeMutablePointer<T>, _ dy: UnsafePointer<T>, _ y: UnsafePointer<T>, _ n: Int) {
-        if T.self == Float.self {
-            FloatKernels.reluGate(dx.float, dy.float, y.float, n)
-            return
-        }
         for i in 0..<n { dx[i] = y[i] > 0 ? dy[i] : 0 }
     }
 

@@ -60,20 +60,6 @@ enum FloatKernels {
         return j
     }
 
-    /// `BatchNorm2d.reluGate`: dx[i] = dy[i] where y[i] > 0, else 0 (NaN in y gives 0, as the scalar loop).
-    @inline(__always)
-    static func reluGate(_ dx: UnsafeMutablePointer<Float>, _ dy: UnsafePointer<Float>, _ y: UnsafePointer<Float>, _ n: Int) {
-        let zero = SIMD16<Float>(repeating: 0)
-        var i = 0
-        while i + 16 <= n {
-            let g = UnsafeRawPointer(dy + i).loadUnaligned(as: SIMD16<Float>.self)
-            let v = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD16<Float>.self)
-            UnsafeMutableRawPointer(dx + i).storeBytes(of: zero.replacing(with: g, where: v .> zero), as: SIMD16<Float>.self)
-            i += 16
-        }
-        while i < n { dx[i] = y[i] > 0 ? dy[i] : 0; i += 1 }
-    }
-
     /// `BatchNorm2d.gradientSums` on one plane in one pass: g = dy, or with y (ReLU fused)
     /// g = dy·[y > 0], stored to dx if given; returns (Σ g, Σ g·(x − μ)) from 16-lane partial sums.
     @inline(__always)

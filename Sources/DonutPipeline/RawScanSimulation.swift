@@ -26,11 +26,19 @@ public struct RawDetectorRequest {
 }
 
 /// Simulates a phantom scan onto a raw detector (rank 0 writes; all ranks learn the
-/// outcome). The model frames' expected counts λ (noise-free, scaled to the config's
-/// peak photons) are spread over the b×b raw pixels of each bin inside the config's
-/// `instrument.roi`, multiplied by the frame's monitor and Poisson-sampled per raw pixel,
-/// so a binned pixel holds Poisson(m·λ) counts exactly as a clean simulated frame with its
-/// peak scaled by m. Gap pixels hold 2³² − 1, hot pixels 1e6. Collective.
+/// outcome): the SAME photon draws as `donut simulate scan` of the same phantom and seed,
+/// written as a detector would have recorded them, so the raw file and the clean scan are a
+/// paired comparison (what the raw path costs, not a new noise realisation). For each model
+/// bin with expected count λ (the config's peak photons) and clean count c ~ Poisson(λ):
+///
+///     monitor m ≤ 1:  c′ ~ Binomial(c, m)            (thinning)
+///     monitor m > 1:  c′ = c + Poisson((m − 1)·λ)    (more photons)
+///
+/// both exactly Poisson(m·λ), then c′ is split over the b×b raw pixels of the bin inside the
+/// config's `instrument.roi` by a uniform multinomial (sequential binomials), which is the
+/// law of b² independent Poisson(m·λ/b²) pixels given their sum. With monitor 1 everywhere,
+/// the binned ROI holds exactly the clean frames. Gap pixels hold 2³² − 1, hot pixels 1e6.
+/// Without noise, each raw pixel holds round(m·λ/b²). Collective.
 public func simulateRawScan(_ ctx: RunContext, _ request: ScanSimulationRequest, detector: RawDetectorRequest) throws {
     let cfg = request.config, rows = request.rows, cols = request.cols, seed = request.seed, path = request.outPath
     let roi = cfg.instrument.roi, b = cfg.instrument.binning, n = cfg.model.frameSize
@@ -71,22 +79,45 @@ public func simulateRawScan(_ ctx: RunContext, _ request: ScanSimulationRequest,
             for (p, m) in layout.pixelMask.enumerated() where m & 1 != 0 { isGap[p] = true }
             let frames = { (r: Int) throws -> [UInt32] in
                 // λ of this row's map frames, then each file frame of the row in acquisition order.
-                var lambda = [Float](repeating: 0, count: cols * n * n)
+                // λ and the clean scan's counts (the same draws as `simulate scan`) of this row.
+                var lambda = [Float](repeating: 0, count: cols * n * n), counts = lambda
+                let rowRange = (r * cols)..<((r + 1) * cols)
                 lambda.withUnsafeMutableBufferPointer {
-                    ScanSimulation.frames(of: maps, range: (r * cols)..<((r + 1) * cols), model: forward,
+                    ScanSimulation.frames(of: maps, range: rowRange, model: forward,
                                           peakPhotons: cfg.noise.peakPhotons, seed: seed, noise: false, into: $0)
+                }
+                if request.noise {
+                    counts.withUnsafeMutableBufferPointer {
+                        ScanSimulation.frames(of: maps, range: rowRange, model: forward,
+                                              peakPhotons: cfg.noise.peakPhotons, seed: seed, noise: true, into: $0)
+                    }
                 }
                 var out = [UInt32](repeating: 0, count: cols * h * w)
                 for j in 0..<cols {
-                    let k = r * cols + j, c = geometry.fileIndex(k) - r * cols
-                    var rng = SplitMix64.seeded(seed, stream: UInt64(k))
-                    let base = j * h * w, scale = monitor[k] / Double(b * b)
+                    let k = r * cols + j, mapIndex = geometry.fileIndex(k), c = mapIndex - r * cols
+                    // Monitor and split draws: a stream of their own per map frame, independent of the clean draws.
+                    var rng = SplitMix64.seeded(seed ^ 0x7261_775f_7370_6c74, stream: UInt64(mapIndex))
+                    let base = j * h * w, m = monitor[k]
                     for yy in 0..<n {
                         for xx in 0..<n {
-                            let l = Double(lambda[(c * n + yy) * n + xx]) * scale
+                            let bin = (c * n + yy) * n + xx, l = Double(lambda[bin])
+                            var remaining: Double
+                            if request.noise {
+                                let clean = Double(counts[bin])
+                                remaining = m <= 1 ? rng.binomial(clean, m) : clean + rng.poisson((m - 1) * l)
+                            } else {
+                                remaining = 0
+                            }
                             for i in 0..<b {
                                 for jj in 0..<b {
-                                    out[base + (roi.y + yy * b + i) * w + roi.x + xx * b + jj] = UInt32(request.noise ? rng.poisson(l) : l.rounded())
+                                    let value: Double
+                                    if request.noise {
+                                        let left = Double(b * b - (i * b + jj))  // raw pixels of the bin still to fill
+                                        value = rng.binomial(remaining, 1 / left); remaining -= value
+                                    } else {
+                                        value = (l * m / Double(b * b)).rounded()
+                                    }
+                                    out[base + (roi.y + yy * b + i) * w + roi.x + xx * b + jj] = UInt32(value)
                                 }
                             }
                         }

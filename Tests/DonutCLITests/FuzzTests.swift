@@ -402,6 +402,90 @@ final class FuzzTests: XCTestCase {
         try run(cases, "libraries")
     }
 
+    /// 32×32 model frames and libraries of 32×32 entries (issue 17 saw "a precondition
+    /// failure on a 32×32 library"; not reproduced since: these cases keep it so): simulate,
+    /// fit, train (DONUT, NanobeamNN, mixed) and infer must work; a 32×32 library labelled
+    /// with another frame size or grid, a scan of other frames and a network that pools a
+    /// 32-pixel frame to nothing must be clear errors.
+    func testSmallFrames() throws {
+        let f = Self.fixtures!
+        let p = { (name: String) in f.appendingPathComponent(name).path }
+        if !FileManager.default.fileExists(atPath: p("lib32.h5")) {
+            func must(_ args: [String]) throws {
+                let r = try donut(args, in: f, timeout: 300)
+                guard r.status == 0 else { throw DonutIOError(file: args.last ?? "", "fixture command \(args) failed: \(r.all)") }
+            }
+            let frame32: (inout DonutConfig) -> Void = { c in
+                c.model.frameSize = 32
+                c.instrument.roi = DetectorROI(x: 224, y: 224, width: 64, height: 64)
+            }
+            _ = try writeSmallConfig(in: f, name: "c32.yaml", edit: frame32)
+            _ = try writeSmallConfig(in: f, name: "c32grid.yaml") { c in
+                frame32(&c)
+                c.library = LibrarySteps(strain: 32, tiltLR: 32, tiltUD: 1, thickness: 1)
+            }
+            try must(["simulate", "library", "--config", "c32.yaml", "--out", "lib32.h5"])
+            try must(["simulate", "library", "--config", "c32grid.yaml", "--out", "lib32grid.h5"])
+            try must(["simulate", "scan", "--config", "c32.yaml", "--rows", "3", "--cols", "4", "--out", "scan32.h5"])
+            try must(["train", "--scan", "scan32.h5", "--training", "train.yaml", "--out", "model32.h5"])
+            // A 32×32-frame library whose stored config says 64×64 frames, and one whose
+            // stored config has another grid than its 32×32 entries.
+            let lib = try LibraryReader(path: p("lib32grid.h5"))
+            let patterns = try lib.readSlab(0..<lib.grid.count, checkEntries: false)
+            var prov = lib.provenance!
+            let grid = lib.grid
+            try lib.close()
+            for (name, config) in [("lib32-config64.h5", try ConfigFile.load(path: p("small.yaml"))),
+                                   ("lib32-config-grid.yaml.h5", try ConfigFile.load(path: p("c32.yaml")))] {
+                prov.configJSON = ConfigFile.json(config)
+                let w = try LibraryWriter(path: p(name), grid: grid, frameSize: 32, provenance: prov, force: true)
+                try patterns.withUnsafeBufferPointer { try w.writeSlab(entries: 0..<grid.count, patterns: $0) }
+                try w.finish()
+            }
+            _ = try writeTinyTrainingPreset(in: f, name: "t32-six-pools.yaml", epochs: 1, checkpointEvery: 1000)
+            let six = try String(contentsOfFile: p("t32-six-pools.yaml"), encoding: .utf8)
+                .replacingOccurrences(of: "encoder_channels: [4, 8]", with: "encoder_channels: [4, 4, 4, 4, 4, 4]")
+            guard six.contains("[4, 4, 4, 4, 4, 4]") else { throw DonutIOError(file: p("t32-six-pools.yaml"), "no encoder_channels line to edit") }
+            try six.write(toFile: p("t32-six-pools.yaml"), atomically: true, encoding: .utf8)
+        }
+        func model(_ name: String) -> (CommandResult, URL) -> String? {
+            { _, d in
+                do { _ = try CheckpointFile.read(path: d.appendingPathComponent(name).path); return nil } catch { return "no readable model \(name): \(error)" }
+            }
+        }
+        var cases: [FuzzCase] = []
+        func add(_ name: String, _ args: [String], needs: [String], _ expect: FuzzExpectation, ranks: Int? = nil) {
+            cases.append(FuzzCase(category: "32x32", name: name, args: args, ranks: ranks, needs: needs, expect: expect, timeout: 180))
+        }
+        add("simulate-library", ["simulate", "library", "--config", "c32grid.yaml", "--out", "l.h5"], needs: ["c32grid.yaml"], .success({ _, d in
+            guard let l = try? LibraryReader(path: d.appendingPathComponent("l.h5").path) else { return "no readable library" }
+            defer { try? l.close() }
+            return l.frameSize == 32 && l.grid.count == 1024 ? nil : "library of \(l.grid.count) entries of \(l.frameSize)×\(l.frameSize)"
+        }))
+        for ranks in [nil, 2] as [Int?] {
+            add("fit-\(ranks ?? 1)-rank", Self.fit(scan: "scan32.h5", library: "lib32.h5"), needs: ["scan32.h5", "lib32.h5"], .success(Self.mapsCheck("m.h5")), ranks: ranks)
+            add("fit-32x32-grid-\(ranks ?? 1)-rank", Self.fit(scan: "scan32.h5", library: "lib32grid.h5"), needs: ["scan32.h5", "lib32grid.h5"], .success(Self.mapsCheck("m.h5")), ranks: ranks)
+        }
+        add("train-donut", ["train", "--scan", "scan32.h5", "--training", "train.yaml", "--out", "t.h5"], needs: ["scan32.h5", "train.yaml"], .success(model("t.h5")))
+        add("train-supervised-32x32-grid", ["train", "--supervised", "--library", "lib32grid.h5", "--training", "train.yaml", "--out", "t.h5"],
+            needs: ["lib32grid.h5", "train.yaml"], .success(model("t.h5")))
+        add("train-mix-32x32-grid", ["train", "--scan", "scan32.h5", "--library", "lib32grid.h5", "--mix", "0.5", "--training", "train.yaml", "--out", "t.h5"],
+            needs: ["scan32.h5", "lib32grid.h5", "train.yaml"], .success(model("t.h5")))   // another grid, the same instrument
+        add("train-mix", ["train", "--scan", "scan32.h5", "--library", "lib32.h5", "--mix", "0.5", "--training", "train.yaml", "--out", "t.h5"],
+            needs: ["scan32.h5", "lib32.h5", "train.yaml"], .success(model("t.h5")))
+        add("infer", Self.infer(model: "model32.h5", scan: "scan32.h5"), needs: ["model32.h5", "scan32.h5"], .success(Self.mapsCheck("m.h5")))
+        add("infer-on-64-frames", Self.infer(model: "model32.h5", scan: "scan.h5"), needs: ["model32.h5", "scan.h5"], .error(["scan.h5", "64×64", "32×32"]))
+        add("fit-64-scan-32-library", Self.fit(scan: "scan.h5", library: "lib32.h5"), needs: ["scan.h5", "lib32.h5"], .error(["scan.h5", "64×64", "32×32"]))
+        add("fit-32-scan-64-library", Self.fit(scan: "scan32.h5", library: "lib.h5"), needs: ["scan32.h5", "lib.h5"], .error(["scan32.h5", "32×32", "64×64"]))
+        add("library-patterns-vs-config-frame", Self.fit(scan: "scan32.h5", library: "lib32-config64.h5"), needs: ["scan32.h5", "lib32-config64.h5"],
+            .error(["lib32-config64.h5", "32×32", "frame_size"]))
+        add("library-grid-vs-config", Self.fit(scan: "scan32.h5", library: "lib32-config-grid.yaml.h5"), needs: ["scan32.h5", "lib32-config-grid.yaml.h5"],
+            .error(["lib32-config-grid.yaml.h5", "grid", "stored config"]))
+        add("six-pools-on-32", ["train", "--scan", "scan32.h5", "--training", "t32-six-pools.yaml", "--out", "t.h5"], needs: ["scan32.h5", "t32-six-pools.yaml"],
+            .error(["network.encoder_channels", "32"]))
+        try run(cases, "32x32 frames and libraries")
+    }
+
     /// Models and checkpoints: non-finite weights or statistics, another instrument, not a
     /// model; `--resume` from such a file.
     func testModels() throws {

@@ -48,26 +48,30 @@ donut_mpi() {
 # Open MPI 4.1's mpirun, itself given SIGTERM (Slurm ending a job signals every process of
 # it, mpirun included), ends the job with exit 1 whatever its ranks return: it sends them
 # SIGCONT, SIGTERM odls_base_sigkill_timeout seconds later (default 1) and SIGKILL as long
-# again after that. 10 s gives a rank that got SIGTERM at once (from Slurm) 20 s, within
-# Slurm's default KillWait of 30 s, to finish its step and write the checkpoint; a rank
-# stuck in a collective because another one died is killed 20 s later than by default.
-# No effect under srun.
-export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-10}
+# again after that. The ranks, signalled by Slurm at once too, thus get 10 s instead of 2 to
+# finish their step and write the checkpoint. The price (measured): mpirun itself lingers
+# about 8 s after SIGTERM even when its ranks are gone at once — within Slurm's default
+# KillWait (30 s). No effect under srun.
+export OMPI_MCA_odls_base_sigkill_timeout=${OMPI_MCA_odls_base_sigkill_timeout:-5}
 
 # donut_forward_term LAUNCHER ARGS…: runs LAUNCHER ARGS… (mpirun or srun with donut) and
-# returns its exit code. A SIGTERM to this shell meanwhile is passed on as SIGUSR1, which
-# mpirun and srun forward to every rank: a training checkpoints and the launcher exits 75
-# (SIGTERM itself would make mpirun exit 1: docs/training.md, "Signals under mpirun").
-# Passed on no sooner than 2 s after the launch (a SIGUSR1 before mpirun or a rank has
-# installed its handler ends that process) and again every 10 s until the launcher ends
-# (mpirun drops a signal that arrives before it has started the ranks). The launcher runs in
-# the background because bash runs a trap only once its foreground command has ended.
+# returns its exit code. A SIGTERM or SIGUSR1 to this shell meanwhile is passed on as
+# SIGUSR1, which mpirun and srun forward to every rank: a training checkpoints and the
+# launcher exits 75 (SIGTERM itself would make mpirun exit 1: docs/training.md, "Signals
+# under mpirun"). Passed on no sooner than 2 s after the launch (a SIGUSR1 before mpirun or a
+# rank has installed its handler ends that process) and again every 10 s until the launcher
+# ends (mpirun drops a signal that arrives before it has started the ranks). A SIGTERM sets
+# DONUT_TERMINATED=1: Slurm is ending the job (scancel, time limit, preemption), so
+# donut_requeue_or_exit does not requeue it. The launcher runs in the background because
+# bash runs a trap only once its foreground command has ended.
 donut_forward_term() {
     local pid status started next now stopping=0
+    DONUT_TERMINATED=0
     started=${EPOCHREALTIME/[.,]/}   # microseconds
     "$@" &
     pid=$!
-    trap 'stopping=1' TERM
+    trap 'stopping=1; DONUT_TERMINATED=1' TERM
+    trap 'stopping=1' USR1
     while :; do
         if (( stopping )); then
             # Polled, so that the script goes on as soon as the launcher has ended.
@@ -83,10 +87,10 @@ donut_forward_term() {
         fi
         status=0
         wait "$pid" || status=$?
-        # `wait` returns early (> 128) when the trap ran: the launcher may still be running.
+        # `wait` returns early (> 128) when a trap ran: the launcher may still be running.
         (( status > 128 )) && kill -0 "$pid" 2>/dev/null || break
     done
-    trap - TERM
+    trap - TERM USR1
     return "$status"
 }
 
@@ -116,8 +120,17 @@ donut_exit() {
 
 # donut_requeue_or_exit: after a preemptible stage (train, refine, sweep point). Exit 75 (the
 # time-limit warning arrived, a checkpoint was written) requeues the job: the next allocation
-# resumes from the checkpoint. Any other code ends the job with donut_exit.
+# resumes from the checkpoint — unless the job script itself got SIGTERM (DONUT_TERMINATED):
+# then Slurm is ending the job (a user's scancel must not come back as a requeue), and the
+# log says to resubmit. Any other code ends the job with donut_exit.
 donut_requeue_or_exit() {
+    if (( ${DONUT_TERMINATED:-0} )); then
+        if (( DONUT_STATUS == 75 )); then
+            donut_exit 75 "preempted: SIGTERM (Slurm is ending the job: scancel, time limit or preemption), checkpoint written; not requeued: submit the same command again to resume"
+        fi
+        # Open MPI's mpirun exits 1 when it is signalled itself, whatever its ranks did.
+        donut_exit "$DONUT_STATUS" "SIGTERM (Slurm is ending the job: scancel, time limit or preemption); $DONUT_LAUNCH exited $DONUT_STATUS (mpirun exits 1 when signalled, whatever the ranks did: docs/training.md, \"Signals under mpirun\"); submitting the same command again resumes the checkpoint if the ranks wrote one"
+    fi
     if (( DONUT_STATUS == 75 )); then
         echo "donut-$DONUT_STAGE job $SLURM_JOB_ID: preempted at the time limit, checkpoint written; requeueing (restart $(( ${SLURM_RESTART_COUNT:-0} + 1 )))" >&2
         [[ -z ${DONUT_PIPELINE_DIR:-} ]] || echo "$(date '+%F %T') donut-$DONUT_STAGE job $SLURM_JOB_ID: requeued" >> "$DONUT_PIPELINE_DIR/pipeline.log"

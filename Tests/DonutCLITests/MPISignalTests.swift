@@ -67,20 +67,25 @@ final class MPISignalTests: XCTestCase {
         XCTAssertEqual(try CheckpointFile.read(path: dir.appendingPathComponent("t.h5").path).step, 900, file: file, line: line)
     }
 
-    /// SIGTERM to the job script (what `scancel --batch`, `--signal=B:TERM@…` or a site's
-    /// preemption script send) running `donut_mpi train …` of slurm/common.sh with
-    /// DONUT_LAUNCH=mpirun: passed on as SIGUSR1, exit 75, a checkpoint, then resumed.
+    /// SIGTERM to the job script (Slurm ending the job, `scancel --batch`, a site's preemption
+    /// script) running `donut_mpi train …; donut_requeue_or_exit` of slurm/common.sh (as
+    /// slurm/train.sbatch does) with DONUT_LAUNCH=mpirun: passed on as SIGUSR1, exit 75, a
+    /// checkpoint — and no requeue (Slurm is ending the job: a user's scancel must not come
+    /// back), the last line says to resubmit; the same command then resumes.
     func testSigtermToTheTemplateShellGives75AndAResumableCheckpoint() throws {
         let script = """
             source "$1"; shift
             DONUT_STAGE=train DONUT=\(donutBinary.path) DONUT_LAUNCH="mpirun --oversubscribe -np 2"
+            scontrol() { echo "scontrol $*" >> scontrol-calls; }
             donut_mpi "$@"
-            exit "$DONUT_STATUS"
+            donut_requeue_or_exit
             """
         let r = try runAndTerminate("/bin/bash", ["-c", script, "job", Self.commonScript.path] + train,
                                     mpirunPID: { shell in childProcesses(of: shell).first { processName($0) == "mpirun" } },
                                     target: { shell, _ in shell })
         XCTAssertEqual(r.status, 75, "the documented code of a preempted training:\n\(r.all)")
+        XCTAssert(lastLine(r.stderr).contains("exit 75: preempted: SIGTERM") && lastLine(r.stderr).contains("not requeued"), lastLine(r.stderr))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("scontrol-calls").path), "no requeue after SIGTERM")
         try assertStoppedWithCheckpoint(r)
         try assertResumesAndFinishes()
     }

@@ -192,6 +192,38 @@ public final class H5File {
         return true
     }
 
+    /// The link at `path` as stored, not followed (an external link's file may be missing:
+    /// following it would fail without saying which file); nil when there is no such link.
+    public func link(_ path: String) -> H5Link? {
+        guard exists(path) else { return nil }
+        var info = H5L_info_t()
+        guard H5Lget_info(id, path, &info, donut_h5p_default()) >= 0 else { H5Eclear2(donut_h5e_default()); return nil }
+        switch info.type {
+        case H5L_TYPE_HARD: return .hard
+        case H5L_TYPE_SOFT, H5L_TYPE_EXTERNAL:
+            let size = info.u.val_size
+            var buf = [UInt8](repeating: 0, count: size + 1)
+            guard H5Lget_val(id, path, &buf, size, donut_h5p_default()) >= 0 else { H5Eclear2(donut_h5e_default()); return nil }
+            if info.type == H5L_TYPE_SOFT { return .soft(target: String(decoding: buf.prefix { $0 != 0 }, as: UTF8.self)) }
+            var flags: UInt32 = 0
+            var file: UnsafePointer<CChar>?, object: UnsafePointer<CChar>?
+            guard H5Lunpack_elink_val(buf, size, &flags, &file, &object) >= 0, let file, let object else {
+                H5Eclear2(donut_h5e_default()); return nil
+            }
+            return .external(file: String(cString: file), object: String(cString: object))
+        default: return nil
+        }
+    }
+
+    /// Creates an external link at `path` (its parent group must exist) to `object` in the
+    /// file `file` (as stored: a relative name is looked for beside this file first, as
+    /// Dectris masters name their data files). The target need not exist yet. Collective.
+    public func createExternalLink(_ path: String, file: String, object: String) throws {
+        guard H5Lcreate_external(file, object, id, path, donut_h5p_default(), donut_h5p_default()) >= 0 else {
+            throw DonutIOError(file: self.path, object: "link '\(path)'", "cannot create an external link to \(file):\(object) (\(takeHDF5ErrorMessage()))")
+        }
+    }
+
     /// Creates a group (its parent must exist), with `@NX_class` when given. Collective.
     public func createGroup(_ path: String, nxClass: String? = nil) throws {
         let g = H5Gcreate2(id, path, donut_h5p_default(), donut_h5p_default(), donut_h5p_default())
@@ -720,6 +752,14 @@ public final class H5Dataset {
 // MARK: Object kinds, stored types, chunks and filters
 
 public enum H5ObjectKind: Sendable { case group, dataset }
+
+/// A link as stored in its group: hard (the object is here), soft (a path in this file) or
+/// external (an object in another file, named as the writer named it).
+public enum H5Link: Equatable, Sendable {
+    case hard
+    case soft(target: String)
+    case external(file: String, object: String)
+}
 
 /// The element type of a dataset as stored: what detectors write (uint8/16/32, int32,
 /// float32) decides how values are read and which value is the dtype's sentinel.

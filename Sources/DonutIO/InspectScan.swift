@@ -8,6 +8,8 @@ import Foundation
 public struct ScanInspection: Sendable {
     public var path: String
     public var dataset: String
+    /// The numbered parts the frames are split over (Dectris masters), empty for one dataset.
+    public var parts: [ScanFramePart]
     public var storedType: String
     public var shape: [Int]
     public var chunks: [Int]?
@@ -51,6 +53,15 @@ public struct ScanInspection: Sendable {
         lines.append("file: \(path)")
         lines.append("frames: dataset \(dataset), \(storedType), shape (\(shape.map(String.init).joined(separator: ", ")))"
                      + (chunks.map { ", chunks (\($0.map(String.init).joined(separator: ", ")))" } ?? ", contiguous"))
+        if !parts.isEmpty {
+            lines.append("parts: \(parts.count) data files linked from the master, frames each: "
+                         + parts.map { String($0.frameCount) }.joined(separator: " + ") + " = \(frameCount)")
+            let shown = parts.count <= 20 ? Array(parts) : Array(parts.prefix(10)) + Array(parts.suffix(10))
+            for (i, p) in shown.enumerated() {
+                if parts.count > 20 && i == 10 { lines.append("  … \(parts.count - 20) more parts") }
+                lines.append("  \(p)")
+            }
+        }
         lines.append("filters: " + (filters.isEmpty ? "none" : filters.map { "\($0) " + (H5Plugins.canDecode($0.id) ? "[decoder found]" : "[NO DECODER]") }.joined(separator: " → ")))
         lines.append("mask: " + (maskSource.map { "\($0), \(maskedPixels) pixels masked" }
                                  ?? (maskRequested == .none ? "none (--mask none)" : "no pixel_mask found (pass --mask FILE[:DATASET])")))
@@ -89,16 +100,12 @@ public func inspectScan(path: String, dataset: String = defaultFramesDataset, co
     let dataset = options.dataset ?? dataset
     let f = try H5File.open(path)
     defer { try? f.close() }
-    guard f.objectKind(dataset) == .dataset else {
-        let found = ScanReader.frameCandidates(f)
-        throw DonutIOError.dataset(path, dataset, "not found" + (found.isEmpty ? "" : " (datasets that look like frames: \(found.joined(separator: ", ")); pass one with --dataset)"))
-    }
-    let d = try f.openDataset(dataset, chunkCacheBytes: 64 << 20)
+    // One dataset, or the numbered parts of a Dectris master (each checked, filters probed).
+    let d = try FrameStack(f, dataset: dataset)
     defer { try? d.close() }
-    guard d.isNumeric, d.shape.count == 3 || d.shape.count == 4 else {
-        throw DonutIOError.dataset(path, dataset, "expected numeric frames (N, H, W) or (rows, cols, H, W), got \(d.typeDescription) \(d.shape)")
+    guard d.shape.count == 3 || d.shape.count == 4 else {
+        throw DonutIOError.dataset(path, d.name, "expected numeric frames (N, H, W) or (rows, cols, H, W), got \(d.storedType) \(d.shape)")
     }
-    try d.checkFiltersDecode()
     var roiFrom = "the config given"
     var cfg = config
     if cfg == nil, f.exists(configDataset),
@@ -111,9 +118,9 @@ public func inspectScan(path: String, dataset: String = defaultFramesDataset, co
     let h = d.shape[d.shape.count - 2], w = d.shape[d.shape.count - 1]
     let leadingRank = d.shape.count - 2
     let n = d.shape.prefix(leadingRank).reduce(1, *)
-    guard n > 0, h > 0, w > 0 else { throw DonutIOError.dataset(path, dataset, "holds no frames \(d.shape)") }
+    guard n > 0, h > 0, w > 0 else { throw DonutIOError.dataset(path, d.name, "holds no frames \(d.shape)") }
     guard roiSize >= 1, roiSize <= min(h, w) else {
-        throw DonutIOError.dataset(path, dataset, "frames are \(h)×\(w), smaller than the model's ROI of \(roiSize)×\(roiSize) raw pixels")
+        throw DonutIOError.dataset(path, d.name, "frames are \(h)×\(w), smaller than the model's ROI of \(roiSize)×\(roiSize) raw pixels")
     }
     let type = d.storedType
     let sentinel: Double? = switch type.kind {
@@ -129,7 +136,7 @@ public func inspectScan(path: String, dataset: String = defaultFramesDataset, co
     var sum = [Double](repeating: 0, count: h * w), peak = [Double](repeating: 0, count: h * w)
     var isSentinel = [Bool](repeating: false, count: h * w)
     for k in picks {
-        let frame = try d.read(as: Double.self, selection: FlatSelection(leadingRank: leadingRank, range: k..<(k + 1)))
+        let frame = try d.read(range: k..<(k + 1), trailingStart: nil, trailingCount: nil)
         for p in 0..<(h * w) {
             let v = frame[p]
             if v == sentinel { isSentinel[p] = true; continue }
@@ -205,7 +212,7 @@ public func inspectScan(path: String, dataset: String = defaultFramesDataset, co
         try writeInspectionPNG(path: pngPath, sum: sum, bad: bad, height: h, width: w, roi: roi, force: force)
         png = pngPath
     }
-    return ScanInspection(path: path, dataset: dataset, storedType: type.description, shape: d.shape, chunks: d.chunkShape,
+    return ScanInspection(path: path, dataset: d.name, parts: d.parts, storedType: type.description, shape: d.shape, chunks: d.chunkShape,
                           filters: d.filters, framesSummed: take, frameCount: n, maskSource: mask?.source, maskRequested: options.mask,
                           maskedPixels: mask?.bad.reduce(0) { $0 + ($1 ? 1 : 0) } ?? 0,
                           sentinelPixels: isSentinel.reduce(0) { $0 + ($1 ? 1 : 0) }, sentinel: sentinel,

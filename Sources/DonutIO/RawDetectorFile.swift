@@ -11,6 +11,13 @@ import Foundation
 //   /entry/measurement               samx, samy (N) float64 µm, mon (N) float64 counts
 //   /entry/ground_truth              (rows, cols) maps in raster order on the grid
 //   /entry/process                   provenance (config with the ROI the signal lies in)
+//
+// With `framesPerFile` (the Dectris file-writer layout, what Eiger masters look like): no
+// `/entry/data/data` in the master; instead `/entry/data/data_000001`, `data_000002`, …,
+// external links to `<prefix>_data_000001.h5:/entry/data/data` (N_k frames each, the last
+// part shorter; `@image_nr_low`, `@image_nr_high` the 1-based frames it holds) in the same
+// folder, `<prefix>` the master's name without `_master.h5` (or `.h5`); the mask at
+// `/entry/instrument/detector/detectorSpecific/pixel_mask` with `nimages`, `ntrigger`.
 
 /// Where a simulated detector has gaps and hot pixels.
 public struct RawDetectorLayout: Equatable, Sendable {
@@ -51,34 +58,88 @@ public enum RawDetectorFileWriter {
     /// gives the H·W uint32 counts of file frame row `r` (cols frames, in the order
     /// acquired); positions (µm) and monitor are per file frame. Streams one row of frames
     /// at a time; refuses to overwrite `path` unless `force`; the file appears complete.
+    /// `framesPerFile`: split the frames over external-linked data files beside `path`
+    /// (the Dectris layout above), written before the master that links them.
     public static func write(path: String, layout: RawDetectorLayout, rows: Int, cols: Int,
                              frames: @escaping (Int) throws -> [UInt32], positions: (x: [Double], y: [Double]), monitor: [Double],
                              groundTruth: [String: [Double]]? = nil, provenance: Provenance,
-                             compression: [H5Filter] = [.bitshuffleLZ4], writeMask: Bool = true, force: Bool = false) throws {
+                             compression: [H5Filter] = [.bitshuffleLZ4], writeMask: Bool = true, framesPerFile: Int? = nil,
+                             force: Bool = false) throws {
         let n = rows * cols, h = layout.height, w = layout.width
         guard positions.x.count == n, positions.y.count == n, monitor.count == n else {
             throw DonutIOError(file: path, "positions (\(positions.x.count), \(positions.y.count)) and monitor (\(monitor.count)) need \(n) values")
         }
-        let output = try AtomicOutput(path: path, force: force, expectedBytes: n * h * w + (1 << 20))
+        if let per = framesPerFile, per < 1 { throw DonutIOError(file: path, "frames per data file must be ≥ 1 (got \(per))") }
+        // Rows of frames in order, each computed once (a row may span two data files).
+        var cached: (row: Int, values: [UInt32])?
+        func row(_ r: Int) throws -> [UInt32] {
+            if let c = cached, c.row == r { return c.values }
+            let block = try frames(r)
+            guard block.count == cols * h * w else {
+                throw DonutIOError.dataset(path, defaultFramesDataset, "row \(r): \(block.count) values for \(cols) frames of \(h)×\(w)")
+            }
+            cached = (r, block)
+            return block
+        }
+        /// Writes file frames `range` into `d` (shape (range.count, H, W)), row by row.
+        func writeFrames(_ range: Range<Int>, into d: H5Dataset) throws {
+            var r = range.lowerBound / cols
+            while r * cols < range.upperBound {
+                let lo = max(range.lowerBound, r * cols), hi = min(range.upperBound, (r + 1) * cols)
+                let block = try row(r)
+                try block[((lo - r * cols) * h * w) ..< ((hi - r * cols) * h * w)].withUnsafeBufferPointer {
+                    try d.write($0, selection: FlatSelection(leadingRank: 1, range: (lo - range.lowerBound) ..< (hi - range.lowerBound)))
+                }
+                r += 1
+            }
+        }
+        var dataFiles: [(name: String, range: Range<Int>)] = []
+        if let per = framesPerFile {
+            let base = (path as NSString).lastPathComponent
+            let prefix = base.hasSuffix("_master.h5") ? String(base.dropLast("_master.h5".count))
+                : base.hasSuffix(".h5") ? String(base.dropLast(3)) : base
+            dataFiles = stride(from: 0, to: n, by: per).enumerated().map { k, lo in
+                (prefix + "_data_" + String(k + 1).leftPadded(to: 6) + ".h5", lo ..< min(lo + per, n))
+            }
+        }
+        let folder = (path as NSString).deletingLastPathComponent
+        for (name, range) in dataFiles {
+            let out = try AtomicOutput(path: folder.isEmpty ? name : "\(folder)/\(name)", force: force, expectedBytes: range.count * h * w * 4 + (1 << 20))
+            try writeAtomically(out) { f in
+                try f.createGroup("/entry", nxClass: "NXentry")
+                try f.createGroup("/entry/data", nxClass: "NXdata")
+                let d = try f.createDataset(defaultFramesDataset, type: .uint32, shape: [range.count, h, w], chunks: [1, h, w], filters: compression)
+                try writeFrames(range, into: d)
+                try d.close()
+                try f.setAttribute("image_nr_low", range.lowerBound + 1, on: defaultFramesDataset)
+                try f.setAttribute("image_nr_high", range.upperBound, on: defaultFramesDataset)
+            }
+        }
+        let output = try AtomicOutput(path: path, force: force, expectedBytes: (framesPerFile == nil ? n * h * w : 0) + (1 << 20))
         try writeAtomically(output) { f in
             try f.writeRootAndEntry(kind: "scan", entryDefault: "data")
             try f.createGroup("/entry/data", nxClass: "NXdata")
-            try f.setAttribute("signal", "data", on: "/entry/data")
-            let d = try f.createDataset(defaultFramesDataset, type: .uint32, shape: [n, h, w], chunks: [1, h, w], filters: compression)
-            for r in 0..<rows {
-                let block = try frames(r)
-                guard block.count == cols * h * w else {
-                    throw DonutIOError.dataset(path, defaultFramesDataset, "row \(r): \(block.count) values for \(cols) frames of \(h)×\(w)")
-                }
-                try block.withUnsafeBufferPointer { try d.write($0, selection: FlatSelection(leadingRank: 1, range: (r * cols)..<((r + 1) * cols))) }
+            if dataFiles.isEmpty {
+                try f.setAttribute("signal", "data", on: "/entry/data")
+                let d = try f.createDataset(defaultFramesDataset, type: .uint32, shape: [n, h, w], chunks: [1, h, w], filters: compression)
+                try writeFrames(0..<n, into: d)
+                try d.close()
+                try f.setAttribute("units", "counts", on: defaultFramesDataset)
             }
-            try d.close()
-            try f.setAttribute("units", "counts", on: defaultFramesDataset)
+            for (k, file) in dataFiles.enumerated() {
+                try f.createExternalLink(defaultFramesDataset + "_" + String(k + 1).leftPadded(to: 6), file: file.name, object: defaultFramesDataset)
+            }
             try f.createGroup("/entry/instrument", nxClass: "NXinstrument")
-            try f.createGroup("/entry/instrument/detector", nxClass: "NXdetector")
+            let det = "/entry/instrument/detector"
+            try f.createGroup(det, nxClass: "NXdetector")
+            if !dataFiles.isEmpty {
+                try f.createGroup("\(det)/detectorSpecific")
+                try f.writeDataset("\(det)/detectorSpecific/nimages", [Int64(n)], shape: [1])
+                try f.writeDataset("\(det)/detectorSpecific/ntrigger", [Int64(1)], shape: [1])
+            }
             if writeMask {
-                let mask = try f.createDataset("/entry/instrument/detector/pixel_mask", type: .uint32, shape: [h, w],
-                                               chunks: [h, w], filters: [.gzip()])
+                let place = dataFiles.isEmpty ? "\(det)/pixel_mask" : "\(det)/detectorSpecific/pixel_mask"
+                let mask = try f.createDataset(place, type: .uint32, shape: [h, w], chunks: [h, w], filters: [.gzip()])
                 try layout.pixelMask.withUnsafeBufferPointer { try mask.write($0) }
                 try mask.close()
             }

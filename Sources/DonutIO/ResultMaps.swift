@@ -138,6 +138,10 @@ public enum ResultMapsWriter {
         try f.createGroup("/entry/instrument", nxClass: "NXinstrument")
         let det = "/entry/instrument/detector"
         try f.createGroup(det, nxClass: "NXdetector")
+        if !s.framesSource.isEmpty {
+            // The frames read: one dataset, or every part of a Dectris master with its data file.
+            try f.setAttribute("frames_source", s.framesSource, on: det)
+        }
         let n = Int(Double(s.modelMask.count).squareRoot())
         try f.writeDataset("\(det)/pixel_mask", s.modelMask, shape: [n, n])
         try f.setAttribute("interpretation", "image", on: "\(det)/pixel_mask")

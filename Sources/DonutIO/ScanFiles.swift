@@ -70,7 +70,11 @@ public final class ScanReader {
     public let monitorSource: String?
     public let monitorReference: Double?
 
-    private enum Source { case hdf5(H5File, H5Dataset), npy(NpyFile) }
+    /// The numbered parts the frames are split over (Dectris masters: `/entry/data/data_000001`,
+    /// … external links to data files), in order; empty when the frames are one dataset.
+    public let frameParts: [ScanFramePart]
+
+    private enum Source { case hdf5(H5File, FrameStack), npy(NpyFile) }
     private var source: Source?
     /// 2 for (rows, cols, H, W), 1 for (N, H, W).
     private let leadingRank: Int
@@ -101,36 +105,28 @@ public final class ScanReader {
         var configJSON: String?
         let objectName: String
         var file: H5File?
+        var partsNote = ""  // "3 parts: 5 + 5 + 2 frames" for the checks below; "" for one dataset
         if path.lowercased().hasSuffix(".npy") {
             let npy = try NpyFile(path: path)
             shape = npy.shape
             source = .npy(npy)
             self.dataset = ""
+            frameParts = []
             objectName = ""
             storedType = H5StoredType(kind: npy.dtype == .uint8 ? .unsignedInteger : npy.dtype == .int64 ? .signedInteger : .float,
                                       bits: npy.dtype.size * 8)
         } else {
             let f = try H5File.open(path, comm: comm)
             file = f
-            guard f.objectKind(dataset) == .dataset else {
-                let found = Self.frameCandidates(f)
-                throw DonutIOError.dataset(path, dataset, (f.exists(dataset) ? "is not a dataset" : "not found")
-                    + (found.isEmpty ? "" : " (datasets that look like frames: \(found.joined(separator: ", ")); pass one with --dataset)"))
-            }
-            var d = try f.openDataset(dataset)
-            guard d.isNumeric else { throw DonutIOError.dataset(path, dataset, "expected numeric frames, got \(d.typeDescription)") }
-            if let chunk = d.chunkShape {
-                // Room for two chunks: reads of consecutive frames never decode a chunk twice.
-                let bytes = chunk.reduce(1, *) * d.storedType.bits / 8
-                try d.close()
-                d = try f.openDataset(dataset, chunkCacheBytes: min(max(2 * bytes, 4 << 20), 512 << 20))
-            }
-            try d.checkFiltersDecode()
-            shape = d.shape
-            storedType = d.storedType
-            source = .hdf5(f, d)
-            self.dataset = dataset
-            objectName = dataset
+            let stack: FrameStack
+            do { stack = try FrameStack(f, dataset: dataset) } catch { try? f.close(); throw error }
+            shape = stack.shape
+            storedType = stack.storedType
+            source = .hdf5(f, stack)
+            self.dataset = stack.name
+            frameParts = stack.parts
+            partsNote = stack.partsSummary
+            objectName = stack.name
             if f.exists(configDataset) {
                 configJSON = try f.readString(configDataset)
             }
@@ -154,7 +150,8 @@ public final class ScanReader {
             if let s = scanShape {
                 guard s.rows > 0, s.cols > 0, let n = Sizes.product([s.rows, s.cols]), n == shape[0] else {
                     let n = Sizes.product([s.rows, s.cols]).map(String.init) ?? "more than 2^63"
-                    throw fail("scan shape \(s.rows)×\(s.cols) = \(n) frames, but the dataset holds \(shape[0]) \(dims)")
+                    throw fail("scan shape \(s.rows)×\(s.cols) = \(n) frames, but the dataset holds \(shape[0]) \(dims)"
+                               + (partsNote.isEmpty ? "" : " in \(partsNote)"))
                 }
                 grid = s
             }
@@ -173,13 +170,20 @@ public final class ScanReader {
         storedFrameShape = (h, w)
 
         // Geometry: declared order, positioners, grid.
-        let positioners = try file.flatMap { try Self.readPositioners($0, frameCount: frameCount, options: options) }
+        /// A count that does not match may come from a short or missing part: say what the parts hold.
+        func withParts<T>(_ body: () throws -> T) throws -> T {
+            do { return try body() } catch var e as DonutIOError where !partsNote.isEmpty {
+                e.message += " (frames in \(partsNote))"
+                throw e
+            }
+        }
+        let positioners = try withParts { try file.flatMap { try Self.readPositioners($0, frameCount: frameCount, options: options) } }
         do {
             geometry = try ScanGeometry.resolve(frameCount: frameCount, grid: grid, declared: options.scanOrder,
                                                 positions: positioners.map { ($0.x, $0.y) })
         } catch let p as ScanGeometry.Problem {
             let where_ = positioners.map { " (positioners \($0.xPath), \($0.yPath))" } ?? ""
-            throw fail(p.description + where_)
+            throw fail(p.description + where_ + (partsNote.isEmpty ? "" : " (frames in \(partsNote))"))
         }
         if geometry.source == .assumed, let p = axisPositions {
             guard p.y.count == geometry.rows, p.x.count == geometry.cols else {
@@ -225,7 +229,7 @@ public final class ScanReader {
         }
 
         // Monitor, relative to its median, in map order.
-        if let m = try Self.readMonitor(options.monitor, scanFile: file, scanPath: path, frameCount: frameCount) {
+        if let m = try withParts({ try Self.readMonitor(options.monitor, scanFile: file, scanPath: path, frameCount: frameCount) }) {
             let sorted = m.values.sorted()
             let median = sorted.count % 2 == 1 ? sorted[sorted.count / 2] : 0.5 * (sorted[sorted.count / 2 - 1] + sorted[sorted.count / 2])
             let g = geometry
@@ -431,10 +435,8 @@ public final class ScanReader {
     private func readCrop(fileRange range: Range<Int>) throws -> [Double] {
         let (h, w) = storedFrameShape
         switch source {
-        case .hdf5(_, let d):
-            let sel = FlatSelection(leadingRank: leadingRank, range: range,
-                                    trailingStart: roi.map { [$0.y, $0.x] }, trailingCount: roi.map { [$0.height, $0.width] })
-            return try d.read(as: Double.self, selection: sel)
+        case .hdf5(_, let frames):
+            return try frames.read(range: range, trailingStart: roi.map { [$0.y, $0.x] }, trailingCount: roi.map { [$0.height, $0.width] })
         case .npy(let npy):
             let all = try npy.readDoubles(range.lowerBound * h * w ..< range.upperBound * h * w)
             guard let r = roi else { return all }
@@ -555,7 +557,8 @@ public final class ScanReader {
                                maskedRawPixelsInROI: cropMask?.reduce(0) { $0 + ($1 ? 1 : 0) } ?? 0,
                                maskedRawPixels: frameMask?.reduce(0) { $0 + ($1 ? 1 : 0) } ?? 0,
                                sentinel: sentinel, hotPixelThreshold: hotPixelThreshold, monitor: monitor,
-                               monitorSource: monitorSource, monitorReference: monitorReference, geometry: geometry)
+                               monitorSource: monitorSource, monitorReference: monitorReference, geometry: geometry,
+                               framesSource: frameParts.isEmpty ? (dataset.isEmpty ? [] : [dataset]) : frameParts.map(\.description))
     }
 
     /// The config as used for this scan: `instrument.roi` is the ROI actually read (for
@@ -630,9 +633,9 @@ public final class ScanReader {
 
     /// Closes the file (collective for parallel readers). Also done on deinit.
     public func close() throws {
-        if case .hdf5(let file, let d)? = source {
+        if case .hdf5(let file, let frames)? = source {
             source = nil
-            try d.close()
+            try frames.close()
             try file.close()
         }
         source = nil

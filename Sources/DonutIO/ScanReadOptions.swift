@@ -135,10 +135,14 @@ public struct ScanReadSummary: Equatable, Sendable {
     public var monitorSource: String?
     public var monitorReference: Double?
     public var geometry: ScanGeometry
+    /// Where the frames were read: the dataset, or each numbered part of a Dectris master
+    /// ("/entry/data/data_000001 → x_data_000001.h5:/entry/data/data (100 frames)").
+    public var framesSource: [String]
 
     public init(roi: DetectorROI?, binning: Int, maskSource: String?, modelMask: [UInt8], maskedRawPixelsInROI: Int,
                 maskedRawPixels: Int, sentinel: Double?, hotPixelThreshold: Double?, monitor: [Double]?,
-                monitorSource: String?, monitorReference: Double?, geometry: ScanGeometry) {
+                monitorSource: String?, monitorReference: Double?, geometry: ScanGeometry, framesSource: [String] = []) {
+        self.framesSource = framesSource
         self.roi = roi; self.binning = binning; self.maskSource = maskSource; self.modelMask = modelMask
         self.maskedRawPixelsInROI = maskedRawPixelsInROI; self.maskedRawPixels = maskedRawPixels
         self.sentinel = sentinel; self.hotPixelThreshold = hotPixelThreshold; self.monitor = monitor

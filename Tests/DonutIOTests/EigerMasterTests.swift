@@ -1,0 +1,194 @@
+import XCTest
+import DonutCore
+import DonutIO
+import DonutPhysics
+
+/// 4×4 model frames from an 8×8 ROI at (x 1, y 2) binned by 2, on a 12×10 detector whose
+/// row 5 is a gap (2³² − 1) and with a hot pixel at (y 3, x 4) in the pixel mask.
+private func eigerConfig() -> DonutConfig {
+    var c = DonutConfig.srio3LSAT002
+    c.model.frameSize = 4
+    c.instrument.roi = DetectorROI(x: 1, y: 2, width: 8, height: 8)
+    c.instrument.binning = 2
+    return c
+}
+
+private let detector = RawDetectorLayout(height: 12, width: 10, gapRows: [5..<6], hotPixels: [3 * 10 + 4])
+private let rows = 3, cols = 4
+
+/// File frame n, pixel (y, x): (13n + 3y + x) mod 997, the gap row at the sentinel, the hot
+/// pixel at 1e6; a serpentine scan of 3×4 (positions in µm), monitor 100·(n + 1).
+private func writeScan(_ path: String, framesPerFile: Int?) throws {
+    let h = detector.height, w = detector.width
+    var x: [Double] = [], y: [Double] = []
+    for n in 0..<(rows * cols) {
+        let r = n / cols, c = n % cols
+        x.append(Double(r % 2 == 0 ? c : cols - 1 - c)); y.append(Double(r))
+    }
+    let provenance = Provenance(version: "t", date: "t", method: "t", commandLine: "t", configJSON: ConfigFile.json(eigerConfig()), inputs: [], modelID: "")
+    try RawDetectorFileWriter.write(path: path, layout: detector, rows: rows, cols: cols, frames: { r in
+        var out = [UInt32](repeating: 0, count: cols * h * w)
+        for k in 0..<cols {
+            let n = r * cols + k
+            for p in 0..<(h * w) {
+                let py = p / w, px = p % w
+                out[k * h * w + p] = py == 5 ? .max : p == 34 ? 1_000_000 : UInt32((13 * n + 3 * py + px) % 997)
+            }
+        }
+        return out
+    }, positions: (x, y), monitor: (0..<(rows * cols)).map { 100 * Double($0 + 1) }, provenance: provenance,
+       framesPerFile: framesPerFile, force: true)
+}
+
+final class EigerMasterTests: XCTestCase {
+    /// A master with 3 parts of 5 + 5 + 2 frames reads exactly as the single-dataset file of
+    /// the same frames: every block (all 78 ranges of the 12 frames in map order, including
+    /// those that span two parts and the reversed serpentine row that crosses part 2's
+    /// start) has the same counts, weights and monitor; the Dectris mask place is found.
+    func testMasterReadsAsTheSingleDatasetFile() throws {
+        let folder = makeScratchFolder(self)
+        let single = folder.appendingPathComponent("single.h5").path, master = folder.appendingPathComponent("scan_master.h5").path
+        try writeScan(single, framesPerFile: nil)
+        try writeScan(master, framesPerFile: 5)
+        for k in 1...3 {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: folder.appendingPathComponent("scan_data_00000\(k).h5").path))
+        }
+        let f = try H5File.open(master)
+        XCTAssertFalse(f.exists("/entry/data/data"))
+        XCTAssertEqual(f.link("/entry/data/data_000002"), .external(file: "scan_data_000002.h5", object: "/entry/data/data"))
+        XCTAssertEqual(f.link("/entry/instrument"), .hard)
+        XCTAssertNil(f.link("/entry/data/data_000004"))
+        try f.close()
+
+        let a = try ScanReader(path: single, config: eigerConfig())
+        let b = try ScanReader(path: master, config: eigerConfig())
+        XCTAssertEqual(a.frameParts, [])
+        XCTAssertEqual(b.frameParts.map(\.frameCount), [5, 5, 2])
+        XCTAssertEqual(b.frameParts.map(\.firstFrame), [0, 5, 10])
+        XCTAssertEqual(b.frameParts.map(\.link), (1...3).map { "/entry/data/data_00000\($0)" })
+        XCTAssertEqual(b.frameParts.map(\.linkedFile), (1...3).map { "scan_data_00000\($0).h5" })
+        XCTAssertEqual(b.frameParts[2].file, folder.appendingPathComponent("scan_data_000003.h5").path)
+        XCTAssertEqual(b.dataset, "/entry/data/data_000001…data_000003")
+        XCTAssertEqual(a.maskSource, "/entry/instrument/detector/pixel_mask")
+        XCTAssertEqual(b.maskSource, "/entry/instrument/detector/detectorSpecific/pixel_mask")
+        XCTAssertEqual(b.modelMask, a.modelMask)
+        XCTAssertEqual(b.modelMask.enumerated().filter { $0.element != 0 }.map(\.offset), [1, 4, 5, 6, 7],
+                       "the hot pixel at raw (3, 4) is model pixel (0, 1), the gap row 5 is model row 1")
+        XCTAssertEqual(b.geometry, a.geometry)
+        XCTAssertEqual(b.geometry.order, .serpentine)
+        XCTAssertEqual(b.layout, a.layout)
+        XCTAssertEqual(b.storedType, a.storedType)
+        XCTAssertEqual(b.summary.framesSource, ["/entry/data/data_000001 → scan_data_000001.h5:/entry/data/data (5 frames)",
+                                                "/entry/data/data_000002 → scan_data_000002.h5:/entry/data/data (5 frames)",
+                                                "/entry/data/data_000003 → scan_data_000003.h5:/entry/data/data (2 frames)"])
+        XCTAssertEqual(a.summary.framesSource, ["/entry/data/data"])
+        var spanning = 0
+        for lo in 0..<12 {
+            for hi in (lo + 1)...12 {
+                let x = try a.readBlock(lo..<hi), y = try b.readBlock(lo..<hi)
+                XCTAssertEqual(y.first, x.first); XCTAssertEqual(y.count, x.count)
+                XCTAssertEqual(y.counts, x.counts, "counts \(lo)..<\(hi)")
+                XCTAssertEqual(y.weights, x.weights, "weights \(lo)..<\(hi)")
+                XCTAssertEqual(y.monitor, x.monitor, "monitor \(lo)..<\(hi)")
+                XCTAssertEqual(try b.readFrames(lo..<hi), try a.readFrames(lo..<hi))
+                let files = Set((lo..<hi).map { b.geometry.fileIndex($0) / 5 })
+                if files.count > 1 { spanning += 1 }
+            }
+        }
+        XCTAssertGreaterThan(spanning, 30, "blocks spanning two or three parts")
+        // The blocks are not trivially equal: frames differ, the gap row and hot pixel are masked.
+        let all = try b.readBlock(0..<12)
+        XCTAssertNotNil(all.weights)
+        XCTAssertNotEqual(Array(all.counts[0..<16]), Array(all.counts[16..<32]))
+        // Map frame 4 is file frame 7 (serpentine row 1 reversed), in part 2.
+        var expected = 0
+        for i in 0..<2 { for j in 0..<2 { expected += (13 * 7 + 3 * (2 + i) + 1 + j) % 997 } }
+        XCTAssertEqual(try b.readFrames(4..<5)[0], Float(expected))
+        try a.close(); try b.close()
+    }
+
+    /// `donut inspect` lists the parts (count, frames each, data files) and finds the mask.
+    func testInspectListsTheParts() throws {
+        let folder = makeScratchFolder(self)
+        let master = folder.appendingPathComponent("scan_master.h5").path
+        try writeScan(master, framesPerFile: 5)
+        let i = try inspectScan(path: master, config: eigerConfig())
+        XCTAssertEqual(i.parts.map(\.frameCount), [5, 5, 2])
+        XCTAssertEqual(i.shape, [12, 12, 10])
+        XCTAssertEqual(i.frameCount, 12)
+        XCTAssertEqual(i.maskSource, "/entry/instrument/detector/detectorSpecific/pixel_mask")
+        XCTAssertEqual(i.storedType, "uint32")
+        XCTAssertEqual(i.filters.first?.id, 32008)
+        let report = i.report.joined(separator: "\n")
+        XCTAssertTrue(report.contains("parts: 3 data files linked from the master, frames each: 5 + 5 + 2 = 12"), report)
+        for k in 1...3 { XCTAssertTrue(report.contains("/entry/data/data_00000\(k) → scan_data_00000\(k).h5:/entry/data/data"), report) }
+    }
+
+    /// A missing data file (an aborted acquisition, or a master copied alone) is refused at
+    /// open, naming the link, the data file and what was expected — by the reader and inspect.
+    func testDanglingLinkIsRefusedAtOpen() throws {
+        let folder = makeScratchFolder(self)
+        let master = folder.appendingPathComponent("scan_master.h5").path
+        try writeScan(master, framesPerFile: 5)
+        try FileManager.default.removeItem(at: folder.appendingPathComponent("scan_data_000002.h5"))
+        let fragments = ["scan_master.h5", "link '/entry/data/data_000002'", "part 2 of 3", "'scan_data_000002.h5'",
+                         "dataset '/entry/data/data'", "does not exist", "(N, 12, 10) uint32 frames like part 1"]
+        assertThrows(try ScanReader(path: master, config: eigerConfig()), containing: fragments)
+        assertThrows(try inspectScan(path: master, config: eigerConfig()), containing: fragments)
+    }
+
+    /// A part whose frames have another shape or type, a data file without the dataset, a
+    /// part shorter than it announces and a gap in the numbering: each a clear error at open.
+    func testPartMismatchesAreRefusedAtOpen() throws {
+        let folder = makeScratchFolder(self)
+        let master = folder.appendingPathComponent("scan_master.h5").path
+        let part2 = folder.appendingPathComponent("scan_data_000002.h5").path
+        func rewritePart2(type: H5ElementType = .uint32, shape: [Int], dataset: String = "/entry/data/data", imageRange: (Int, Int)? = nil) throws {
+            try writeScan(master, framesPerFile: 5)
+            try FileManager.default.removeItem(atPath: part2)
+            let f = try H5File.create(part2)
+            try f.createGroup("/entry"); try f.createGroup("/entry/data")
+            _ = try f.createDataset(dataset, type: type, shape: shape)
+            if let (lo, hi) = imageRange {
+                try f.setAttribute("image_nr_low", lo, on: dataset); try f.setAttribute("image_nr_high", hi, on: dataset)
+            }
+            try f.close()
+        }
+        let cfg = eigerConfig()
+        try rewritePart2(shape: [5, 12, 9])
+        assertThrows(try ScanReader(path: master, config: cfg),
+                     containing: ["scan_data_000002.h5", "dataset '/entry/data/data'", "part 2 of 3", "/entry/data/data_000002",
+                                  "frames are uint32 12×9, expected uint32 12×10 like part 1 (scan_data_000001.h5:/entry/data/data)"])
+        try rewritePart2(type: .uint16, shape: [5, 12, 10])
+        assertThrows(try ScanReader(path: master, config: cfg), containing: ["scan_data_000002.h5", "frames are uint16 12×10, expected uint32 12×10"])
+        try rewritePart2(shape: [5, 120])
+        assertThrows(try ScanReader(path: master, config: cfg), containing: ["scan_data_000002.h5", "expected frames (N, H, W), got shape (5, 120)"])
+        try rewritePart2(shape: [5, 12, 10], dataset: "/entry/data/other")
+        assertThrows(try ScanReader(path: master, config: cfg), containing: ["scan_data_000002.h5", "dataset '/entry/data/data'", "not found", "part 2 of 3"])
+        try rewritePart2(shape: [3, 12, 10], imageRange: (6, 10))
+        assertThrows(try ScanReader(path: master, config: cfg), containing: ["scan_data_000002.h5", "holds 3 frames", "announces images 6…10"])
+        // Part 3 announces images 11…12 but follows only 8 frames: the short part 2 shows there too.
+        try rewritePart2(shape: [3, 12, 10])
+        assertThrows(try ScanReader(path: master, config: cfg),
+                     containing: ["scan_data_000003.h5", "part 3 of 3", "holds 2 frames, images 9…10", "announces images 11…12"])
+        // A short last part without Dectris' image numbers (an aborted acquisition) shows in the frame count.
+        try writeScan(master, framesPerFile: 5)
+        let part3 = folder.appendingPathComponent("scan_data_000003.h5").path
+        try FileManager.default.removeItem(atPath: part3)
+        let short = try H5File.create(part3)
+        try short.createGroup("/entry"); try short.createGroup("/entry/data")
+        _ = try short.createDataset("/entry/data/data", type: .uint32, shape: [1, 12, 10])
+        try short.close()
+        assertThrows(try ScanReader(path: master, config: cfg, scanShape: (3, 4)),
+                     containing: ["scan_master.h5", "scan shape 3×4 = 12 frames, but the dataset holds 11",
+                                  "in 3 parts: 5 + 5 + 1 frames (the master announces 12)"])
+        assertThrows(try ScanReader(path: master, config: cfg),
+                     containing: ["scan_master.h5", "positioner", "12 values", "the scan has 11 frames", "3 parts: 5 + 5 + 1 frames (the master announces 12)"])
+        // A gap in the numbering.
+        try writeScan(master, framesPerFile: 5)
+        let f = try H5File.open(master, writable: true)
+        try f.createExternalLink("/entry/data/data_000005", file: "scan_data_000003.h5", object: "/entry/data/data")
+        try f.close()
+        assertThrows(try ScanReader(path: master, config: cfg), containing: ["scan_master.h5", "/entry/data/data", "part 4 is missing", "/entry/data/data_000005"])
+    }
+}

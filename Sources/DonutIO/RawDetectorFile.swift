@@ -159,3 +159,61 @@ public enum RawDetectorFileWriter {
         }
     }
 }
+
+extension RawDetectorLayout {
+    /// The layout whose `pixelMask` is `mask` (H·W, Dectris bits): gap rows and columns are
+    /// those whose every pixel has bit 1, hot pixels those with bit 8. Nil when the mask is
+    /// not of that form (another bit, or a gap pixel outside a full gap row or column).
+    public init?(height: Int, width: Int, pixelMask mask: [UInt32]) {
+        guard mask.count == height * width else { return nil }
+        let rows = (0..<height).filter { y in (0..<width).allSatisfy { mask[y * width + $0] & 1 != 0 } }
+        let columns = (0..<width).filter { x in (0..<height).allSatisfy { mask[$0 * width + x] & 1 != 0 } }
+        let hot = mask.indices.filter { mask[$0] & 8 != 0 }
+        self.init(height: height, width: width, gapRows: rows.map { $0..<($0 + 1) }, gapColumns: columns.map { $0..<($0 + 1) }, hotPixels: hot)
+        guard pixelMask == mask else { return nil }
+    }
+}
+
+extension RawDetectorFileWriter {
+    /// Rewrites a raw scan written by `write` (one frames dataset) in the Dectris layout:
+    /// `master` and `framesPerFile`-frame data files beside it, with the same frames,
+    /// compression, mask, positioners, monitor, ground truth and provenance, so one
+    /// simulated scan can be read both ways. Streams one row of frames at a time.
+    public static func splitIntoDataFiles(source: String, master: String, framesPerFile: Int, force: Bool = false) throws {
+        let f = try H5File.open(source)
+        defer { try? f.close() }
+        let d = try f.openDataset(defaultFramesDataset)
+        defer { try? d.close() }
+        guard d.shape.count == 3, d.storedType == H5StoredType(kind: .unsignedInteger, bits: 32) else {
+            throw DonutIOError.dataset(source, defaultFramesDataset, "expected (N, H, W) uint32 frames as the raw writer writes them, got \(d.storedType) \(d.shape)")
+        }
+        let n = d.shape[0], h = d.shape[1], w = d.shape[2]
+        let gt = "/entry/ground_truth/strain"
+        let grid = f.objectKind(gt) == .dataset ? try f.openDataset(gt).shape : []
+        guard grid.count == 2, grid[0] * grid[1] == n else {
+            throw DonutIOError.dataset(source, gt, "the scan's rows × cols are read from the ground-truth maps, found shape \(grid) for \(n) frames")
+        }
+        let rows = grid[0], cols = grid[1]
+        let maskPath = "/entry/instrument/detector/pixel_mask"
+        let hasMask = f.objectKind(maskPath) == .dataset
+        var layout = RawDetectorLayout(height: h, width: w)
+        if hasMask {
+            let mask = try f.readDataset(maskPath, as: UInt32.self)
+            guard let l = RawDetectorLayout(height: h, width: w, pixelMask: mask) else {
+                throw DonutIOError.dataset(source, maskPath, "is not a mask of full gap rows and columns (bit 1) and hot pixels (bit 8)")
+            }
+            layout = l
+        }
+        var groundTruth: [String: [Double]] = [:]
+        for (name, _) in groundTruthUnits where f.objectKind("/entry/ground_truth/\(name)") == .dataset {
+            groundTruth[name] = try f.readDataset("/entry/ground_truth/\(name)", as: Double.self)
+        }
+        let compression: [H5Filter] = d.filters.map { $0.id == 32008 ? .bitshuffleLZ4 : $0.id == 1 ? .gzip(level: $0.parameters.first ?? 4) : $0 }
+        guard let provenance = try f.readProcess() else { throw DonutIOError.group(source, "/entry/process", "not found") }
+        try write(path: master, layout: layout, rows: rows, cols: cols, frames: { r in
+            try d.read(as: UInt32.self, selection: FlatSelection(leadingRank: 1, range: (r * cols)..<((r + 1) * cols)))
+        }, positions: (try f.readDataset("/entry/measurement/samx", as: Double.self), try f.readDataset("/entry/measurement/samy", as: Double.self)),
+           monitor: try f.readDataset("/entry/measurement/mon", as: Double.self), groundTruth: groundTruth.isEmpty ? nil : groundTruth,
+           provenance: provenance, compression: compression, writeMask: hasMask, framesPerFile: framesPerFile, force: force)
+    }
+}

@@ -105,3 +105,30 @@ public func simulateScan(_ ctx: RunContext, _ request: ScanSimulationRequest) th
     }
     ctx.log("wrote \(path)")
 }
+
+/// `simulateRawScan` in the Dectris file-writer layout (`--detector eiger --frames-per-file N`):
+/// the same scan (same photon draws) as a master `request.outPath` with external links to
+/// `<prefix>_data_000001.h5`, … of `framesPerFile` frames each, as Eiger file writers leave
+/// them. The single file is written first beside the output (hidden, removed afterwards)
+/// and split by `RawDetectorFileWriter.splitIntoDataFiles` (rank 0; all ranks learn the
+/// outcome). Collective.
+public func simulateRawScan(_ ctx: RunContext, _ request: ScanSimulationRequest, detector: RawDetectorRequest, framesPerFile: Int) throws {
+    let url = URL(fileURLWithPath: request.outPath)
+    let single = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).single-file.h5").path
+    var first = request
+    first.outPath = single
+    first.force = true  // a leftover of an interrupted run is ours to replace
+    try simulateRawScan(ctx, first, detector: detector)
+    var failure = ""
+    if ctx.comm.isRoot {
+        do {
+            try RawDetectorFileWriter.splitIntoDataFiles(source: single, master: request.outPath, framesPerFile: framesPerFile, force: request.force)
+        } catch {
+            failure = "\(error)"
+        }
+        try? FileManager.default.removeItem(atPath: single)
+    }
+    failure = ctx.comm.broadcast(failure)
+    guard failure.isEmpty else { throw RankFailure(message: failure) }
+    ctx.log("split into data files of \(framesPerFile) frames linked from \(request.outPath)")
+}

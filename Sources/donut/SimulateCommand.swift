@@ -80,6 +80,8 @@ struct SimulateScan: ParsableCommand {
     @Flag(help: "With --detector: raster order instead of serpentine.") var raster = false
     @Flag(help: "With --detector: leave out the NeXus pixel_mask.") var noMask = false
     @Option(help: ArgumentHelp("Chunk compression with --detector.", valueName: "bitshuffle-lz4|gzip|none")) var compression = "bitshuffle-lz4"
+    @Option(help: ArgumentHelp("With --detector: write the Dectris file-writer layout, a master (--out) whose /entry/data/data_000001, … "
+                               + "link to data files <prefix>_data_000001.h5, … of N frames each beside it.", valueName: "N")) var framesPerFile: Int?
 
     var detectorRequest: RawDetectorRequest? {
         get throws {
@@ -106,6 +108,10 @@ struct SimulateScan: ParsableCommand {
 
     func validate() throws {
         _ = try detectorRequest
+        if let n = framesPerFile {
+            guard detector != nil else { throw ValidationError("--frames-per-file needs --detector eiger") }
+            guard n >= 1 else { throw ValidationError("--frames-per-file must be ≥ 1 (got \(n))") }
+        }
         guard Phantom(rawValue: phantom) != nil else {
             throw ValidationError("--phantom must be one of \(Phantom.allCases.map(\.rawValue).joined(separator: ", ")) (got '\(phantom)')")
         }
@@ -124,7 +130,9 @@ struct SimulateScan: ParsableCommand {
             request.otherInputs = config.path.map { [("--config", $0)] } ?? []
             request.phantom = Phantom(rawValue: phantom)!; request.rows = rows; request.cols = cols; request.seed = seed
             request.noise = noise; request.profile = model.profile; request.force = output.force
-            if let raw = try detectorRequest {
+            if let raw = try detectorRequest, let n = framesPerFile {
+                try simulateRawScan(ctx, request, detector: raw, framesPerFile: n)
+            } else if let raw = try detectorRequest {
                 try simulateRawScan(ctx, request, detector: raw)
             } else {
                 try simulateScan(ctx, request)

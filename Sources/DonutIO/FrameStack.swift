@@ -121,10 +121,10 @@ final class FrameStack {
             case .external(let target, let targetObject)?:
                 linked = target; object = targetObject
                 // HDF5's rule for a relative name: beside the master file, then the working folder.
-                let candidates = target.hasPrefix("/") ? [target] : [folder.isEmpty ? target : "\(folder)/\(target)", target]
+                let candidates = target.hasPrefix("/") || folder.isEmpty ? [target] : ["\(folder)/\(target)", target]
                 guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
                     throw DonutIOError(file: f.path, object: "link '\(link)'",
-                                       "\(which) points to the data file '\(target)' (dataset '\(targetObject)'), which does not exist "
+                                       "part \(i + 1) of \(links.count) points to the data file '\(target)' (dataset '\(targetObject)'), which does not exist "
                                        + "(looked for \(candidates.joined(separator: ", "))); expected a file holding that dataset of "
                                        + (first.map { "(N, \($0.frame.map(String.init).joined(separator: ", "))) \($0.type) frames like part 1" } ?? "(N, H, W) frames")
                                        + ": the acquisition may have been aborted or the data file not copied with the master")

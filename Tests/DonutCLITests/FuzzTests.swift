@@ -45,6 +45,9 @@ final class FuzzTests: XCTestCase {
         _ = try writeTinyConfig(in: dir)
         try must(["simulate", "library", "--config", small, "--out", "lib.h5"])
         try must(["simulate", "scan", "--config", small, "--rows", "3", "--cols", "4", "--out", "scan.h5"])
+        // A Dectris master: 12 raw frames in data files of 5 + 5 + 2 (external links).
+        try must(["simulate", "scan", "--config", small, "--rows", "3", "--cols", "4", "--detector", "eiger", "--detector-size", "330x330",
+                  "--frames-per-file", "5", "--out", "em_master.h5"])
         try must(["simulate", "library", "--config", "tiny.yaml", "--out", "tlib.h5"])
         try must(["simulate", "scan", "--config", "tiny.yaml", "--phantom", "domains", "--rows", "4", "--cols", "5", "--peak", "40", "--out", "tscan.h5"])
         _ = try writeTinyTrainingPreset(in: dir, name: "train.yaml", epochs: 1, checkpointEvery: 2)
@@ -326,6 +329,74 @@ final class FuzzTests: XCTestCase {
                                   needs: Self.fitInputs + ["badframes.h5"], expect: .success(Self.mapsCheck("m.h5", invalid: [9])), timeout: 120))
         }
         try run(cases, "scans")
+    }
+
+    /// Dectris masters whose frames are external-linked data files: read as one scan on 1
+    /// and 2 ranks; a missing, unreadable, truncated, reshaped, retyped, short or
+    /// self-referencing part, or a gap in the numbering, is a clear error naming the file.
+    func testEigerMasters() throws {
+        var cases: [FuzzCase] = []
+        let master = "em_master.h5", parts = (1...3).map { "em_data_00000\($0).h5" }
+        func add(_ name: String, needs: [String] = [master] + parts, scan: String = master, _ fragments: [String],
+                 protect: [String] = [], _ prepare: ((URL) throws -> Void)? = nil) {
+            cases.append(FuzzCase(category: "eiger", name: name, args: Self.fit(scan: scan), needs: ["lib.h5"] + needs,
+                                  expect: .error(fragments), prepare: prepare, alsoProtect: protect))
+        }
+        for ranks in [nil, 2] as [Int?] {
+            cases.append(FuzzCase(category: "eiger", name: "master-\(ranks ?? 1)-rank", args: Self.fit(scan: master), ranks: ranks,
+                                  needs: ["lib.h5", master] + parts, expect: .success(Self.mapsCheck("m.h5")), timeout: 120))
+        }
+        add("missing-part", needs: [master, parts[0], parts[2]], [master, "/entry/data/data_000002", "em_data_000002.h5", "does not exist"])
+        add("master-alone", needs: [master], [master, "/entry/data/data_000001", "em_data_000001.h5", "does not exist"])
+        cases.append(FuzzCase(category: "eiger", name: "inspect-missing-part", args: ["inspect", master, "--config", "small.yaml"],
+                              needs: ["small.yaml", master, parts[0]], expect: .error([master, "em_data_000002.h5", "does not exist"])))
+        /// Replaces data file 2 by a dataset of `shape` and `type` (at `dataset`), with Dectris' image numbers when given.
+        func part2(type: H5ElementType = .uint32, shape: [Int], dataset: String = "/entry/data/data", images: (Int, Int)? = nil) -> (URL) throws -> Void {
+            { d in
+                let p = d.appendingPathComponent(parts[1]).path
+                try FileManager.default.removeItem(atPath: p)
+                let f = try H5File.create(p)
+                try f.createGroup("/entry"); try f.createGroup("/entry/data")
+                _ = try f.createDataset(dataset, type: type, shape: shape)
+                if let (lo, hi) = images { try f.setAttribute("image_nr_low", lo, on: dataset); try f.setAttribute("image_nr_high", hi, on: dataset) }
+                try f.close()
+            }
+        }
+        add("part-shape", [parts[1], "/entry/data/data", "part 2 of 3", "expected uint32 330×330"], part2(shape: [5, 330, 300]))
+        add("part-type", [parts[1], "float32", "expected uint32"], part2(type: .float32, shape: [5, 330, 330]))
+        add("part-2-D", [parts[1], "(N, H, W)"], part2(shape: [5, 330 * 330]))
+        add("part-without-dataset", [parts[1], "/entry/data/data", "not found"], part2(shape: [5, 330, 330], dataset: "/entry/data/other"))
+        add("part-short-middle", [parts[1], "announces images 6…10"], part2(shape: [3, 330, 330], images: (6, 10)))
+        add("part-short-last", [master, "3 parts: 5 + 5 + 1 frames"]) { d in
+            let p = d.appendingPathComponent(parts[2]).path
+            try FileManager.default.removeItem(atPath: p)
+            let f = try H5File.create(p)
+            try f.createGroup("/entry"); try f.createGroup("/entry/data")
+            _ = try f.createDataset("/entry/data/data", type: .uint32, shape: [1, 330, 330])
+            try f.close()
+        }
+        add("part-text", [parts[1]]) { try Data("hello\n".utf8).write(to: $0.appendingPathComponent(parts[1])) }
+        add("part-truncated", [parts[1]]) { d in
+            let url = d.appendingPathComponent(parts[1])
+            let data = try Data(contentsOf: url)
+            try data.prefix(data.count / 2).write(to: url)
+        }
+        add("part-folder", needs: [master, parts[0], parts[2]], [parts[1], "folder"]) {
+            try FileManager.default.createDirectory(at: $0.appendingPathComponent(parts[1]), withIntermediateDirectories: false)
+        }
+        add("numbering-gap", [master, "part 4 is missing", "/entry/data/data_000005"]) { d in
+            let f = try H5File.open(d.appendingPathComponent(master).path, writable: true)
+            try f.createExternalLink("/entry/data/data_000005", file: parts[2], object: "/entry/data/data")
+            try f.close()
+        }
+        add("self-link", needs: [parts[0]], scan: "loop.h5", ["loop.h5", "/entry/data/data_000002"], protect: ["loop.h5"]) { d in
+            let f = try H5File.create(d.appendingPathComponent("loop.h5").path)
+            try f.createGroup("/entry"); try f.createGroup("/entry/data")
+            try f.createExternalLink("/entry/data/data_000001", file: parts[0], object: "/entry/data/data")
+            try f.createExternalLink("/entry/data/data_000002", file: "loop.h5", object: "/entry/data/data_000002")
+            try f.close()
+        }
+        try run(cases, "eiger")
     }
 
     /// Instrument configs: unreadable, malformed, deeply nested, unphysical, oversized.

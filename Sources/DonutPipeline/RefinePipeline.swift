@@ -36,7 +36,7 @@ public struct RefineRequest {
     public var syncBatchNorm = false
     /// Frames per streamed chunk and rank when re-inferring.
     public var chunkFrames = InferRequest.defaultChunkFrames
-    /// See `TrainRequest.shouldStop`.
+    /// See `TrainRequest.shouldStop`; asked also before every scan of the re-inference.
     public var shouldStop: () -> Bool = { StopSignal.requested }
 
     public init(modelPath: String, manifestPath: String, outPath: String) {
@@ -92,7 +92,9 @@ public func refine(_ ctx: RunContext, _ request: RefineRequest) throws -> Refine
     training.shouldStop = request.shouldStop
     let trained = try trainModel(ctx, training)
     guard trained.completed else { return RefineOutcome(training: trained, reprocess: nil) }
+    // A stop request during the re-inference ends it between two scans (exit 75); the same
+    // command again finds the model finished and the done scans, and continues.
     let maps = try runReprocessJobs(ctx, jobs: jobs, manifest: manifest, folder: folder, force: request.force,
-                                    quicklook: false, chunk: request.chunkFrames)
+                                    quicklook: false, chunk: request.chunkFrames, shouldStop: request.shouldStop)
     return RefineOutcome(training: trained, reprocess: maps)
 }

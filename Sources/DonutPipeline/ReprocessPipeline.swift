@@ -38,6 +38,9 @@ public struct ReprocessOutcome {
     public var failed: Int
     /// The status file (`reprocess-status.json` in the output folder).
     public var statusPath: String
+    /// True when a stop request (`refine`: SIGTERM/SIGUSR1) ended the run between two scans:
+    /// the rest are pending in the status file and the same command again continues.
+    public var interrupted = false
 }
 
 /// Runs every scan of `request`'s manifest one after another on all ranks. Collective.
@@ -60,8 +63,10 @@ public func reprocess(_ ctx: RunContext, _ request: ReprocessRequest) throws -> 
 /// Runs the resolved `jobs` of `manifest` one after another on all ranks, keeping the status
 /// file in `folder` (see `donut reprocess --help`). Shared by `reprocess` and `refine`
 /// (which re-infers every scan with the refined model).
+/// `shouldStop`, when given, is asked before every scan (on every rank; any rank's request
+/// stops all): true ends the run there, the scans not reached left pending in the status file.
 func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String, folder: String, force: Bool,
-                      quicklook: Bool, chunk: Int) throws -> ReprocessOutcome {
+                      quicklook: Bool, chunk: Int, shouldStop: (() -> Bool)? = nil) throws -> ReprocessOutcome {
     let comm = ctx.comm
     // This loop's own wall and CPU time (refine runs it after training in the same process).
     let started = Date(), startCPU = CommunicationClock.processCPUSeconds()
@@ -121,7 +126,17 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
     var frames = 0, skipped = 0
     let progress = ctx.progress("reprocess scans", total: jobs.count, unit: "scans")
     var warnings: [String] = []
+    var interrupted = false
     for (i, job) in jobs.enumerated() {
+        if let shouldStop {
+            var requests = [shouldStop() ? 1.0 : 0.0]
+            comm.allreduceSum(&requests)
+            if requests[0] > 0 {
+                interrupted = true
+                ctx.log("reprocess: stopped by signal before \(job.name): \(jobs.count - i) of \(jobs.count) scan(s) left pending in the status file; the same command again continues")
+                break
+            }
+        }
         defer { progress.update(i + 1, detail: job.name) }
         // Done, run (replacing our own stale or a damaged result) or fail: decided on rank 0,
         // which alone reads the status, hashes the inputs and verifies the result.
@@ -210,12 +225,12 @@ func runReprocessJobs(_ ctx: RunContext, jobs: [ReprocessJob], manifest: String,
         saveStatus()
     }
     let failures = status.scans.filter { $0.state == .failed }
-    let done = status.scans.count - failures.count - skipped
+    let done = status.scans.filter { $0.state == .done }.count - skipped
     ctx.log(String(format: "reprocess: %d done, %d skipped (done before), %d failed; %d frames in %.1f s wall, %.1f s CPU on rank 0; stages: %@",
                    done, skipped, failures.count, frames, Date().timeIntervalSince(started), CommunicationClock.processCPUSeconds() - startCPU,
                    totals.summary(estimateName: "estimate")))
     for f in failures { ctx.log("  failed: \(f.name): \(f.reason)") }
     for w in warnings { ctx.log(w) }   // the scans whose maps should not be trusted, again at the end
     if comm.isRoot && statusWritable { ctx.log("status: \(statusPath)") }
-    return ReprocessOutcome(done: done, skipped: skipped, failed: failures.count, statusPath: statusPath)
+    return ReprocessOutcome(done: done, skipped: skipped, failed: failures.count, statusPath: statusPath, interrupted: interrupted)
 }

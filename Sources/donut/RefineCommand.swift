@@ -19,7 +19,8 @@ struct Refine: ParsableCommand {
         re-inferred with it exactly as `donut reprocess` does (status file, failed scans skipped, --force) \
         into --out-dir (default: <out>_maps beside the model, so the base model's maps stay). The manifest's \
         per-scan method and model are replaced by the refined model; dataset, scan_shape, roi, batch and \
-        physics_refine are kept. See docs/training.md.
+        physics_refine are kept. SIGTERM/SIGUSR1 during the re-inference: exit \(DonutExitCode.preempted.rawValue) after the \
+        current scan; the same command again infers the rest. See docs/training.md.
         """)
 
     @Option(help: ArgumentHelp("Trained DONUT model to start from (from donut train).", valueName: "model.h5")) var model: String
@@ -66,7 +67,7 @@ struct Refine: ParsableCommand {
             request.scanRead = try read.manifestOverride
             outcome = try refine(ctx, request)
         }
-        if outcome?.training.completed == false { throw ExitCode(DonutExitCode.preempted.rawValue) }
+        if outcome?.training.completed == false || outcome?.reprocess?.interrupted == true { throw ExitCode(DonutExitCode.preempted.rawValue) }
         if let maps = outcome?.reprocess, maps.failed > 0 { throw maps.failure() }
     }
 }

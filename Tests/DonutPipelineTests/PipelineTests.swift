@@ -252,6 +252,43 @@ final class RefinePipelineTests: XCTestCase {
     }
 }
 
+extension RefinePipelineTests {
+    /// A stop request during the re-inference ends it between two scans: the outcome says
+    /// interrupted (the command exits 75), the scan done is done, the next one pending; the
+    /// same request again finds the model finished and the done scan, and infers the rest.
+    func testStopDuringReinferenceContinuesOnRerun() throws {
+        let dir = try scratchFolder(self)
+        let config = smallConfig(steps: 3)
+        try simulateInputs(in: dir, config: config, scan: "a.h5", rows: 3, cols: 4, seed: 1, library: false)
+        try simulateInputs(in: dir, config: config, scan: "b.h5", rows: 4, cols: 3, seed: 2, library: false)
+        let base = dir.appendingPathComponent("base.h5").path
+        _ = try trainModel(context, TrainRequest(scans: [ScanInput(path: dir.appendingPathComponent("a.h5").path)],
+                                                 training: tinyTraining(epochs: 1), outPath: base))
+        try "scans:\n  - path: a.h5\n  - path: b.h5\n".write(to: dir.appendingPathComponent("m.yaml"), atomically: true, encoding: .utf8)
+        let out = dir.appendingPathComponent("refined.h5").path
+        var request = RefineRequest(modelPath: base, manifestPath: dir.appendingPathComponent("m.yaml").path, outPath: out)
+        request.augment = 0; request.epochs = 1
+        let maps = RefineRequest.defaultMapsFolder(out: out)
+        // The request arrives once the first scan's maps exist (the model is finished by then).
+        var stopped = request
+        stopped.shouldStop = { FileManager.default.fileExists(atPath: maps + "/a_maps.h5") }
+        let first = try refine(context, stopped)
+        XCTAssertTrue(first.training.completed)
+        XCTAssertEqual(first.reprocess?.interrupted, true)
+        XCTAssertEqual(first.reprocess?.done, 1)
+        XCTAssertFalse(FileManager.default.fileExists(atPath: maps + "/b_maps.h5"), "the scan after the request is not inferred")
+        let status = try XCTUnwrap(try ReprocessStatus.read(path: first.reprocess!.statusPath))
+        XCTAssertEqual(status.scans.map(\.state.rawValue), ["done", "pending"])
+
+        request.shouldStop = { false }
+        let again = try refine(context, request)
+        XCTAssertTrue(again.training.alreadyDone, "the finished model is not trained again")
+        XCTAssertEqual(again.reprocess?.interrupted, false)
+        XCTAssertEqual([again.reprocess?.done, again.reprocess?.skipped, again.reprocess?.failed], [1, 1, 0])
+        XCTAssert(FileManager.default.fileExists(atPath: maps + "/b_maps.h5"))
+    }
+}
+
 final class GoodnessOfFitPipelineTests: XCTestCase {
     /// Hot pixels (1e6 counts) nobody masked: the fit does not write a silent constant map —
     /// every affected frame gets valid = 0 and a goodness of fit ≫ 1, and the outcome carries a

@@ -6,14 +6,11 @@
 #include <unistd.h>
 
 static volatile sig_atomic_t stop_signal = 0;
-static int installed_early = 0;
 
 static void on_stop_signal(int signum) { stop_signal = signum; }
 
 int donut_stop_requested(void) { return stop_signal != 0; }
 int donut_stop_signal(void) { return stop_signal; }
-int donut_stop_installed_early(void) { return installed_early; }
-void donut_stop_set(int requested) { stop_signal = requested ? SIGTERM : 0; }
 
 static sigset_t stop_set(void) {
     sigset_t set;
@@ -61,7 +58,6 @@ static void install_before_main(int argc, char **argv, char **envp) {
     (void)envp;
     if (argc > 1 && is_stoppable(argv[1])) {
         donut_stop_install();
-        installed_early = 1;
     }
 }
 

@@ -27,19 +27,12 @@ public enum StopSignal {
         }
     }
 
-    /// Whether the handlers were installed before `main` (the command line named train,
-    /// refine or sweep).
-    public static var installedBeforeMain: Bool { donut_stop_installed_early() != 0 }
-
     /// Routes SIGTERM and SIGUSR1 to `requested` (instead of ending the process) and makes
     /// sure they are not blocked (a launcher's thread may have started us with them blocked:
     /// a child inherits the mask). Already done before `main` for train/refine/sweep; call it
     /// again after MPI_Init, in case an MPI library installs handlers of its own (Open MPI
     /// 4.1 does not for these two). A signal arrived before is kept (`requested`).
     public static func install() { donut_stop_install() }
-
-    /// Sets or clears the request as a signal would (in-process tests).
-    public static func set(_ requested: Bool) { donut_stop_set(requested ? 1 : 0) }
 
     /// Runs `body`, which may `execv` this program afresh (`OpenBLASCore.reexecWithBetterCoreIfNeeded`),
     /// with SIGTERM/SIGUSR1 blocked and a stop request already received re-raised as pending:
@@ -146,7 +139,7 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
         guard requests[0] > 0 else { return nil }
         let next = checkpoint.map { "the checkpoint \($0) is unchanged: continue with --resume \($0) (or the same command again)" }
             ?? "no checkpoint exists yet: run the same command again to start the training"
-        ctx.log("stopped by signal during start-up (\(phase)), before the first step: nothing written; \(next)")
+        ctx.log("stopped by signal during start-up (\(phase)\(StopSignal.signalName.map { ", " + $0 } ?? "")), before the first step: nothing written; \(next)")
         return TrainOutcome(completed: false, steps: 0)
     }
     if let stopped = stoppedDuringStartUp("parsing the options and starting MPI") { return stopped }

@@ -20,13 +20,6 @@ int donut_stop_signal(void);
 /// them blocked: a child inherits the mask).
 void donut_stop_install(void);
 
-/// 1 if the handlers were installed before `main` (the command line named a stoppable
-/// command), else 0.
-int donut_stop_installed_early(void);
-
-/// Sets (1) or clears (0) the flag as a signal would: in-process tests.
-void donut_stop_set(int requested);
-
 /// Before `execv` of this same program (the OpenBLAS core-type re-exec): blocks SIGTERM and
 /// SIGUSR1, and re-raises a stop request already received as a pending SIGTERM. The mask
 /// and pending signals survive exec, and the new image's early handler receives it when it

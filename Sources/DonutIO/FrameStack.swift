@@ -109,7 +109,6 @@ final class FrameStack {
             throw DonutIOError.dataset(f.path, dataset, (f.exists(dataset) ? "is not a dataset" : "not found")
                 + (found.isEmpty ? "" : " (datasets that look like frames: \(found.joined(separator: ", ")); pass one with --dataset)"))
         }
-        let folder = (f.path as NSString).deletingLastPathComponent
         var parts: [ScanFramePart] = []
         var first: (type: H5StoredType, frame: [Int], chunks: [Int]?, filters: [H5Filter], part: String)?
         var total = 0
@@ -120,8 +119,7 @@ final class FrameStack {
             switch f.link(link) {
             case .external(let target, let targetObject)?:
                 linked = target; object = targetObject
-                // HDF5's rule for a relative name: beside the master file, then the working folder.
-                let candidates = target.hasPrefix("/") || folder.isEmpty ? [target] : ["\(folder)/\(target)", target]
+                let candidates = Self.linkedFileCandidates(target, master: f.path)
                 guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
                     throw DonutIOError(file: f.path, object: "link '\(link)'",
                                        "part \(i + 1) of \(links.count) points to the data file '\(target)' (dataset '\(targetObject)'), which does not exist "
@@ -196,6 +194,13 @@ final class FrameStack {
         }
     }
 
+    /// Where the data file an external link names is looked for, in order: HDF5's rule for a
+    /// relative name (beside the master file, then the working folder); an absolute one as is.
+    static func linkedFileCandidates(_ target: String, master: String) -> [String] {
+        let folder = (master as NSString).deletingLastPathComponent
+        return target.hasPrefix("/") || folder.isEmpty ? [target] : ["\(folder)/\(target)", target]
+    }
+
     /// "3 parts: 5 + 5 + 2 frames (the master announces 12)", for messages.
     var partsSummary: String {
         guard !parts.isEmpty else { return "" }
@@ -259,5 +264,26 @@ final class FrameStack {
         inMaster = [:]
         for o in opened { try o.dataset.close(); try o.file.close() }
         opened = []
+    }
+}
+
+extension ScanReader {
+    /// The files a scan's frames come from: the scan file and, for a Dectris master whose
+    /// frames `dataset` is split into numbered external links, every data file (where the
+    /// reader looks for it, present or not), so that a rerun sees a replaced or completed
+    /// data file as a changed input. Only the scan file when it cannot be opened as HDF5
+    /// here (the reader then says why).
+    public static func frameFiles(path: String, dataset: String = defaultFramesDataset) -> [String] {
+        guard !path.lowercased().hasSuffix(".npy"), let f = try? H5File.open(path) else { return [path] }
+        defer { try? f.close() }
+        guard f.objectKind(dataset) != .dataset, let links = (try? FrameStack.partLinks(f, dataset: dataset)) ?? nil else { return [path] }
+        var files = [path]
+        for link in links {
+            guard case .external(let target, _)? = f.link(link) else { continue }
+            let candidates = FrameStack.linkedFileCandidates(target, master: path)
+            let file = candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0]
+            if !files.contains(file) { files.append(file) }
+        }
+        return files
     }
 }

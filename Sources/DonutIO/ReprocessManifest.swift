@@ -258,13 +258,15 @@ public struct ReprocessJob: Equatable, Sendable {
     }
 
     /// The files whose content decides the result: every stored `…Path` property except
-    /// `outputPath` (the scan, the model or library, and any mask or monitor file), non-empty.
+    /// `outputPath` (the scan, the model or library, and any mask or monitor file), non-empty,
+    /// and the data files of a Dectris master scan (`ScanReader.frameFiles`).
     public var inputFiles: [String] {
-        Mirror(reflecting: self).children.compactMap { child -> String? in
+        let files = Mirror(reflecting: self).children.compactMap { child -> String? in
             guard let label = child.label, label.hasSuffix("Path"), label != "outputPath" else { return nil }
             let value = (child.value as? String) ?? (child.value as? String?).flatMap { $0 }
             return value.flatMap { $0.isEmpty ? nil : $0 }
         }
+        return files + ScanReader.frameFiles(path: scanPath, dataset: dataset).dropFirst()
     }
 
     /// What decides the result: the settings and the content of every input file

@@ -544,7 +544,7 @@ func trainingRunSettings(_ r: TrainRequest) -> String {
 func trainingRunInputs(_ r: TrainRequest) -> [String] {
     var files: [String] = []
     for scan in r.scans {
-        files.append(scan.path)
+        files += ScanReader.frameFiles(path: scan.path, dataset: scan.options.dataset ?? scan.dataset)  // with a master's data files
         if case .file(let path, _) = scan.options.mask { files.append(path) }
         if case .dataset(let file?, _) = scan.options.monitor { files.append(file) }
     }

@@ -1,6 +1,6 @@
 import XCTest
 import DonutCore
-import DonutIO
+@testable import DonutIO
 import DonutPhysics
 
 /// 4×4 model frames from an 8×8 ROI at (x 1, y 2) binned by 2, on a 12×10 detector whose
@@ -190,5 +190,42 @@ final class EigerMasterTests: XCTestCase {
         try f.createExternalLink("/entry/data/data_000005", file: "scan_data_000003.h5", object: "/entry/data/data")
         try f.close()
         assertThrows(try ScanReader(path: master, config: cfg), containing: ["scan_master.h5", "/entry/data/data", "part 4 is missing", "/entry/data/data_000005"])
+    }
+
+    /// A rerun sees a master's data files as inputs: one replaced or gone (a data file copied
+    /// again after an aborted transfer) makes `reprocess` redo the scan; the master alone
+    /// unchanged is not enough to skip it.
+    func testRerunFingerprintsTheDataFiles() throws {
+        let folder = makeScratchFolder(self)
+        let master = folder.appendingPathComponent("scan_master.h5").path, single = folder.appendingPathComponent("single.h5").path
+        try writeScan(master, framesPerFile: 5)
+        try writeScan(single, framesPerFile: nil)
+        let data = (1...3).map { folder.appendingPathComponent("scan_data_00000\($0).h5").path }
+        XCTAssertEqual(ScanReader.frameFiles(path: master), [master] + data)
+        XCTAssertEqual(ScanReader.frameFiles(path: single), [single])
+        XCTAssertEqual(ScanReader.frameFiles(path: folder.appendingPathComponent("none.h5").path), [folder.appendingPathComponent("none.h5").path])
+        let lib = folder.appendingPathComponent("lib.h5").path, out = folder.appendingPathComponent("maps.h5").path
+        try Data(repeating: 2, count: 3000).write(to: URL(fileURLWithPath: lib))
+        let job = ReprocessJob(index: 0, name: "scans[0] scan_master.h5", scanPath: master, dataset: "/entry/data/data", scanShape: nil,
+                               method: "fit", modelPath: lib, roi: nil, refineIterations: nil, batch: 8, outputPath: out, duplicateOf: nil)
+        XCTAssertEqual(job.inputFiles, [master, lib] + data)
+        var r = FrameResults(frameRange: 0..<12)
+        r.strain = .init(repeating: 1e-3, count: 12); r.tiltLRDeg = .init(repeating: 0, count: 12)
+        r.tiltUDDeg = .init(repeating: 0, count: 12); r.valid = .init(repeating: 1, count: 12)
+        try ResultMapsWriter.write(path: out, results: r, layout: ScanLayout(rows: 3, cols: 4),
+                                   provenance: Provenance(version: "t", date: "t", method: "fit", commandLine: "t", configJSON: "{}", inputs: [], modelID: ""))
+        let first = try ReprocessRerun.decide(job, previous: nil, force: false)
+        let done = ReprocessStatus.Entry(name: job.name, scan: master, output: out, state: .done, fingerprint: first.fingerprint,
+                                         frames: 12, inputs: first.inputs, result: try ContentFingerprint.content(of: out))
+        XCTAssertEqual(try ReprocessRerun.decide(job, previous: done, force: false).verdict, .done(done), "nothing changed: done")
+        let h = try FileHandle(forWritingTo: URL(fileURLWithPath: data[1]))
+        h.seekToEndOfFile(); h.write(Data([0])); try h.close()
+        guard case .run(replace: true, _) = try ReprocessRerun.decide(job, previous: done, force: false).verdict else {
+            return XCTFail("a changed data file is reprocessed")
+        }
+        try FileManager.default.removeItem(atPath: data[1])
+        guard case .run(replace: true, _) = try ReprocessRerun.decide(job, previous: done, force: false).verdict else {
+            return XCTFail("a missing data file is reprocessed (and then refused by the reader)")
+        }
     }
 }

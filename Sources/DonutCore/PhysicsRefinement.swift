@@ -24,7 +24,7 @@ import DonutPhysics
 /// accepted step and grows after a rejected one; at most `maxIterations` trial steps. The
 /// standard deviations are √diag(F⁻¹) at the answer (the Cramér–Rao bound, exact for a
 /// correct model in the many-photon limit), made honest for a model that does not match the
-/// frame exactly by `sigmaModel` (see `Result.sigma`).
+/// frame exactly by `mismatch` (see `honest`).
 ///
 /// A step whose predicted gain (quadratic model) is already below the tolerance is taken
 /// without evaluating it, and ends the iteration.
@@ -46,10 +46,10 @@ public final class PhysicsRefinement {
     /// Scale the Fisher variance by the frame's goodness of fit (when > 1): the quasi-likelihood
     /// correction for residuals larger than Poisson (a model that does not explain the frame).
     public var scaleSigmaByGoodness = true
-    /// Systematic error of the smooth model added in quadrature to σ (ε, ω°, χ°, t Å): what the
-    /// refinement gets wrong on noiseless frames of the box (published-library) model
-    /// (`PhysicsRefinement.modelMismatchSigma`); zero = trust the model.
-    public var sigmaModel = SIMD4<Double>(repeating: 0)
+    /// The smooth model's systematic error against the box (published-library) model as a
+    /// function of the estimate (`ModelMismatch`), folded into σ by `honest`; nil = trust the
+    /// model (σ is the Fisher σ, × √gof).
+    public var mismatch: ModelMismatch?
     let config: DonutConfig
     let n: Int
     /// Pattern and Jacobian ((4, n, n)) at the current point, and at the trial point.
@@ -85,8 +85,8 @@ public final class PhysicsRefinement {
     /// start to converge (`donut bench refine` reports the trial steps actually taken).
     public static let defaultMaxIterations = 8
 
-    /// `modelMismatch`: add the smooth model's systematic error against the box model to σ
-    /// (`modelMismatchSigma`, computed once per config); false: σ is the Fisher σ (× √gof).
+    /// `modelMismatch`: make σ cover the smooth model's systematic error against the box model
+    /// (`ModelMismatch.boxAgainstSmooth`, tabulated once per config); false: σ is the Fisher σ (× √gof).
     public init(config: DonutConfig, fitThickness: Bool, maxIterations: Int = PhysicsRefinement.defaultMaxIterations, background: Double = 1e-3, modelMismatch: Bool = true) {
         self.config = config
         model = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .smooth)
@@ -98,7 +98,7 @@ public final class PhysicsRefinement {
         rows = .init(repeating: 0, count: 5 * n); weighted = .init(repeating: 0, count: n)
         fisherF = .init(repeating: 0, count: 25); gradientF = .init(repeating: 0, count: 5)
         lambda = .init(repeating: 0, count: n)
-        if modelMismatch { sigmaModel = Self.modelMismatchSigma(config: config, fitThickness: fitThickness) }
+        if modelMismatch { mismatch = ModelMismatch.boxAgainstSmooth(config: config, fitThickness: fitThickness) }
     }
     deinit { for p in [fisher, gradient, system, step] { p.deallocate() } }
 
@@ -106,7 +106,7 @@ public final class PhysicsRefinement {
     public func copy() -> PhysicsRefinement {
         let c = PhysicsRefinement(config: config, fitThickness: fitThickness, maxIterations: maxIterations, background: background,
                                   modelMismatch: false)
-        c.scaleSigmaByGoodness = scaleSigmaByGoodness; c.sigmaModel = sigmaModel
+        c.scaleSigmaByGoodness = scaleSigmaByGoodness; c.mismatch = mismatch
         return c
     }
 
@@ -244,15 +244,19 @@ public final class PhysicsRefinement {
             if weights.map({ $0[i] > 0 }) ?? true { residual += abs(Double(frame[i]) - Double(lambda[i])); measured += 1 }
         }
         let fit = lambda.withUnsafeBufferPointer { GoodnessOfFit.evaluate(counts: frame, weights: weights, expected: $0) }
-        return Result(parameters: p, sigma: honest(sigma, goodness: fit.goodness), scale: a / monitor,
+        return Result(parameters: p, sigma: honest(sigma, goodness: fit.goodness, at: p), scale: a / monitor,
                       residual: measured > 0 ? residual / Double(measured) : .nan, fit: fit,
                       iterations: iterations, converged: converged)
     }
 
-    /// σ under model mismatch (`Result.sigma`): σ² = max(gof, 1)·σ_F² + σ_model².
-    func honest(_ fisher: SIMD4<Double>, goodness: Double) -> SIMD4<Double> {
+    /// σ under model mismatch (`Result.sigma`) at the estimate `p`: the statistical σ_s =
+    /// √max(gof, 1)·σ_F (quasi-likelihood), widened by `mismatch` to the 68.27 % quantile of
+    /// |b + σ_s·Z| over the systematic errors b of box frames whose estimates lie near `p`
+    /// (`ModelMismatch.sigma`); σ_s alone when `mismatch` is nil.
+    func honest(_ fisher: SIMD4<Double>, goodness: Double, at p: FrameParameters) -> SIMD4<Double> {
         let inflation = scaleSigmaByGoodness && goodness.isFinite ? max(goodness, 1) : 1
-        return (inflation * fisher * fisher + sigmaModel * sigmaModel).squareRoot()
+        let statistical = inflation.squareRoot() * fisher
+        return mismatch?.sigma(statistical: statistical, at: p) ?? statistical
     }
 
     /// Converged when an accepted step gained less than this in ℓ: 1e-6 of |ℓ|, about the
@@ -400,46 +404,201 @@ extension PhysicsRefinement {
     }
 }
 
-extension PhysicsRefinement {
-    /// The smooth model's systematic error against the box (published-library) model: the RMS
-    /// error per parameter (ε, ω°, χ°, t Å; t NaN → 0 when not fitted) of refinements of
-    /// `samples` noiseless box patterns — expected counts at the config's peak photons, no
-    /// Poisson noise — at random parameters in the central 80 % of the ranges, started at the
-    /// truth. Noiseless, so the error is the bias the model difference alone causes.
-    ///
-    /// Why it enters σ: on box-model frames at 7 photons the bias is 0.8× (ε), 1.7× (ω) and 3×
-    /// (χ) the Fisher σ, while the deviance cannot see it (gof ≈ 1: the box–smooth difference
-    /// is far below the Poisson noise of one frame), so neither σ_F nor √gof·σ_F covers the
-    /// error. Real frames follow neither model exactly; the two models' disagreement is the
-    /// measured size of that uncertainty. Deterministic (fixed seed); cached per config.
-    public static func modelMismatchSigma(config: DonutConfig, fitThickness: Bool, samples: Int = 64) -> SIMD4<Double> {
+/// The smooth model's systematic error against the box (published-library) model, tabulated
+/// against the estimate, and the σ that covers it.
+///
+/// Why: on box-model frames the refinement's error is e = b(θ) + n, with n the Poisson noise
+/// (σ_F, the Fisher σ) and b(θ) the bias the model difference alone causes (the error on a
+/// noiseless frame). b is far larger than σ_F for the tilts (up to ~3σ_F for χ at 7 photons)
+/// and the deviance cannot see it (gof ≈ 0.98 on such frames), so σ_F, √gof·σ_F, or σ_F plus
+/// one RMS of b over the ranges all miss: b is not noise-like but a sawtooth of the parameter.
+/// The box pattern B(y, v) = [|DQy(y) + G·χ − OQy(v)| < h] only changes when an edge of the box
+/// crosses a zone-plate grid row, so the box frame is piecewise constant in G·χ (cells of a
+/// zone-plate row step, ~0.002° and ~0.005° alternating on the published preset); the smooth
+/// estimate of every χ in a cell is one value, and b runs across the cell. Along ω the same
+/// holds more loosely (the qx edges cross at different x). Within a cell the frame carries no
+/// information on where the truth is, but which cell — hence how wide b spreads — is known
+/// from the estimate: near a cell's value b spans the whole cell, between cells b is small.
+///
+/// So b is tabulated against the estimate: `samples` noiseless box frames (expected counts at
+/// the config's peak photons) at truths stratified over the whole configured ranges (χ and ω
+/// each on their own stratified grid, ε and t uniform) are refined with the smooth model
+/// from the truth, and each parameter's error is kept against the coordinate of the tilt that
+/// decides its cell, in units of G·tilt: u = χ̂/(1+ε̂) for χ, u = ω̂/(1+ε̂) for ε, ω and t
+/// (G = G0/(1+ε); B depends on (ε, χ) only through G·χ). A frame's σ_j is then the 68.27 %
+/// quantile of |b_k + σ_s·Z| over the tabulated errors b_k whose u lies within
+/// `windowWidth`·σ_s(u) of the frame's (at least `minimumNeighbours` nearest), Z ~ N(0, 1) and
+/// σ_s the frame's statistical σ (√max(gof, 1)·σ_F):
+///
+///     (1/K) Σ_k [Φ((σ − b_k)/σ_s) − Φ((−σ − b_k)/σ_s)] = 0.6827
+///
+/// — the σ whose ±1σ interval holds 68 % of the errors of frames like this one, whatever the
+/// shape of b's spread there (a quadrature sum σ_s² + ⟨b²⟩ gives 0.58 for a uniform b ≫ σ_s).
+/// σ ≥ σ_s always (a centred interval is most probable under a centred normal), = σ_s where
+/// b = 0. The bias is not subtracted: real frames follow neither model, and within a cell its
+/// sign is unknown. Deterministic (fixed seed, each sample refined whole by one thread);
+/// computed once per config and cached. Cost (`MODEL=box scripts/bench-refinement` prints it
+/// with the coverage): ~2.5 ms per sample and thread.
+public struct ModelMismatch: Sendable {
+    /// The tabulated samples: truth and the smooth model's estimate of its noiseless box frame.
+    public let truths: [FrameParameters]
+    public let estimates: [FrameParameters]
+    /// Per parameter (ε, ω, χ, t): the samples' coordinates u (ascending) and errors
+    /// (estimate − truth) in the same order; t's errors are 0 when thickness is not fitted.
+    let coordinates: [[Double]], errors: [[Double]]
+
+    /// Probability mass within ±1σ of a normal: erf(1/√2).
+    public static let coverage = 0.682689492137086
+    /// Half-width of the neighbourhood of an estimate, in σ_s of its coordinate: the estimate
+    /// is not the truth, so the errors of every cell within reach of the noise count.
+    public static let windowWidth = 2.0
+    /// Fewest tabulated errors a σ is taken over (many photons: a window narrower than the
+    /// samples' spacing).
+    public static let minimumNeighbours = 16
+    /// Samples tabulated per config: spacing 0.2°/4096 ≈ 5e-5° in χ and 2.4e-5° in ω on the
+    /// published ranges, well below σ_F at 30 photons (2e-4°, 1e-4°). Fewer samples (2,048)
+    /// already move `paper` tilt_lr coverage by 0.04 (the window at its plateaus thins out).
+    public static let defaultSamples = 4096
+
+    /// The coordinate parameter j's error is tabulated against (see the type): G·tilt in units
+    /// of G0 — ω/(1+ε) for ε, ω and t, χ/(1+ε) for χ.
+    @inline(__always) static func coordinate(_ j: Int, _ p: FrameParameters) -> Double {
+        (j == 2 ? p.tiltUDDeg : p.tiltLRDeg) / (1 + p.strain)
+    }
+    /// Index (1 = ω, 2 = χ) of the tilt in that coordinate.
+    @inline(__always) static func tiltIndex(_ j: Int) -> Int { j == 2 ? 2 : 1 }
+
+    /// Table from samples (truths and their estimates, same order).
+    init(truths: [FrameParameters], estimates: [FrameParameters], fitThickness: Bool) {
+        precondition(truths.count == estimates.count, "\(truths.count) truths, \(estimates.count) estimates")
+        self.truths = truths; self.estimates = estimates
+        var coordinates: [[Double]] = [], errors: [[Double]] = []
+        for j in 0..<4 {
+            let u = estimates.map { Self.coordinate(j, $0) }
+            let e = zip(estimates, truths).map { est, truth -> Double in
+                switch j {
+                case 0: return est.strain - truth.strain
+                case 1: return est.tiltLRDeg - truth.tiltLRDeg
+                case 2: return est.tiltUDDeg - truth.tiltUDDeg
+                default: return fitThickness ? est.thicknessA - truth.thicknessA : 0
+                }
+            }
+            let order = u.indices.sorted { u[$0] < u[$1] || (u[$0] == u[$1] && $0 < $1) }
+            coordinates.append(order.map { u[$0] }); errors.append(order.map { e[$0] })
+        }
+        self.coordinates = coordinates; self.errors = errors
+    }
+
+    /// σ of the estimate `p` for each parameter, from its statistical σ_s (√max(gof,1)·σ_F):
+    /// the coverage quantile over the neighbourhood (see the type). NaN where σ_s is NaN
+    /// (t not fitted); σ_s where nothing is tabulated.
+    public func sigma(statistical s: SIMD4<Double>, at p: FrameParameters) -> SIMD4<Double> {
+        var out = s
+        for j in 0..<4 where s[j].isFinite && s[j] > 0 {
+            let range = neighbours(j, of: p, halfWidth: Self.windowWidth * s[Self.tiltIndex(j)] / (1 + p.strain))
+            guard !range.isEmpty else { continue }
+            out[j] = errors[j].withUnsafeBufferPointer {
+                Self.coverageQuantile(errors: UnsafeBufferPointer(rebasing: $0[range]), noise: s[j], coverage: Self.coverage)
+            }
+        }
+        return out
+    }
+
+    /// Indices (into the sorted table of parameter j) of the samples whose coordinate lies within
+    /// `halfWidth` of p's, or the `minimumNeighbours` nearest when fewer do (or halfWidth is NaN).
+    func neighbours(_ j: Int, of p: FrameParameters, halfWidth: Double) -> Range<Int> {
+        let u = coordinates[j], n = u.count, centre = Self.coordinate(j, p)
+        guard n > 0, centre.isFinite else { return 0..<0 }
+        func lowerBound(_ x: Double) -> Int {
+            var lo = 0, hi = n
+            while lo < hi { let mid = (lo + hi) / 2; if u[mid] < x { lo = mid + 1 } else { hi = mid } }
+            return lo
+        }
+        if halfWidth.isFinite {
+            let window = lowerBound(centre - halfWidth)..<lowerBound(centre + halfWidth)
+            if window.count >= Self.minimumNeighbours { return window }
+        }
+        // The K nearest: grow [lo, hi) from the insertion point towards the nearer side.
+        let k = min(Self.minimumNeighbours, n)
+        var lo = lowerBound(centre), hi = lo
+        while hi - lo < k {
+            if lo == 0 { hi += 1 } else if hi == n { lo -= 1 } else if centre - u[lo - 1] <= u[hi] - centre { lo -= 1 } else { hi += 1 }
+        }
+        return lo..<hi
+    }
+
+    /// The σ with (1/K) Σ_k P(|b_k + s·Z| < σ) = `coverage`, Z ~ N(0, 1), by bisection on
+    /// [0, max|b_k| + 3s] (the left side rises monotonically in σ, from 0 to ≥ Φ(3) − Φ(−3) =
+    /// 0.997 at the top); 40 halvings = 1e-12 of the bracket. s = 0: the quantile of |b_k| itself.
+    static func coverageQuantile(errors b: UnsafeBufferPointer<Double>, noise s: Double, coverage: Double) -> Double {
+        var hi = 0.0
+        for x in b { hi = max(hi, abs(x)) }
+        if !(s > 0) {
+            let sorted = b.map(abs).sorted()
+            return sorted[min(sorted.count - 1, Int((coverage * Double(sorted.count)).rounded(.up)) - 1)]
+        }
+        hi += 3 * s
+        var lo = 0.0
+        let scale = 1 / (s * 2.0.squareRoot()), k = Double(b.count)
+        for _ in 0..<40 {
+            let m = (lo + hi) / 2
+            var p = 0.0
+            // P(|b + sZ| < m) = Φ((m − b)/s) − Φ((−m − b)/s) = ½[erfc((−m − b)/(s√2)) − erfc((m − b)/(s√2))]
+            for x in b { p += erfc((-m - x) * scale) - erfc((m - x) * scale) }
+            if p / (2 * k) < coverage { lo = m } else { hi = m }
+        }
+        return (lo + hi) / 2
+    }
+
+    /// The table for `config` (box frames refined with the smooth model; see the type), cached
+    /// per config, thickness setting and sample count; samples are shared between
+    /// `Parallel.threads` threads with a fixed partition (the answer does not depend on it).
+    public static func boxAgainstSmooth(config: DonutConfig, fitThickness: Bool, samples: Int = defaultSamples) -> ModelMismatch {
         let key = MismatchKey(config: config, fitThickness: fitThickness, samples: samples)
         mismatchLock.lock()
         if let cached = mismatchCache[key] { mismatchLock.unlock(); return cached }
         mismatchLock.unlock()
-        let refinement = PhysicsRefinement(config: config, fitThickness: fitThickness, maxIterations: 20, modelMismatch: false)
-        let box = ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: .box)
         let r = config.ranges
-        func central(_ range: [Double], _ u: Double) -> Double { let c = (range[0] + range[1]) / 2, h = 0.4 * (range[1] - range[0]); return c + h * (2 * u - 1) }
+        let geometry = DiffractionGeometry(config: config)
+        // Stratified truths: sample i has χ in the i-th of `samples` equal slices of its range
+        // and ω in a shuffled slice, so both tilts are covered evenly and independently.
         var rng = SplitMix64(seed: 0x5EED_B0C5)
-        var sum = SIMD4<Double>(repeating: 0), used = 0.0
-        for _ in 0..<samples {
-            let truth = FrameParameters(strain: central(r.strain, rng.uniform()), tiltLRDeg: central(r.tiltLRDeg, rng.uniform()),
-                                        tiltUDDeg: central(r.tiltUDDeg, rng.uniform()),
-                                        thicknessA: fitThickness ? central(r.thicknessA, rng.uniform()) : box.geometry.defaultThicknessA)
-            var frame = box.patterns([truth])
-            let peak = Double(frame.max() ?? 0)
-            guard peak > 0 else { continue }
-            let scale = Float(config.noise.peakPhotons / peak)
-            for i in frame.indices { frame[i] *= scale }
-            let result = frame.withUnsafeBufferPointer { refinement.refine($0, from: truth) }
-            let e = SIMD4(result.parameters.strain - truth.strain, result.parameters.tiltLRDeg - truth.tiltLRDeg,
-                          result.parameters.tiltUDDeg - truth.tiltUDDeg, fitThickness ? result.parameters.thicknessA - truth.thicknessA : 0)
-            sum += e * e; used += 1
+        var slices = Array(0..<samples)
+        slices.shuffle(using: &rng)
+        func slice(_ range: [Double], _ i: Int, _ u: Double) -> Double { range[0] + (range[1] - range[0]) * (Double(i) + u) / Double(samples) }
+        let truths = (0..<samples).map { i in
+            FrameParameters(strain: rng.uniform(r.strain[0], r.strain[1]), tiltLRDeg: slice(r.tiltLRDeg, slices[i], rng.uniform()),
+                            tiltUDDeg: slice(r.tiltUDDeg, i, rng.uniform()),
+                            thicknessA: fitThickness ? rng.uniform(r.thicknessA[0], r.thicknessA[1]) : geometry.defaultThicknessA)
         }
-        let sigma = used > 0 ? (sum / used).squareRoot() : SIMD4(repeating: 0)
-        mismatchLock.lock(); mismatchCache[key] = sigma; mismatchLock.unlock()
-        return sigma
+        let out = UnsafeMutableBufferPointer<FrameParameters>.allocate(capacity: samples)
+        out.initialize(from: truths)
+        defer { out.deallocate() }
+        let threads = max(1, min(Parallel.threads, samples))
+        serialBLAS {
+            DispatchQueue.concurrentPerform(iterations: threads) { t in
+                let refinement = PhysicsRefinement(config: config, fitThickness: fitThickness, maxIterations: 20, modelMismatch: false)
+                let box = ForwardModel<Float>(geometry: geometry, profile: .box)
+                for i in (t * samples / threads)..<((t + 1) * samples / threads) {
+                    out[i] = noiselessEstimate(truths[i], box: box, refinement: refinement, peakPhotons: config.noise.peakPhotons)
+                }
+            }
+        }
+        let table = ModelMismatch(truths: truths, estimates: Array(out), fitThickness: fitThickness)
+        mismatchLock.lock(); mismatchCache[key] = table; mismatchLock.unlock()
+        return table
+    }
+
+    /// The smooth model's estimate, started at the truth, of the noiseless box frame of
+    /// `truth` scaled to `peakPhotons` at its brightest pixel (the truth itself if the frame is dark).
+    static func noiselessEstimate(_ truth: FrameParameters, box: ForwardModel<Float>, refinement: PhysicsRefinement,
+                                  peakPhotons: Double) -> FrameParameters {
+        var frame = box.patterns([truth])
+        let peak = Double(frame.max() ?? 0)
+        guard peak > 0 else { return truth }
+        let scale = Float(peakPhotons / peak)
+        for i in frame.indices { frame[i] *= scale }
+        return frame.withUnsafeBufferPointer { refinement.refine($0, from: truth) }.parameters
     }
 
     struct MismatchKey: Hashable {
@@ -450,5 +609,5 @@ extension PhysicsRefinement {
     }
 }
 
-nonisolated(unsafe) private var mismatchCache: [PhysicsRefinement.MismatchKey: SIMD4<Double>] = [:]
+nonisolated(unsafe) private var mismatchCache: [ModelMismatch.MismatchKey: ModelMismatch] = [:]
 private let mismatchLock = NSLock()

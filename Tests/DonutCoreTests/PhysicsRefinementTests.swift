@@ -16,7 +16,7 @@ final class PhysicsRefinementTests: XCTestCase {
 
     /// A noiseless frame (λ itself) is recovered from a start half a range-quarter away.
     func testRecoversTheTruthOfANoiselessFrame() {
-        let refine = PhysicsRefinement(config: config, fitThickness: true, maxIterations: 30)
+        let refine = PhysicsRefinement(config: config, fitThickness: true, maxIterations: 30, modelMismatch: false)   // σ not checked
         let truth = FrameParameters(strain: 0.0013, tiltLRDeg: -0.012, tiltUDDeg: 0.031, thicknessA: 131)
         let f = frame(truth, peak: 200, noise: false, seed: 0)
         let start = FrameParameters(strain: 0.0005, tiltLRDeg: -0.002, tiltUDDeg: 0.045, thicknessA: 110)

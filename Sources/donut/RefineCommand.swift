@@ -58,7 +58,7 @@ struct Refine: ParsableCommand {
     func run() throws {
         var outcome: RefineOutcome?
         try RunContext.run(quiet: progressOptions.quiet, verbose: verboseOptions.verbose) { ctx in
-            StopSignal.install()   // again: MPI_Init installs handlers of its own
+            StopSignal.install()   // again, should the MPI library have installed its own (Open MPI 4.1 does not)
             var request = RefineRequest(modelPath: model, manifestPath: manifest, outPath: out)
             request.libraryPath = library; request.augment = augment; request.epochs = epochs
             request.learningRateScale = lrScale; request.seed = seed; request.outDir = outDir; request.force = force

@@ -83,7 +83,7 @@ struct Train: ParsableCommand {
     func run() throws {
         var completed = true
         try RunContext.run(quiet: progressOptions.quiet, verbose: verboseOptions.verbose) { ctx in
-            StopSignal.install()   // again: MPI_Init installs handlers of its own
+            StopSignal.install()   // again, should the MPI library have installed its own (Open MPI 4.1 does not)
             var train = try training.map { try ConfigFile.load(TrainingConfig.self, path: $0) } ?? .donutPaper
             if let e = epochs { train.schedule.epochs = e }
             if let s = seed { train.schedule.seed = s }

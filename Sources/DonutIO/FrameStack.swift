@@ -99,6 +99,7 @@ final class FrameStack {
                 d = try f.openDataset(dataset, chunkCacheBytes: bytes)
             }
             try d.checkFiltersDecode()
+            try Self.checkVirtualSources(d, master: f)
             single = d
             name = dataset; shape = d.shape; storedType = d.storedType; chunkShape = d.chunkShape; filters = d.filters
             parts = []; announcedFrames = nil
@@ -199,6 +200,27 @@ final class FrameStack {
     static func linkedFileCandidates(_ target: String, master: String) -> [String] {
         let folder = (master as NSString).deletingLastPathComponent
         return target.hasPrefix("/") || folder.isEmpty ? [target] : ["\(folder)/\(target)", target]
+    }
+
+    /// A virtual dataset (how some beamlines and converters present a Dectris master's data
+    /// files as one `/entry/data/data`) reads a missing source file as fill values — frames
+    /// of zeros, computed on without a word: each source file must exist and hold its dataset.
+    static func checkVirtualSources(_ d: H5Dataset, master f: H5File) throws {
+        guard let sources = d.virtualSources else { return }
+        var seen = Set<String>()
+        for (k, (file, object)) in sources.enumerated() where file != "." && !file.contains("%") && seen.insert(file + "\u{0}" + object).inserted {
+            let candidates = linkedFileCandidates(file, master: f.path)
+            let which = "virtual dataset: mapping \(k + 1) of \(sources.count) reads '\(object)' of the source file '\(file)'"
+            guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+                throw DonutIOError.dataset(f.path, d.path, "\(which), which does not exist (looked for \(candidates.joined(separator: ", "))): "
+                                           + "its frames would read as fill values; copy the data files with the master")
+            }
+            let sf = try H5File.open(found)
+            defer { try? sf.close() }
+            guard sf.objectKind(object) == .dataset else {
+                throw DonutIOError.dataset(found, object, "not found: \(which) of '\(f.path)' (dataset '\(d.path)'); its frames would read as fill values")
+            }
+        }
     }
 
     /// "3 parts: 5 + 5 + 2 frames (the master announces 12)", for messages.

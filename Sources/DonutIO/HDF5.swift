@@ -937,6 +937,24 @@ extension H5Dataset {
         return dims.prefix(Int(rank)).map { Int($0) }
     }
 
+    /// The source files and datasets of a virtual dataset, one per mapping, as stored ("."
+    /// is this file; a name may hold printf-like patterns); nil when the dataset is not virtual.
+    public var virtualSources: [(file: String, dataset: String)]? {
+        let dcpl = H5Dget_create_plist(id)
+        defer { H5Pclose(dcpl) }
+        guard H5Pget_layout(dcpl) == H5D_VIRTUAL else { return nil }
+        var count = 0
+        guard H5Pget_virtual_count(dcpl, &count) >= 0 else { H5Eclear2(donut_h5e_default()); return [] }
+        func text(_ i: Int, _ get: (hid_t, Int, UnsafeMutablePointer<CChar>?, Int) -> Int) -> String {
+            let n = get(dcpl, i, nil, 0)
+            guard n > 0 else { return "" }
+            var buf = [CChar](repeating: 0, count: n + 1)
+            _ = get(dcpl, i, &buf, n + 1)
+            return String(cString: buf)
+        }
+        return (0..<count).map { (text($0, H5Pget_virtual_filename), text($0, H5Pget_virtual_dsetname)) }
+    }
+
     /// The filter pipeline, in the order it was applied on write.
     public var filters: [H5Filter] {
         let dcpl = H5Dget_create_plist(id)

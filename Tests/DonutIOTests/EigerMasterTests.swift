@@ -228,4 +228,44 @@ final class EigerMasterTests: XCTestCase {
             return XCTFail("a missing data file is reprocessed (and then refused by the reader)")
         }
     }
+
+    /// A virtual dataset over data files (how converters present a master as one dataset)
+    /// reads as HDF5 maps it; a missing source file or dataset, which HDF5 would read as
+    /// fill values (zeros), is refused at open naming it. Made with h5py (skipped without it).
+    func testVirtualDatasetWithAMissingSourceIsRefused() throws {
+        let folder = makeScratchFolder(self)
+        let script = """
+        import h5py, numpy as np
+        for k in (1, 2):
+            with h5py.File(f"src{k}.h5", "w") as f:
+                f["/entry/data/data"] = (np.arange(3 * 12 * 10).reshape(3, 12, 10) % 97 + 10 * k).astype(np.uint32)
+        layout = h5py.VirtualLayout(shape=(6, 12, 10), dtype=np.uint32)
+        for k in (1, 2):
+            layout[3 * (k - 1):3 * k] = h5py.VirtualSource(f"src{k}.h5", "/entry/data/data", shape=(3, 12, 10))
+        with h5py.File("vds.h5", "w") as f:
+            f.create_virtual_dataset("/entry/data/data", layout, fillvalue=0)
+        """
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        p.arguments = ["python3", "-c", script]
+        p.currentDirectoryURL = folder
+        p.standardError = FileHandle.nullDevice
+        try p.run(); p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw XCTSkip("python3 with h5py is needed to write a virtual dataset") }
+        let vds = folder.appendingPathComponent("vds.h5").path
+        let reader = try ScanReader(path: vds, config: eigerConfig(), scanShape: (2, 3))
+        var expected: Float = 0
+        for i in 0..<2 { for j in 0..<2 { expected += Float(((2 + i) * 10 + 1 + j) % 97 + 20) } }
+        XCTAssertEqual(try reader.readFrames(3..<4)[0], expected, "frame 3 is source 2's first frame")
+        try reader.close()
+        let src2 = folder.appendingPathComponent("src2.h5")
+        try FileManager.default.moveItem(at: src2, to: folder.appendingPathComponent("away.h5"))
+        assertThrows(try ScanReader(path: vds, config: eigerConfig(), scanShape: (2, 3)),
+                     containing: ["vds.h5", "dataset '/entry/data/data'", "mapping 2 of 2", "'src2.h5'", "does not exist", "fill values"])
+        let f = try H5File.create(src2.path)
+        try f.createGroup("/entry")
+        try f.close()
+        assertThrows(try ScanReader(path: vds, config: eigerConfig(), scanShape: (2, 3)),
+                     containing: ["src2.h5", "dataset '/entry/data/data'", "not found", "mapping 2 of 2", "fill values"])
+    }
 }

@@ -437,8 +437,8 @@ extension PhysicsRefinement {
 /// σ ≥ σ_s always (a centred interval is most probable under a centred normal), = σ_s where
 /// b = 0. The bias is not subtracted: real frames follow neither model, and within a cell its
 /// sign is unknown. Deterministic (fixed seed, each sample refined whole by one thread);
-/// computed once per config and cached. Cost (`MODEL=box scripts/bench-refinement` prints it
-/// with the coverage): ~2.5 ms per sample and thread.
+/// computed once per config and cached. Cost on the published preset: 4.0–4.5 CPU-s for the
+/// 4,096 samples, ~1 ms each (docs/benchmarks.md, "σ under model mismatch").
 public struct ModelMismatch: Sendable {
     /// The tabulated samples: truth and the smooth model's estimate of its noiseless box frame.
     public let truths: [FrameParameters]

@@ -49,6 +49,22 @@ final class ModelMismatchTests: XCTestCase {
         XCTAssertGreaterThan(chiRMS, 8e-4)
     }
 
+    /// With thickness fitted, truths spread over the thickness range, the tabulated thickness
+    /// errors are the estimates' minus the truths' (not the 0 of a fixed thickness), and σ_t is
+    /// finite and at least its statistical σ.
+    func testThicknessIsTabulatedWhenFitted() {
+        let table = ModelMismatch.boxAgainstSmooth(config: config, fitThickness: true, samples: 16)
+        let r = config.ranges.thicknessA
+        XCTAssert(table.truths.allSatisfy { (r[0]...r[1]).contains($0.thicknessA) })
+        XCTAssertGreaterThan(Set(table.truths.map(\.thicknessA)).count, 8, "thickness varies between samples")
+        let expected = zip(table.estimates, table.truths).map { $0.thicknessA - $1.thicknessA }.sorted()
+        XCTAssertEqual(table.errors[3].sorted(), expected)
+        XCTAssert(table.errors[3].contains { $0 != 0 })
+        let s = SIMD4<Double>(1e-4, 2e-4, 4e-4, 2)
+        let sigma = table.sigma(statistical: s, at: table.estimates[3])
+        for j in 0..<4 { XCTAssert(sigma[j].isFinite && sigma[j] >= s[j], "parameter \(j): σ \(sigma[j]) vs σ_s \(s[j])") }
+    }
+
     /// The σ from a set of errors b_k holds `coverage` of b_k + s·Z (checked by sampling),
     /// equals s when every b_k = 0, and is the quantile of |b_k| when s = 0.
     func testCoverageQuantileHoldsTheWantedFraction() {

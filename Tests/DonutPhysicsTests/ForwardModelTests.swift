@@ -88,7 +88,14 @@ final class ForwardModelTests: XCTestCase {
             let all = (0..<grid.count).map { grid.parameters(at: $0) }
             let batch = model.patterns(all)
             let single = model.patterns([all[17]])
-            XCTAssertEqual(Array(batch[(17 * 4096)..<(18 * 4096)]), single, "\(profile): batch vs single")
+            // Not bit-equal in general: the batch and the single pattern are GEMMs of different
+            // widths, and OpenBLAS picks kernels (and their summation order) by shape and CPU
+            // (bit-equal on Intel Sapphire Rapids, not on AMD EPYC). Both are Float sums of the
+            // same products, so they agree to Float rounding of the sum (see the library bound below).
+            for i in 0..<4096 {
+                let want = batch[17 * 4096 + i]
+                XCTAssertEqual(single[i], want, accuracy: 1e-5 * max(abs(want), 1) + 1e-4, "\(profile): batch vs single, pixel \(i)")
+            }
             for range in [0..<grid.count, 7..<53, 40..<41, 0..<1, 119..<120] {
                 var lib = [Float](repeating: .nan, count: range.count * 4096)
                 lib.withUnsafeMutableBufferPointer { model.library(grid, entries: range, into: $0) }

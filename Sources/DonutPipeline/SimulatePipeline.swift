@@ -30,9 +30,14 @@ public func simulateLibrary(_ ctx: RunContext, _ request: LibraryRequest) throws
     let provenance = ctx.provenance(method: "library-\(profile.rawValue)", config: ConfigFile.json(cfg), inputs: [], modelID: "")
     let writer = try LibraryWriter(path: path, grid: grid, frameSize: n, provenance: provenance, force: request.force, comm: ctx.comm,
                                    inputs: request.otherInputs)
-    let mine = shardRange(count: grid.count, parts: ctx.comm.size, index: ctx.comm.rank)
-    let largest = shardRange(count: grid.count, parts: ctx.comm.size, index: 0).count
-    let rounds = (largest + chunk - 1) / chunk   // the same on every rank: writes are collective
+    // Ranks take whole chunks of one global grid of `chunk` entries, so every entry is made by
+    // the same `library` call (same entry range, same GEMM shapes) on any number of ranks: the
+    // library is bit-identical for 1 and N ranks on every CPU (OpenBLAS may sum in another order
+    // for another GEMM width, e.g. on AMD EPYC).
+    let chunks = (grid.count + chunk - 1) / chunk
+    let myChunks = shardRange(count: chunks, parts: ctx.comm.size, index: ctx.comm.rank)
+    let mine = min(myChunks.lowerBound * chunk, grid.count)..<min(myChunks.upperBound * chunk, grid.count)
+    let rounds = shardRange(count: chunks, parts: ctx.comm.size, index: 0).count   // the same on every rank: writes are collective
     let forward = ForwardModel<Float>(geometry: DiffractionGeometry(config: cfg), profile: profile)
     var buffer = [Float](repeating: 0, count: min(chunk, max(mine.count, 1)) * n * n)
     let report = ctx.progress("library entries", total: grid.count, share: mine.count, unit: "entries")

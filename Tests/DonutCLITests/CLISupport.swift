@@ -47,9 +47,13 @@ func donutProcess(_ args: [String], ranks: Int? = nil, in folder: URL, environme
     env["OMPI_ALLOW_RUN_AS_ROOT"] = "1"; env["OMPI_ALLOW_RUN_AS_ROOT_CONFIRM"] = "1"
     env["OMPI_MCA_rmaps_base_oversubscribe"] = "1"
     env.removeValue(forKey: "SLURM_NTASKS")
+    // One OpenBLAS thread per process, for one rank as for many: OpenBLAS's own threading
+    // changes the Float summation order of a GEMM on some CPUs (AMD EPYC: a library made with
+    // 2 threads differs in the last bit from one made with 1), and the tests compare 1 and N
+    // ranks bit for bit — the rank count, not the BLAS thread count, is what they check.
+    env["OPENBLAS_NUM_THREADS"] = "1"
     for (k, v) in extra { env[k] = v }
     if let ranks {
-        env["OPENBLAS_NUM_THREADS"] = "1"
         process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
         process.arguments = ["mpirun", "--oversubscribe", "-np", "\(ranks)", donutBinary.path] + args
     } else {

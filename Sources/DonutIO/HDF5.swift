@@ -1,6 +1,26 @@
 import CDonutBridge
 import DonutMPI
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Runs `body` and restores this thread's floating-point environment afterwards. Some HDF5
+/// filter plugins are built with -ffast-math (Debian 12's bitshuffle, libh5bshuf.so), whose
+/// load-time constructor turns on flush-to-zero and denormals-are-zero for the thread that
+/// loads them (MXCSR 0x1f80 → 0x9fc0, measured): every later Float/Double operation of that
+/// thread would flush denormals, so results would depend on whether a compressed file had been
+/// read first. Every call that can load a plugin (filter probes, dataset creation with filters,
+/// reads) runs inside this.
+@inline(__always)
+func keepingFloatingPointEnvironment<T>(_ body: () throws -> T) rethrows -> T {
+    #if canImport(Glibc)
+    var environment = fenv_t()
+    fegetenv(&environment)
+    defer { fesetenv(&environment) }
+    #endif
+    return try body()
+}
 
 // The HDF5 handle types. Every hid_t and unsafe pointer of the HDF5 C API stays in this
 // file; the file-format modules (scans, libraries, result maps) work with `H5File` and
@@ -253,7 +273,9 @@ public final class H5File {
             dcpl = H5Pcreate(donut_h5p_dataset_create())
             H5Pset_chunk(dcpl, Int32(chunks.count), chunks.map { hsize_t($0) })
             for f in filters {
-                let rc = H5Pset_filter(dcpl, H5Z_filter_t(f.id), f.isOptional ? 1 : 0, f.parameters.count, f.parameters)
+                let rc = keepingFloatingPointEnvironment {
+                    H5Pset_filter(dcpl, H5Z_filter_t(f.id), f.isOptional ? 1 : 0, f.parameters.count, f.parameters)
+                }
                 guard rc >= 0 else {
                     throw DonutIOError.dataset(self.path, path, "cannot add filter \(f) (\(takeHDF5ErrorMessage())); \(f.installHint)")
                 }
@@ -261,7 +283,7 @@ public final class H5File {
         } else if !filters.isEmpty {
             throw DonutIOError.dataset(self.path, path, "filters need chunks")
         }
-        let d = H5Dcreate2(id, path, type.native, space, donut_h5p_default(), dcpl, donut_h5p_default())
+        let d = keepingFloatingPointEnvironment { H5Dcreate2(id, path, type.native, space, donut_h5p_default(), dcpl, donut_h5p_default()) }
         guard d >= 0 else { throw DonutIOError.dataset(self.path, path, "cannot create (\(takeHDF5ErrorMessage()))") }
         return H5Dataset(file: self, path: path, id: d)
     }
@@ -519,7 +541,7 @@ public final class H5File {
         guard n > 0 else { return [] }
         let read = { (mem: hid_t, buf: UnsafeMutableRawPointer) -> herr_t in
             isAttribute ? H5Aread(object, mem, buf)
-                        : H5Dread(object, mem, donut_h5s_all(), donut_h5s_all(), donut_h5p_default(), buf)
+                        : keepingFloatingPointEnvironment { H5Dread(object, mem, donut_h5s_all(), donut_h5s_all(), donut_h5p_default(), buf) }
         }
         if H5Tis_variable_str(fileType) > 0 {
             let mem = H5Tcopy(donut_h5t_c_s1())
@@ -740,8 +762,8 @@ public final class H5Dataset {
         let s = try spaces(selection)
         defer { H5Sclose(s.file); H5Sclose(s.memory) }
         var out = [T](unsafeUninitializedCapacity: max(s.count, 1)) { _, n in n = max(s.count, 1) }
-        let rc = out.withUnsafeMutableBytes {
-            H5Dread(id, T.h5ElementType.native, s.memory, s.file, donut_h5p_default(), $0.baseAddress)
+        let rc = out.withUnsafeMutableBytes { buffer in
+            keepingFloatingPointEnvironment { H5Dread(id, T.h5ElementType.native, s.memory, s.file, donut_h5p_default(), buffer.baseAddress) }
         }
         guard rc >= 0 else { throw error("reading failed (\(takeHDF5ErrorMessage()))") }
         if s.count == 0 { out.removeAll() }
@@ -905,7 +927,7 @@ public enum H5Plugins {
     /// True when a decoder for filter `id` is registered or loads from the search path.
     public static func canDecode(_ id: Int) -> Bool {
         registerSearchPath()
-        let avail = H5Zfilter_avail(H5Z_filter_t(id))
+        let avail = keepingFloatingPointEnvironment { H5Zfilter_avail(H5Z_filter_t(id)) }
         guard avail > 0 else { H5Eclear2(donut_h5e_default()); return false }
         var flags: UInt32 = 0
         guard H5Zget_filter_info(H5Z_filter_t(id), &flags) >= 0 else { H5Eclear2(donut_h5e_default()); return false }

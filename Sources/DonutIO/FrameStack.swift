@@ -14,7 +14,7 @@ public struct ScanFramePart: Equatable, Sendable, CustomStringConvertible {
     public var link: String
     /// The file holding the part as the link names it (nil: the master file itself).
     public var linkedFile: String?
-    /// The file opened (the linked name resolved beside the master file).
+    /// The file opened: the linked name found where HDF5 looks (`ExternalFileSearch`).
     public var file: String
     /// The dataset in `file`.
     public var dataset: String
@@ -120,13 +120,14 @@ final class FrameStack {
             switch f.link(link) {
             case .external(let target, let targetObject)?:
                 linked = target; object = targetObject
-                let candidates = Self.linkedFileCandidates(target, master: f.path)
-                guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
+                let search = ExternalFileSearch(target, linkedFrom: f.path)
+                guard let found = search.found else {
                     throw DonutIOError(file: f.path, object: "link '\(link)'",
-                                       "part \(i + 1) of \(links.count) points to the data file '\(target)' (dataset '\(targetObject)'), which does not exist "
-                                       + "(looked for \(candidates.joined(separator: ", "))); expected a file holding that dataset of "
+                                       "part \(i + 1) of \(links.count) points to the data file '\(target)' (dataset '\(targetObject)'), which HDF5 finds nowhere "
+                                       + "(it looks, in order, at \(search.placesDescription)); expected a file holding that dataset of "
                                        + (first.map { "(N, \($0.frame.map(String.init).joined(separator: ", "))) \($0.type) frames like part 1" } ?? "(N, H, W) frames")
-                                       + ": the acquisition may have been aborted or the data file not copied with the master")
+                                       + ": the acquisition may have been aborted or the data file not copied with the master "
+                                       + "(data files copied elsewhere: name their folder in \(ExternalFileSearch.Kind.externalLink.rawValue))")
                 }
                 file = found
                 let pf = try H5File.open(found)
@@ -195,13 +196,6 @@ final class FrameStack {
         }
     }
 
-    /// Where the data file an external link names is looked for, in order: HDF5's rule for a
-    /// relative name (beside the master file, then the working folder); an absolute one as is.
-    static func linkedFileCandidates(_ target: String, master: String) -> [String] {
-        let folder = (master as NSString).deletingLastPathComponent
-        return target.hasPrefix("/") || folder.isEmpty ? [target] : ["\(folder)/\(target)", target]
-    }
-
     /// A virtual dataset (how some beamlines and converters present a Dectris master's data
     /// files as one `/entry/data/data`) reads a missing source file as fill values — frames
     /// of zeros, computed on without a word: each source file must exist and hold its dataset.
@@ -209,11 +203,12 @@ final class FrameStack {
         guard let sources = d.virtualSources else { return }
         var seen = Set<String>()
         for (k, (file, object)) in sources.enumerated() where file != "." && !file.contains("%") && seen.insert(file + "\u{0}" + object).inserted {
-            let candidates = linkedFileCandidates(file, master: f.path)
+            let search = ExternalFileSearch(file, linkedFrom: f.path, kind: .virtualSource)
             let which = "virtual dataset: mapping \(k + 1) of \(sources.count) reads '\(object)' of the source file '\(file)'"
-            guard let found = candidates.first(where: { FileManager.default.fileExists(atPath: $0) }) else {
-                throw DonutIOError.dataset(f.path, d.path, "\(which), which does not exist (looked for \(candidates.joined(separator: ", "))): "
-                                           + "its frames would read as fill values; copy the data files with the master")
+            guard let found = search.found else {
+                throw DonutIOError.dataset(f.path, d.path, "\(which), which HDF5 finds nowhere (it looks, in order, at \(search.placesDescription)): "
+                                           + "its frames would read as fill values; copy the data files with the master "
+                                           + "(or name their folder in \(ExternalFileSearch.Kind.virtualSource.rawValue))")
             }
             let sf = try H5File.open(found)
             defer { try? sf.close() }
@@ -292,9 +287,9 @@ final class FrameStack {
 extension ScanReader {
     /// The files a scan's frames come from: the scan file and, for a Dectris master whose
     /// frames `dataset` is split into numbered external links, every data file (where the
-    /// reader looks for it, present or not), so that a rerun sees a replaced or completed
-    /// data file as a changed input. Only the scan file when it cannot be opened as HDF5
-    /// here (the reader then says why).
+    /// reader finds it, as HDF5 would; beside the master when it is missing), so that a rerun
+    /// sees a replaced or completed data file as a changed input. Only the scan file when it
+    /// cannot be opened as HDF5 here (the reader then says why).
     public static func frameFiles(path: String, dataset: String = defaultFramesDataset) -> [String] {
         guard !path.lowercased().hasSuffix(".npy"), let f = try? H5File.open(path) else { return [path] }
         defer { try? f.close() }
@@ -302,8 +297,9 @@ extension ScanReader {
         var files = [path]
         for link in links {
             guard case .external(let target, _)? = f.link(link) else { continue }
-            let candidates = FrameStack.linkedFileCandidates(target, master: path)
-            let file = candidates.first { FileManager.default.fileExists(atPath: $0) } ?? candidates[0]
+            // A missing data file counts where a Dectris writer leaves it, beside the master.
+            let search = ExternalFileSearch(target, linkedFrom: path)
+            let file = search.found ?? search.besideHolder
             if !files.contains(file) { files.append(file) }
         }
         return files

@@ -235,9 +235,32 @@ public final class H5File {
         }
     }
 
+    /// True when `path` is a regular file with the HDF5 signature: HDF5's search for an
+    /// external link's file (`ExternalFileSearch`) passes over a path that is missing or
+    /// holds no HDF5 file. A FIFO or folder is refused before H5Fis_hdf5, which would block
+    /// on a FIFO.
+    static func isHDF5File(_ path: String) -> Bool {
+        guard FileManager.default.fileExists(atPath: path), FileKind.nonRegular(path) == nil else { return false }
+        let rc = H5Fis_hdf5(path)
+        if rc < 0 { H5Eclear2(donut_h5e_default()) }
+        return rc > 0
+    }
+
+    /// The name of the file HDF5 itself opens when it follows the link `path` (nil when it
+    /// finds none): what Donut's own search (`ExternalFileSearch`) is checked against.
+    func fileOpenedByHDF5(following path: String) -> String? {
+        let o = H5Oopen(id, path, donut_h5p_default())
+        guard o >= 0 else { H5Eclear2(donut_h5e_default()); return nil }
+        defer { H5Oclose(o) }
+        let size = H5Fget_name(o, nil, 0)
+        guard size > 0 else { H5Eclear2(donut_h5e_default()); return nil }
+        var buf = [CChar](repeating: 0, count: size + 1)
+        guard H5Fget_name(o, &buf, size + 1) >= 0 else { H5Eclear2(donut_h5e_default()); return nil }
+        return String(cString: buf)
+    }
+
     /// Creates an external link at `path` (its parent group must exist) to `object` in the
-    /// file `file` (as stored: a relative name is looked for beside this file first, as
-    /// Dectris masters name their data files). The target need not exist yet. Collective.
+    /// file `file` (as stored; `ExternalFileSearch` says where it is looked for). The target need not exist yet. Collective.
     public func createExternalLink(_ path: String, file: String, object: String) throws {
         guard H5Lcreate_external(file, object, id, path, donut_h5p_default(), donut_h5p_default()) >= 0 else {
             throw DonutIOError(file: self.path, object: "link '\(path)'", "cannot create an external link to \(file):\(object) (\(takeHDF5ErrorMessage()))")

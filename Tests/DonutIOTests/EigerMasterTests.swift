@@ -40,6 +40,41 @@ private func writeScan(_ path: String, framesPerFile: Int?) throws {
        framesPerFile: framesPerFile, force: true)
 }
 
+/// Runs `body` in the working folder `folder`, restoring the previous one after.
+private func inWorkingFolder<T>(_ folder: URL, _ body: () throws -> T) rethrows -> T {
+    let previous = FileManager.default.currentDirectoryPath
+    precondition(FileManager.default.changeCurrentDirectoryPath(folder.path))
+    defer { _ = FileManager.default.changeCurrentDirectoryPath(previous) }
+    return try body()
+}
+
+/// Runs `body` with the environment variable `name` set to `value`, restoring it after.
+private func withEnvironment<T>(_ name: String, _ value: String, _ body: () throws -> T) rethrows -> T {
+    let previous = getenv(name).map { String(cString: $0) }
+    setenv(name, value, 1)
+    defer { if let previous { setenv(name, previous, 1) } else { unsetenv(name) } }
+    return try body()
+}
+
+/// `path` with symbolic links, "." and ".." resolved (nil when it does not exist).
+private func realPath(_ path: String) -> String? {
+    guard let p = realpath(path, nil) else { return nil }
+    defer { free(p) }
+    return String(cString: p)
+}
+
+/// Each part's file is the file HDF5 itself opens when it follows the part's link (same
+/// working folder and environment): Donut's search agrees with HDF5's.
+private func assertHDF5OpensTheSameFiles(master: String, parts: [ScanFramePart], file: StaticString = #filePath, line: UInt = #line) throws {
+    let f = try H5File.open(master)
+    defer { try? f.close() }
+    for part in parts {
+        let opened = f.fileOpenedByHDF5(following: part.link)
+        XCTAssertNotNil(opened, "HDF5 follows \(part.link)", file: file, line: line)
+        XCTAssertEqual(opened.flatMap(realPath), realPath(part.file), "\(part.link): Donut opens \(part.file), HDF5 \(opened ?? "nothing")", file: file, line: line)
+    }
+}
+
 final class EigerMasterTests: XCTestCase {
     /// A master with 3 parts of 5 + 5 + 2 frames reads exactly as the single-dataset file of
     /// the same frames: every block (all 78 ranges of the 12 frames in map order, including
@@ -132,7 +167,7 @@ final class EigerMasterTests: XCTestCase {
         try writeScan(master, framesPerFile: 5)
         try FileManager.default.removeItem(at: folder.appendingPathComponent("scan_data_000002.h5"))
         let fragments = ["scan_master.h5", "link '/entry/data/data_000002'", "part 2 of 3", "'scan_data_000002.h5'",
-                         "dataset '/entry/data/data'", "does not exist", "(N, 12, 10) uint32 frames like part 1"]
+                         "dataset '/entry/data/data'", "which HDF5 finds nowhere", "(N, 12, 10) uint32 frames like part 1"]
         assertThrows(try ScanReader(path: master, config: eigerConfig()), containing: fragments)
         assertThrows(try inspectScan(path: master, config: eigerConfig()), containing: fragments)
     }
@@ -261,11 +296,120 @@ final class EigerMasterTests: XCTestCase {
         let src2 = folder.appendingPathComponent("src2.h5")
         try FileManager.default.moveItem(at: src2, to: folder.appendingPathComponent("away.h5"))
         assertThrows(try ScanReader(path: vds, config: eigerConfig(), scanShape: (2, 3)),
-                     containing: ["vds.h5", "dataset '/entry/data/data'", "mapping 2 of 2", "'src2.h5'", "does not exist", "fill values"])
+                     containing: ["vds.h5", "dataset '/entry/data/data'", "mapping 2 of 2", "'src2.h5'", "which HDF5 finds nowhere",
+                                  "src2.h5 (beside vds.h5)", "fill values"])
         let f = try H5File.create(src2.path)
         try f.createGroup("/entry")
         try f.close()
         assertThrows(try ScanReader(path: vds, config: eigerConfig(), scanShape: (2, 3)),
                      containing: ["src2.h5", "dataset '/entry/data/data'", "not found", "mapping 2 of 2", "fill values"])
+    }
+
+    /// Data files named by absolute paths (as some writers and converters store them), moved
+    /// with their master to another folder, and the master opened by a relative path from a
+    /// third working folder: HDF5 tries the absolute name, then its last component beside the
+    /// master, and so does the reader (it looked for the absolute name only).
+    func testAbsoluteLinksFollowAMasterMovedWithItsDataFiles() throws {
+        let folder = makeScratchFolder(self)
+        let acquired = folder.appendingPathComponent("acquired"), moved = folder.appendingPathComponent("moved")
+        let elsewhere = folder.appendingPathComponent("elsewhere")
+        for d in [acquired, elsewhere] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
+        try writeScan(acquired.appendingPathComponent("scan_master.h5").path, framesPerFile: 5)
+        let absolute = try H5File.create(acquired.appendingPathComponent("absolute_master.h5").path)
+        try absolute.createGroup("/entry"); try absolute.createGroup("/entry/data")
+        for k in 1...3 {
+            try absolute.createExternalLink("/entry/data/data_00000\(k)", file: acquired.appendingPathComponent("scan_data_00000\(k).h5").path,
+                                            object: "/entry/data/data")
+        }
+        try absolute.close()
+        try FileManager.default.moveItem(at: acquired, to: moved)
+        try inWorkingFolder(elsewhere) {
+            let f = try H5File.open("../moved/absolute_master.h5")
+            let stack = try FrameStack(f, dataset: "/entry/data/data")
+            XCTAssertEqual(stack.parts.map(\.file), (1...3).map { "../moved/scan_data_00000\($0).h5" })
+            XCTAssertEqual(stack.parts.map(\.frameCount), [5, 5, 2])
+            let g = try H5File.open("../moved/scan_master.h5")
+            let relative = try FrameStack(g, dataset: "/entry/data/data")
+            XCTAssertEqual(try stack.read(range: 0..<12, trailingStart: nil, trailingCount: nil),
+                           try relative.read(range: 0..<12, trailingStart: nil, trailingCount: nil))
+            try stack.close(); try relative.close(); try f.close(); try g.close()
+            try assertHDF5OpensTheSameFiles(master: "../moved/absolute_master.h5", parts: stack.parts)
+        }
+    }
+
+    /// A master opened through a symbolic link (an analysis folder linking the beamline's
+    /// file): HDF5 finds the data files beside the link's target, and so does the reader (it
+    /// looked beside the link and in the working folder only).
+    func testSymlinkedMasterFindsTheDataFilesBesideItsTarget() throws {
+        let folder = makeScratchFolder(self)
+        let beamline = folder.appendingPathComponent("beamline"), analysis = folder.appendingPathComponent("analysis")
+        for d in [beamline, analysis] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
+        let master = beamline.appendingPathComponent("scan_master.h5").path, linked = analysis.appendingPathComponent("scan.h5").path
+        try writeScan(master, framesPerFile: 5)
+        try FileManager.default.createSymbolicLink(atPath: linked, withDestinationPath: "../beamline/scan_master.h5")
+        let a = try ScanReader(path: master, config: eigerConfig()), b = try ScanReader(path: linked, config: eigerConfig())
+        XCTAssertEqual(b.frameParts.map { realPath($0.file) }, a.frameParts.map { realPath($0.file) })
+        XCTAssertEqual(try b.readFrames(0..<12), try a.readFrames(0..<12))
+        try a.close(); try b.close()
+        try assertHDF5OpensTheSameFiles(master: linked, parts: b.frameParts)
+    }
+
+    /// Data files copied to another folder than the master's, named in HDF5_EXT_PREFIX: its
+    /// prefixes come first, in order, passing over a folder without the file and a file that
+    /// is no HDF5 file, and before an (older) data file of the same name beside the master.
+    func testHDF5ExtPrefixNamesWhereTheDataFilesWereCopied() throws {
+        let folder = makeScratchFolder(self)
+        let m = folder.appendingPathComponent("m"), copied = folder.appendingPathComponent("copied")
+        let empty = folder.appendingPathComponent("empty"), junk = folder.appendingPathComponent("junk")
+        for d in [m, copied, empty, junk] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
+        let master = m.appendingPathComponent("scan_master.h5").path
+        try writeScan(master, framesPerFile: 5)
+        let reference = try ScanReader(path: master, config: eigerConfig())
+        let frames = try reference.readFrames(0..<12)
+        try reference.close()
+        for k in 1...3 {
+            let name = "scan_data_00000\(k).h5"
+            try FileManager.default.moveItem(at: m.appendingPathComponent(name), to: copied.appendingPathComponent(name))
+            try Data("not HDF5".utf8).write(to: junk.appendingPathComponent(name))
+        }
+        try FileManager.default.copyItem(at: copied.appendingPathComponent("scan_data_000003.h5"), to: m.appendingPathComponent("scan_data_000001.h5"))
+        try withEnvironment("HDF5_EXT_PREFIX", "\(empty.path):\(junk.path)/:\(copied.path)") {
+            let r = try ScanReader(path: master, config: eigerConfig())
+            XCTAssertEqual(r.frameParts.map(\.file), (1...3).map { copied.appendingPathComponent("scan_data_00000\($0).h5").path })
+            XCTAssertEqual(r.frameParts.map(\.frameCount), [5, 5, 2])
+            XCTAssertEqual(try r.readFrames(0..<12), frames)
+            try r.close()
+            try assertHDF5OpensTheSameFiles(master: master, parts: r.frameParts)
+            XCTAssertEqual(ScanReader.frameFiles(path: master), [master] + r.frameParts.map(\.file))
+        }
+    }
+
+    /// A dangling link's error names the link, the file name it holds and every place HDF5
+    /// looks, in its order and why (HDF5_EXT_PREFIX, beside the master, the working folder),
+    /// and says when a place holds a file that is no HDF5 file; HDF5 agrees it dangles.
+    func testDanglingLinkListsEveryPlaceTried() throws {
+        let folder = makeScratchFolder(self)
+        let m = folder.appendingPathComponent("m"), copied = folder.appendingPathComponent("copied")
+        let elsewhere = folder.appendingPathComponent("elsewhere")
+        for d in [m, copied, elsewhere] { try FileManager.default.createDirectory(at: d, withIntermediateDirectories: true) }
+        let master = m.appendingPathComponent("scan_master.h5").path
+        try writeScan(master, framesPerFile: 5)
+        try FileManager.default.removeItem(at: m.appendingPathComponent("scan_data_000002.h5"))
+        try Data("not HDF5".utf8).write(to: elsewhere.appendingPathComponent("scan_data_000002.h5"))
+        try withEnvironment("HDF5_EXT_PREFIX", copied.path) {
+            try inWorkingFolder(elsewhere) {
+                assertThrows(try ScanReader(path: "../m/scan_master.h5", config: eigerConfig()), containing: [
+                    "file '../m/scan_master.h5', link '/entry/data/data_000002'", "part 2 of 3", "'scan_data_000002.h5'",
+                    "which HDF5 finds nowhere (it looks, in order, at "
+                        + "\(copied.path)/scan_data_000002.h5 (HDF5_EXT_PREFIX), "
+                        + "../m/scan_data_000002.h5 (beside scan_master.h5), "
+                        + "scan_data_000002.h5 (in the working folder \(FileManager.default.currentDirectoryPath); not an HDF5 file))",
+                    "name their folder in HDF5_EXT_PREFIX"])
+                let f = try H5File.open("../m/scan_master.h5")
+                XCTAssertNil(f.fileOpenedByHDF5(following: "/entry/data/data_000002"), "HDF5 finds no file either")
+                XCTAssertNotNil(f.fileOpenedByHDF5(following: "/entry/data/data_000001"))
+                try f.close()
+            }
+        }
     }
 }

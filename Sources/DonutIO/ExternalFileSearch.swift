@@ -71,13 +71,18 @@ struct ExternalFileSearch {
         found = places.first { H5File.isHDF5File($0.path) }?.path
     }
 
-    /// "/d/x.h5 (HDF5_EXT_PREFIX), /m/x.h5 (beside m.h5; not an HDF5 file), …", for errors.
-    var placesDescription: String {
-        places.map { p in
+    /// Why nothing was found, for "… points to 'x.h5', which " + this: "does not exist (HDF5
+    /// looks, in order, at /d/x.h5 (HDF5_EXT_PREFIX), x.h5 (beside m.h5))", or, when some place
+    /// holds something else, "is no HDF5 file where it exists (… x.h5 (beside m.h5; not an HDF5 file))".
+    var notFoundDescription: String {
+        var anyExists = false
+        let listed = places.map { p in
             let what = FileKind.nonRegular(p.path).map { "; \($0)" }
                 ?? (FileManager.default.fileExists(atPath: p.path) ? "; not an HDF5 file" : "")
+            anyExists = anyExists || !what.isEmpty
             return "\(p.path) (\(p.reason)\(what))"
         }.joined(separator: ", ")
+        return (anyExists ? "is no HDF5 file where it exists" : "does not exist") + " (HDF5 looks, in order, at \(listed))"
     }
 
     /// The path HDF5 builds from a prefix and a name (H5F__build_name: one "/" between).

@@ -123,8 +123,8 @@ final class FrameStack {
                 let search = ExternalFileSearch(target, linkedFrom: f.path)
                 guard let found = search.found else {
                     throw DonutIOError(file: f.path, object: "link '\(link)'",
-                                       "part \(i + 1) of \(links.count) points to the data file '\(target)' (dataset '\(targetObject)'), which HDF5 finds nowhere "
-                                       + "(it looks, in order, at \(search.placesDescription)); expected a file holding that dataset of "
+                                       "part \(i + 1) of \(links.count) points to the data file '\(target)' (dataset '\(targetObject)'), which "
+                                       + "\(search.notFoundDescription); expected a file holding that dataset of "
                                        + (first.map { "(N, \($0.frame.map(String.init).joined(separator: ", "))) \($0.type) frames like part 1" } ?? "(N, H, W) frames")
                                        + ": the acquisition may have been aborted or the data file not copied with the master "
                                        + "(data files copied elsewhere: name their folder in \(ExternalFileSearch.Kind.externalLink.rawValue))")
@@ -206,7 +206,7 @@ final class FrameStack {
             let search = ExternalFileSearch(file, linkedFrom: f.path, kind: .virtualSource)
             let which = "virtual dataset: mapping \(k + 1) of \(sources.count) reads '\(object)' of the source file '\(file)'"
             guard let found = search.found else {
-                throw DonutIOError.dataset(f.path, d.path, "\(which), which HDF5 finds nowhere (it looks, in order, at \(search.placesDescription)): "
+                throw DonutIOError.dataset(f.path, d.path, "\(which), which \(search.notFoundDescription): "
                                            + "its frames would read as fill values; copy the data files with the master "
                                            + "(or name their folder in \(ExternalFileSearch.Kind.virtualSource.rawValue))")
             }

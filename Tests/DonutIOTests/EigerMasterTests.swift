@@ -167,7 +167,7 @@ final class EigerMasterTests: XCTestCase {
         try writeScan(master, framesPerFile: 5)
         try FileManager.default.removeItem(at: folder.appendingPathComponent("scan_data_000002.h5"))
         let fragments = ["scan_master.h5", "link '/entry/data/data_000002'", "part 2 of 3", "'scan_data_000002.h5'",
-                         "dataset '/entry/data/data'", "which HDF5 finds nowhere", "(N, 12, 10) uint32 frames like part 1"]
+                         "dataset '/entry/data/data'", "does not exist", "(N, 12, 10) uint32 frames like part 1"]
         assertThrows(try ScanReader(path: master, config: eigerConfig()), containing: fragments)
         assertThrows(try inspectScan(path: master, config: eigerConfig()), containing: fragments)
     }
@@ -296,7 +296,7 @@ final class EigerMasterTests: XCTestCase {
         let src2 = folder.appendingPathComponent("src2.h5")
         try FileManager.default.moveItem(at: src2, to: folder.appendingPathComponent("away.h5"))
         assertThrows(try ScanReader(path: vds, config: eigerConfig(), scanShape: (2, 3)),
-                     containing: ["vds.h5", "dataset '/entry/data/data'", "mapping 2 of 2", "'src2.h5'", "which HDF5 finds nowhere",
+                     containing: ["vds.h5", "dataset '/entry/data/data'", "mapping 2 of 2", "'src2.h5'", "does not exist",
                                   "src2.h5 (beside vds.h5)", "fill values"])
         let f = try H5File.create(src2.path)
         try f.createGroup("/entry")
@@ -400,7 +400,7 @@ final class EigerMasterTests: XCTestCase {
             try inWorkingFolder(elsewhere) {
                 assertThrows(try ScanReader(path: "../m/scan_master.h5", config: eigerConfig()), containing: [
                     "file '../m/scan_master.h5', link '/entry/data/data_000002'", "part 2 of 3", "'scan_data_000002.h5'",
-                    "which HDF5 finds nowhere (it looks, in order, at "
+                    "which is no HDF5 file where it exists (HDF5 looks, in order, at "
                         + "\(copied.path)/scan_data_000002.h5 (HDF5_EXT_PREFIX), "
                         + "../m/scan_data_000002.h5 (beside scan_master.h5), "
                         + "scan_data_000002.h5 (in the working folder \(FileManager.default.currentDirectoryPath); not an HDF5 file))",

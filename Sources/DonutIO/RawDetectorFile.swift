@@ -54,6 +54,18 @@ public struct RawDetectorLayout: Equatable, Sendable {
 }
 
 public enum RawDetectorFileWriter {
+    /// The data files (names beside `master`, file frames each) of the Dectris layout for
+    /// `frameCount` frames: `<prefix>_data_000001.h5`, … where `<prefix>` is the master's name
+    /// without `_master.h5` (or `.h5`). What `write` makes and what `simulate scan` reports.
+    public static func dataFiles(master: String, frameCount: Int, framesPerFile: Int) -> [(name: String, range: Range<Int>)] {
+        let base = (master as NSString).lastPathComponent
+        let prefix = base.hasSuffix("_master.h5") ? String(base.dropLast("_master.h5".count))
+            : base.hasSuffix(".h5") ? String(base.dropLast(3)) : base
+        return stride(from: 0, to: frameCount, by: max(framesPerFile, 1)).enumerated().map { k, lo in
+            (prefix + "_data_" + String(k + 1).leftPadded(to: 6) + ".h5", lo ..< min(lo + framesPerFile, frameCount))
+        }
+    }
+
     /// Writes a raw detector scan of `rows`×`cols` frames in acquisition order. `frames(r)`
     /// gives the H·W uint32 counts of file frame row `r` (cols frames, in the order
     /// acquired); positions (µm) and monitor are per file frame. Streams one row of frames
@@ -93,15 +105,7 @@ public enum RawDetectorFileWriter {
                 r += 1
             }
         }
-        var dataFiles: [(name: String, range: Range<Int>)] = []
-        if let per = framesPerFile {
-            let base = (path as NSString).lastPathComponent
-            let prefix = base.hasSuffix("_master.h5") ? String(base.dropLast("_master.h5".count))
-                : base.hasSuffix(".h5") ? String(base.dropLast(3)) : base
-            dataFiles = stride(from: 0, to: n, by: per).enumerated().map { k, lo in
-                (prefix + "_data_" + String(k + 1).leftPadded(to: 6) + ".h5", lo ..< min(lo + per, n))
-            }
-        }
+        let dataFiles = framesPerFile.map { Self.dataFiles(master: path, frameCount: n, framesPerFile: $0) } ?? []
         let folder = (path as NSString).deletingLastPathComponent
         for (name, range) in dataFiles {
             let out = try AtomicOutput(path: folder.isEmpty ? name : "\(folder)/\(name)", force: force, expectedBytes: range.count * h * w * 4 + (1 << 20))

@@ -40,11 +40,25 @@ public struct RawDetectorRequest {
 /// the binned ROI holds exactly the clean frames. Gap pixels hold 2³² − 1, hot pixels 1e6.
 /// Without noise, each raw pixel holds round(m·λ/b²). Collective.
 public func simulateRawScan(_ ctx: RunContext, _ request: ScanSimulationRequest, detector: RawDetectorRequest) throws {
+    ctx.log(rawScanAnnouncement(request, detector: detector) + " → \(request.outPath)")
+    try writeRawScan(ctx, request, detector: detector)
+    ctx.log("wrote \(request.outPath)")
+}
+
+/// "simulate scan: phantom paper 4×5 on a 514×1030 Eiger-like detector, …", the start of the
+/// log line of `simulateRawScan`, whose callers name the files written.
+func rawScanAnnouncement(_ request: ScanSimulationRequest, detector: RawDetectorRequest) -> String {
+    let roi = request.config.instrument.roi
+    return "simulate scan: phantom \(request.phantom.rawValue) \(request.rows)×\(request.cols) on a \(detector.height)×\(detector.width) Eiger-like detector, "
+        + "ROI x \(roi.x) y \(roi.y) \(roi.width)×\(roi.height), \(detector.serpentine ? "serpentine" : "raster"), monitor ±\(Int(100 * detector.monitorAmplitude)) %"
+}
+
+/// `simulateRawScan` without its log lines: the Dectris layout writes a hidden single file
+/// first, whose name must not appear in the log. Collective.
+func writeRawScan(_ ctx: RunContext, _ request: ScanSimulationRequest, detector: RawDetectorRequest) throws {
     let cfg = request.config, rows = request.rows, cols = request.cols, seed = request.seed, path = request.outPath
     let roi = cfg.instrument.roi, b = cfg.instrument.binning, n = cfg.model.frameSize
     var layout = RawDetectorLayout.eiger(height: detector.height, width: detector.width)
-    ctx.log("simulate scan: phantom \(request.phantom.rawValue) \(rows)×\(cols) on a \(detector.height)×\(detector.width) Eiger-like detector, "
-            + "ROI x \(roi.x) y \(roi.y) \(roi.width)×\(roi.height), \(detector.serpentine ? "serpentine" : "raster"), monitor ±\(Int(100 * detector.monitorAmplitude)) % → \(path)")
     var failure = ""
     if ctx.comm.isRoot {
         do {
@@ -143,5 +157,4 @@ public func simulateRawScan(_ ctx: RunContext, _ request: ScanSimulationRequest,
     }
     failure = ctx.comm.broadcast(failure)
     guard failure.isEmpty else { throw RankFailure(message: failure) }
-    ctx.log("wrote \(path)")
 }

@@ -120,10 +120,14 @@ public func simulateScan(_ ctx: RunContext, _ request: ScanSimulationRequest) th
 public func simulateRawScan(_ ctx: RunContext, _ request: ScanSimulationRequest, detector: RawDetectorRequest, framesPerFile: Int) throws {
     let url = URL(fileURLWithPath: request.outPath)
     let single = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).single-file.h5").path
+    let dataFiles = RawDetectorFileWriter.dataFiles(master: request.outPath, frameCount: request.rows * request.cols, framesPerFile: framesPerFile)
+    let dataNames = dataFiles.count == 1 ? dataFiles[0].name : "\(dataFiles[0].name) … \(dataFiles.last!.name)"
+    let sizes = dataFiles.count == 1 ? "1 data file of \(dataFiles[0].range.count) frames" : "\(dataFiles.count) data files of \(framesPerFile) frames"
+    ctx.log(rawScanAnnouncement(request, detector: detector) + " → \(request.outPath) and \(sizes) beside it (\(dataNames))")
     var first = request
     first.outPath = single
     first.force = true  // a leftover of an interrupted run is ours to replace
-    try simulateRawScan(ctx, first, detector: detector)
+    try writeRawScan(ctx, first, detector: detector)
     var failure = ""
     if ctx.comm.isRoot {
         do {
@@ -135,5 +139,5 @@ public func simulateRawScan(_ ctx: RunContext, _ request: ScanSimulationRequest,
     }
     failure = ctx.comm.broadcast(failure)
     guard failure.isEmpty else { throw RankFailure(message: failure) }
-    ctx.log("split into data files of \(framesPerFile) frames linked from \(request.outPath)")
+    ctx.log("wrote \(request.outPath) and \(dataNames)")
 }

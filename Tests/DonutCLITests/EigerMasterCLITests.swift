@@ -51,4 +51,17 @@ final class EigerMasterCLITests: XCTestCase {
                      naming: ["scan_master.h5", "link '/entry/data/data_000002'", "'scan_data_000002.h5'", "does not exist"])
         XCTAssertFalse(FileManager.default.fileExists(atPath: dir.appendingPathComponent("lost.h5").path), "nothing written on a missing part")
     }
+
+    /// The log of `simulate scan --frames-per-file` names the master and its data files, not
+    /// the hidden single file it writes first and removes.
+    func testSimulateLogsTheMasterAndItsDataFiles() throws {
+        let dir = try scratchFolder(self)
+        let config = try writeSmallConfig(in: dir) { $0.instrument.roi = DetectorROI(x: 16, y: 24, width: 128, height: 128) }
+        let r = try donut(["simulate", "scan", "--config", config, "--rows", "3", "--cols", "4", "--detector", "eiger",
+                           "--detector-size", "200x200", "--frames-per-file", "5", "--out", "scan_master.h5"], in: dir)
+        assertSucceeded(r, "master scan")
+        XCTAssert(r.stderr.contains("→ scan_master.h5 and 3 data files of 5 frames beside it (scan_data_000001.h5 … scan_data_000003.h5)"), r.stderr)
+        XCTAssert(r.stderr.contains("wrote scan_master.h5 and scan_data_000001.h5 … scan_data_000003.h5"), r.stderr)
+        XCTAssertFalse(r.stderr.contains("single-file"), r.stderr)
+    }
 }

@@ -61,8 +61,12 @@ public struct Provenance: Equatable, Sendable {
         public var dataset: String
         /// Checksum of the frames (or patterns) actually read, e.g. "fnv1a64:…".
         public var checksum: String
-        public init(path: String, dataset: String, checksum: String) {
-            self.path = path; self.dataset = dataset; self.checksum = checksum
+        /// The frames read, where `dataset` is only what was asked for: that dataset, or
+        /// every part of a Dectris master with its data file (as result maps' frames_source);
+        /// empty for inputs other than scans.
+        public var framesSource: [String]
+        public init(path: String, dataset: String, checksum: String, framesSource: [String] = []) {
+            self.path = path; self.dataset = dataset; self.checksum = checksum; self.framesSource = framesSource
         }
     }
     public var program: String = "donut"

@@ -21,7 +21,8 @@ extension H5File {
 
     /// `/entry/process` (NXprocess): program, version, date, method, command_line, model_id;
     /// `config` (NXnote: type "application/json", data); `inputs` (NXcollection of
-    /// `input_<i>` NXnote groups holding path, dataset, checksum).
+    /// `input_<i>` NXnote groups holding path, dataset, checksum, and for a scan read by a
+    /// model's training `@frames_source`, the frames actually read: `Provenance.Input`).
     func writeProcess(_ p: Provenance, at root: String = "/entry/process") throws {
         try createGroup(root, nxClass: "NXprocess")
         for (name, value) in [("program", p.program), ("version", p.version), ("date", p.date),
@@ -39,6 +40,7 @@ extension H5File {
             try writeString("\(g)/path", input.path)
             try writeString("\(g)/dataset", input.dataset)
             try writeString("\(g)/checksum", input.checksum)
+            if !input.framesSource.isEmpty { try setAttribute("frames_source", input.framesSource, on: g) }
         }
     }
 
@@ -53,7 +55,8 @@ extension H5File {
         while exists("\(root)/inputs/input_\(i)") {
             let g = "\(root)/inputs/input_\(i)"
             inputs.append(.init(path: try readString("\(g)/path"), dataset: try readString("\(g)/dataset"),
-                                checksum: try readString("\(g)/checksum")))
+                                checksum: try readString("\(g)/checksum"),
+                                framesSource: attributeExists("frames_source", on: g) ? try readStringArrayAttribute("frames_source", on: g) : []))
             i += 1
         }
         var p = Provenance(version: try text("version"), date: try text("date"), method: try text("method"),

@@ -272,7 +272,8 @@ public func trainModel(_ ctx: RunContext, _ r: TrainRequest) throws -> TrainOutc
                 }
                 let bad = reader.layout.frameCount - scanUsable.count
                 if bad > 0 { ctx.log("skipping \(bad) bad frame(s) of \(scanPath)") }
-                inputs.append(.init(path: relativePath(scanPath, from: r.outPath), dataset: scan.dataset, checksum: ScanReader.checksumString(sum[0])))
+                inputs.append(.init(path: relativePath(scanPath, from: r.outPath), dataset: scan.dataset, checksum: ScanReader.checksumString(sum[0]),
+                                    framesSource: reader.summary.framesSource))
                 usable += scanUsable
                 scanReaders.append(reader)
                 offset += reader.layout.frameCount

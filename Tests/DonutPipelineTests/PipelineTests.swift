@@ -2,7 +2,7 @@ import XCTest
 import Foundation
 import DonutPhysics
 import DonutCore
-import DonutIO
+@testable import DonutIO
 @testable import DonutPipeline
 
 final class FitPipelineTests: XCTestCase {
@@ -84,6 +84,42 @@ final class TrainInferPipelineTests: XCTestCase {
         XCTAssertEqual(bits(maps[0].tiltLRDeg), bits(maps[1].tiltLRDeg))
         XCTAssertEqual(bits(maps[0].tiltUDDeg), bits(maps[1].tiltUDDeg))
         XCTAssertEqual(maps[0].valid, maps[1].valid)
+    }
+
+    /// A model trained on a Dectris master records, with the scan it was asked for, the
+    /// parts it read and their data files (`frames_source`, as fit and infer results do), in
+    /// the finished model and in its checkpoints; a single-dataset scan records that dataset.
+    func testTrainingProvenanceNamesTheDataFilesRead() throws {
+        let dir = try scratchFolder(self)
+        var config = smallConfig(steps: 3)
+        config.instrument.roi = DetectorROI(x: 16, y: 24, width: 128, height: 128)
+        var s = ScanSimulationRequest(config: config, outPath: dir.appendingPathComponent("scan_master.h5").path)
+        s.phantom = .domains; s.rows = 3; s.cols = 4; s.seed = 5
+        var detector = RawDetectorRequest()
+        detector.height = 300; detector.width = 300
+        try simulateRawScan(context, s, detector: detector, framesPerFile: 5)
+        let model = dir.appendingPathComponent("model.h5").path, checkpoint = dir.appendingPathComponent("model.ckpt.h5").path
+        var request = TrainRequest(scans: [ScanInput(path: s.outPath)], training: tinyTraining(epochs: 1, checkpointEvery: 1),
+                                   outPath: model, checkpointPath: checkpoint)
+        request.shouldStop = { false }
+        _ = try trainModel(context, request)
+        let parts = (1...3).map { "/entry/data/data_00000\($0) → scan_data_00000\($0).h5:/entry/data/data (\($0 == 3 ? 2 : 5) frames)" }
+        for file in [model, checkpoint] {
+            let f = try H5File.open(file)
+            let inputs = try XCTUnwrap(try f.readProcess()).inputs
+            try f.close()
+            XCTAssertEqual(inputs.map(\.path), ["scan_master.h5"], file)
+            XCTAssertEqual(inputs.first?.dataset, defaultFramesDataset, "the dataset asked for")
+            XCTAssertEqual(inputs.first?.framesSource, parts, file)
+        }
+
+        try simulateInputs(in: dir, config: smallConfig(steps: 3), rows: 2, cols: 3, library: false)
+        let single = dir.appendingPathComponent("single-model.h5").path
+        _ = try trainModel(context, TrainRequest(scans: [ScanInput(path: dir.appendingPathComponent("scan.h5").path)],
+                                                 training: tinyTraining(epochs: 1), outPath: single))
+        let f = try H5File.open(single)
+        XCTAssertEqual(try f.readProcess()?.inputs.map(\.framesSource), [[defaultFramesDataset]])
+        try f.close()
     }
 
     /// A stop request (what SIGTERM/SIGUSR1 set) ends training after a checkpoint; resuming

@@ -118,6 +118,13 @@ func lastLine(_ text: String) -> String {
     text.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }.last { !$0.isEmpty } ?? ""
 }
 
+/// Held while a case's `prepare` or result check runs. Those call HDF5 in this process
+/// (H5File.create, ResultMapsReader, LibraryReader, CheckpointFile, …) from the queue's
+/// threads, and Debian's libhdf5-openmpi is not built thread-safe: two threads inside it at
+/// once corrupt its global state (property-list skip lists, free lists, the error stack) and
+/// crash with a segfault or fail at random. The donut runs themselves stay parallel.
+private let inProcessHDF5 = NSLock()
+
 /// Runs the cases (up to `parallel` at once), each in its own folder under `root` with
 /// copies of its fixtures, and classifies each outcome.
 func runFuzzCases(_ cases: [FuzzCase], fixtures: URL, root: URL, parallel: Int = 3) -> [FuzzRecord] {
@@ -157,7 +164,7 @@ func runFuzzCase(_ c: FuzzCase, index: Int, fixtures: URL, root: URL) -> FuzzRec
         for name in c.needs {
             try fm.copyItem(at: fixtures.appendingPathComponent(name), to: folder.appendingPathComponent(name))
         }
-        try c.prepare?(folder)
+        try inProcessHDF5.withLock { try c.prepare?(folder) }
     } catch {
         return record(.crash, "case setup failed: \(error)")
     }
@@ -196,18 +203,18 @@ func runFuzzCase(_ c: FuzzCase, index: Int, fixtures: URL, root: URL) -> FuzzRec
     switch c.expect {
     case .errorOrSuccess(let fragments, let check):
         if result.status != 0 { return checkError(fragments) }
-        if let problem = check(result, folder) { return record(.silentAccept, problem) }
+        if let problem = inProcessHDF5.withLock({ check(result, folder) }) { return record(.silentAccept, problem) }
         return record(.handled, summary)
     case .error(let fragments):
         guard result.status != 0 else { return record(.silentAccept, "exit 0, expected an error naming \(fragments)") }
         return checkError(fragments)
     case .success(let check):
         guard result.status == 0 else { return record(.wrongExitCode, "expected success; " + summary + "\n" + String(result.stderr.suffix(800))) }
-        if let problem = check(result, folder) { return record(.silentAccept, problem) }
+        if let problem = inProcessHDF5.withLock({ check(result, folder) }) { return record(.silentAccept, problem) }
         return record(.handled, summary)
     case .preempted(let check, let alsoAccepted):
         guard result.status == 75 || alsoAccepted.contains(result.status) else { return record(.wrongExitCode, "expected 75 (preempted); " + summary + "\n" + String(result.stderr.suffix(800))) }
-        if let problem = check(result, folder) { return record(.silentAccept, problem) }
+        if let problem = inProcessHDF5.withLock({ check(result, folder) }) { return record(.silentAccept, problem) }
         return record(.preempted, summary)
     }
 }

@@ -24,7 +24,7 @@ import DonutPhysics
 /// accepted step and grows after a rejected one; at most `maxIterations` trial steps. The
 /// standard deviations are √diag(F⁻¹) at the answer (the Cramér–Rao bound, exact for a
 /// correct model in the many-photon limit), made honest for a model that does not match the
-/// frame exactly by `mismatch` (see `honest`).
+/// frames by `mismatch` (see `finishSigmas` and `MismatchEvidence`).
 ///
 /// A step whose predicted gain (quadratic model) is already below the tolerance is taken
 /// without evaluating it, and ends the iteration.
@@ -47,8 +47,9 @@ public final class PhysicsRefinement {
     /// correction for residuals larger than Poisson (a model that does not explain the frame).
     public var scaleSigmaByGoodness = true
     /// The smooth model's systematic error against the box (published-library) model as a
-    /// function of the estimate (`ModelMismatch`), folded into σ by `honest`; nil = trust the
-    /// model (σ is the Fisher σ, × √gof).
+    /// function of the estimate (`ModelMismatch`): folded into one frame's σ by `refine`, and
+    /// into a scan's by `finishSigmas` when the scan-level test (`MismatchEvidence`) says the
+    /// model does not explain the frames; nil = trust the model (σ is the Fisher σ, × √gof).
     public var mismatch: ModelMismatch?
     let config: DonutConfig
     let n: Int
@@ -58,6 +59,11 @@ public final class PhysicsRefinement {
     var rows: [Float], weighted: [Float], fisherF: [Float], gradientF: [Float]
     /// λ at the answer (n), for the goodness of fit.
     var lambda: [Float]
+    /// Counts of a parametric-bootstrap replicate (n), drawn from `lambda` (`bootstrapGoodness`).
+    var replicate: [Float]
+    /// The scan-level test of the model, accumulated by `refine(_:readBlock:…)` over the frames
+    /// this process refined (`MismatchEvidence`, made global and used by `finishSigmas`).
+    public private(set) var evidence = MismatchEvidence()
     /// F and g in Double, the damped system (factored in place) and the step: the LM
     /// iteration allocates nothing.
     let fisher = UnsafeMutablePointer<Double>.allocate(capacity: 25), gradient = UnsafeMutablePointer<Double>.allocate(capacity: 5)
@@ -65,8 +71,15 @@ public final class PhysicsRefinement {
 
     public struct Result: Sendable {
         public var parameters: FrameParameters
-        /// Standard deviations (ε, ω°, χ°, t Å); NaN for t when thickness is not fitted.
+        /// Standard deviations (ε, ω°, χ°, t Å); NaN for t when thickness is not fitted. With a
+        /// `mismatch` table and `honestSigma`, widened by it (`ModelMismatch.sigma`); else = `statisticalSigma`.
         public var sigma: SIMD4<Double>
+        /// √max(gof, 1)·σ_F: the Fisher σ, quasi-likelihood inflated (no model-mismatch term).
+        public var statisticalSigma: SIMD4<Double>
+        /// gof and contrast score of a parametric-bootstrap replicate of the frame (Poisson counts
+        /// drawn from λ at the answer, refined the same way), when one was drawn
+        /// (`refine(block:…)`): the scan-level model test (`MismatchEvidence`).
+        public var replicate: (goodness: Double, contrastScore: Double)?
         /// Intensity scale A (photons per model unit per unit monitor).
         public var scale: Double
         /// Mean |x − λ| over the measured pixels at the answer (photons).
@@ -76,6 +89,10 @@ public final class PhysicsRefinement {
         public var fit: FrameFit
         /// D/E[D]: ≈ 1 when the model explains the frame.
         public var goodness: Double { fit.goodness }
+        /// Σ w (x − λ)·log λ at the answer: the score ∂ℓ/∂γ at γ = 0 of a contrast exponent
+        /// (λ ∝ I^(1+γ)), ≈ 0 on average when the pattern's contrast is the model's; a frame
+        /// sharper or flatter than the model (box edges against Gaussian tails) moves it.
+        public var contrastScore: Double
         /// Trial steps taken (each one pattern + Jacobian evaluation).
         public var iterations: Int
         public var converged: Bool
@@ -97,7 +114,7 @@ public final class PhysicsRefinement {
         trialPattern = pattern; trialJacobian = jacobian
         rows = .init(repeating: 0, count: 5 * n); weighted = .init(repeating: 0, count: n)
         fisherF = .init(repeating: 0, count: 25); gradientF = .init(repeating: 0, count: 5)
-        lambda = .init(repeating: 0, count: n)
+        lambda = .init(repeating: 0, count: n); replicate = lambda
         if modelMismatch { mismatch = ModelMismatch.boxAgainstSmooth(config: config, fitThickness: fitThickness) }
     }
     deinit { for p in [fisher, gradient, system, step] { p.deallocate() } }
@@ -169,8 +186,10 @@ public final class PhysicsRefinement {
 
     /// Refines `start` against `frame` (counts) over the pixels of weight 1 (all when `weights`
     /// is nil; masked pixels may hold anything), the model scaled by `monitor`.
+    /// `honestSigma`: widen σ by `mismatch` here (false: the scan-level refinement decides later,
+    /// `finishSigmas`).
     public func refine(_ frame: UnsafeBufferPointer<Float>, weights: UnsafeBufferPointer<Float>? = nil, monitor: Double = 1,
-                       from start: FrameParameters) -> Result {
+                       from start: FrameParameters, honestSigma: Bool = true) -> Result {
         precondition(frame.count == n && (weights?.count ?? n) == n, "frame of \(frame.count) pixels (weights \(weights?.count ?? n)), model has \(n)")
         precondition(monitor > 0 && monitor.isFinite, "monitor \(monitor) must be positive")
         let k = count
@@ -238,25 +257,28 @@ public final class PhysicsRefinement {
                 sigma[j] = step[j].squareRoot()
             }
         }
-        var residual = 0.0, measured = 0
+        var residual = 0.0, measured = 0, contrast = 0.0
         for i in 0..<n {
             lambda[i] = Float(a * Double(pattern[i]) + background)
-            if weights.map({ $0[i] > 0 }) ?? true { residual += abs(Double(frame[i]) - Double(lambda[i])); measured += 1 }
+            if weights.map({ $0[i] > 0 }) ?? true {
+                let l = Double(lambda[i]), r = Double(frame[i]) - l
+                residual += abs(r); measured += 1; contrast += r * log(l)
+            }
         }
         let fit = lambda.withUnsafeBufferPointer { GoodnessOfFit.evaluate(counts: frame, weights: weights, expected: $0) }
-        return Result(parameters: p, sigma: honest(sigma, goodness: fit.goodness, at: p), scale: a / monitor,
-                      residual: measured > 0 ? residual / Double(measured) : .nan, fit: fit,
+        let statistical = statisticalSigma(sigma, goodness: fit.goodness)
+        return Result(parameters: p, sigma: honestSigma ? mismatch?.sigma(statistical: statistical, at: p) ?? statistical : statistical,
+                      statisticalSigma: statistical, scale: a / monitor,
+                      residual: measured > 0 ? residual / Double(measured) : .nan, fit: fit, contrastScore: contrast,
                       iterations: iterations, converged: converged)
     }
 
-    /// σ under model mismatch (`Result.sigma`) at the estimate `p`: the statistical σ_s =
-    /// √max(gof, 1)·σ_F (quasi-likelihood), widened by `mismatch` to the 68.27 % quantile of
-    /// |b + σ_s·Z| over the systematic errors b of box frames whose estimates lie near `p`
-    /// (`ModelMismatch.sigma`); σ_s alone when `mismatch` is nil.
-    func honest(_ fisher: SIMD4<Double>, goodness: Double, at p: FrameParameters) -> SIMD4<Double> {
+    /// The statistical σ_s = √max(gof, 1)·σ_F (quasi-likelihood: residuals larger than Poisson
+    /// widen it). `mismatch` widens it further, to the 68.27 % quantile of |b + σ_s·Z| over the
+    /// systematic errors b of box frames whose estimates lie near the estimate (`ModelMismatch.sigma`).
+    func statisticalSigma(_ fisher: SIMD4<Double>, goodness: Double) -> SIMD4<Double> {
         let inflation = scaleSigmaByGoodness && goodness.isFinite ? max(goodness, 1) : 1
-        let statistical = inflation.squareRoot() * fisher
-        return mismatch?.sigma(statistical: statistical, at: p) ?? statistical
+        return inflation.squareRoot() * fisher
     }
 
     /// Converged when an accepted step gained less than this in ℓ: 1e-6 of |ℓ|, about the
@@ -321,8 +343,10 @@ extension PhysicsRefinement {
     /// contiguous partition (this refinement and `helpers`, one per extra thread, each owning
     /// its buffers; OpenBLAS runs inline on each: its GEMMs are too small to gain from
     /// threads), so the answers do not depend on the thread count. `skip[f]` leaves frame f out (nil).
+    /// `honestSigma` as for one frame; `bootstrapStride`: frames whose scan index is a multiple of
+    /// it also get a parametric-bootstrap replicate (`Result.bootstrapGoodness`).
     public func refine(block: FrameBlock, from starts: [FrameParameters], skip: [Bool],
-                       helpers: [PhysicsRefinement]) -> [Result?] {
+                       helpers: [PhysicsRefinement], honestSigma: Bool = true, bootstrapStride: Int? = nil) -> [Result?] {
         let count = starts.count, np = n, threads = min(helpers.count + 1, max(count, 1))
         precondition(block.pixelCount == np && count == block.count && skip.count == count,
                      "\(block.count) frames of \(block.pixelCount) pixels, \(count) starts, \(skip.count) skip flags, model of \(np) pixels")
@@ -335,9 +359,14 @@ extension PhysicsRefinement {
                     let worker = t == 0 ? self : helpers[t - 1]
                     for f in (t * count / threads)..<((t + 1) * count / threads) where !skip[f] {
                         let pixels = (f * np)..<((f + 1) * np)
-                        out[f] = worker.refine(UnsafeBufferPointer(rebasing: frames[pixels]),
-                                               weights: weights.map { UnsafeBufferPointer(rebasing: $0[pixels]) },
-                                               monitor: block.monitor?[f] ?? 1, from: starts[f])
+                        let w = weights.map { UnsafeBufferPointer(rebasing: $0[pixels]) }, monitor = block.monitor?[f] ?? 1
+                        var r = worker.refine(UnsafeBufferPointer(rebasing: frames[pixels]), weights: w, monitor: monitor,
+                                              from: starts[f], honestSigma: honestSigma)
+                        if let stride = bootstrapStride, (block.first + f) % stride == 0 {
+                            let b = worker.bootstrapReplicate(at: r.parameters, weights: w, monitor: monitor, frameIndex: block.first + f)
+                            r.replicate = (b.goodness, b.contrastScore)
+                        }
+                        out[f] = r
                     }
                 }
                 serialBLAS {
@@ -346,6 +375,24 @@ extension PhysicsRefinement {
             }
         }
         return Array(out)
+    }
+
+    /// A parametric-bootstrap replicate of the frame just refined (λ of its answer in `lambda`):
+    /// Poisson counts drawn from λ on the measured pixels, refined from `p` with the same
+    /// weights and monitor. Under a model that explains the frame, the frame's own gof and
+    /// contrast score have the replicate's distribution (`MismatchEvidence`). The draws are
+    /// seeded by the scan index `frameIndex`: the same on any rank or thread count.
+    func bootstrapReplicate(at p: FrameParameters, weights: UnsafeBufferPointer<Float>?, monitor: Double, frameIndex: Int) -> Result {
+        var rng = SplitMix64.seeded(MismatchEvidence.seed, stream: UInt64(frameIndex))
+        // From the film's signal m·A·I alone: the floor b only keeps λ > 0 for the likelihood and
+        // is no background the frames were measured with (drawn, it would put ~b·n photons on
+        // dark pixels no measured frame has, and every frame would look better than its replicate).
+        let floor = Float(background)
+        for i in 0..<n {
+            replicate[i] = weights.map { $0[i] > 0 } ?? true ? Float(rng.poisson(Double(max(lambda[i] - floor, 0)))) : 0
+        }
+        let copy = replicate
+        return copy.withUnsafeBufferPointer { refine($0, weights: weights, monitor: monitor, from: p, honestSigma: false) }
     }
 
     /// `refine(_:readBlock:…)` on frames read as plain counts.
@@ -358,8 +405,9 @@ extension PhysicsRefinement {
     }
 
     /// Refines every valid frame of `results` from its current estimate, in place: the maps
-    /// become the maximum-likelihood parameters, `*_sigma` their standard deviations (Fisher,
-    /// made honest under model mismatch: `Result.sigma`), `residual` the mean |x − λ| over
+    /// become the maximum-likelihood parameters, `*_sigma` their statistical standard
+    /// deviations (`Result.statisticalSigma`; `finishSigmas`, once the whole scan is refined,
+    /// widens them where the scan shows model mismatch), `residual` the mean |x − λ| over
     /// measured pixels (photons). `readBlock` gives the frames of a range of the scan (the
     /// block of `results`), read `batch` at a time; the frames of a batch are shared between
     /// `threads` threads (default: OpenBLAS's thread count). `judge` fills the goodness of fit
@@ -387,20 +435,140 @@ extension PhysicsRefinement {
                                        thicknessA: t?.isFinite == true ? t! : model.geometry.defaultThicknessA)
             }
             let skip = range.indices.map { results.valid[$0 - block.lowerBound] != 1 }
-            let refined = refine(block: frames, from: starts, skip: skip, helpers: helpers)
+            let refined = refine(block: frames, from: starts, skip: skip, helpers: helpers,
+                                 honestSigma: false, bootstrapStride: mismatch == nil ? nil : MismatchEvidence.stride)
             for (k, r) in refined.enumerated() {
                 guard let r else { continue }
                 let i = offset + k
                 results.strain[i] = r.parameters.strain; results.tiltLRDeg[i] = r.parameters.tiltLRDeg
                 results.tiltUDDeg[i] = r.parameters.tiltUDDeg
                 if fitThickness { results.thicknessA?[i] = r.parameters.thicknessA }
-                for (j, name) in names.enumerated() { results.sigmas[name]?[i] = r.sigma[j] }
+                for (j, name) in names.enumerated() { results.sigmas[name]?[i] = r.statisticalSigma[j] }
+                if let replicate = r.replicate { evidence.add(r, replicate: replicate) }
                 results.residual?[i] = r.residual
             }
             judge?.judge(&results, block: frames, usable: skip.map { !$0 })
             progress?(range.upperBound - block.lowerBound, block.count)
             start = range.upperBound
         }
+    }
+}
+
+extension PhysicsRefinement {
+    /// Ends a scan's refinement (collective: every rank, after `refine(_:readBlock:…)` on its
+    /// block): makes `evidence` global, decides whether the smooth model explains the scan
+    /// (`MismatchEvidence.decision`) and, where it does not, widens every refined frame's σ in
+    /// `results` by the `mismatch` table (`ModelMismatch.sigma`, at the frame's estimate).
+    /// Returns the sentence recorded as the result's `sigma_model` (also set on `results`).
+    @discardableResult
+    public func finishSigmas(_ results: inout FrameResults, allreduceSum: (inout [UInt64]) -> Void) -> String {
+        let global = evidence.global(allreduceSum)
+        let note: String
+        if let mismatch {
+            let decision = global.decision
+            if decision.widen {
+                for i in 0..<results.frameRange.count where results.valid[i] == 1 {
+                    let names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma", "thickness_sigma"]
+                    var s = SIMD4<Double>(repeating: .nan)
+                    for (j, name) in names.enumerated() { s[j] = results.sigmas[name]?[i] ?? .nan }
+                    let p = FrameParameters(strain: results.strain[i], tiltLRDeg: results.tiltLRDeg[i], tiltUDDeg: results.tiltUDDeg[i],
+                                            thicknessA: results.thicknessA?[i] ?? model.geometry.defaultThicknessA)
+                    guard p.strain.isFinite && p.tiltLRDeg.isFinite && p.tiltUDDeg.isFinite else { continue }
+                    let widened = mismatch.sigma(statistical: s, at: p)
+                    for (j, name) in names.enumerated() where results.sigmas[name] != nil { results.sigmas[name]![i] = widened[j] }
+                }
+            }
+            note = decision.sentence
+        } else {
+            note = "Fisher σ × √max(gof, 1) (no model-mismatch term asked for)"
+        }
+        results.sigmaModel = note
+        return note
+    }
+}
+
+/// The scan-level test of whether the smooth model explains the frames at the Poisson level,
+/// which decides whether σ carries the model-mismatch term (`PhysicsRefinement.finishSigmas`).
+///
+/// Why a test: the mismatch term (`ModelMismatch`) is the spread of the smooth model's error on
+/// box-model frames. Where the model is exact it only inflates σ (on smooth-model scans it
+/// made 1σ cover 0.79–0.97 instead of 0.68), and one frame of a few photons cannot tell the two
+/// models apart (gof 0.980 on box frames, 0.986 on smooth ones, spread 0.03). A scan can.
+///
+/// How: every frame (`stride`) gets a parametric-bootstrap replicate — Poisson counts drawn
+/// from λ at its answer, refined the same way — and two statistics of the frame are compared
+/// with its replicate's: the goodness of fit (D/E[D]) and the contrast score
+/// S = Σ w (x − λ)·log λ (`Result.contrastScore`: the score test of a contrast exponent, the
+/// direction in which sharp box edges differ from Gaussian tails). Under a model that explains
+/// the frames each pair is exchangeable, so the frame's value is below its replicate's with
+/// probability ½, and each sign test
+///
+///     z = (n₋ − n₊) / √(n₋ + n₊)          n₋, n₊: frames below / above their replicate
+///
+/// is ≈ N(0, 1) whatever the count level, mask or monitor. |z| > `threshold` for either says the
+/// model does not explain the scan, and σ is widened. Measured on a 32×32 `domains` scan at 7
+/// photons (`ScanSigmaModelTests`): box-model frames z_S = +9.2, z_gof = +4.5; smooth-model
+/// frames +0.2 and −0.6. Sign tests, not mean differences: the counts are exact integers (the
+/// same sums on any rank count) and one bad frame moves them by one, not by its size.
+/// Fewer than `minimumFrames` pairs cannot decide, and σ is widened (the safe side).
+public struct MismatchEvidence: Sendable, Equatable {
+    /// Every `stride`-th frame (by scan index) is replicated: +1/`stride` of the refinement's
+    /// cost. 1: the tests' power grows as √pairs, and a missed mismatch leaves σ overconfident.
+    public static let stride = 1
+    public static let minimumFrames = 32
+    /// |z| above which the model is rejected: 3 (either of two tests: a false alarm on ~0.5 % of
+    /// exact-model scans, which then get the wider σ).
+    public static let threshold = 3.0
+    /// Seed of the replicates' Poisson draws (stream = the frame's scan index).
+    static let seed: UInt64 = 0xB007_5791
+    /// Sign counts of the goodness of fit and of the contrast score: pairs whose frame value is
+    /// below / above its replicate's (ties and non-finite pairs are left out).
+    public private(set) var goodness: SignCount, contrast: SignCount
+
+    public struct SignCount: Sendable, Equatable {
+        public var below: UInt64 = 0, above: UInt64 = 0
+        public init(below: UInt64 = 0, above: UInt64 = 0) { self.below = below; self.above = above }
+        mutating func add(_ observed: Double, _ replicate: Double) {
+            guard observed.isFinite && replicate.isFinite else { return }
+            if observed < replicate { below += 1 } else if observed > replicate { above += 1 }
+        }
+        public var pairs: UInt64 { below + above }
+        /// The sign-test statistic (see `MismatchEvidence`); NaN without pairs.
+        public var z: Double { pairs == 0 ? .nan : (Double(below) - Double(above)) / Double(pairs).squareRoot() }
+    }
+
+    public init(goodness: SignCount = .init(), contrast: SignCount = .init()) { self.goodness = goodness; self.contrast = contrast }
+
+    mutating func add(_ frame: PhysicsRefinement.Result, replicate: (goodness: Double, contrastScore: Double)) {
+        goodness.add(frame.goodness, replicate.goodness)
+        contrast.add(frame.contrastScore, replicate.contrastScore)
+    }
+
+    /// The counts as one array (for a sum over ranks) and back.
+    public var counts: [UInt64] { [goodness.below, goodness.above, contrast.below, contrast.above] }
+    public init(counts c: [UInt64]) { self.init(goodness: .init(below: c[0], above: c[1]), contrast: .init(below: c[2], above: c[3])) }
+
+    /// The sums over every rank.
+    func global(_ allreduceSum: (inout [UInt64]) -> Void) -> MismatchEvidence {
+        var c = counts
+        allreduceSum(&c)
+        return MismatchEvidence(counts: c)
+    }
+
+    /// Frames tested: the fewer of the two tests' pairs.
+    public var pairs: UInt64 { min(goodness.pairs, contrast.pairs) }
+
+    /// Whether σ gets the model-mismatch term, and the sentence that says why.
+    public var decision: (widen: Bool, sentence: String) {
+        let test = String(format: "sign tests of %llu frames against parametric-bootstrap replicates: contrast score z = %+.1f, goodness of fit z = %+.1f",
+                          pairs, contrast.z, goodness.z)
+        if pairs < UInt64(Self.minimumFrames) {
+            return (true, "Fisher σ × √max(gof, 1) widened by the box-model mismatch term: too few frames to test the model (\(test); fewer than \(Self.minimumFrames))")
+        }
+        if abs(contrast.z) > Self.threshold || abs(goodness.z) > Self.threshold {
+            return (true, "Fisher σ × √max(gof, 1) widened by the box-model mismatch term: the smooth model does not explain the frames at the Poisson level (\(test))")
+        }
+        return (false, "Fisher σ × √max(gof, 1): the smooth model explains the frames at the Poisson level (\(test))")
     }
 }
 

@@ -43,6 +43,9 @@ public struct FrameResults: Equatable, Sendable {
     public var valid: [UInt8]
     /// Standard deviations keyed by map name ("strain_sigma", "tilt_lr_sigma", …), same units as the map.
     public var sigmas: [String: [Double]]
+    /// How the σ maps were made (`PhysicsRefinement.finishSigmas`), recorded as the result's
+    /// `sigma_model` attribute; nil when no σ was computed or the method says nothing.
+    public var sigmaModel: String?
 
     public init(frameRange: Range<Int>) {
         self.frameRange = frameRange

@@ -123,6 +123,7 @@ public enum ResultMapsWriter {
             try f.setAttribute("axes", ["y", "x"], on: resultGroup)
             try f.setAttribute("y_indices", 0, on: resultGroup)
             try f.setAttribute("x_indices", 1, on: resultGroup)
+            if let note = results.sigmaModel { try f.setAttribute("sigma_model", note, on: resultGroup) }
             if let scan {
                 try writeScanSummary(f, scan, layout: layout)
                 if scan.geometry.order == .scatter {
@@ -237,6 +238,7 @@ public enum ResultMapsReader {
             default: r.sigmas[name] = v
             }
         }
+        if f.attributeExists("sigma_model", on: resultGroup) { r.sigmaModel = try f.readStringAttribute("sigma_model", on: resultGroup) }
         for (name, v) in [("strain", r.strain), ("tilt_lr", r.tiltLRDeg), ("tilt_ud", r.tiltUDDeg)] where v.count != rows * cols {
             throw DonutIOError.dataset(path, "\(resultGroup)/\(name)", "has \(v.count) values, strain is \(rows)×\(cols)")
         }

@@ -79,6 +79,9 @@ public func fitScan(_ ctx: RunContext, _ request: FitRequest, times: StageTimes 
                                       progress: ctx.progressCallback("physics refinement", total: layout.frameCount, unit: "frames"))
             }
         }
+        // Collective: every rank, not inside `ctx.log` (whose message only the root evaluates).
+        let sigmaModel = refinement.finishSigmas(&results, allreduceSum: { comm.allreduceSum(&$0) })
+        ctx.log("physics refinement σ: \(sigmaModel)")
     }
     results.invalidateNonFiniteEstimates()
     let warning = judge.scanWarning(scan: scan.path, config: config, comm: comm)

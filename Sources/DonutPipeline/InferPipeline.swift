@@ -99,6 +99,11 @@ public func inferScan(_ ctx: RunContext, _ request: InferRequest, times: StageTi
             start = chunk.upperBound
         } while start < keep.upperBound
     }
+    if let refinement {
+        // Collective: every rank, not inside `ctx.log` (whose message only the root evaluates).
+        let sigmaModel = refinement.finishSigmas(&results, allreduceSum: { comm.allreduceSum(&$0) })
+        ctx.log("physics refinement σ: \(sigmaModel)")
+    }
     results.invalidateNonFiniteEstimates()
     var invalid = [UInt64(results.valid.count - results.valid.reduce(0) { $0 + Int($1) })]
     comm.allreduceSum(&invalid)

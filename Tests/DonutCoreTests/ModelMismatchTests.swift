@@ -110,3 +110,105 @@ final class ModelMismatchTests: XCTestCase {
         XCTAssertEqual(table.neighbours(2, of: FrameParameters(strain: 0, tiltLRDeg: 0, tiltUDDeg: 0.005, thicknessA: 117), halfWidth: 0.006), 0..<40)
     }
 }
+
+/// The scan-level decision whether σ carries the model-mismatch term (`MismatchEvidence`,
+/// `PhysicsRefinement.finishSigmas`): the sign test of each frame's goodness of fit against a
+/// parametric-bootstrap replicate.
+final class ScanSigmaModelTests: XCTestCase {
+    let config = DonutConfig.srio3LSAT002
+
+    /// z = (n₋ − n₊)/√(n₋ + n₊) for each test; |z| > 3 for either widens; fewer than 32 pairs
+    /// widen (cannot decide).
+    func testSignTestDecision() {
+        typealias Count = MismatchEvidence.SignCount
+        func evidence(_ g: (UInt64, UInt64), _ c: (UInt64, UInt64)) -> MismatchEvidence {
+            MismatchEvidence(goodness: Count(below: g.0, above: g.1), contrast: Count(below: c.0, above: c.1))
+        }
+        XCTAssertEqual(Count(below: 150, above: 50).z, 100 / 200.0.squareRoot(), accuracy: 1e-12)
+        XCTAssertEqual(Count(below: 50, above: 150).z, -100 / 200.0.squareRoot(), accuracy: 1e-12)
+        XCTAssert(Count().z.isNaN)
+        XCTAssertFalse(evidence((110, 90), (95, 105)).decision.widen)            // z = 1.41, −0.71
+        XCTAssertFalse(evidence((121, 79), (79, 121)).decision.widen)            // z = ±2.97
+        XCTAssert(evidence((122, 78), (100, 100)).decision.widen)                // goodness z = 3.11
+        XCTAssert(evidence((100, 100), (78, 122)).decision.widen, "contrast z = −3.11: flatter or sharper than the model")
+        XCTAssert(evidence((16, 15), (15, 16)).decision.widen, "31 pairs: too few to test")
+        XCTAssert(evidence((16, 15), (15, 16)).decision.sentence.contains("too few frames"))
+        XCTAssertEqual(evidence((1, 2), (3, 4)).counts, [1, 2, 3, 4])
+        XCTAssertEqual(MismatchEvidence(counts: [1, 2, 3, 4]), evidence((1, 2), (3, 4)))
+        var c = Count()
+        c.add(0.9, 1.0); c.add(1.1, 1.0); c.add(1.0, 1.0); c.add(.nan, 1.0); c.add(1.0, .infinity)
+        XCTAssertEqual(c, Count(below: 1, above: 1), "ties and non-finite pairs are left out")
+    }
+
+    /// A 32×32 `domains` scan at 7 photons refined from its truth: made with the smooth model
+    /// (the refinement's own), the tests accept it and σ stays the statistical σ; made with the box
+    /// model (the published library's), the contrast test rejects it (measured z = +9.2) and every σ becomes `ModelMismatch.sigma` of the statistical σ at
+    /// the frame's estimate. Refined as two blocks (two ranks) whose evidence is summed, the σ
+    /// maps are identical to the single block's.
+    func testScanLevelTestWidensSigmaOnlyUnderMismatch() throws {
+        let maps = Phantom.domains.maps(rows: 32, cols: 32, config: config, seed: 3)
+        let n = maps.count, np = config.model.frameSize * config.model.frameSize
+        func frames(_ profile: Profile) -> [Float] {
+            var out = [Float](repeating: 0, count: n * np)
+            out.withUnsafeMutableBufferPointer {
+                ScanSimulation.frames(of: maps, range: 0..<n, model: ForwardModel<Float>(geometry: DiffractionGeometry(config: config), profile: profile),
+                                      peakPhotons: config.noise.peakPhotons, seed: 17, into: $0)
+            }
+            return out
+        }
+        func start(_ range: Range<Int>) -> FrameResults {
+            var r = FrameResults(frameRange: range)
+            r.strain = range.map { maps.strain[$0] }; r.tiltLRDeg = range.map { maps.tiltLRDeg[$0] }
+            r.tiltUDDeg = range.map { maps.tiltUDDeg[$0] }; r.valid = .init(repeating: 1, count: range.count)
+            return r
+        }
+        /// Refines `range` of `x`; returns the results before and after `finishSigmas` (with `other` added to the evidence).
+        func refine(_ x: [Float], _ range: Range<Int>, other: () -> MismatchEvidence) -> (PhysicsRefinement, FrameResults, FrameResults) {
+            let refinement = PhysicsRefinement(config: config, fitThickness: false)
+            var r = start(range)
+            refinement.refine(&r, readFrames: { Array(x[($0.lowerBound * np)..<($0.upperBound * np)]) })
+            let before = r
+            refinement.finishSigmas(&r, allreduceSum: { $0 = zip($0, other().counts).map { $0 + $1 } })
+            return (refinement, before, r)
+        }
+        let names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma"]
+
+        let (smooth, smoothBefore, smoothAfter) = refine(frames(.smooth), 0..<n, other: { MismatchEvidence() })
+        XCTAssertEqual(smooth.evidence.pairs, UInt64(n / MismatchEvidence.stride), "every frame is replicated")
+        XCTAssertLessThan(abs(smooth.evidence.contrast.z), MismatchEvidence.threshold, "the model that made the frames is accepted")
+        XCTAssertLessThan(abs(smooth.evidence.goodness.z), MismatchEvidence.threshold, "the model that made the frames is accepted")
+        XCTAssert(smoothAfter.sigmaModel?.hasPrefix("Fisher σ × √max(gof, 1): the smooth model explains") ?? false, smoothAfter.sigmaModel ?? "nil")
+        for name in names { XCTAssertEqual(smoothAfter.sigmas[name], smoothBefore.sigmas[name], name) }
+
+        let box = frames(.box)
+        let (whole, before, after) = refine(box, 0..<n, other: { MismatchEvidence() })
+        XCTAssertGreaterThan(whole.evidence.contrast.z, 6, "box frames' contrast score sits below their smooth-model replicates'")
+        XCTAssert(after.sigmaModel?.contains("does not explain the frames") ?? false, after.sigmaModel ?? "nil")
+        let table = try XCTUnwrap(whole.mismatch)
+        var widened = 0
+        for i in 0..<n {
+            let s = SIMD4(before.sigmas[names[0]]![i], before.sigmas[names[1]]![i], before.sigmas[names[2]]![i], .nan)
+            let expected = table.sigma(statistical: s, at: FrameParameters(strain: after.strain[i], tiltLRDeg: after.tiltLRDeg[i],
+                                                                          tiltUDDeg: after.tiltUDDeg[i], thicknessA: 117))
+            for (j, name) in names.enumerated() {
+                XCTAssertEqual(after.sigmas[name]![i], expected[j], "frame \(i) \(name)")
+                if after.sigmas[name]![i] > 1.01 * s[j] { widened += 1 }
+            }
+        }
+        XCTAssertGreaterThan(widened, n, "the mismatch term widens σ on most frames")
+
+        // Two "ranks": each block's evidence plus the other's.
+        let half = n / 2 + 3   // not a multiple of the stride: the replicated frames are chosen by scan index
+        var firstEvidence = MismatchEvidence(), secondEvidence = MismatchEvidence()
+        let first = PhysicsRefinement(config: config, fitThickness: false), second = PhysicsRefinement(config: config, fitThickness: false)
+        var a = start(0..<half), b = start(half..<n)
+        first.refine(&a, readFrames: { Array(box[($0.lowerBound * np)..<($0.upperBound * np)]) })
+        second.refine(&b, readFrames: { Array(box[($0.lowerBound * np)..<($0.upperBound * np)]) })
+        firstEvidence = first.evidence; secondEvidence = second.evidence
+        XCTAssertEqual(zip(firstEvidence.counts, secondEvidence.counts).map { $0 + $1 }, whole.evidence.counts)
+        first.finishSigmas(&a, allreduceSum: { $0 = zip($0, secondEvidence.counts).map { $0 + $1 } })
+        second.finishSigmas(&b, allreduceSum: { $0 = zip($0, firstEvidence.counts).map { $0 + $1 } })
+        XCTAssertEqual(a.sigmaModel, after.sigmaModel)
+        for name in names { XCTAssertEqual(a.sigmas[name]! + b.sigmas[name]!, after.sigmas[name]!, name) }
+    }
+}

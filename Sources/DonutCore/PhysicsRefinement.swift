@@ -506,9 +506,11 @@ extension PhysicsRefinement {
 ///     z = (n₋ − n₊) / √(n₋ + n₊)          n₋, n₊: frames below / above their replicate
 ///
 /// is ≈ N(0, 1) whatever the count level, mask or monitor. |z| > `threshold` for either says the
-/// model does not explain the scan, and σ is widened. Measured on a 32×32 `domains` scan at 7
-/// photons (`ScanSigmaModelTests`): box-model frames z_S = +9.2, z_gof = +4.5; smooth-model
-/// frames +0.2 and −0.6. Sign tests, not mean differences: the counts are exact integers (the
+/// model does not explain the scan, and σ is widened. The contrast score's sign on box frames
+/// depends on where the scan's tilts sit: measured at 7 photons, box-model scans z_S = +9.2
+/// (32×32 `domains`, `ScanSigmaModelTests`), −24.5 and −11.7 (64×64 `paper`, `domains`,
+/// `scripts/bench-refinement`), z_gof = +4.5, +13.6, +10.1; smooth-model scans z_S = +0.2,
+/// −0.2, +1.1 and z_gof = −0.6, +2.2, +0.5. Sign tests, not mean differences: the counts are exact integers (the
 /// same sums on any rank count) and one bad frame moves them by one, not by its size.
 /// Fewer than `minimumFrames` pairs cannot decide, and σ is widened (the safe side).
 public struct MismatchEvidence: Sendable, Equatable {

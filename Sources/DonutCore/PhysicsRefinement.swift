@@ -460,12 +460,14 @@ extension PhysicsRefinement {
     /// (`MismatchEvidence.decision`) and, where it does not, widens every refined frame's σ in
     /// `results` by the `mismatch` table (`ModelMismatch.sigma`, at the frame's estimate).
     /// Returns the sentence recorded as the result's `sigma_model` (also set on `results`).
+    /// `minimumFrames`: fewest frames that can clear the scan (`MismatchEvidence.minimumFrames`).
     @discardableResult
-    public func finishSigmas(_ results: inout FrameResults, allreduceSum: (inout [UInt64]) -> Void) -> String {
+    public func finishSigmas(_ results: inout FrameResults, minimumFrames: Int = MismatchEvidence.minimumFrames,
+                             allreduceSum: (inout [UInt64]) -> Void) -> String {
         let global = evidence.global(allreduceSum)
         let note: String
         if let mismatch {
-            let decision = global.decision
+            let decision = global.decision(minimumFrames: minimumFrames)
             if decision.widen {
                 for i in 0..<results.frameRange.count where results.valid[i] == 1 {
                     let names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma", "thickness_sigma"]
@@ -512,12 +514,18 @@ extension PhysicsRefinement {
 /// `scripts/bench-refinement`), z_gof = +4.5, +13.6, +10.1; smooth-model scans z_S = +0.2,
 /// −0.2, +1.1 and z_gof = −0.6, +2.2, +0.5. Sign tests, not mean differences: the counts are exact integers (the
 /// same sums on any rank count) and one bad frame moves them by one, not by its size.
-/// Fewer than `minimumFrames` pairs cannot decide, and σ is widened (the safe side).
+/// Fewer than `minimumFrames` pairs cannot clear a scan, and σ is widened (the safe side: a
+/// missed mismatch leaves σ overconfident, a false alarm only conservative).
 public struct MismatchEvidence: Sendable, Equatable {
     /// Every `stride`-th frame (by scan index) is replicated: +1/`stride` of the refinement's
     /// cost. 1: the tests' power grows as √pairs, and a missed mismatch leaves σ overconfident.
     public static let stride = 1
-    public static let minimumFrames = 32
+    /// Fewest refined frames that can clear a scan of mismatch: below, σ is widened whatever
+    /// the tests say. A box-like mismatch can hide from a few hundred frames (16×16 box-model
+    /// `domains` scans: max |z| as low as 0.5, while the Fisher σ covered 14–27 % of the tilt
+    /// errors); on 32×32 (1,024 frames) the weakest of nine gave 3.8, on 64×64 the weakest of
+    /// twelve 6.6 (`scripts/bench-refinement`, docs/benchmarks.md); 2,048 keeps a miss unlikely.
+    public static let minimumFrames = 2048
     /// |z| above which the model is rejected: 3 (either of two tests: a false alarm on ~0.5 % of
     /// exact-model scans, which then get the wider σ).
     public static let threshold = 3.0
@@ -561,11 +569,14 @@ public struct MismatchEvidence: Sendable, Equatable {
     public var pairs: UInt64 { min(goodness.pairs, contrast.pairs) }
 
     /// Whether σ gets the model-mismatch term, and the sentence that says why.
-    public var decision: (widen: Bool, sentence: String) {
+    public var decision: (widen: Bool, sentence: String) { decision(minimumFrames: Self.minimumFrames) }
+
+    /// `decision` with another floor on the frames (tests of small scans).
+    public func decision(minimumFrames: Int) -> (widen: Bool, sentence: String) {
         let test = String(format: "sign tests of %llu frames against parametric-bootstrap replicates: contrast score z = %+.1f, goodness of fit z = %+.1f",
                           pairs, contrast.z, goodness.z)
-        if pairs < UInt64(Self.minimumFrames) {
-            return (true, "Fisher σ × √max(gof, 1) widened by the box-model mismatch term: too few frames to test the model (\(test); fewer than \(Self.minimumFrames))")
+        if pairs < UInt64(minimumFrames) {
+            return (true, "Fisher σ × √max(gof, 1) widened by the box-model mismatch term: too few frames to clear the scan of model mismatch (\(test); fewer than \(minimumFrames))")
         }
         if abs(contrast.z) > Self.threshold || abs(goodness.z) > Self.threshold {
             return (true, "Fisher σ × √max(gof, 1) widened by the box-model mismatch term: the smooth model does not explain the frames at the Poisson level (\(test))")

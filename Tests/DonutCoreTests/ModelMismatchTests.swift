@@ -117,8 +117,8 @@ final class ModelMismatchTests: XCTestCase {
 final class ScanSigmaModelTests: XCTestCase {
     let config = DonutConfig.srio3LSAT002
 
-    /// z = (n₋ − n₊)/√(n₋ + n₊) for each test; |z| > 3 for either widens; fewer than 32 pairs
-    /// widen (cannot decide).
+    /// z = (n₋ − n₊)/√(n₋ + n₊) for each test; |z| > 3 for either widens; fewer pairs than the
+    /// floor (2,048; 32 here) widen: too few to clear the scan.
     func testSignTestDecision() {
         typealias Count = MismatchEvidence.SignCount
         func evidence(_ g: (UInt64, UInt64), _ c: (UInt64, UInt64)) -> MismatchEvidence {
@@ -127,12 +127,16 @@ final class ScanSigmaModelTests: XCTestCase {
         XCTAssertEqual(Count(below: 150, above: 50).z, 100 / 200.0.squareRoot(), accuracy: 1e-12)
         XCTAssertEqual(Count(below: 50, above: 150).z, -100 / 200.0.squareRoot(), accuracy: 1e-12)
         XCTAssert(Count().z.isNaN)
-        XCTAssertFalse(evidence((110, 90), (95, 105)).decision.widen)            // z = 1.41, −0.71
-        XCTAssertFalse(evidence((121, 79), (79, 121)).decision.widen)            // z = ±2.97
-        XCTAssert(evidence((122, 78), (100, 100)).decision.widen)                // goodness z = 3.11
-        XCTAssert(evidence((100, 100), (78, 122)).decision.widen, "contrast z = −3.11: flatter or sharper than the model")
-        XCTAssert(evidence((16, 15), (15, 16)).decision.widen, "31 pairs: too few to test")
-        XCTAssert(evidence((16, 15), (15, 16)).decision.sentence.contains("too few frames"))
+        func widen(_ e: MismatchEvidence) -> Bool { e.decision(minimumFrames: 32).widen }
+        XCTAssertFalse(widen(evidence((110, 90), (95, 105))))            // z = 1.41, −0.71
+        XCTAssertFalse(widen(evidence((121, 79), (79, 121))))            // z = ±2.97
+        XCTAssert(widen(evidence((122, 78), (100, 100))))                // goodness z = 3.11
+        XCTAssert(widen(evidence((100, 100), (78, 122))), "contrast z = −3.11: flatter or sharper than the model")
+        XCTAssert(widen(evidence((16, 15), (15, 16))), "31 pairs: too few to test")
+        XCTAssert(evidence((16, 15), (15, 16)).decision(minimumFrames: 32).sentence.contains("too few frames"))
+        XCTAssertEqual(MismatchEvidence.minimumFrames, 2048)
+        XCTAssert(evidence((1010, 1010), (1010, 1010)).decision.widen, "2,020 pairs, z = 0: below the floor of 2,048")
+        XCTAssertFalse(evidence((1030, 1030), (1030, 1030)).decision.widen, "2,060 pairs, z = 0")
         XCTAssertEqual(evidence((1, 2), (3, 4)).counts, [1, 2, 3, 4])
         XCTAssertEqual(MismatchEvidence(counts: [1, 2, 3, 4]), evidence((1, 2), (3, 4)))
         var c = Count()
@@ -143,7 +147,7 @@ final class ScanSigmaModelTests: XCTestCase {
     /// A 32×32 `domains` scan at 7 photons refined from its truth: made with the smooth model
     /// (the refinement's own), the tests accept it and σ stays the statistical σ; made with the box
     /// model (the published library's), the contrast test rejects it (measured z = +9.2) and every σ becomes `ModelMismatch.sigma` of the statistical σ at
-    /// the frame's estimate. Refined as two blocks (two ranks) whose evidence is summed, the σ
+    /// the frame's estimate (the floor of frames lowered to 1,024 for this scan). Refined as two blocks (two ranks) whose evidence is summed, the σ
     /// maps are identical to the single block's.
     func testScanLevelTestWidensSigmaOnlyUnderMismatch() throws {
         let maps = Phantom.domains.maps(rows: 32, cols: 32, config: config, seed: 3)
@@ -168,7 +172,7 @@ final class ScanSigmaModelTests: XCTestCase {
             var r = start(range)
             refinement.refine(&r, readFrames: { Array(x[($0.lowerBound * np)..<($0.upperBound * np)]) })
             let before = r
-            refinement.finishSigmas(&r, allreduceSum: { $0 = zip($0, other().counts).map { $0 + $1 } })
+            refinement.finishSigmas(&r, minimumFrames: 1024, allreduceSum: { $0 = zip($0, other().counts).map { $0 + $1 } })
             return (refinement, before, r)
         }
         let names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma"]
@@ -206,8 +210,8 @@ final class ScanSigmaModelTests: XCTestCase {
         second.refine(&b, readFrames: { Array(box[($0.lowerBound * np)..<($0.upperBound * np)]) })
         firstEvidence = first.evidence; secondEvidence = second.evidence
         XCTAssertEqual(zip(firstEvidence.counts, secondEvidence.counts).map { $0 + $1 }, whole.evidence.counts)
-        first.finishSigmas(&a, allreduceSum: { $0 = zip($0, secondEvidence.counts).map { $0 + $1 } })
-        second.finishSigmas(&b, allreduceSum: { $0 = zip($0, firstEvidence.counts).map { $0 + $1 } })
+        first.finishSigmas(&a, minimumFrames: 1024, allreduceSum: { $0 = zip($0, secondEvidence.counts).map { $0 + $1 } })
+        second.finishSigmas(&b, minimumFrames: 1024, allreduceSum: { $0 = zip($0, firstEvidence.counts).map { $0 + $1 } })
         XCTAssertEqual(a.sigmaModel, after.sigmaModel)
         for name in names { XCTAssertEqual(a.sigmas[name]! + b.sigmas[name]!, after.sigmas[name]!, name) }
     }

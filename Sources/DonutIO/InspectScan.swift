@@ -175,17 +175,34 @@ public func inspectScan(path: String, dataset: String = defaultFramesDataset, co
     }
     var best = (x: 0, y: 0, s: -1.0)
     for y in 0...(h - roiSize) { for x in 0...(w - roiSize) { let s = windowSum(x, y); if s > best.s { best = (x, y, s) } } }
+    // The centroid of the window with its masked pixels filled from their neighbours
+    // (`MaskInpainting`): left out, a gap through the pattern pulls the centroid away from
+    // itself (by 0.1 pixel for the 2-pixel chip gaps through the walk-through's pattern).
+    // The window then starts at centroid − (size − 1)/2, so that the centroid sits at the
+    // centre of its pixel centres (the old centroid − size/2, rounded, sat half a pixel off
+    // and gave 191 for a pattern centred on 192…319).
+    var window = [Float](repeating: 0, count: roiSize * roiSize), measured = window
+    for y in 0..<roiSize {
+        for x in 0..<roiSize {
+            let p = (best.y + y) * w + best.x + x
+            if !bad[p] { window[y * roiSize + x] = Float(sum[p]); measured[y * roiSize + x] = 1 }
+        }
+    }
+    window.withUnsafeMutableBufferPointer { f in
+        measured.withUnsafeBufferPointer { MaskInpainting(frameSize: roiSize).fill(f, weights: $0) }
+    }
     var cx = 0.0, cy = 0.0, total = 0.0
-    for y in best.y..<(best.y + roiSize) {
-        for x in best.x..<(best.x + roiSize) where !bad[y * w + x] {
-            let v = sum[y * w + x]
-            cx += v * Double(x); cy += v * Double(y); total += v
+    for y in 0..<roiSize {
+        for x in 0..<roiSize {
+            let v = Double(window[y * roiSize + x])
+            cx += v * Double(best.x + x); cy += v * Double(best.y + y); total += v
         }
     }
     var rx = best.x, ry = best.y
     if total > 0 {
-        rx = min(max(Int((cx / total).rounded()) - roiSize / 2, 0), w - roiSize)
-        ry = min(max(Int((cy / total).rounded()) - roiSize / 2, 0), h - roiSize)
+        let half = Double(roiSize - 1) / 2   // the centre of the window's pixel centres
+        rx = min(max(Int((cx / total - half).rounded()), 0), w - roiSize)
+        ry = min(max(Int((cy / total - half).rounded()), 0), h - roiSize)
     }
     let roi = DetectorROI(x: rx, y: ry, width: roiSize, height: roiSize)
     var maskedInROI = 0

@@ -339,3 +339,35 @@ final class RawDetectorDTypeTests: XCTestCase {
         try check("f32", [Float.nan, -2, .infinity], Float(3), type: .float32, expectSentinel: nil)
     }
 }
+
+/// Inspect's suggested ROI (`inspectScan`): centred on the intensity centroid of the summed
+/// frames, with masked pixels filled from their neighbours.
+final class InspectSuggestedROITests: XCTestCase {
+    /// A round blob centred on pixel-centre (19.5, 21.5) of a 40×40 uint32 detector, crossed by
+    /// 2-pixel gaps (the dtype's sentinel) just right of and below its centre, as Eiger chip gaps
+    /// cross a pattern: the 16×16 ROI centred on it starts at (12, 14). Left out of the centroid,
+    /// the gaps pulled it up and left, and the old centring (round(c) − size/2) gave (11, 13).
+    func testROIIsCentredOnTheBlobDespiteAGapThroughIt() throws {
+        let folder = makeScratchFolder(self)
+        var c = DonutConfig.srio3LSAT002
+        c.model.frameSize = 8; c.instrument.binning = 2   // a 16×16 raw ROI
+        let path = folder.appendingPathComponent("blob.h5").path
+        let h = 40, w = 40, frames = 4
+        var values = [UInt32](repeating: 0, count: frames * h * w)
+        for k in 0..<frames {
+            for y in 0..<h {
+                for x in 0..<w {
+                    let r2 = (Double(x) - 19.5) * (Double(x) - 19.5) + (Double(y) - 21.5) * (Double(y) - 21.5)
+                    let gap = x == 20 || x == 21 || y == 22 || y == 23
+                    values[(k * h + y) * w + x] = gap ? .max : UInt32((1000 * exp(-r2 / 18)).rounded())
+                }
+            }
+        }
+        let f = try H5File.create(path)
+        try f.createGroup("/entry"); try f.createGroup("/entry/data")
+        try f.writeDataset("/entry/data/data", values, shape: [frames, h, w])
+        try f.close()
+        let i = try inspectScan(path: path, config: c)
+        XCTAssertEqual(i.suggestedROI, DetectorROI(x: 12, y: 14, width: 16, height: 16))
+    }
+}

@@ -753,7 +753,7 @@ public struct ModelMismatch: Sendable {
                             thicknessA: fitThickness ? rng.uniform(r.thicknessA[0], r.thicknessA[1]) : geometry.defaultThicknessA)
         }
         let out = UnsafeMutableBufferPointer<FrameParameters>.allocate(capacity: samples)
-        out.initialize(from: truths)
+        _ = out.initialize(from: truths)
         defer { out.deallocate() }
         let threads = max(1, min(Parallel.threads, samples))
         serialBLAS {

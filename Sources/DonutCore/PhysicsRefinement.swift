@@ -59,10 +59,11 @@ public final class PhysicsRefinement {
     var rows: [Float], weighted: [Float], fisherF: [Float], gradientF: [Float]
     /// λ at the answer (n), for the goodness of fit.
     var lambda: [Float]
-    /// Counts of a parametric-bootstrap replicate (n), drawn from `lambda` (`bootstrapGoodness`).
+    /// Counts of a parametric-bootstrap replicate (n), drawn from `lambda` (`bootstrapReplicate`).
     var replicate: [Float]
     /// The scan-level test of the model, accumulated by `refine(_:readBlock:…)` over the frames
-    /// this process refined (`MismatchEvidence`, made global and used by `finishSigmas`).
+    /// this process refined (`MismatchEvidence`, made global and used by `finishSigmas`): one
+    /// scan's, so a refinement serves one scan (as every pipeline makes it).
     public private(set) var evidence = MismatchEvidence()
     /// F and g in Double, the damped system (factored in place) and the step: the LM
     /// iteration allocates nothing.
@@ -274,8 +275,7 @@ public final class PhysicsRefinement {
     }
 
     /// The statistical σ_s = √max(gof, 1)·σ_F (quasi-likelihood: residuals larger than Poisson
-    /// widen it). `mismatch` widens it further, to the 68.27 % quantile of |b + σ_s·Z| over the
-    /// systematic errors b of box frames whose estimates lie near the estimate (`ModelMismatch.sigma`).
+    /// widen it); the model-mismatch term, when asked for, is added on top (`ModelMismatch.sigma`).
     func statisticalSigma(_ fisher: SIMD4<Double>, goodness: Double) -> SIMD4<Double> {
         let inflation = scaleSigmaByGoodness && goodness.isFinite ? max(goodness, 1) : 1
         return inflation.squareRoot() * fisher
@@ -344,7 +344,7 @@ extension PhysicsRefinement {
     /// its buffers; OpenBLAS runs inline on each: its GEMMs are too small to gain from
     /// threads), so the answers do not depend on the thread count. `skip[f]` leaves frame f out (nil).
     /// `honestSigma` as for one frame; `bootstrapStride`: frames whose scan index is a multiple of
-    /// it also get a parametric-bootstrap replicate (`Result.bootstrapGoodness`).
+    /// it also get a parametric-bootstrap replicate (`Result.replicate`).
     public func refine(block: FrameBlock, from starts: [FrameParameters], skip: [Bool],
                        helpers: [PhysicsRefinement], honestSigma: Bool = true, bootstrapStride: Int? = nil) -> [Result?] {
         let count = starts.count, np = n, threads = min(helpers.count + 1, max(count, 1))
@@ -416,8 +416,7 @@ extension PhysicsRefinement {
                        readBlock: (Range<Int>) throws -> FrameBlock, judge: FrameJudge? = nil,
                        progress: ((Int, Int) -> Void)? = nil) rethrows {
         let block = results.frameRange
-        var names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma"]
-        if fitThickness { names.append("thickness_sigma") }
+        let names = Array(Self.sigmaMaps.prefix(fitThickness ? 4 : 3))
         for name in names where results.sigmas[name] == nil { results.sigmas[name] = .init(repeating: .nan, count: block.count) }
         if results.residual == nil { results.residual = .init(repeating: .nan, count: block.count) }
         if fitThickness && results.thicknessA == nil { results.thicknessA = .init(repeating: .nan, count: block.count) }
@@ -455,6 +454,9 @@ extension PhysicsRefinement {
 }
 
 extension PhysicsRefinement {
+    /// The σ maps, in the order of `Result.sigma` (ε, ω, χ, t); t's only when thickness is fitted.
+    static let sigmaMaps = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma", "thickness_sigma"]
+
     /// Ends a scan's refinement (collective: every rank, after `refine(_:readBlock:…)` on its
     /// block): makes `evidence` global, decides whether the smooth model explains the scan
     /// (`MismatchEvidence.decision`) and, where it does not, widens every refined frame's σ in
@@ -469,8 +471,8 @@ extension PhysicsRefinement {
         if let mismatch {
             let decision = global.decision(minimumFrames: minimumFrames)
             if decision.widen {
+                let names = Self.sigmaMaps
                 for i in 0..<results.frameRange.count where results.valid[i] == 1 {
-                    let names = ["strain_sigma", "tilt_lr_sigma", "tilt_ud_sigma", "thickness_sigma"]
                     var s = SIMD4<Double>(repeating: .nan)
                     for (j, name) in names.enumerated() { s[j] = results.sigmas[name]?[i] ?? .nan }
                     let p = FrameParameters(strain: results.strain[i], tiltLRDeg: results.tiltLRDeg[i], tiltUDDeg: results.tiltUDDeg[i],
@@ -512,8 +514,9 @@ extension PhysicsRefinement {
 /// depends on where the scan's tilts sit: measured at 7 photons, box-model scans z_S = +9.2
 /// (32×32 `domains`, `ScanSigmaModelTests`), −24.5 and −11.7 (64×64 `paper`, `domains`,
 /// `scripts/bench-refinement`), z_gof = +4.5, +13.6, +10.1; smooth-model scans z_S = +0.2,
-/// −0.2, +1.1 and z_gof = −0.6, +2.2, +0.5. Sign tests, not mean differences: the counts are exact integers (the
-/// same sums on any rank count) and one bad frame moves them by one, not by its size.
+/// −0.2, +1.1 and z_gof = −0.6, +2.2, +0.5. Sign tests, not mean differences: the counts are
+/// exact integers (the same sums on any rank count) and one bad frame moves them by one, not
+/// by its size.
 /// Fewer than `minimumFrames` pairs cannot clear a scan, and σ is widened (the safe side: a
 /// missed mismatch leaves σ overconfident, a false alarm only conservative).
 public struct MismatchEvidence: Sendable, Equatable {
